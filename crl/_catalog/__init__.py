@@ -1,0 +1,1 @@
+"""The built-in catalogs (envs, agents, experiments) as shipped inside the wheel."""

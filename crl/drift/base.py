@@ -1,0 +1,199 @@
+"""The base class of every drift wrapper.
+
+A drift wrapper changes *what* the task is (friction, an observation offset, ...);
+its :class:`~crl.drift.schedules.Schedule` decides *when*. The base class does all the
+bookkeeping once, so a concrete drift only says how to draw the parameters of regime
+``k`` (:meth:`DriftWrapper.sample_params`) and how to apply them
+(:meth:`DriftWrapper.apply_params`), plus optional observation/action/reward hooks.
+
+Guarantees that every drift inherits:
+
+* parameters of regime ``k`` depend only on ``(drift_seed, drift class, k)``: every
+  agent run with the same drift seed faces the same regimes, and the drift seed is
+  separate from the ``reset(seed=...)`` seed, so Gymnasium's determinism checks pass;
+* ``info["regime"]`` and ``info["drift/<param>"]`` on every step (the values in force
+  during that step), and ``info["regime_change"] = True`` on the step after which a new
+  regime starts;
+* :meth:`DriftWrapper.set_regime` pins a chosen regime (evaluation on past regimes);
+* :meth:`DriftWrapper.get_state` / :meth:`DriftWrapper.set_state` for checkpoints.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, ClassVar, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+from crl.drift.schedules import Schedule, make_schedule
+from crl.errors import ConfigError
+
+__all__ = ["DriftWrapper"]
+
+Params = dict[str, Any]
+
+
+class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Base class of drift wrappers (a drift that never changes anything by itself).
+
+    Args:
+        env: the environment to wrap.
+        schedule: when regimes change: a :class:`Schedule` or a spec such as
+            ``{"every_n_steps": {"change_every": 1000}}``. Default: never.
+        drift_seed: seed of the regime parameters (not of the episodes).
+        num_envs: number of parallel copies of this env that share one step budget;
+            each step counts ``num_envs`` steps towards the schedule.
+    """
+
+    #: Short name used in YAML (``drifts: [{<name>: {...}}]``) and in the registry.
+    name: ClassVar[str] = "none"
+
+    def __init__(
+        self,
+        env: gym.Env,
+        schedule: Schedule | dict[str, Any] | str | None = None,
+        drift_seed: int = 0,
+        num_envs: int = 1,
+    ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(
+            self, schedule=schedule.config() if isinstance(schedule, Schedule) else schedule,
+            drift_seed=drift_seed, num_envs=num_envs,
+        )
+        gym.Wrapper.__init__(self, env)
+        if isinstance(drift_seed, bool) or not isinstance(drift_seed, (int, np.integer)) or drift_seed < 0:
+            raise ConfigError(f"drift_seed must be a non-negative integer, got {drift_seed!r}")
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.schedule = make_schedule(schedule)
+        self.drift_seed = int(drift_seed)
+        self.num_envs = int(num_envs)
+        self.schedule.seed(self.drift_seed)
+        self._held: int | None = None
+        self._params_cache: dict[int, Params] = {}
+        self._params: Params = {}
+        self._applied_key: tuple[int, int, float] | None = None
+
+    def _record(self, **kwargs: Any) -> None:
+        """Add a subclass's own constructor arguments to ``env.spec`` (RecordConstructorArgs)."""
+        self._saved_kwargs = {**kwargs, **self._saved_kwargs}
+
+    # -- what subclasses provide ---------------------------------------------
+    def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
+        """Parameters of ``regime``, drawn from ``rng`` (seeded by drift seed and regime)."""
+        return {}
+
+    def apply_params(self, params: Params) -> None:  # noqa: B027 - no-op default
+        """Make ``params`` take effect in the wrapped env (e.g. write MuJoCo fields)."""
+
+    def info_values(self, params: Params) -> dict[str, Any]:
+        """What goes into ``info`` as ``drift/<key>``; scalars by default."""
+        return {k: v for k, v in params.items() if np.ndim(v) == 0}
+
+    def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
+        """Parameters a fraction ``alpha`` of the way from ``a`` to ``b`` (gradual drift)."""
+        return {k: (1.0 - alpha) * np.asarray(a[k]) + alpha * np.asarray(b[k]) for k in a}
+
+    # -- regime parameters ---------------------------------------------------
+    def regime_params(self, regime: int) -> Params:
+        """The (cached) parameters of regime id ``regime``: a pure function of the seed."""
+        if regime not in self._params_cache:
+            salt = zlib.crc32(type(self).__name__.encode())
+            rng = np.random.default_rng([self.drift_seed, salt, int(regime)])
+            self._params_cache[regime] = self.sample_params(rng, int(regime))
+        return self._params_cache[regime]
+
+    @property
+    def regime(self) -> int:
+        """The regime id in force now."""
+        return self._held if self._held is not None else self.schedule.regime()
+
+    @property
+    def params(self) -> Params:
+        """The parameters in force now."""
+        return self._params
+
+    def _refresh(self) -> None:
+        """Apply the parameters of the current regime (or mixture) if they changed."""
+        mix = None if self._held is not None else self.schedule.mix()
+        key = (mix[0], mix[1], mix[2]) if mix else (self.regime, self.regime, 0.0)
+        if key == self._applied_key:
+            return
+        if mix and mix[2] > 0.0:
+            params = self.interpolate(self.regime_params(mix[0]), self.regime_params(mix[1]), mix[2])
+        else:
+            params = self.regime_params(key[0])
+        self.apply_params(params)
+        self._params = params
+        self._applied_key = key
+
+    def set_regime(self, regime: int, hold: bool = True) -> None:
+        """Switch to regime id ``regime`` now.
+
+        With ``hold=True`` (the default) the regime stays pinned and the schedule is
+        ignored until :meth:`release` (use it to evaluate a policy on a past regime).
+        """
+        if isinstance(regime, bool) or not isinstance(regime, (int, np.integer)) or regime < 0:
+            raise ConfigError(f"regime must be a non-negative integer, got {regime!r}")
+        self._held = int(regime) if hold else None
+        if not hold:
+            self.schedule.segment = int(regime)
+            self.schedule.since_change = 0
+        self._refresh()
+
+    def release(self) -> None:
+        """Let the schedule drive the regime again after :meth:`set_regime`."""
+        self._held = None
+        self._refresh()
+
+    # -- gymnasium API -------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self._refresh()
+        obs, info = self.env.reset(seed=seed, options=options)
+        obs = self.transform_observation(obs)
+        self._write_info(info)
+        return obs, info
+
+    def step(self, action):
+        if not self._applied_key:
+            self._refresh()
+        obs, reward, terminated, truncated, info = self.env.step(self.transform_action(action))
+        obs = self.transform_observation(obs)
+        reward = self.transform_reward(reward, info)
+        self._write_info(info)
+        if self._held is None:
+            changed = self.schedule.advance(self.num_envs, bool(terminated or truncated))
+            if changed:
+                info["regime_change"] = True
+            if changed or self.schedule.mix() is not None:
+                self._refresh()
+        return obs, reward, terminated, truncated, info
+
+    def transform_observation(self, obs: Any) -> Any:
+        """Hook: change the observation (identity by default)."""
+        return obs
+
+    def transform_action(self, action: Any) -> Any:
+        """Hook: change the action before the wrapped env sees it (identity by default)."""
+        return action
+
+    def transform_reward(self, reward: SupportsFloat, info: dict[str, Any]) -> SupportsFloat:
+        """Hook: change the reward (identity by default)."""
+        return reward
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        info["regime"] = self.regime
+        for k, v in self.info_values(self._params).items():
+            info[f"drift/{k}"] = float(v) if np.ndim(v) == 0 else v
+
+    # -- checkpoints ---------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The drift's whole state (schedule, pinned regime): JSON-compatible."""
+        return {"schedule": self.schedule.get_state(), "held": self._held}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`get_state` and re-apply the parameters of that regime."""
+        self.schedule.set_state(state["schedule"])
+        self._held = state["held"]
+        self._applied_key = None
+        self._refresh()

@@ -1,0 +1,18 @@
+"""How agents keep plasticity: interventions (plug-ins) and optimizers.
+
+``crl.plasticity`` sees networks, optimizers and regime events, never environment
+internals; it imports neither :mod:`crl.drift` nor :mod:`crl.run`.
+"""
+
+from crl.plasticity.base import INTERVENTIONS, Intervention, InterventionSet, attach, register_intervention
+from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
+
+__all__ = [
+    "INTERVENTIONS",
+    "OPTIMIZERS",
+    "Intervention",
+    "InterventionSet",
+    "attach",
+    "make_optimizer_class",
+    "register_intervention",
+]
