@@ -11,6 +11,10 @@ Keyword arguments of ``gymnasium.make`` are routed by name:
   overrides the schedule;
 * ``<drift>_<argument>`` (``friction_low``, ...) overrides that drift's argument;
 * ``drifts=[...]`` / ``schedule={...}`` replace the lists wholesale;
+* ``episode_steps`` sets the base env's episode limit (``gymnasium.make(base,
+  max_episode_steps=...)``), inside the drifts so they see truncations. (A plain
+  ``max_episode_steps=`` of ``gymnasium.make`` adds its ``TimeLimit`` *outside* every
+  wrapper, where an episode-aligned schedule cannot see it);
 * anything else goes to the base environment (``gymnasium.make(base, **rest)``).
 
 Example:
@@ -144,6 +148,9 @@ def make_drifting(
     """Entry point of every registered drifting env: ``gymnasium.make(base)`` wrapped in
     the drifts. Keyword arguments are routed as the module docstring says."""
     items, schedule, wkw, base_kwargs = split_make_kwargs(drifts or [], schedule, kwargs)
+    if base_kwargs.get("episode_steps") is not None:
+        base_kwargs["max_episode_steps"] = base_kwargs.pop("episode_steps")
+    base_kwargs.pop("episode_steps", None)
     try:
         env = gym.make(base, **base_kwargs)
     except gym.error.Error as e:
@@ -184,7 +191,7 @@ def register_drifting(
             raise ConfigError(f"drift {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
     base_kwargs = dict(make_kwargs)
     if max_episode_steps is not None:
-        base_kwargs["max_episode_steps"] = max_episode_steps
+        base_kwargs["episode_steps"] = max_episode_steps
     gym.register(
         id=id,
         entry_point="crl.drift.registration:make_drifting",

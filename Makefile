@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine (see README):
+#   make quickstart   set up .venv, run experiments/quickstart.yaml, print where the results are
+#   make test         set up .venv, run the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.crl-installed
+
+.PHONY: quickstart test setup lint expensive clean
+
+setup: $(STAMP)
+
+# torch first, pinned: pip finds the CPU build of 2.13.0 on our machines' local wheel
+# store; left to itself, a dependency range would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/crl sweep experiments/quickstart.yaml
+
+test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1) \
+	  || echo "note: chromium could not be installed; browser tests will be skipped"; }
+	$(BIN)/python -m pytest
+
+expensive: $(STAMP)
+	$(BIN)/python -m pytest -m expensive
+
+lint: $(STAMP)
+	$(BIN)/ruff check crl tests && $(BIN)/ruff format --check crl tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,209 @@
+"""One tracker fanning metrics out to the local files and to wandb.
+
+The local ``metrics.csv`` is the source of truth (``crl report`` reads it); wandb is a
+mirror for dashboards. ``metrics.csv`` is a wide CSV whose first column is
+``global_step``; rows are sparse (an episode row has ``charts/*`` and ``regime/*``, an
+update row ``losses/*`` and ``time/*``). When a key appears for the first time, the
+header grows and the file is rewritten once.
+
+The tracker is a sink: it receives metrics and never reaches into agents. Its position
+(:meth:`Tracker.state`) is saved in checkpoints; :meth:`Tracker.restore` truncates the
+file back to it on resume, so a resumed run has no duplicated or missing rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "wandb_default_mode", "flatten"]
+
+
+def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Flatten nested dicts into dotted keys (wandb config filters on flat keys).
+
+    Example:
+        >>> flatten({"a": {"b": 1, "c": [1, 2]}, "d": 2})
+        {'a.b': 1, 'a.c': [1, 2], 'd': 2}
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{sep}{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key, sep))
+        else:
+            out[key] = v
+    return out
+
+
+def wandb_default_mode() -> str:
+    """``online`` if the user has configured wandb (``WANDB_MODE``, ``WANDB_API_KEY`` or a
+    wandb login in ``~/.netrc``), else ``offline`` (no account, no network)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode in ("online", "offline", "disabled"):
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path.home() / ".netrc"
+    try:
+        if netrc.is_file() and "api.wandb.ai" in netrc.read_text():
+            return "online"
+    except OSError:
+        pass
+    return "offline"
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+class Tracker:
+    """Write metric rows to ``metrics.csv`` and (optionally) a wandb run.
+
+    Args:
+        run_dir: the run folder.
+        wandb_mode: ``offline``, ``online`` or ``disabled``.
+        wandb_init: keyword arguments of ``wandb.init`` (project, group, name, id, tags, config...).
+        flush_every: seconds between flushes of the CSV file.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> t = Tracker(d, wandb_mode="disabled")
+        >>> t.log(10, {"charts/episodic_return": 1.5})
+        >>> t.log(20, {"losses/value_loss": 0.25})
+        >>> t.close()
+        >>> print(open(f"{d}/metrics.csv").read().strip())
+        global_step,charts/episodic_return,losses/value_loss
+        10,1.5,
+        20,,0.25
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        wandb_mode: str = "disabled",
+        wandb_init: dict[str, Any] | None = None,
+        flush_every: float = 10.0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "metrics.csv"
+        self.columns: list[str] = ["global_step"]
+        self.rows = 0
+        self.flush_every = flush_every
+        self._last_flush = time.monotonic()
+        self._file = None
+        self._writer: Any = None
+        self.wandb_run: Any = None
+        self.wandb_mode = wandb_mode
+        if self.path.exists():
+            self._load_existing()
+        self._open("a")
+        if wandb_mode != "disabled":
+            self._init_wandb(wandb_mode, wandb_init or {})
+
+    # -- files ---------------------------------------------------------------
+    def _load_existing(self) -> None:
+        with self.path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header:
+                self.columns = header
+                self.rows = sum(1 for _ in reader)
+
+    def _open(self, mode: str) -> None:
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = self.path.open(mode, newline="")
+        self._writer = csv.writer(self._file)
+        if new:
+            self._writer.writerow(self.columns)
+
+    def _rewrite(self, columns: list[str], keep_rows: int | None = None) -> None:
+        """Rewrite the file with ``columns`` (keeping the first ``keep_rows`` rows)."""
+        assert self._file is not None
+        self._file.close()
+        with self.path.open(newline="") as f:
+            reader = csv.reader(f)
+            old_header = next(reader, self.columns)
+            rows = list(reader)
+        if keep_rows is not None:
+            rows = rows[:keep_rows]
+        index = {c: i for i, c in enumerate(old_header)}
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(columns)
+            for r in rows:
+                w.writerow([r[index[c]] if c in index and index[c] < len(r) else "" for c in columns])
+        os.replace(tmp, self.path)
+        self.columns = list(columns)
+        self.rows = len(rows)
+        self._open("a")
+
+    # -- logging -------------------------------------------------------------
+    def log(self, global_step: int, metrics: dict[str, Any]) -> None:
+        """Write one row at ``global_step`` (and log it to wandb)."""
+        new = [k for k in metrics if k not in self.columns]
+        if new:
+            self._rewrite(self.columns + new)
+        values = {"global_step": global_step, **metrics}
+        self._writer.writerow([_fmt(values.get(c)) for c in self.columns])
+        self.rows += 1
+        if self.wandb_run is not None:
+            self.wandb_run.log({"global_step": global_step, **metrics})
+        now = time.monotonic()
+        if now - self._last_flush > self.flush_every:
+            self.flush()
+
+    def summary(self, values: dict[str, Any]) -> None:
+        """Set wandb summary values (the local files hold their own summaries)."""
+        if self.wandb_run is not None:
+            for k, v in values.items():
+                self.wandb_run.summary[k] = v
+
+    def flush(self) -> None:
+        """Flush the CSV to disk."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self._last_flush = time.monotonic()
+
+    # -- resume --------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Position saved in checkpoints: columns and number of rows written."""
+        self.flush()
+        return {"columns": list(self.columns), "rows": self.rows}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Truncate ``metrics.csv`` back to a checkpointed :meth:`state`."""
+        self._rewrite(list(state["columns"]), keep_rows=int(state["rows"]))
+
+    # -- wandb ---------------------------------------------------------------
+    def _init_wandb(self, mode: str, init: dict[str, Any]) -> None:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.wandb_run = wandb.init(mode=mode, dir=str(self.run_dir), resume="allow", **init)
+        self.wandb_run.define_metric("global_step")
+        self.wandb_run.define_metric("*", step_metric="global_step")
+
+    def close(self, status: str | None = None) -> None:
+        """Flush and close the file; finish the wandb run (exit code 1 unless finished)."""
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+        if self.wandb_run is not None:
+            if status:
+                self.wandb_run.summary["status"] = status
+            self.wandb_run.finish(exit_code=0 if status in (None, "finished") else 1)
+            self.wandb_run = None

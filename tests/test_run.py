@@ -1,0 +1,191 @@
+"""End-to-end runs through the real ``crl train`` command: files, resume, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+from crl.errors import NonFiniteLossError
+from crl.run import RunConfig, train
+from tests.conftest import ROOT
+
+SMALL = ["--agent-kwargs", "n_steps=256", "batch_size=64", "n_epochs=2"]
+
+
+def _rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, str]]:
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def _train_args(run_dir: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--env", "slippery-ant", "--agent", "ppo", "--steps", str(steps), "--seed", "3",
+            "--env-kwargs", "change_every=700", "episode_steps=200", *SMALL, "--run-dir", str(run_dir),
+            "--checkpoint-every", "256", "--no-progress", *extra]
+
+
+def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
+    proc = crl_cli(*_train_args(tmp_path, 2560, "--wandb", "offline", "--experiment", "e2e"), check=True,
+                   env={"WANDB_MODE": None})
+    run = tmp_path / "e2e" / "slippery-ant__ppo__s3"
+    assert str(run) in proc.stdout
+    for name in ("config.yaml", "metrics.csv", "regimes.csv", "status.json", "model.zip", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "finished" and status["global_step"] == 2560 and status["error"] is None
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["agent"]["hyperparameters"]["n_steps"] == 256  # override applied and visible
+    assert config["agent"]["optimizer"] == {"name": "adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+    assert config["env"]["make_kwargs"]["schedule"] == {"every_n_steps": {"change_every": 700, "align": "episode_end"}}
+    assert config["env"]["make_kwargs"]["drift_seed"] == 3 and config["seed"] == 3
+    regimes = _rows(run / "regimes.csv")
+    assert len(regimes) >= 3, regimes  # at least two changes
+    for a, b in zip(regimes, regimes[1:]):
+        assert a["end_step"] == b["start_step"]
+        assert int(b["start_step"]) - int(a["start_step"]) >= 700
+    env = gym.make("crl/SlipperyAnt-v0", drift_seed=3)
+    for r in regimes:
+        assert float(r["friction"]) == pytest.approx(env.regime_params(int(r["regime"]))["friction"])
+    rows = _rows(run / "metrics.csv", drop=())
+    episodes = [r for r in rows if r["charts/episodic_return"]]
+    assert episodes and all(r["regime/index"] and r["regime/friction"] for r in episodes)
+    assert {r["regime/index"] for r in episodes} >= {"0", "1", "2"}
+    losses = [r for r in rows if r["losses/value_loss"]]
+    assert len(losses) == 2560 // 256 and all(float(r["time/sps"]) > 0 for r in losses)
+    steps = [int(r["global_step"]) for r in rows]
+    assert steps == sorted(steps)
+    # the real wandb run, offline, in the run folder
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert offline and any(p.suffix == ".wandb" for p in offline[0].iterdir())
+
+
+def _kill_at_random(cmd: list[str], run: Path, rng: random.Random) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "crl", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    target = rng.randint(600, 2300)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        st = (run / "status.json")
+        try:
+            if json.loads(st.read_text()).get("global_step", 0) >= target:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, 0.3))  # somewhere inside a rollout or an update
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
+    steps = 3072
+    crl_cli(*_train_args(tmp_path / "ref", steps, "--wandb", "disabled"), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
+    cmd = _train_args(tmp_path / "killed", steps, "--wandb", "disabled")
+    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
+    _kill_at_random(cmd, run, random.Random())
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "running" and status["global_step"] < steps  # killed: not marked finished
+    crl_cli(*cmd, check=True)  # the same command resumes
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+
+
+def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
+    args = _train_args(tmp_path, 256, "--wandb", "disabled")
+    crl_cli(*args, check=True)
+    again = crl_cli(*args, check=True)
+    assert "already finished" in again.stdout
+
+
+def test_same_seed_same_curves(tmp_path):
+    cfg = dict(env="slippery-ant", agent="ppo", seed=1, steps=1024, env_kwargs={"change_every": 300},
+               agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, wandb="disabled", progress=False)
+    a = train(RunConfig(**cfg, run_dir=str(tmp_path / "a")))
+    b = train(RunConfig(**cfg, run_dir=str(tmp_path / "b")))
+    assert _rows(a.run_dir / "metrics.csv") == _rows(b.run_dir / "metrics.csv")
+    assert _rows(a.run_dir / "regimes.csv") == _rows(b.run_dir / "regimes.csv")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "no-such-env", "--agent", "ppo"], "unknown env 'no-such-env'; valid: slippery-ant"),
+        (["--env", "slippery-ant", "--agent", "no-such-agent"], "unknown agent 'no-such-agent'; valid:"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--steps", "-5"], "steps must be a positive integer"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "n_stepz=3"], "unknown key 'n_stepz'"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "gamma=-1"], "must not be negative"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "optimizer.betas=[1.5,0.9]"], "beta"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--env-kwargs", "change_every=abc"], "change_every"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--env-kwargs", "bogus=1"], "bogus"),
+        (["--env", "missing.yaml", "--agent", "ppo"], "file not found: missing.yaml"),
+        (["--env", "slippery-ant", "--agent", "missing.yaml"], "file not found: missing.yaml"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, args, message):
+    proc = crl_cli("train", *args, "--run-dir", str(tmp_path), "--wandb", "disabled")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crl: error: ") and message in lines[0], proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_agent_yaml_names_file_key_and_valid_keys(tmp_path, crl_cli):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("description: x\nalgo: ppo\nhyperparameterz: {}\n")
+    proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(bad), "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert f"{bad}: unknown key 'hyperparameterz'; valid: description, algo" in proc.stderr
+    wrong_type = tmp_path / "wrong.yaml"
+    wrong_type.write_text("description: x\nboundary_aware: 3\n")
+    proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(wrong_type), "--run-dir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "boundary_aware: expected true or false, got 3" in proc.stderr
+
+
+class _NaNRewardEnv(gym.Env):
+    """A 1-d task whose reward turns NaN after ``bad_after`` steps."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def __init__(self, bad_after: int = 700):
+        self.t = 0
+        self.bad_after = bad_after
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = float("nan") if self.t > self.bad_after else float(action[0])
+        return np.zeros(2, np.float32), reward, False, self.t % 50 == 0, {}
+
+
+def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path):
+    gym.register("crltest/NaNReward-v0", entry_point=_NaNRewardEnv)
+    cfg = RunConfig(env="crltest/NaNReward-v0", agent="ppo", steps=4096, run_dir=str(tmp_path), wandb="disabled",
+                    agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, checkpoint_every=256,
+                    progress=False)
+    with pytest.raises(NonFiniteLossError, match="at global step 768"):
+        train(cfg)
+    run = tmp_path / "default" / "crltest-NaNReward-v0__ppo__s0"
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "768" in status["error"]
+    from crl.checkpoint import load
+
+    ckpt = load(run / "checkpoints" / "last.pt")
+    assert ckpt["num_timesteps"] == 512
+    assert all(np.isfinite(v.numpy()).all() for v in ckpt["params"]["policy"].values())
