@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from stable_baselines3 import PPO, SAC
@@ -121,9 +122,22 @@ class AgentSpec:
         """Check names and hyperparameters; raise ConfigError naming ``where``."""
         try:
             algo_cls = ALGOS[self.algo]
-            valid = [k for k in inspect.signature(algo_cls.__init__).parameters
-                     if k not in ("self", "policy", "env", "policy_kwargs", "seed", "device", "verbose",
-                                  "_init_setup_model", "tensorboard_log")]
+            valid = [
+                k
+                for k in inspect.signature(algo_cls.__init__).parameters
+                if k
+                not in (
+                    "self",
+                    "policy",
+                    "env",
+                    "policy_kwargs",
+                    "seed",
+                    "device",
+                    "verbose",
+                    "_init_setup_model",
+                    "tensorboard_log",
+                )
+            ]
             for k, v in self.hyperparameters.items():
                 if k not in valid:
                     raise ConfigError(f"hyperparameters: unknown key {k!r} for {self.algo}; valid: {', '.join(valid)}")

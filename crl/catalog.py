@@ -71,8 +71,14 @@ class EnvSpec:
         if self.base is None:
             return
         try:
-            register_drifting(self.id, base=self.base, drifts=self.drifts, schedule=self.schedule,
-                              max_episode_steps=self.max_episode_steps, **self.base_kwargs)
+            register_drifting(
+                self.id,
+                base=self.base,
+                drifts=self.drifts,
+                schedule=self.schedule,
+                max_episode_steps=self.max_episode_steps,
+                **self.base_kwargs,
+            )
         except ConfigError as e:
             raise ConfigError(f"{self.path or self.name}: {e}") from None
 
@@ -163,7 +169,7 @@ def experiment_files() -> dict[str, Path]:
 
 
 def _looks_like_path(s: str) -> bool:
-    return s.endswith((".yaml", ".yml")) or os.sep in s and not s.startswith("crl/")
+    return s.endswith((".yaml", ".yml")) or (os.sep in s and not s.startswith("crl/"))
 
 
 def resolve_env(name: str) -> EnvSpec:

@@ -95,9 +95,17 @@ def expand(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, **o
         for agent in spec.agents:
             for seed in spec.seed_list:
                 cfg = RunConfig(
-                    env=env, agent=agent, seed=seed, steps=spec.steps, experiment=spec.experiment, run_dir=run_dir,
-                    env_kwargs=dict(spec.env_kwargs), agent_kwargs=dict(spec.agent_kwargs), n_envs=spec.n_envs,
-                    checkpoint_every=spec.checkpoint_every, wandb=wandb or spec.wandb,
+                    env=env,
+                    agent=agent,
+                    seed=seed,
+                    steps=spec.steps,
+                    experiment=spec.experiment,
+                    run_dir=run_dir,
+                    env_kwargs=dict(spec.env_kwargs),
+                    agent_kwargs=dict(spec.agent_kwargs),
+                    n_envs=spec.n_envs,
+                    checkpoint_every=spec.checkpoint_every,
+                    wandb=wandb or spec.wandb,
                 )
                 runs.append(dataclasses.replace(cfg, **overrides))
     return runs
@@ -111,15 +119,18 @@ def run_sweep(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, 
     results = []
     runs = expand(spec, run_dir, wandb, **overrides)
     for i, cfg in enumerate(runs, 1):
-        print(f"[sweep {spec.experiment}] run {i}/{len(runs)}: {cfg.env} / {cfg.agent} / seed {cfg.seed}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[sweep {spec.experiment}] run {i}/{len(runs)}: {cfg.env} / {cfg.agent} / seed {cfg.seed}",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             results.append(train(cfg))
         except KeyboardInterrupt:
             raise
         except ConfigError:
             raise
-        except Exception as e:  # noqa: BLE001 - one failed run does not stop the sweep
+        except Exception as e:
             print(f"[sweep {spec.experiment}] run failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             results.append(RunResult(Path(run_dir) / spec.experiment, "failed", 0))
     return results
