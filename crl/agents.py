@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from torch import nn
 
 from crl.config import from_mapping
@@ -218,5 +219,7 @@ def build_model(
             apply_init(model.actor, spec.network.init)
             apply_init(model.critic, spec.network.init)
             model.critic_target.load_state_dict(model.critic.state_dict())
+    # SB3's default logger makes a temporary folder per learn() call; crl tracks metrics itself
+    model.set_logger(Logger(folder=None, output_formats=[]))
     interventions = attach(model, spec.interventions, boundary_aware=spec.boundary_aware)
     return model, interventions
