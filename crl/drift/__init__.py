@@ -4,18 +4,49 @@
 :mod:`crl.errors`): a drifting env works from any RL code.
 """
 
+from crl.drift.actuator import ActuatorDrift
 from crl.drift.base import DriftWrapper
+from crl.drift.damping import DampingDrift
 from crl.drift.friction import FrictionDrift
+from crl.drift.gravity import GravityDrift
+from crl.drift.level_shift import LevelShift
+from crl.drift.mass import MassDrift
+from crl.drift.permutation import ActionPermutation, ObservationPermutation
 from crl.drift.registration import DRIFTS, make_drifting, register_drift, register_drifting, wrap_drifts
-from crl.drift.schedules import SCHEDULES, EveryNSteps, Schedule, make_schedule, register_schedule
+from crl.drift.reward import TargetVelocity
+from crl.drift.schedules import (
+    SCHEDULES,
+    Cyclic,
+    EveryNSteps,
+    Explicit,
+    Gradual,
+    RandomWalk,
+    Schedule,
+    make_schedule,
+    register_schedule,
+)
+from crl.drift.task_sequence import TaskSequence
 
 __all__ = [
     "DRIFTS",
     "SCHEDULES",
+    "ActionPermutation",
+    "ActuatorDrift",
+    "Cyclic",
+    "DampingDrift",
     "DriftWrapper",
     "EveryNSteps",
+    "Explicit",
     "FrictionDrift",
+    "Gradual",
+    "GravityDrift",
+    "LevelShift",
+    "MassDrift",
+    "ObservationPermutation",
+    "RandomWalk",
     "Schedule",
+    "TargetVelocity",
+    "TaskSequence",
     "make_drifting",
     "make_schedule",
     "register_drift",

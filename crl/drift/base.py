@@ -13,7 +13,8 @@ Guarantees that every drift inherits:
   separate from the ``reset(seed=...)`` seed, so Gymnasium's determinism checks pass;
 * ``info["regime"]`` and ``info["drift/<param>"]`` on every step (the values in force
   during that step), and ``info["regime_change"] = True`` on the step after which a new
-  regime starts;
+  regime starts; the observation returned by that step is already transformed by the
+  new regime (it is what the agent acts on next);
 * :meth:`DriftWrapper.set_regime` pins a chosen regime (evaluation on past regimes);
 * :meth:`DriftWrapper.get_state` / :meth:`DriftWrapper.set_state` for checkpoints.
 """
@@ -160,16 +161,16 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not self._applied_key:
             self._refresh()
         obs, reward, terminated, truncated, info = self.env.step(self.transform_action(action))
-        obs = self.transform_observation(obs)
         reward = self.transform_reward(reward, info)
-        self._write_info(info)
+        self._write_info(info)  # the regime in force during this transition
         if self._held is None:
             changed = self.schedule.advance(self.num_envs, bool(terminated or truncated))
             if changed:
                 info["regime_change"] = True
             if changed or self.schedule.mix() is not None:
                 self._refresh()
-        return obs, reward, terminated, truncated, info
+        # the observation is what the agent acts on next: under the regime now in force
+        return self.transform_observation(obs), reward, terminated, truncated, info
 
     def transform_observation(self, obs: Any) -> Any:
         """Hook: change the observation (identity by default)."""

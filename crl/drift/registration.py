@@ -40,14 +40,26 @@ from typing import Any
 import gymnasium as gym
 
 from crl.drift.base import DriftWrapper
+from crl.drift.actuator import ActuatorDrift
+from crl.drift.damping import DampingDrift
 from crl.drift.friction import FrictionDrift
+from crl.drift.gravity import GravityDrift
+from crl.drift.level_shift import LevelShift
+from crl.drift.mass import MassDrift
+from crl.drift.permutation import ActionPermutation, ObservationPermutation
+from crl.drift.reward import TargetVelocity
+from crl.drift.task_sequence import TaskSequence
 from crl.drift.schedules import SCHEDULES, Schedule, make_schedule
 from crl.errors import ConfigError, UnknownNameError
 
 __all__ = ["DRIFTS", "register_drift", "wrap_drifts", "make_drifting", "register_drifting", "split_make_kwargs"]
 
 #: Registry of drift wrappers by name; :func:`register_drift` adds to it.
-DRIFTS: dict[str, type[DriftWrapper]] = {"friction": FrictionDrift}
+DRIFTS: dict[str, type[DriftWrapper]] = {
+    c.name: c
+    for c in (FrictionDrift, LevelShift, GravityDrift, MassDrift, ActuatorDrift, DampingDrift,
+              ObservationPermutation, ActionPermutation, TargetVelocity, TaskSequence)
+}
 
 
 def register_drift(cls: type[DriftWrapper]) -> type[DriftWrapper]:

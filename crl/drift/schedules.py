@@ -25,9 +25,21 @@ import copy
 import inspect
 from typing import Any, ClassVar, Literal
 
+import numpy as np
+
 from crl.errors import ConfigError, UnknownNameError
 
-__all__ = ["Schedule", "EveryNSteps", "SCHEDULES", "make_schedule", "register_schedule"]
+__all__ = [
+    "SCHEDULES",
+    "Cyclic",
+    "EveryNSteps",
+    "Explicit",
+    "Gradual",
+    "RandomWalk",
+    "Schedule",
+    "make_schedule",
+    "register_schedule",
+]
 
 
 class Schedule:
@@ -190,3 +202,190 @@ def _construct(cls: type, args: dict[str, Any], what: str) -> Any:
         raise ConfigError(f"{what}: {e}") from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{what}: {e}") from None
+
+
+class Cyclic(EveryNSteps):
+    """Revisit a fixed list of regimes in turn (A B A B ..., or A B C A B C ...).
+
+    Segment ``i`` uses regime id ``cycle[i % len(cycle)]``; since a drift's parameters are a
+    function of the regime id, a revisited regime has exactly the parameters it had the
+    first time, so forgetting can be measured when it comes back.
+
+    Args:
+        change_every: steps between changes.
+        cycle: the regime ids to cycle through (default ``[0, 1]``).
+        align: ``"episode_end"`` or ``"exact"``.
+
+    Example:
+        >>> s = Cyclic(change_every=1, cycle=[0, 1, 2], align="exact")
+        >>> [s.regime() for _ in range(7) if s.advance() or True]
+        [1, 2, 0, 1, 2, 0, 1]
+    """
+
+    name = "cyclic"
+
+    def __init__(
+        self,
+        change_every: int = 2_000_000,
+        cycle: list[int] | None = None,
+        align: Literal["episode_end", "exact"] = "episode_end",
+    ) -> None:
+        super().__init__(change_every=change_every, align=align)
+        cycle = [0, 1] if cycle is None else list(cycle)
+        if not cycle or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cycle):
+            raise ConfigError(f"cycle must be a non-empty list of non-negative integers, got {cycle!r}")
+        self.cycle = cycle
+
+    def regime(self, segment: int | None = None) -> int:
+        seg = self.segment if segment is None else segment
+        return self.cycle[seg % len(self.cycle)]
+
+
+class Gradual(Schedule):
+    """Interpolate linearly from each regime to the next over a window of steps.
+
+    Segment ``i`` holds regime ``i`` for ``change_every - window`` steps, then its
+    parameters move linearly towards those of regime ``i + 1`` over the last ``window``
+    steps; the change to segment ``i + 1`` happens after ``change_every`` steps.
+
+    Args:
+        change_every: steps per segment.
+        window: steps of the transition (``0 < window <= change_every``).
+
+    Example:
+        >>> s = Gradual(change_every=4, window=2)
+        >>> out = []
+        >>> for _ in range(5):
+        ...     _ = s.advance()
+        ...     out.append(s.mix())
+        >>> out
+        [None, None, (0, 1, 0.5), None, None]
+    """
+
+    name = "gradual"
+
+    def __init__(self, change_every: int = 2_000_000, window: int = 200_000) -> None:
+        super().__init__()
+        if isinstance(change_every, bool) or not isinstance(change_every, int) or change_every < 1:
+            raise ConfigError(f"change_every must be a positive integer, got {change_every!r}")
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= change_every:
+            raise ConfigError(f"window must be an integer in (0, change_every], got {window!r}")
+        self.change_every = change_every
+        self.window = window
+
+    def _due(self, episode_end: bool) -> bool:
+        return self.since_change >= self.change_every
+
+    def mix(self) -> tuple[int, int, float] | None:
+        start = self.change_every - self.window
+        if self.since_change <= start:
+            return None
+        return (self.regime(), self.regime(self.segment + 1), (self.since_change - start) / self.window)
+
+
+class RandomWalk(Schedule):
+    """Move the drift's parameters by a small seeded step every ``every`` steps.
+
+    The position ``x`` walks inside ``[low, high]`` (Gaussian steps of standard deviation
+    ``step``, reflected at the bounds) and the drift applies the interpolation
+    ``(1 - x) * params(regime 0) + x * params(regime 1)``: a bounded random walk on the
+    segment between two seeded anchor regimes, for any drift that supports interpolation.
+    Each move counts as a new segment.
+
+    Args:
+        every: steps between moves.
+        step: standard deviation of a move.
+        low, high: bounds of the position (within [0, 1]).
+        start: initial position.
+
+    Example:
+        >>> s = RandomWalk(every=2, step=0.1)
+        >>> s.seed(0)
+        >>> [s.advance() for _ in range(4)]
+        [False, True, False, True]
+        >>> x = s.mix()[2]
+        >>> 0.0 <= x <= 1.0 and x != 0.5
+        True
+    """
+
+    name = "random_walk"
+
+    def __init__(self, every: int = 10_000, step: float = 0.05, low: float = 0.0, high: float = 1.0,
+                 start: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"every must be a positive integer, got {every!r}")
+        if not (isinstance(step, (int, float)) and step > 0):
+            raise ConfigError(f"step must be a positive number, got {step!r}")
+        if not 0.0 <= low < high <= 1.0 or not low <= start <= high:
+            raise ConfigError(f"need 0 <= low < high <= 1 and low <= start <= high; got {low}, {high}, {start}")
+        self.every, self.step, self.low, self.high, self.start = every, float(step), float(low), float(high), float(start)
+        self.position = self.start
+        self._rng = np.random.default_rng(0)
+
+    def seed(self, seed: int) -> None:
+        self._rng = np.random.default_rng([seed, 0x5EED])
+
+    def _due(self, episode_end: bool) -> bool:
+        if self.since_change < self.every:
+            return False
+        x = self.position + self._rng.normal(0.0, self.step)
+        span = self.high - self.low
+        x = self.low + abs(((x - self.low) + span) % (2 * span) - span)  # reflect into [low, high]
+        self.position = float(x)
+        return True
+
+    def regime(self, segment: int | None = None) -> int:
+        return self.segment if segment is None else segment
+
+    def mix(self) -> tuple[int, int, float] | None:
+        return (0, 1, self.position)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "position": self.position, "rng": self._rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.position = float(state["position"])
+        self._rng.bit_generator.state = state["rng"]
+
+
+class Explicit(Schedule):
+    """Change to given regimes at given steps: ``changes=[[step, regime], ...]``.
+
+    Args:
+        changes: pairs (global step, regime id), steps strictly increasing.
+        initial: regime id before the first change.
+        align: ``"exact"`` (at the step) or ``"episode_end"`` (at the first episode end after it).
+
+    Example:
+        >>> s = Explicit(changes=[[2, 5], [3, 1]], align="exact")
+        >>> [(s.advance(), s.regime()) for _ in range(4)]
+        [(False, 0), (True, 5), (True, 1), (False, 1)]
+    """
+
+    name = "explicit"
+
+    def __init__(self, changes: list[list[int]] | None = None, initial: int = 0,
+                 align: Literal["episode_end", "exact"] = "exact") -> None:
+        super().__init__()
+        changes = [list(c) for c in (changes or [])]
+        if any(len(c) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in c) for c in changes):
+            raise ConfigError(f"changes must be [[step, regime], ...] of non-negative integers, got {changes!r}")
+        if any(b[0] <= a[0] for a, b in zip(changes, changes[1:])):
+            raise ConfigError("changes: steps must be strictly increasing")
+        if align not in ("episode_end", "exact"):
+            raise ConfigError(f"align must be 'episode_end' or 'exact', got {align!r}")
+        self.changes, self.initial, self.align = changes, int(initial), align
+
+    def _due(self, episode_end: bool) -> bool:
+        if self.segment >= len(self.changes) or self.total_steps < self.changes[self.segment][0]:
+            return False
+        return self.align == "exact" or episode_end
+
+    def regime(self, segment: int | None = None) -> int:
+        seg = self.segment if segment is None else segment
+        return self.initial if seg == 0 else self.changes[min(seg, len(self.changes)) - 1][1]
+
+
+SCHEDULES.update({c.name: c for c in (Cyclic, Gradual, RandomWalk, Explicit)})
