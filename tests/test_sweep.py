@@ -130,7 +130,8 @@ def test_crashed_and_killed_runs_are_marked_failed_and_the_others_finish(tmp_pat
 
 
 # -- local pool: Ctrl-C / kill and resume -------------------------------------------------------
-@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.expensive)])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, id="ctrl-c"),
+                                 pytest.param(signal.SIGKILL, id="sigkill", marks=pytest.mark.expensive)])
 def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, sig):
     steps = 8192
     f = _sweep_file(tmp_path, envs=["CartPole-v1"], seeds=[0, 1], steps=steps)
