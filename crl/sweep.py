@@ -37,6 +37,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,16 +281,20 @@ def _local_worker(cfg: RunConfig, catalogs: list[str], conn: Any) -> None:
 
 # -- progress ----------------------------------------------------------------------------------
 class _Progress:
-    """Runs done / running / failed with an ETA: a rich line on a terminal, plain lines otherwise."""
+    """Runs done / running / failed with an ETA: a rich line on a terminal, plain lines otherwise.
 
-    def __init__(self, experiment: str, total: int, steps_total: int, enabled: bool) -> None:
-        self.experiment, self.total, self.enabled = experiment, total, enabled
-        self.steps_left = steps_total
-        self.steps_done_here = 0
+    The ETA divides the steps left by the steps trained since the sweep started (finished runs
+    plus the last checkpoints of running ones, read from their status files) per second.
+    """
+
+    def __init__(self, experiment: str, total: int, enabled: bool, steps: Callable[[], tuple[int, int]]) -> None:
+        self.experiment, self.total, self.enabled, self.steps = experiment, total, enabled, steps
         self.t0 = time.time()
         self.done = self.failed = self.running = 0
         self.live: Any = None
         self.last_line = ""
+        self.eta = "?"
+        self.eta_at = 0.0
         if enabled and sys.stderr.isatty():
             from rich.console import Console
             from rich.live import Live
@@ -298,15 +303,16 @@ class _Progress:
             self.live.start()
 
     def line(self) -> str:
-        eta = "?"
-        elapsed = time.time() - self.t0
-        if self.steps_done_here > 0 and elapsed > 0:
-            left = self.steps_left / (self.steps_done_here / elapsed)
-            eta = str(dt.timedelta(seconds=int(left)))
-        elif self.steps_left == 0:
-            eta = "0:00:00"
+        now = time.time()
+        if now - self.eta_at >= 2.0:
+            self.eta_at = now
+            done_here, left = self.steps()
+            if left == 0:
+                self.eta = "0:00:00"
+            elif done_here > 0:
+                self.eta = str(dt.timedelta(seconds=int(left / (done_here / (now - self.t0)))))
         return (f"[sweep {self.experiment}] {self.done}/{self.total} done, {self.running} running, "
-                f"{self.failed} failed, ETA {eta}")
+                f"{self.failed} failed, ETA {self.eta}")
 
     def update(self, **counts: int) -> None:
         for k, v in counts.items():
@@ -329,12 +335,31 @@ class _Progress:
 class _Book:
     """Bookkeeping shared by the backends: attempts, outcomes, progress."""
 
-    def __init__(self, runs: list[PlannedRun], retries: int, progress: _Progress) -> None:
-        self.runs, self.retries, self.progress = runs, retries, progress
+    def __init__(self, runs: list[PlannedRun], retries: int, progress: bool, experiment: str) -> None:
+        self.runs, self.retries = runs, retries
+        self.progress = _Progress(experiment, len(runs), progress, self.steps)
+        self.start_step = [_checkpoint_step(r.dir) for r in runs]
         self.attempts = [0] * len(runs)
         self.outcomes: list[RunOutcome | None] = [None] * len(runs)
         self.queue = list(range(len(runs)))
         self.running: set[int] = set()
+
+    def steps(self) -> tuple[int, int]:
+        """(steps trained since the sweep started, steps left) over the runs still to finish."""
+        done = left = 0
+        for i, r in enumerate(self.runs):
+            out = self.outcomes[i]
+            if out is not None and (out.skipped or out.status == "failed"):
+                continue
+            if out is not None and out.status == "finished":
+                cur = r.config.steps
+            elif i in self.running:
+                cur = int((read_status(r.dir) or {}).get("checkpoint_step", self.start_step[i]))
+            else:
+                cur = self.start_step[i]
+            done += max(cur - self.start_step[i], 0)
+            left += max(r.config.steps - cur, 0)
+        return done, left
 
     def counts(self) -> dict[str, int]:
         done = sum(1 for o in self.outcomes if o is not None and o.status == "finished")
@@ -361,11 +386,13 @@ class _Book:
         if prev is not None:  # retried: keep the total wall time
             out.wall_s += prev.wall_s
         self.outcomes[i] = out
-        if out.status in ("finished", "failed"):
-            self.progress.steps_left -= run.config.steps
-            if not out.skipped and out.status == "finished":
-                self.progress.steps_done_here += run.config.steps
         self.progress.update(**self.counts())
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    if not (run_dir / CHECKPOINT).exists():
+        return 0
+    return int((read_status(run_dir) or {}).get("checkpoint_step", 0))
 
 
 def _mark_failed(run: PlannedRun, error: str) -> None:
@@ -557,8 +584,8 @@ def run_sweep(
     t0 = time.time()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     todo = [r for r in runs if r.state != "finished"]
-    prog = _Progress(spec.experiment, len(runs), sum(r.config.steps for r in todo), progress)
-    book = _Book(runs, retries, prog)
+    book = _Book(runs, retries, progress, spec.experiment)
+    prog = book.progress
     for i, r in enumerate(runs):
         if r.state == "finished":
             st = read_status(r.dir) or {}

@@ -57,7 +57,7 @@ def test_shipped_experiments_load_and_state_their_measured_cost():
 def test_run_key_sets_runconfig_fields_and_rejects_others(tmp_path):
     spec = load_sweep(_sweep_file(tmp_path, envs=["CartPole-v1"], run={"loss_log_every": 77}))
     assert [c.loss_log_every for c in expand(spec)] == [77]
-    with pytest.raises(ConfigError, match="unknown RunConfig field 'bogus'; valid: .*loss_log_every"):
+    with pytest.raises(ConfigError, match=r"unknown RunConfig field 'bogus'; valid: .*loss_log_every"):
         load_sweep(_sweep_file(tmp_path, envs=["CartPole-v1"], run={"bogus": 1}))
     with pytest.raises(ConfigError, match="'seed' is set by the sweep's own key"):
         load_sweep(_sweep_file(tmp_path, envs=["CartPole-v1"], run={"seed": 1}))
