@@ -340,6 +340,7 @@ class _Book:
         self.progress = _Progress(experiment, len(runs), progress, self.steps)
         self.start_step = [_checkpoint_step(r.dir) for r in runs]
         self.attempts = [0] * len(runs)
+        self.wall_s = [0.0] * len(runs)
         self.outcomes: list[RunOutcome | None] = [None] * len(runs)
         self.queue = list(range(len(runs)))
         self.running: set[int] = set()
@@ -374,6 +375,7 @@ class _Book:
     def ended(self, i: int, out: RunOutcome) -> None:
         """Record an attempt; requeue a failed run while retries are left."""
         self.running.discard(i)
+        self.wall_s[i] += out.wall_s
         run = self.runs[i]
         if out.status == "failed":
             print(f"[sweep] {run.name} failed (attempt {self.attempts[i]}): {out.error}", file=sys.stderr,
@@ -382,9 +384,6 @@ class _Book:
                 self.queue.append(i)
                 self.progress.update(**self.counts())
                 return
-        prev = self.outcomes[i]
-        if prev is not None:  # retried: keep the total wall time
-            out.wall_s += prev.wall_s
         self.outcomes[i] = out
         self.progress.update(**self.counts())
 
@@ -477,6 +476,7 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 if st is not None and st.get("status") == "running":
                     _write_status(book.runs[i].dir, status="interrupted", error="interrupted")
             book.running.discard(i)
+            book.wall_s[i] += out.wall_s
             book.outcomes[i] = out
         return False
 
@@ -522,6 +522,7 @@ def _run_ray(book: _Book, address: str, catalogs: list[str]) -> bool:
             except Exception:
                 out = RunOutcome("interrupted", 0, time.time() - t0, "interrupted")
             book.running.discard(i)
+            book.wall_s[i] += out.wall_s
             book.outcomes[i] = out
         return False
 
@@ -618,7 +619,7 @@ def _summary(spec: SweepSpec, runs: list[PlannedRun], book: _Book, before: dict[
             "status": out.status if out is not None else st.get("status", "not started"),
             "skipped": bool(out and out.skipped), "attempts": book.attempts[i],
             "global_step": int(st.get("global_step", out.global_step if out else 0)), "steps": r.config.steps,
-            "wall_s": round(out.wall_s, 2) if out else 0.0,
+            "wall_s": round(book.wall_s[i], 2),
             "error": (out.error if out is not None and out.status != "finished" else None),
         })
     counts: dict[str, int] = {}

@@ -211,7 +211,8 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.is_file():
         pytest.skip(f"no ray script next to {sys.executable}")
-    f = _sweep_file(tmp_path, envs=["CartPole-v1"], seeds=3, steps=512)
+    f = _sweep_file(tmp_path, envs=["CartPole-v1", "crash", "kill"], seeds=2, steps=512)
+    cat = _crash_catalog(tmp_path)
     run_dir = tmp_path / "runs"
     temp = tempfile.mkdtemp(prefix="crlray", dir="/tmp")  # short: Ray's socket paths are length-limited
     q = shlex.quote
@@ -221,7 +222,7 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
         f"--include-dashboard=false --disable-usage-stats --temp-dir={q(temp)} > {q(temp)}/start.log 2>&1 "
         f"|| {{ cat {q(temp)}/start.log; exit 3; }}; "
         f"{q(sys.executable)} -m crl sweep {q(str(f))} --backend ray --address 127.0.0.1:6390 --retries 1 "
-        f"--run-dir {q(str(run_dir))} --no-progress; rc=$?; "
+        f"--catalog {q(str(cat))} --run-dir {q(str(run_dir))} --no-progress; rc=$?; "
         f"{q(str(ray_bin))} stop --force > /dev/null 2>&1; exit $rc"
     )
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -230,14 +231,22 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
                               timeout=240, env=env)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "3/3 runs finished" in proc.stdout
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the crashing runs failed
+    assert "2/6 runs finished" in proc.stdout
     summary = json.loads((run_dir / "s" / "sweep.json").read_text())
-    assert summary["backend"] == "ray" and summary["counts"] == {"finished": 3}
-    for s in range(3):
+    assert summary["backend"] == "ray" and summary["counts"] == {"finished": 2, "failed": 4}
+    by_name = {r["name"]: r for r in summary["runs"]}
+    for s in range(2):
         run = run_dir / "s" / f"CartPole-v1__ppo__s{s}"
         st = _status(run)
         assert st["status"] == "finished" and st["global_step"] == 512 and st["error"] is None
         for name in ("config.yaml", "metrics.csv", "model.zip", "checkpoints/last.pt"):
             assert (run / name).is_file(), name
         assert len([r for r in _rows(run / "metrics.csv") if r["losses/value_loss"]]) == 2
+        assert by_name[f"CartPole-v1__ppo__s{s}"]["attempts"] == 1
+        # a failed task is retried once (--retries 1), then marked failed with its error
+        crash, kill = by_name[f"crash__ppo__s{s}"], by_name[f"kill__ppo__s{s}"]
+        assert crash["attempts"] == 2 and crash["error"] == "RuntimeError: boom at step 300"
+        assert _status(run_dir / "s" / f"crash__ppo__s{s}")["status"] == "failed"
+        assert kill["attempts"] == 2 and kill["error"].startswith("ray task failed")
+        assert _status(run_dir / "s" / f"kill__ppo__s{s}")["status"] == "failed"
