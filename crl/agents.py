@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from torch import nn
 
 from crl.config import from_mapping
@@ -121,9 +123,22 @@ class AgentSpec:
         """Check names and hyperparameters; raise ConfigError naming ``where``."""
         try:
             algo_cls = ALGOS[self.algo]
-            valid = [k for k in inspect.signature(algo_cls.__init__).parameters
-                     if k not in ("self", "policy", "env", "policy_kwargs", "seed", "device", "verbose",
-                                  "_init_setup_model", "tensorboard_log")]
+            valid = [
+                k
+                for k in inspect.signature(algo_cls.__init__).parameters
+                if k
+                not in (
+                    "self",
+                    "policy",
+                    "env",
+                    "policy_kwargs",
+                    "seed",
+                    "device",
+                    "verbose",
+                    "_init_setup_model",
+                    "tensorboard_log",
+                )
+            ]
             for k, v in self.hyperparameters.items():
                 if k not in valid:
                     raise ConfigError(f"hyperparameters: unknown key {k!r} for {self.algo}; valid: {', '.join(valid)}")
@@ -204,5 +219,7 @@ def build_model(
             apply_init(model.actor, spec.network.init)
             apply_init(model.critic, spec.network.init)
             model.critic_target.load_state_dict(model.critic.state_dict())
+    # SB3's default logger makes a temporary folder per learn() call; crl tracks metrics itself
+    model.set_logger(Logger(folder=None, output_formats=[]))
     interventions = attach(model, spec.interventions, boundary_aware=spec.boundary_aware)
     return model, interventions

@@ -18,14 +18,16 @@ import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
-from crl.agents import AgentSpec
 from crl.config import from_mapping, load_yaml
 from crl.drift import register_drifting
 from crl.errors import ConfigError, CrlError, UnknownNameError
+
+if TYPE_CHECKING:  # agents pull in torch and SB3; `import crl` must not (drifts work from any RL code)
+    from crl.agents import AgentSpec
 
 __all__ = [
     "EnvSpec",
@@ -71,8 +73,14 @@ class EnvSpec:
         if self.base is None:
             return
         try:
-            register_drifting(self.id, base=self.base, drifts=self.drifts, schedule=self.schedule,
-                              max_episode_steps=self.max_episode_steps, **self.base_kwargs)
+            register_drifting(
+                self.id,
+                base=self.base,
+                drifts=self.drifts,
+                schedule=self.schedule,
+                max_episode_steps=self.max_episode_steps,
+                **self.base_kwargs,
+            )
         except ConfigError as e:
             raise ConfigError(f"{self.path or self.name}: {e}") from None
 
@@ -146,6 +154,8 @@ def env_specs() -> dict[str, EnvSpec]:
 
 def agent_specs() -> dict[str, AgentSpec]:
     """All agent specs by catalog name (later folders override earlier ones)."""
+    from crl.agents import AgentSpec
+
     out: dict[str, AgentSpec] = {}
     for d in catalog_dirs():
         for path in _yaml_files(d / "agents"):
@@ -163,7 +173,7 @@ def experiment_files() -> dict[str, Path]:
 
 
 def _looks_like_path(s: str) -> bool:
-    return s.endswith((".yaml", ".yml")) or os.sep in s and not s.startswith("crl/")
+    return s.endswith((".yaml", ".yml")) or (os.sep in s and not s.startswith("crl/"))
 
 
 def resolve_env(name: str) -> EnvSpec:
@@ -194,6 +204,8 @@ def resolve_env(name: str) -> EnvSpec:
 
 def resolve_agent(name: str) -> AgentSpec:
     """An agent by catalog name or YAML path."""
+    from crl.agents import AgentSpec
+
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
         return AgentSpec.from_dict(load_yaml(path), str(path), name=path.stem)

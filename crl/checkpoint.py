@@ -34,8 +34,15 @@ _COUNTERS = {
     "TimeLimit": ("_elapsed_steps",),
     "OrderEnforcing": ("_has_reset",),
     "PassiveEnvChecker": ("checked_reset", "checked_step", "checked_render", "checked_data_reuse", "_previous_data"),
-    "Monitor": ("rewards", "needs_reset", "total_steps", "episode_returns", "episode_lengths",
-                "episode_times", "current_reset_info"),
+    "Monitor": (
+        "rewards",
+        "needs_reset",
+        "total_steps",
+        "episode_returns",
+        "episode_lengths",
+        "episode_times",
+        "current_reset_info",
+    ),
 }
 
 
@@ -57,7 +64,7 @@ def _base_state(env: gym.Env) -> dict[str, Any]:
             continue
         try:
             attrs[k] = pickle.loads(pickle.dumps(v))
-        except Exception:  # noqa: BLE001 - unpicklable attributes (renderers) are skipped
+        except Exception:
             continue
     return {"attrs": attrs}
 
@@ -87,8 +94,10 @@ def set_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
     """Restore :func:`get_env_state` into an env built the same way."""
     layers = _layers(env)
     if [type(x).__name__ for x in layers] != [s["type"] for s in states]:
-        raise ValueError("checkpoint env stack does not match: "
-                         f"{[s['type'] for s in states]} vs {[type(x).__name__ for x in layers]}")
+        raise ValueError(
+            "checkpoint env stack does not match: "
+            f"{[s['type'] for s in states]} vs {[type(x).__name__ for x in layers]}"
+        )
     # innermost first, so drift wrappers re-apply their parameters on top of restored physics
     for layer, s in reversed(list(zip(layers, states))):
         if "np_random" in s:

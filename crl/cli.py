@@ -37,10 +37,19 @@ def command(name: str, help: str, add: Adder) -> Callable[[Runner], Runner]:
 
 def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default="runs", help="root folder of the outputs (default: runs)")
-    p.add_argument("--wandb", choices=["auto", "offline", "online", "disabled"], default=None,
-                   help="wandb mode (default: offline unless wandb is configured)")
-    p.add_argument("--catalog", action="append", default=[], metavar="DIR",
-                   help="extra catalog folder with envs/ and agents/ (also: CRL_CATALOG)")
+    p.add_argument(
+        "--wandb",
+        choices=["auto", "offline", "online", "disabled"],
+        default=None,
+        help="wandb mode (default: offline unless wandb is configured)",
+    )
+    p.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra catalog folder with envs/ and agents/ (also: CRL_CATALOG)",
+    )
 
 
 # -- train --------------------------------------------------------------------
@@ -51,8 +60,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=100_000, help="environment steps (default 100000)")
     p.add_argument("--experiment", default="default", help="folder under --run-dir grouping runs")
     p.add_argument("--env-kwargs", nargs="*", default=[], metavar="K=V", help="gymnasium.make overrides")
-    p.add_argument("--agent-kwargs", nargs="*", default=[], metavar="K=V",
-                   help="agent overrides: hyperparameters by name, other spec keys dotted (optimizer.betas=[0.99,0.99])")
+    p.add_argument(
+        "--agent-kwargs",
+        nargs="*",
+        default=[],
+        metavar="K=V",
+        help="agent overrides: hyperparameters by name, other spec keys dotted (optimizer.betas=[0.99,0.99])",
+    )
     p.add_argument("--n-envs", type=int, default=1)
     p.add_argument("--checkpoint-every", type=int, default=50_000)
     p.add_argument("--device", default="cpu")
@@ -69,11 +83,21 @@ def _train(a: argparse.Namespace) -> int:
     from crl.run import RunConfig, command_line, train
 
     cfg = RunConfig(
-        env=a.env, agent=a.agent, seed=a.seed, steps=a.steps, experiment=a.experiment, run_dir=a.run_dir,
+        env=a.env,
+        agent=a.agent,
+        seed=a.seed,
+        steps=a.steps,
+        experiment=a.experiment,
+        run_dir=a.run_dir,
         env_kwargs=parse_overrides(a.env_kwargs, "--env-kwargs"),
         agent_kwargs=parse_overrides(a.agent_kwargs, "--agent-kwargs"),
-        n_envs=a.n_envs, checkpoint_every=a.checkpoint_every, wandb=a.wandb or "auto", device=a.device,
-        torch_threads=a.torch_threads, progress=not a.no_progress, command=command_line(),
+        n_envs=a.n_envs,
+        checkpoint_every=a.checkpoint_every,
+        wandb=a.wandb or "auto",
+        device=a.device,
+        torch_threads=a.torch_threads,
+        progress=not a.no_progress,
+        command=command_line(),
     )
     result = train(cfg, resume=True if a.resume else None, overwrite=a.overwrite)
     if result.skipped:
@@ -86,14 +110,25 @@ def _train(a: argparse.Namespace) -> int:
 # -- sweep --------------------------------------------------------------------
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep YAML file (or the name of a catalog experiment)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list the runs of the grid with their state (new, finished, resumable, failed)")
-    p.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local: one process per run (default); ray: one Ray task per run")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs of the grid with their state (new, finished, resumable, failed)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one process per run (default); ray: one Ray task per run",
+    )
     p.add_argument("--workers", type=int, default=None, help="local runs at a time (default: number of cores)")
     p.add_argument("--address", default=None, help="Ray cluster address (ray.init(address=...)), e.g. HOST:6379")
-    p.add_argument("--retries", type=int, default=None,
-                   help="times a failed run is retried from its last checkpoint (default: 0 local, 2 ray)")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="times a failed run is retried from its last checkpoint (default: 0 local, 2 ray)",
+    )
     p.add_argument("--report", action="store_true", help="build the report at the end (also: report: true)")
     p.add_argument("--no-progress", action="store_true")
     _common_run_args(p)
@@ -112,8 +147,18 @@ def _sweep(a: argparse.Namespace) -> int:
         counts = {s: sum(r.state == s for r in runs) for s in ("new", "resumable", "failed", "finished")}
         print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         return 0
-    summary = run_sweep(spec, a.run_dir, a.wandb, backend=a.backend, workers=a.workers, address=a.address,
-                        retries=a.retries, progress=not a.no_progress, source=str(a.file), command=command_line())
+    summary = run_sweep(
+        spec,
+        a.run_dir,
+        a.wandb,
+        backend=a.backend,
+        workers=a.workers,
+        address=a.address,
+        retries=a.retries,
+        progress=not a.no_progress,
+        source=str(a.file),
+        command=command_line(),
+    )
     out = Path(a.run_dir) / spec.experiment
     n_ok = summary["counts"].get("finished", 0)
     print(f"{n_ok}/{len(summary['runs'])} runs finished; summary in {out / 'sweep.json'}")
@@ -149,9 +194,21 @@ def _envs(a: argparse.Namespace) -> int:
 
     if a.name:
         s = resolve_env(a.name)
-        print(yaml.safe_dump({"name": s.name, "id": s.id, "base": s.base, "drifts": s.drifts, "schedule": s.schedule,
-                              "base_kwargs": s.base_kwargs, "description": s.description, "file": s.path},
-                             sort_keys=False).rstrip())
+        print(
+            yaml.safe_dump(
+                {
+                    "name": s.name,
+                    "id": s.id,
+                    "base": s.base,
+                    "drifts": s.drifts,
+                    "schedule": s.schedule,
+                    "base_kwargs": s.base_kwargs,
+                    "description": s.description,
+                    "file": s.path,
+                },
+                sort_keys=False,
+            ).rstrip()
+        )
         return 0
     from rich.console import Console
     from rich.table import Table

@@ -163,7 +163,8 @@ def _make_kwargs(env: EnvSpec, cfg: RunConfig) -> dict[str, Any]:
 
 def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> VecEnv:
     """``n_envs`` copies of ``gymnasium.make(env_id, **make_kwargs)``, each with SB3's
-    ``Monitor`` outermost, in a ``DummyVecEnv``."""
+    ``Monitor`` outermost, in a ``DummyVecEnv``.
+    """
 
     def factory() -> gym.Env:
         return Monitor(gym.make(env_id, **make_kwargs))
@@ -216,8 +217,13 @@ class RunCallback(BaseCallback):
 
     # -- state ---------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        return {"segments": list(self.segments), "pending": list(self.pending), "regimes": self.regimes,
-                "last_ckpt": self.last_ckpt, "seen_n_updates": self.seen_n_updates}
+        return {
+            "segments": list(self.segments),
+            "pending": list(self.pending),
+            "regimes": self.regimes,
+            "last_ckpt": self.last_ckpt,
+            "seen_n_updates": self.seen_n_updates,
+        }
 
     def set_state(self, s: dict[str, Any]) -> None:
         self.segments, self.pending, self.regimes = list(s["segments"]), list(s["pending"]), s["regimes"]
@@ -234,20 +240,32 @@ class RunCallback(BaseCallback):
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                TextColumn("{task.fields[sps]:>6.0f} steps/s"), TextColumn("regime {task.fields[regime]}"),
-                TimeRemainingColumn(), transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,}"),
+                TextColumn("{task.fields[sps]:>6.0f} steps/s"),
+                TextColumn("regime {task.fields[regime]}"),
+                TimeRemainingColumn(),
+                transient=False,
             )
             self.progress.start()
-            self.task = self.progress.add_task(self.runner.name, total=self.runner.cfg.steps,
-                                               completed=self.num_timesteps, sps=0.0, regime=self._regime_label())
+            self.task = self.progress.add_task(
+                self.runner.name,
+                total=self.runner.cfg.steps,
+                completed=self.num_timesteps,
+                sps=0.0,
+                regime=self._regime_label(),
+            )
 
     def _regime_label(self) -> str:
         if not self.regimes:
             return "0"
         r = self.regimes[-1]
-        params = ", ".join(f"{k}={v:.3g}" for k, v in r.items()
-                           if k not in ("segment", "regime", "start_step", "end_step") and isinstance(v, float))
+        params = ", ".join(
+            f"{k}={v:.3g}"
+            for k, v in r.items()
+            if k not in ("segment", "regime", "start_step", "end_step") and isinstance(v, float)
+        )
         return f"{r['regime']}" + (f" ({params})" if params else "")
 
     def _on_step(self) -> bool:
@@ -343,20 +361,27 @@ class RunCallback(BaseCallback):
     def _update_progress(self) -> None:
         if self.progress is not None:
             if self.n_calls % 64 == 0:
-                self.progress.update(self.task, completed=self.num_timesteps, sps=self.sps,
-                                     regime=self._regime_label())
+                self.progress.update(self.task, completed=self.num_timesteps, sps=self.sps, regime=self._regime_label())
         elif self.runner.cfg.progress and self.num_timesteps >= self.next_progress_line:
             total = self.runner.cfg.steps
-            print(f"[{self.runner.name}] {self.num_timesteps:,}/{total:,} steps, {self.sps:,.0f} steps/s, "
-                  f"regime {self._regime_label()}", file=sys.stderr, flush=True)
+            print(
+                f"[{self.runner.name}] {self.num_timesteps:,}/{total:,} steps, {self.sps:,.0f} steps/s, "
+                f"regime {self._regime_label()}",
+                file=sys.stderr,
+                flush=True,
+            )
             self.next_progress_line = self.num_timesteps + max(total // 10, 1)
 
 
 def _optimizers(model: BaseAlgorithm) -> list[torch.optim.Optimizer]:
     """Every optimizer of an SB3 model (PPO: one; SAC: actor, critic, entropy coefficient)."""
     found = []
-    for owner, attr in ((model.policy, "optimizer"), (getattr(model, "actor", None), "optimizer"),
-                        (getattr(model, "critic", None), "optimizer"), (model, "ent_coef_optimizer")):
+    for owner, attr in (
+        (model.policy, "optimizer"),
+        (getattr(model, "actor", None), "optimizer"),
+        (getattr(model, "critic", None), "optimizer"),
+        (model, "ent_coef_optimizer"),
+    ):
         opt = getattr(owner, attr, None) if owner is not None else None
         if isinstance(opt, torch.optim.Optimizer) and all(opt is not f for f in found):
             found.append(opt)
@@ -385,21 +410,27 @@ class _Runner:
         self.name = run_name(self.env_spec, self.agent_spec, cfg.seed)
         self.dir = Path(cfg.run_dir) / cfg.experiment / self.name
         self.wandb_mode = wandb_default_mode() if cfg.wandb == "auto" else cfg.wandb
-        self.resolved = to_plain({
-            "experiment": cfg.experiment,
-            "env": {"name": self.env_spec.name, "id": self.env_spec.id, "description": self.env_spec.description,
-                    "make_kwargs": self.make_kwargs},
-            "agent": self.agent_spec.to_dict(),
-            "seed": cfg.seed,
-            "steps": cfg.steps,
-            "n_envs": cfg.n_envs,
-            "checkpoint_every": cfg.checkpoint_every,
-            "device": cfg.device,
-            "torch_threads": cfg.torch_threads,
-            "wandb": {"mode": self.wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
-            "command": cfg.command,
-            "crl_version": __version__,
-        })
+        self.resolved = to_plain(
+            {
+                "experiment": cfg.experiment,
+                "env": {
+                    "name": self.env_spec.name,
+                    "id": self.env_spec.id,
+                    "description": self.env_spec.description,
+                    "make_kwargs": self.make_kwargs,
+                },
+                "agent": self.agent_spec.to_dict(),
+                "seed": cfg.seed,
+                "steps": cfg.steps,
+                "n_envs": cfg.n_envs,
+                "checkpoint_every": cfg.checkpoint_every,
+                "device": cfg.device,
+                "torch_threads": cfg.torch_threads,
+                "wandb": {"mode": self.wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
+                "command": cfg.command,
+                "crl_version": __version__,
+            }
+        )
         self.tracker: Tracker
         self.interventions: InterventionSet
         self.model: BaseAlgorithm
@@ -415,8 +446,10 @@ class _Runner:
             a, b = flatten(_volatile(old)), flatten(_volatile(self.resolved))
             diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             if diff:
-                raise ConfigError(f"{self.dir} holds a run with a different config ({diff[0]}: {a.get(diff[0])!r} "
-                                  f"vs {b.get(diff[0])!r}); use another --experiment or --overwrite")
+                raise ConfigError(
+                    f"{self.dir} holds a run with a different config ({diff[0]}: {a.get(diff[0])!r} "
+                    f"vs {b.get(diff[0])!r}); use another --experiment or --overwrite"
+                )
             return (self.dir / CHECKPOINT).exists(), status
         if overwrite and self.dir.exists():
             import shutil
@@ -531,19 +564,35 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
             (r.dir / stale).unlink(missing_ok=True)
     r.write_config()
     r.wandb_id = (ckpt or {}).get("wandb_id") or status.get("wandb_id") or uuid.uuid4().hex[:12]
-    _write_status(r.dir, status="running", steps=cfg.steps, error=None, wandb_id=r.wandb_id,
-                  started=status.get("started") or _now(), global_step=(ckpt or {}).get("num_timesteps", 0))
+    _write_status(
+        r.dir,
+        status="running",
+        steps=cfg.steps,
+        error=None,
+        wandb_id=r.wandb_id,
+        started=status.get("started") or _now(),
+        global_step=(ckpt or {}).get("num_timesteps", 0),
+    )
     torch.set_num_threads(cfg.torch_threads)
     try:
         venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs)
         r.model, r.interventions = build_model(r.agent_spec, venv, seed=cfg.seed, device=cfg.device)
         r.tracker = Tracker(
-            r.dir, wandb_mode=r.wandb_mode,
+            r.dir,
+            wandb_mode=r.wandb_mode,
             wandb_init={
-                "project": cfg.wandb_project, "entity": cfg.wandb_entity, "id": r.wandb_id,
-                "group": f"{r.env_spec.name}__{r.agent_spec.name}", "name": r.name, "job_type": "train",
-                "tags": [r.env_spec.name, r.agent_spec.name, cfg.experiment,
-                         *(next(iter(i)) if isinstance(i, dict) else str(i) for i in r.agent_spec.interventions)],
+                "project": cfg.wandb_project,
+                "entity": cfg.wandb_entity,
+                "id": r.wandb_id,
+                "group": f"{r.env_spec.name}__{r.agent_spec.name}",
+                "name": r.name,
+                "job_type": "train",
+                "tags": [
+                    r.env_spec.name,
+                    r.agent_spec.name,
+                    cfg.experiment,
+                    *(next(iter(i)) if isinstance(i, dict) else str(i) for i in r.agent_spec.interventions),
+                ],
                 "config": flatten(r.resolved),
             },
         )
@@ -572,8 +621,11 @@ def _learn(r: _Runner) -> RunResult:
     status, error = "failed", None
     try:
         if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=r.callback,
-                        reset_num_timesteps=model.num_timesteps == 0 and r.callback.last_ckpt == 0)
+            model.learn(
+                total_timesteps=remaining,
+                callback=r.callback,
+                reset_num_timesteps=model.num_timesteps == 0 and r.callback.last_ckpt == 0,
+            )
         model.save(r.dir / "model.zip")
         if r.callback.regimes:
             r.write_regimes(r.callback.regimes)

@@ -47,16 +47,37 @@ from crl.errors import ConfigError
 from crl.run import CHECKPOINT, RunConfig, read_status
 
 __all__ = [
-    "SweepSpec", "PlannedRun", "RunOutcome", "load_sweep", "expand", "plan", "run_state", "run_sweep",
-    "BACKENDS", "RUN_STATES", "GRID_KEYS",
+    "SweepSpec",
+    "PlannedRun",
+    "RunOutcome",
+    "load_sweep",
+    "expand",
+    "plan",
+    "run_state",
+    "run_sweep",
+    "BACKENDS",
+    "RUN_STATES",
+    "GRID_KEYS",
 ]
 
 #: States of a run before a sweep starts (what ``--dry-run`` prints).
 RUN_STATES = ("new", "finished", "resumable", "failed")
 
 #: RunConfig fields that the sweep file sets through its own keys (not through ``run:``).
-GRID_KEYS = ("env", "agent", "seed", "steps", "experiment", "run_dir", "env_kwargs", "agent_kwargs", "n_envs",
-             "checkpoint_every", "wandb", "command")
+GRID_KEYS = (
+    "env",
+    "agent",
+    "seed",
+    "steps",
+    "experiment",
+    "run_dir",
+    "env_kwargs",
+    "agent_kwargs",
+    "n_envs",
+    "checkpoint_every",
+    "wandb",
+    "command",
+)
 
 
 @dataclass
@@ -149,9 +170,18 @@ def expand(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, **o
         for agent in spec.agents:
             for seed in spec.seed_list:
                 cfg = RunConfig(
-                    env=env, agent=agent, seed=seed, steps=spec.steps, experiment=spec.experiment, run_dir=run_dir,
-                    env_kwargs=dict(spec.env_kwargs), agent_kwargs=dict(spec.agent_kwargs), n_envs=spec.n_envs,
-                    checkpoint_every=spec.checkpoint_every, wandb=wandb or spec.wandb, **spec.run,
+                    env=env,
+                    agent=agent,
+                    seed=seed,
+                    steps=spec.steps,
+                    experiment=spec.experiment,
+                    run_dir=run_dir,
+                    env_kwargs=dict(spec.env_kwargs),
+                    agent_kwargs=dict(spec.agent_kwargs),
+                    n_envs=spec.n_envs,
+                    checkpoint_every=spec.checkpoint_every,
+                    wandb=wandb or spec.wandb,
+                    **spec.run,
                 )
                 runs.append(dataclasses.replace(cfg, **overrides))
     return runs
@@ -252,8 +282,12 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = ()) -> RunOu
         st = read_status(d) if d else None
         if d is not None and st is not None and st.get("status") == "running":
             _write_status(d, status="interrupted", error="interrupted (the last checkpoint is kept)")
-        return RunOutcome("interrupted", int((st or {}).get("global_step", 0)), time.time() - t0,
-                          "interrupted (the last checkpoint is kept)")
+        return RunOutcome(
+            "interrupted",
+            int((st or {}).get("global_step", 0)),
+            time.time() - t0,
+            "interrupted (the last checkpoint is kept)",
+        )
     except Exception as e:
         d = _run_dir_of(cfg)
         st = (read_status(d) if d else None) or {}
@@ -311,8 +345,10 @@ class _Progress:
                 self.eta = "0:00:00"
             elif done_here > 0:
                 self.eta = str(dt.timedelta(seconds=int(left / (done_here / (now - self.t0)))))
-        return (f"[sweep {self.experiment}] {self.done}/{self.total} done, {self.running} running, "
-                f"{self.failed} failed, ETA {self.eta}")
+        return (
+            f"[sweep {self.experiment}] {self.done}/{self.total} done, {self.running} running, "
+            f"{self.failed} failed, ETA {self.eta}"
+        )
 
     def update(self, **counts: int) -> None:
         for k, v in counts.items():
@@ -378,8 +414,7 @@ class _Book:
         self.wall_s[i] += out.wall_s
         run = self.runs[i]
         if out.status == "failed":
-            print(f"[sweep] {run.name} failed (attempt {self.attempts[i]}): {out.error}", file=sys.stderr,
-                  flush=True)
+            print(f"[sweep] {run.name} failed (attempt {self.attempts[i]}): {out.error}", file=sys.stderr, flush=True)
             if self.attempts[i] <= self.retries and not (out.error or "").startswith("ConfigError"):
                 self.queue.append(i)
                 self.progress.update(**self.counts())
@@ -423,8 +458,12 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
             while book.queue and len(procs) < workers:
                 i = book.queue.pop(0)
                 parent, child = ctx.Pipe(duplex=False)
-                p = ctx.Process(target=_local_worker, args=(book.runs[i].config, catalogs, child),
-                                name=f"crl-{book.runs[i].name}", daemon=False)
+                p = ctx.Process(
+                    target=_local_worker,
+                    args=(book.runs[i].config, catalogs, child),
+                    name=f"crl-{book.runs[i].name}",
+                    daemon=False,
+                )
                 p.start()
                 child.close()
                 procs[i] = (p, parent, time.time())
@@ -451,8 +490,11 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 book.progress.update(**book.counts())
         return True
     except KeyboardInterrupt:
-        print(f"[sweep] interrupted: stopping {len(procs)} running run(s); their last checkpoints are kept",
-              file=sys.stderr, flush=True)
+        print(
+            f"[sweep] interrupted: stopping {len(procs)} running run(s); their last checkpoints are kept",
+            file=sys.stderr,
+            flush=True,
+        )
         for p, _, _ in procs.values():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
@@ -512,8 +554,11 @@ def _run_ray(book: _Book, address: str, catalogs: list[str]) -> bool:
                 book.ended(i, out)
         return True
     except KeyboardInterrupt:
-        print(f"[sweep] interrupted: cancelling {len(refs)} Ray task(s); their last checkpoints are kept",
-              file=sys.stderr, flush=True)
+        print(
+            f"[sweep] interrupted: cancelling {len(refs)} Ray task(s); their last checkpoints are kept",
+            file=sys.stderr,
+            flush=True,
+        )
         for ref in refs:
             ray.cancel(ref, force=False)
         for ref, (i, t0) in refs.items():
@@ -592,8 +637,12 @@ def run_sweep(
             st = read_status(r.dir) or {}
             book.outcomes[i] = RunOutcome("finished", int(st.get("global_step", r.config.steps)), 0.0, None, True)
     book.queue = [i for i, r in enumerate(runs) if r.state != "finished"]
-    print(f"[sweep {spec.experiment}] {len(runs)} runs: {len(todo)} to run, {len(runs) - len(todo)} finished; "
-          f"backend {backend}", file=sys.stderr, flush=True)
+    print(
+        f"[sweep {spec.experiment}] {len(runs)} runs: {len(todo)} to run, {len(runs) - len(todo)} finished; "
+        f"backend {backend}",
+        file=sys.stderr,
+        flush=True,
+    )
     prog.update(**book.counts())
     try:
         if backend == "local":
@@ -607,28 +656,52 @@ def run_sweep(
     return summary
 
 
-def _summary(spec: SweepSpec, runs: list[PlannedRun], book: _Book, before: dict[str, str], backend: str,
-             source: str, started: str, wall_s: float, interrupted: bool) -> dict[str, Any]:
+def _summary(
+    spec: SweepSpec,
+    runs: list[PlannedRun],
+    book: _Book,
+    before: dict[str, str],
+    backend: str,
+    source: str,
+    started: str,
+    wall_s: float,
+    interrupted: bool,
+) -> dict[str, Any]:
     rows = []
     for i, r in enumerate(runs):
         out = book.outcomes[i]
         st = read_status(r.dir) or {}
-        rows.append({
-            "name": r.name, "env": r.config.env, "agent": r.config.agent, "seed": r.config.seed,
-            "dir": str(r.dir), "state_before": before[r.name],
-            "status": out.status if out is not None else st.get("status", "not started"),
-            "skipped": bool(out and out.skipped), "attempts": book.attempts[i],
-            "global_step": int(st.get("global_step", out.global_step if out else 0)), "steps": r.config.steps,
-            "wall_s": round(book.wall_s[i], 2),
-            "error": (out.error if out is not None and out.status != "finished" else None),
-        })
+        rows.append(
+            {
+                "name": r.name,
+                "env": r.config.env,
+                "agent": r.config.agent,
+                "seed": r.config.seed,
+                "dir": str(r.dir),
+                "state_before": before[r.name],
+                "status": out.status if out is not None else st.get("status", "not started"),
+                "skipped": bool(out and out.skipped),
+                "attempts": book.attempts[i],
+                "global_step": int(st.get("global_step", out.global_step if out else 0)),
+                "steps": r.config.steps,
+                "wall_s": round(book.wall_s[i], 2),
+                "error": (out.error if out is not None and out.status != "finished" else None),
+            }
+        )
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     summary = {
-        "experiment": spec.experiment, "file": source, "description": spec.description, "backend": backend,
-        "started": started, "ended": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(wall_s, 2), "interrupted": interrupted, "counts": counts, "runs": rows,
+        "experiment": spec.experiment,
+        "file": source,
+        "description": spec.description,
+        "backend": backend,
+        "started": started,
+        "ended": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 2),
+        "interrupted": interrupted,
+        "counts": counts,
+        "runs": rows,
     }
     out_dir = Path(runs[0].dir).parent if runs else Path(".")
     out_dir.mkdir(parents=True, exist_ok=True)

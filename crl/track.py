@@ -42,7 +42,8 @@ def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, An
 
 def wandb_default_mode() -> str:
     """``online`` if the user has configured wandb (``WANDB_MODE``, ``WANDB_API_KEY`` or a
-    wandb login in ``~/.netrc``), else ``offline`` (no account, no network)."""
+    wandb login in ``~/.netrc``), else ``offline`` (no account, no network).
+    """
     mode = os.environ.get("WANDB_MODE")
     if mode in ("online", "offline", "disabled"):
         return mode

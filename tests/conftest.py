@@ -16,13 +16,22 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-def run_crl(*args: str, cwd: Path | None = None, check: bool = False, timeout: float = 300,
-            env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+def run_crl(
+    *args: str,
+    cwd: Path | None = None,
+    check: bool = False,
+    timeout: float = 300,
+    env: dict[str, str | None] | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``python -m crl ARGS`` in a subprocess (the real command line); ``env`` values
     of None remove the variable."""
     full = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-m", "crl", *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "crl", *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={k: v for k, v in full.items() if v is not None},
     )
     if check and proc.returncode != 0:

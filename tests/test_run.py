@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import random
@@ -30,14 +31,33 @@ def _rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, s
 
 
 def _train_args(run_dir: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--env", "slippery-ant", "--agent", "ppo", "--steps", str(steps), "--seed", "3",
-            "--env-kwargs", "change_every=700", "episode_steps=200", *SMALL, "--run-dir", str(run_dir),
-            "--checkpoint-every", "256", "--no-progress", *extra]
+    return [
+        "train",
+        "--env",
+        "slippery-ant",
+        "--agent",
+        "ppo",
+        "--steps",
+        str(steps),
+        "--seed",
+        "3",
+        "--env-kwargs",
+        "change_every=700",
+        "episode_steps=200",
+        *SMALL,
+        "--run-dir",
+        str(run_dir),
+        "--checkpoint-every",
+        "256",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
-    proc = crl_cli(*_train_args(tmp_path, 2560, "--wandb", "offline", "--experiment", "e2e"), check=True,
-                   env={"WANDB_MODE": None})
+    proc = crl_cli(
+        *_train_args(tmp_path, 2560, "--wandb", "offline", "--experiment", "e2e"), check=True, env={"WANDB_MODE": None}
+    )
     run = tmp_path / "e2e" / "slippery-ant__ppo__s3"
     assert str(run) in proc.stdout
     for name in ("config.yaml", "metrics.csv", "regimes.csv", "status.json", "model.zip", "checkpoints/last.pt"):
@@ -51,7 +71,7 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
     assert config["env"]["make_kwargs"]["drift_seed"] == 3 and config["seed"] == 3
     regimes = _rows(run / "regimes.csv")
     assert len(regimes) >= 3, regimes  # at least two changes
-    for a, b in zip(regimes, regimes[1:]):
+    for a, b in itertools.pairwise(regimes):
         assert a["end_step"] == b["start_step"]
         assert int(b["start_step"]) - int(a["start_step"]) >= 700
     env = gym.make("crl/SlipperyAnt-v0", drift_seed=3)
@@ -71,12 +91,17 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
 
 
 def _kill_at_random(cmd: list[str], run: Path, rng: random.Random) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "crl", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crl", *cmd],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
     target = rng.randint(600, 2300)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        st = (run / "status.json")
+        st = run / "status.json"
         try:
             if json.loads(st.read_text()).get("global_step", 0) >= target:
                 break
@@ -111,8 +136,16 @@ def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
 
 
 def test_same_seed_same_curves(tmp_path):
-    cfg = dict(env="slippery-ant", agent="ppo", seed=1, steps=1024, env_kwargs={"change_every": 300},
-               agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, wandb="disabled", progress=False)
+    cfg = dict(
+        env="slippery-ant",
+        agent="ppo",
+        seed=1,
+        steps=1024,
+        env_kwargs={"change_every": 300},
+        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+        wandb="disabled",
+        progress=False,
+    )
     a = train(RunConfig(**cfg, run_dir=str(tmp_path / "a")))
     b = train(RunConfig(**cfg, run_dir=str(tmp_path / "b")))
     assert _rows(a.run_dir / "metrics.csv") == _rows(b.run_dir / "metrics.csv")
@@ -176,9 +209,16 @@ class _NaNRewardEnv(gym.Env):
 
 def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path):
     gym.register("crltest/NaNReward-v0", entry_point=_NaNRewardEnv)
-    cfg = RunConfig(env="crltest/NaNReward-v0", agent="ppo", steps=4096, run_dir=str(tmp_path), wandb="disabled",
-                    agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, checkpoint_every=256,
-                    progress=False)
+    cfg = RunConfig(
+        env="crltest/NaNReward-v0",
+        agent="ppo",
+        steps=4096,
+        run_dir=str(tmp_path),
+        wandb="disabled",
+        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+        checkpoint_every=256,
+        progress=False,
+    )
     with pytest.raises(NonFiniteLossError, match="at global step 768"):
         train(cfg)
     run = tmp_path / "default" / "crltest-NaNReward-v0__ppo__s0"

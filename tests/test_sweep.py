@@ -25,8 +25,16 @@ TINY = {"n_steps": 256, "batch_size": 64, "n_epochs": 2}
 
 
 def _sweep_file(tmp_path: Path, name: str = "s", **fields) -> Path:
-    data = {"description": "test sweep", "agents": ["ppo"], "seeds": 1, "steps": 1024, "agent_kwargs": TINY,
-            "checkpoint_every": 256, "wandb": "disabled", **fields}
+    data = {
+        "description": "test sweep",
+        "agents": ["ppo"],
+        "seeds": 1,
+        "steps": 1024,
+        "agent_kwargs": TINY,
+        "checkpoint_every": 256,
+        "wandb": "disabled",
+        **fields,
+    }
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
@@ -44,8 +52,13 @@ def _rows(path: Path) -> list[dict[str, str]]:
 # -- the file ---------------------------------------------------------------------------------
 def test_shipped_experiments_load_and_state_their_measured_cost():
     files = sorted((ROOT / "experiments").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"quickstart", "slippery-ant-small", "slippery-ant-paper",
-                                       "level-shift-classic", "forgetting-cyclic"}
+    assert {f.stem for f in files} >= {
+        "quickstart",
+        "slippery-ant-small",
+        "slippery-ant-paper",
+        "level-shift-classic",
+        "forgetting-cyclic",
+    }
     for f in files:
         spec = load_sweep(f)
         assert "CPU-hours" in spec.description and "measured" in spec.description.lower(), f
@@ -68,8 +81,14 @@ def test_run_key_sets_runconfig_fields_and_rejects_others(tmp_path):
 def test_grid_order_is_envs_then_agents_then_seeds():
     spec = SweepSpec("d", envs=["a", "b"], agents=["x", "y"], seeds=[3, 1])
     assert [(c.env, c.agent, c.seed) for c in expand(spec)] == [
-        ("a", "x", 3), ("a", "x", 1), ("a", "y", 3), ("a", "y", 1),
-        ("b", "x", 3), ("b", "x", 1), ("b", "y", 3), ("b", "y", 1),
+        ("a", "x", 3),
+        ("a", "x", 1),
+        ("a", "y", 3),
+        ("a", "y", 1),
+        ("b", "x", 3),
+        ("b", "x", 1),
+        ("b", "y", 3),
+        ("b", "y", 1),
     ]
 
 
@@ -100,17 +119,27 @@ def _crash_catalog(tmp_path: Path) -> Path:
     cat = tmp_path / "cat"
     (cat / "envs").mkdir(parents=True)
     (cat / "envs" / "crash.yaml").write_text(
-        'description: CartPole raising at step 300\nid: "tests._sweep_envs:CrashCartPole-v0"\n')
+        'description: CartPole raising at step 300\nid: "tests._sweep_envs:CrashCartPole-v0"\n'
+    )
     (cat / "envs" / "kill.yaml").write_text(
-        'description: CartPole SIGKILLing its process at step 300\nid: "tests._sweep_envs:KillCartPole-v0"\n')
+        'description: CartPole SIGKILLing its process at step 300\nid: "tests._sweep_envs:KillCartPole-v0"\n'
+    )
     return cat
 
 
 def test_crashed_and_killed_runs_are_marked_failed_and_the_others_finish(tmp_path, crl_cli):
     f = _sweep_file(tmp_path, envs=["crash", "kill", "CartPole-v1"], seeds=[0, 1])
     runs = tmp_path / "runs" / "s"
-    proc = crl_cli("sweep", str(f), "--catalog", str(_crash_catalog(tmp_path)), "--run-dir", str(tmp_path / "runs"),
-                   "--workers", "2")
+    proc = crl_cli(
+        "sweep",
+        str(f),
+        "--catalog",
+        str(_crash_catalog(tmp_path)),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--workers",
+        "2",
+    )
     assert proc.returncode == 1, proc.stderr
     for s in (0, 1):
         ok = _status(runs / f"CartPole-v1__ppo__s{s}")
@@ -130,16 +159,29 @@ def test_crashed_and_killed_runs_are_marked_failed_and_the_others_finish(tmp_pat
 
 
 # -- local pool: Ctrl-C / kill and resume -------------------------------------------------------
-@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, id="ctrl-c"),
-                                 pytest.param(signal.SIGKILL, id="sigkill", marks=pytest.mark.expensive)])
+@pytest.mark.parametrize(
+    "sig",
+    [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGKILL, id="sigkill", marks=pytest.mark.expensive)],
+)
 def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, sig):
     steps = 8192
     f = _sweep_file(tmp_path, envs=["CartPole-v1"], seeds=[0, 1], steps=steps)
     runs = [tmp_path / "runs" / "s" / f"CartPole-v1__ppo__s{s}" for s in (0, 1)]
-    cmd = [sys.executable, "-m", "crl", "sweep", str(f), "--run-dir", str(tmp_path / "runs"), "--workers", "2",
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "crl",
+        "sweep",
+        str(f),
+        "--run-dir",
+        str(tmp_path / "runs"),
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         sts = [json.loads((r / "status.json").read_text()) if (r / "status.json").is_file() else {} for r in runs]
@@ -227,8 +269,9 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
     )
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
-        proc = subprocess.run(["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
-                              timeout=240, env=env)
+        proc = subprocess.run(
+            ["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env
+        )
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the crashing runs failed

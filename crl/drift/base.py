@@ -57,8 +57,10 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         num_envs: int = 1,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(
-            self, schedule=schedule.config() if isinstance(schedule, Schedule) else schedule,
-            drift_seed=drift_seed, num_envs=num_envs,
+            self,
+            schedule=schedule.config() if isinstance(schedule, Schedule) else schedule,
+            drift_seed=drift_seed,
+            num_envs=num_envs,
         )
         gym.Wrapper.__init__(self, env)
         if isinstance(drift_seed, bool) or not isinstance(drift_seed, (int, np.integer)) or drift_seed < 0:
@@ -83,7 +85,7 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """Parameters of ``regime``, drawn from ``rng`` (seeded by drift seed and regime)."""
         return {}
 
-    def apply_params(self, params: Params) -> None:  # noqa: B027 - no-op default
+    def apply_params(self, params: Params) -> None:
         """Make ``params`` take effect in the wrapped env (e.g. write MuJoCo fields)."""
 
     def info_values(self, params: Params) -> dict[str, Any]:

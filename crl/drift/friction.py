@@ -1,5 +1,6 @@
 """Friction drift: the Slippery Ant of Dohare et al., "Loss of plasticity in deep
-continual learning", Nature 632 (2024)."""
+continual learning", Nature 632 (2024).
+"""
 
 from __future__ import annotations
 

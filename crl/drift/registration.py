@@ -28,7 +28,7 @@ Example:
     >>> env = gym.make("mine/SlipperyHopper-v0", change_every=50, drift_seed=3)
     >>> _, info = env.reset(seed=0)
     >>> info["regime"], round(info["drift/friction"], 3)
-    (0, 0.343)
+    (0, 0.531)
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def wrap_drifts(
     num_envs: int = 1,
 ) -> gym.Env:
     """Wrap ``env`` in each drift of ``drifts`` (innermost first), each owning a copy of
-    ``schedule``; they see the same steps, so they change regime together."""
+    ``schedule``; they see the same steps, so they change regime together.
+    """
     for name, args in _drift_items(drifts):
         cls = DRIFTS[name]
         for reserved in ("schedule", "drift_seed", "num_envs"):
@@ -92,8 +93,9 @@ def wrap_drifts(
     return env
 
 
-def _make_drift(cls: type[DriftWrapper], env: gym.Env, args: dict[str, Any], schedule: Schedule,
-                drift_seed: int, num_envs: int) -> DriftWrapper:
+def _make_drift(
+    cls: type[DriftWrapper], env: gym.Env, args: dict[str, Any], schedule: Schedule, drift_seed: int, num_envs: int
+) -> DriftWrapper:
     params = inspect.signature(cls.__init__).parameters
     valid = [k for k in params if k not in ("self", "env", "schedule", "drift_seed", "num_envs")]
     unknown = sorted(set(args) - set(valid))
@@ -134,8 +136,8 @@ def split_make_kwargs(
         dparams = inspect.signature(DRIFTS[dname].__init__).parameters
         for k in list(kwargs):
             prefix = f"{dname}_"
-            if k.startswith(prefix) and k[len(prefix):] in dparams:
-                dargs[k[len(prefix):]] = kwargs.pop(k)
+            if k.startswith(prefix) and k[len(prefix) :] in dparams:
+                dargs[k[len(prefix) :]] = kwargs.pop(k)
     return items, schedule, wrapper_kwargs, kwargs
 
 
@@ -146,7 +148,8 @@ def make_drifting(
     **kwargs: Any,
 ) -> gym.Env:
     """Entry point of every registered drifting env: ``gymnasium.make(base)`` wrapped in
-    the drifts. Keyword arguments are routed as the module docstring says."""
+    the drifts. Keyword arguments are routed as the module docstring says.
+    """
     items, schedule, wkw, base_kwargs = split_make_kwargs(drifts or [], schedule, kwargs)
     if base_kwargs.get("episode_steps") is not None:
         base_kwargs["max_episode_steps"] = base_kwargs.pop("episode_steps")
@@ -184,8 +187,11 @@ def register_drifting(
     items = _drift_items(drifts or [])
     sched = make_schedule(schedule) if schedule is not None else None
     for name, args in items:  # check arguments now; values are checked by the wrappers at make
-        valid = [k for k in inspect.signature(DRIFTS[name].__init__).parameters
-                 if k not in ("self", "env", "schedule", "drift_seed", "num_envs")]
+        valid = [
+            k
+            for k in inspect.signature(DRIFTS[name].__init__).parameters
+            if k not in ("self", "env", "schedule", "drift_seed", "num_envs")
+        ]
         unknown = sorted(set(args) - set(valid))
         if unknown:
             raise ConfigError(f"drift {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")

@@ -79,7 +79,7 @@ class Schedule:
         """For gradual schedules: ``(from_regime, to_regime, alpha)``; None otherwise."""
         return None
 
-    def seed(self, seed: int) -> None:  # noqa: B027 - deliberately a no-op default
+    def seed(self, seed: int) -> None:
         """Seed the schedule's own randomness (no-op for deterministic schedules)."""
 
     # -- state ---------------------------------------------------------------
@@ -95,12 +95,13 @@ class Schedule:
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, as ``{name: {arg: value}}`` (round-trips through
-        :func:`make_schedule`)."""
+        :func:`make_schedule`).
+        """
         params = inspect.signature(type(self).__init__).parameters
         return {self.name: {k: copy.deepcopy(getattr(self, k)) for k in params if k != "self"}}
 
     def __repr__(self) -> str:
-        (name, args), = self.config().items()
+        ((_name, args),) = self.config().items()
         inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
         return f"{type(self).__name__}({inner})"
 

@@ -29,7 +29,8 @@ def make_optimizer_class(name: str) -> type[torch.optim.Optimizer]:
 
 def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Check ``kwargs`` against the optimizer's signature and build a throw-away instance
-    so that bad values (negative rates, betas outside [0, 1)) fail before training."""
+    so that bad values (negative rates, betas outside [0, 1)) fail before training.
+    """
     cls = make_optimizer_class(name)
     if "lr" in kwargs:
         raise ConfigError("optimizer: set the learning rate as hyperparameters.learning_rate, not optimizer.lr")

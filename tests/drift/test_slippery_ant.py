@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import crl  # noqa: F401  (registers crl/* ids)
+import crl
 from crl.drift import FrictionDrift
 
 
@@ -63,10 +63,9 @@ def test_change_exactly_at_first_episode_end_after_threshold():
     env = gym.make("crl/SlipperyAnt-v0", change_every=change_every, episode_steps=25, drift_seed=3)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    steps, since, regime, ends_seen = 0, 0, 0, 0
-    for _ in range(400):
+    since, regime, ends_seen = 0, 0, 0
+    for steps in range(1, 401):
         _, _, term, trunc, info = env.step(rng.uniform(-1, 1, 8).astype(np.float32))
-        steps += 1
         since += 1
         assert info["regime"] == regime
         assert info["drift/friction"] == env.regime_params(regime)["friction"]
