@@ -304,10 +304,22 @@ def _run_dir_of(cfg: RunConfig) -> Path | None:
         return None
 
 
+def _watch_parent(parent: int) -> None:
+    """Stop this worker (as on Ctrl-C: checkpoint kept, status interrupted) if the sweep process dies."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
 def _local_worker(cfg: RunConfig, catalogs: list[str], conn: Any) -> None:
     """Entry point of a local worker process: Ctrl-C reaches the parent only, which sends SIGTERM."""
+    import threading
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="crl-watch-parent").start()
     out = execute(cfg, catalogs)
     conn.send(dataclasses.asdict(out))
     conn.close()
@@ -644,16 +656,32 @@ def run_sweep(
         flush=True,
     )
     prog.update(**book.counts())
+    import threading
+
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.getsignal(signal.SIGTERM) if in_main else None
+    if in_main:  # a scheduler's SIGTERM stops the sweep like Ctrl-C
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         if backend == "local":
-            n = workers or os.cpu_count() or 1
+            n = workers or _cores()
             complete = _run_local(book, n, catalogs, grace_s)
         else:
             complete = _run_ray(book, address or "", catalogs)
     finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
         prog.close()
     summary = _summary(spec, runs, book, before, backend, source, started, time.time() - t0, not complete)
     return summary
+
+
+def _cores() -> int:
+    """Cores this process may use (CPU affinity, e.g. a container's share), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _summary(
