@@ -270,14 +270,15 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
     run_dir = tmp_path / "runs"
     temp = tempfile.mkdtemp(prefix="crlray", dir="/tmp")  # short: Ray's socket paths are length-limited
     q = shlex.quote
+    # the cluster is stopped whatever happens (trap), and the sweep gets a deadline of its own
     script = (
         "set -u; ip link set lo up; "
+        f"trap '{q(str(ray_bin))} stop --force > /dev/null 2>&1' EXIT; "
         f"{q(str(ray_bin))} start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 "
         f"--include-dashboard=false --disable-usage-stats --temp-dir={q(temp)} > {q(temp)}/start.log 2>&1 "
         f"|| {{ cat {q(temp)}/start.log; exit 3; }}; "
-        f"{q(sys.executable)} -m crl sweep {q(str(f))} --backend ray --address 127.0.0.1:6390 --retries 1 "
-        f"--catalog {q(str(cat))} --run-dir {q(str(run_dir))} --no-progress; rc=$?; "
-        f"{q(str(ray_bin))} stop --force > /dev/null 2>&1; exit $rc"
+        f"timeout -s INT 180 {q(sys.executable)} -m crl sweep {q(str(f))} --backend ray --address 127.0.0.1:6390 "
+        f"--retries 1 --catalog {q(str(cat))} --run-dir {q(str(run_dir))} --no-progress"
     )
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
