@@ -369,13 +369,19 @@ class _Progress:
             return
         text = self.line()
         if self.live is not None:
-            self.live.update(text)
+            from rich.text import Text
+
+            self.live.update(Text(text))
         elif text.split(", ETA")[0] != self.last_line.split(", ETA")[0]:
             print(text, file=sys.stderr, flush=True)
         self.last_line = text
 
     def close(self) -> None:
         if self.live is not None:
+            from rich.text import Text
+
+            self.eta_at = 0.0
+            self.live.update(Text(self.line()))
             self.live.stop()
 
 
@@ -481,6 +487,7 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 procs[i] = (p, parent, time.time())
                 book.started(i)
             wait([p.sentinel for p, _, _ in procs.values()], timeout=1.0)
+            book.progress.update(**book.counts())  # refreshes the ETA of a live line
             for i, (p, conn, t0) in list(procs.items()):
                 if p.is_alive():
                     continue
@@ -555,6 +562,7 @@ def _run_ray(book: _Book, address: str, catalogs: list[str]) -> bool:
                 refs[ref] = (i, time.time())
                 book.started(i)
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)
+            book.progress.update(**book.counts())
             for ref in ready:
                 i, t0 = refs.pop(ref)
                 try:
