@@ -110,30 +110,64 @@ def _train(a: argparse.Namespace) -> int:
 # -- sweep --------------------------------------------------------------------
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="sweep YAML file (or the name of a catalog experiment)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs without starting them")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs of the grid with their state (new, finished, resumable, failed)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one process per run (default); ray: one Ray task per run",
+    )
+    p.add_argument("--workers", type=int, default=None, help="local runs at a time (default: number of cores)")
+    p.add_argument("--address", default=None, help="Ray cluster address (ray.init(address=...)), e.g. HOST:6379")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="times a failed run is retried from its last checkpoint (default: 0 local, 2 ray)",
+    )
+    p.add_argument("--report", action="store_true", help="build the report at the end (also: report: true)")
     p.add_argument("--no-progress", action="store_true")
     _common_run_args(p)
 
 
 @command("sweep", "run a grid of runs from a sweep file", _sweep_args)
 def _sweep(a: argparse.Namespace) -> int:
-    from crl.run import read_status
-    from crl.sweep import expand, load_sweep, run_sweep
+    from crl.run import command_line
+    from crl.sweep import load_sweep, plan, run_sweep
 
     spec = load_sweep(a.file)
     if a.dry_run:
-        from crl.run import _Runner
-
-        for cfg in expand(spec, a.run_dir, a.wandb):
-            r = _Runner(cfg)
-            st = (read_status(r.dir) or {}).get("status", "new")
-            print(f"{st:12s} {r.dir}")
+        runs = plan(spec, a.run_dir, a.wandb)
+        for r in runs:
+            print(f"{r.state:10s} {r.dir}")
+        counts = {s: sum(r.state == s for r in runs) for s in ("new", "resumable", "failed", "finished")}
+        print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         return 0
-    results = run_sweep(spec, a.run_dir, a.wandb, progress=not a.no_progress)
-    failed = [r for r in results if r.status != "finished"]
+    summary = run_sweep(
+        spec,
+        a.run_dir,
+        a.wandb,
+        backend=a.backend,
+        workers=a.workers,
+        address=a.address,
+        retries=a.retries,
+        progress=not a.no_progress,
+        source=str(a.file),
+        command=command_line(),
+    )
     out = Path(a.run_dir) / spec.experiment
-    print(f"{len(results) - len(failed)}/{len(results)} runs finished; results in {out}")
-    if spec.report:
+    n_ok = summary["counts"].get("finished", 0)
+    print(f"{n_ok}/{len(summary['runs'])} runs finished; summary in {out / 'sweep.json'}")
+    for r in summary["runs"]:
+        if r["status"] != "finished":
+            print(f"  {r['status']:11s} {r['name']}: {r['error']}")
+    if summary["interrupted"]:
+        raise KeyboardInterrupt
+    if (spec.report or a.report) and n_ok:
         try:
             from crl.report import build_report
         except ImportError:
@@ -141,7 +175,9 @@ def _sweep(a: argparse.Namespace) -> int:
         if build_report is not None:
             path = build_report(out, out / "report")
             print(f"report: {path}")
-    return 1 if failed else 0
+        else:
+            print("report: crl.report is not available in this version", file=sys.stderr)
+    return 0 if n_ok == len(summary["runs"]) else 1
 
 
 # -- catalogs -----------------------------------------------------------------
