@@ -39,8 +39,8 @@ from typing import Any
 
 import gymnasium as gym
 
-from crl.drift.base import DriftWrapper
 from crl.drift.actuator import ActuatorDrift
+from crl.drift.base import DriftWrapper
 from crl.drift.damping import DampingDrift
 from crl.drift.friction import FrictionDrift
 from crl.drift.gravity import GravityDrift
@@ -48,8 +48,8 @@ from crl.drift.level_shift import LevelShift
 from crl.drift.mass import MassDrift
 from crl.drift.permutation import ActionPermutation, ObservationPermutation
 from crl.drift.reward import TargetVelocity
-from crl.drift.task_sequence import TaskSequence
 from crl.drift.schedules import SCHEDULES, Schedule, make_schedule
+from crl.drift.task_sequence import TaskSequence
 from crl.errors import ConfigError, UnknownNameError
 
 __all__ = ["DRIFTS", "register_drift", "wrap_drifts", "make_drifting", "register_drifting", "split_make_kwargs"]
@@ -57,8 +57,18 @@ __all__ = ["DRIFTS", "register_drift", "wrap_drifts", "make_drifting", "register
 #: Registry of drift wrappers by name; :func:`register_drift` adds to it.
 DRIFTS: dict[str, type[DriftWrapper]] = {
     c.name: c
-    for c in (FrictionDrift, LevelShift, GravityDrift, MassDrift, ActuatorDrift, DampingDrift,
-              ObservationPermutation, ActionPermutation, TargetVelocity, TaskSequence)
+    for c in (
+        FrictionDrift,
+        LevelShift,
+        GravityDrift,
+        MassDrift,
+        ActuatorDrift,
+        DampingDrift,
+        ObservationPermutation,
+        ActionPermutation,
+        TargetVelocity,
+        TaskSequence,
+    )
 }
 
 
