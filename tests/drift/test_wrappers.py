@@ -165,7 +165,7 @@ CRL_IDS = sorted(i for i in gym.registry if i.startswith("crl/"))
 
 
 def test_every_drift_is_in_the_catalog_or_registry():
-    assert len(DRIFTS) == 10 and len(CRL_IDS) >= 12
+    assert len(DRIFTS) >= 10 and len(CRL_IDS) >= 12
 
 
 @pytest.mark.parametrize("env_id", CRL_IDS)
