@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -217,7 +218,7 @@ def _envs(a: argparse.Namespace) -> int:
     for name, s in sorted(env_specs().items()):
         drifts = ", ".join(next(iter(d)) if isinstance(d, dict) else str(d) for d in s.drifts)
         sched = next(iter(s.schedule)) if s.schedule else "-"
-        t.add_row(name, s.id, s.base or "-", drifts or "-", sched, s.description.split(". ")[0][:80])
+        t.add_row(name, s.id, s.base or "-", drifts or "-", sched, textwrap.shorten(s.description, 80))
     Console(width=200).print(t)
     return 0
 
@@ -242,7 +243,7 @@ def _agents(a: argparse.Namespace) -> int:
     t = Table("name", "algo", "optimizer", "interventions", "description")
     for name, s in sorted(agent_specs().items()):
         ivs = ", ".join(next(iter(i)) if isinstance(i, dict) else str(i) for i in s.interventions)
-        t.add_row(name, s.algo, s.optimizer.get("name", "?"), ivs or "-", s.description.split(". ")[0][:90])
+        t.add_row(name, s.algo, s.optimizer.get("name", "?"), ivs or "-", textwrap.shorten(s.description, 90))
     Console(width=200).print(t)
     return 0
 

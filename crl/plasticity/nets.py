@@ -1,0 +1,160 @@
+"""Views of MLPs (Linear + activation) inside SB3 models and plain ``nn.Sequential``.
+
+An intervention never needs to know whether it acts on PPO's policy, SAC's critics or the
+supervised probe: it gets :class:`MLPView` objects, each a chain of :class:`HiddenLayer`
+(incoming ``nn.Linear``, the activation module after it, the outgoing ``nn.Linear`` s
+that read its units) and the optimizer that updates it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
+
+_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid)
+
+
+def _lecun_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    bound = math.sqrt(3.0 / w.shape[1])
+    return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+
+
+def _kaiming_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    bound = math.sqrt(6.0 / w.shape[1])  # gain sqrt(2) for ReLU: sqrt(3) * sqrt(2) / sqrt(fan_in)
+    return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+
+
+def _torch_default_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default kaiming_uniform(a=sqrt(5))
+    return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
+
+
+#: How to redraw incoming weights of re-initialised units, by init name.
+INIT_FNS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "lecun_uniform": _lecun_uniform_rows,
+    "kaiming_uniform": _kaiming_uniform_rows,
+    "torch_default": _torch_default_rows,
+}
+
+
+def init_rows(weight: torch.Tensor, rows: torch.Tensor, init: str, gen: torch.Generator) -> None:
+    """Redraw ``weight[rows]`` from the init distribution ``init`` (in place)."""
+    if rows.numel() == 0:
+        return
+    fresh = INIT_FNS[init](weight[rows], gen).to(weight.dtype)
+    weight.data[rows] = fresh
+
+
+@dataclass
+class HiddenLayer:
+    """One hidden layer: ``act(inp(x))``, read by ``outs``."""
+
+    inp: nn.Linear
+    act: nn.Module
+    outs: list[nn.Linear]
+    name: str
+    features: torch.Tensor | None = None
+    """Post-activation features of the last training-mode forward pass (batch x units)."""
+
+    @property
+    def width(self) -> int:
+        return self.inp.out_features
+
+
+@dataclass
+class MLPView:
+    """A chain of hidden layers and the optimizer that updates them."""
+
+    name: str
+    layers: list[HiddenLayer]
+    optimizer: torch.optim.Optimizer | None
+    output: list[nn.Linear] = field(default_factory=list)
+    targets: list[nn.Module] = field(default_factory=list)
+    """Target copies kept consistent after surgery (SAC's ``critic_target``)."""
+    module: nn.Module | None = None
+    """The module holding the chain (what a target copies)."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        ps: list[nn.Parameter] = []
+        for layer in self.layers:
+            ps += list(layer.inp.parameters())
+        for out in self.output:
+            ps += list(out.parameters())
+        return ps
+
+
+def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) -> MLPView:
+    layers: list[HiddenLayer] = []
+    current: nn.Linear | None = None  # a Linear not yet followed by an activation
+    output: list[nn.Linear] = []
+    for m in seq.modules():
+        if isinstance(m, nn.Linear):
+            if layers and not layers[-1].outs:
+                layers[-1].outs.append(m)
+            current = m
+        elif isinstance(m, _ACTIVATIONS) and current is not None:
+            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers))))
+            current = None
+    if current is not None:  # the sequence ends with its output Linear
+        output = [current, *heads]
+    if layers and not layers[-1].outs:
+        layers[-1].outs.extend(heads)
+    if current is None:
+        output = list(heads)
+    return MLPView(name=name, layers=layers, optimizer=optimizer, output=output, module=seq)
+
+
+def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> list[MLPView]:
+    """The MLPs of an SB3 PPO/A2C/SAC model, or of an ``nn.Sequential`` (whose optimizer is
+    ``optimizer`` or its ``.optimizer`` attribute).
+
+    Example:
+        >>> seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+        >>> (view,) = find_mlps(seq, torch.optim.SGD(seq.parameters(), lr=0.1))
+        >>> [layer.width for layer in view.layers], view.layers[0].outs[0] is seq[2]
+        ([4, 4], True)
+    """
+    if isinstance(model, nn.Sequential):
+        return [_chain("net", model, [], optimizer or getattr(model, "optimizer", None))]
+    policy = getattr(model, "policy", model)
+    views = []
+    if hasattr(policy, "mlp_extractor"):  # PPO / A2C
+        ext = policy.mlp_extractor
+        views.append(_chain("pi", ext.policy_net, [policy.action_net], policy.optimizer))
+        views.append(_chain("vf", ext.value_net, [policy.value_net], policy.optimizer))
+    elif hasattr(policy, "actor") and hasattr(policy, "critic"):  # SAC / TD3
+        actor = policy.actor
+        heads = [h for h in (getattr(actor, "mu", None), getattr(actor, "log_std", None)) if isinstance(h, nn.Linear)]
+        views.append(_chain("actor", actor.latent_pi, heads, actor.optimizer))
+        for i, q in enumerate(policy.critic.q_networks):
+            v = _chain(f"qf{i}", q, [], policy.critic.optimizer)
+            target = getattr(policy, "critic_target", None)
+            if target is not None:
+                v.targets.append(target.q_networks[i])
+            views.append(v)
+    else:
+        raise TypeError(f"no MLP found in {type(model).__name__}")
+    return views
+
+
+def capture_features(views: list[MLPView]) -> list[Any]:
+    """Register forward hooks storing each hidden layer's post-activation features during
+    training-mode forward passes (rollouts run in eval mode and are not recorded).
+    """
+    handles = []
+    for view in views:
+        for layer in view.layers:
+
+            def hook(module: nn.Module, args: Any, out: torch.Tensor, layer: HiddenLayer = layer) -> None:
+                if module.training and torch.is_grad_enabled():
+                    layer.features = out.detach()
+
+            handles.append(layer.act.register_forward_hook(hook))
+    return handles

@@ -1,0 +1,419 @@
+"""The unit-reinitialisation family: continual backprop, ReDo, Shrink & Perturb, resets.
+
+All of them act on :class:`~crl.plasticity.nets.MLPView` s after optimizer steps (through
+``optimizer.register_step_post_hook``) or at regime boundaries, and keep every counter,
+utility and random generator in ``state_dict()`` so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from crl.errors import ConfigError
+from crl.plasticity.base import Intervention, register_intervention
+from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features, find_mlps, init_rows
+
+__all__ = ["UnitIntervention", "ContinualBackprop", "ReDo", "ShrinkPerturb", "Reset", "zero_optimizer_state"]
+
+
+def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: Any, dim: int) -> None:
+    """Zero the optimizer's per-parameter moments (Adam's ``exp_avg``/``exp_avg_sq``...) of
+    ``param`` at ``index`` along ``dim``.
+    """
+    if optimizer is None or param not in optimizer.state:
+        return
+    for key, value in optimizer.state[param].items():
+        if key != "step" and isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.index_fill_(dim, index, 0.0)
+
+
+def _check_init(init: str) -> None:
+    if init not in INIT_FNS:
+        raise ConfigError(f"init must be one of {', '.join(INIT_FNS)}, got {init!r}")
+
+
+class UnitIntervention(Intervention):
+    """Shared plumbing: find the MLPs, capture features, hook every optimizer's step."""
+
+    needs_features = True
+
+    def __init__(self, seed: int = 0, init: str = "lecun_uniform") -> None:
+        _check_init(init)
+        self.seed = int(seed)
+        self.init = init
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.steps = 0
+        self.views: list[MLPView] = []
+        self._targets: dict[int, MLPView] = {}
+
+    def _on_attach(self, model: Any) -> None:
+        opt = getattr(model, "optimizer", None) if isinstance(model, nn.Module) else None
+        self.views = find_mlps(model, opt)
+        for view in self.views:
+            if view.targets:
+                (target,) = view.targets
+                self._targets[id(view)] = find_mlps(target)[0]
+        if self.needs_features:
+            capture_features(self.views)
+        seen: list[torch.optim.Optimizer] = []
+        for view in self.views:
+            if view.optimizer is not None and all(view.optimizer is not o for o in seen):
+                seen.append(view.optimizer)
+                view.optimizer.register_step_post_hook(self._post_step)
+        self._setup()
+
+    def _setup(self) -> None:
+        """Hook: allocate per-layer state once the views are known."""
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        with torch.no_grad():
+            for view in self.views:
+                if view.optimizer is optimizer:
+                    self._after_step(view)
+        if optimizer is self.views[0].optimizer:
+            self.steps += 1
+
+    def _after_step(self, view: MLPView) -> None:
+        """Hook: called after every optimizer step of ``view``."""
+
+    # -- surgery -------------------------------------------------------------
+    def reset_units(self, view: MLPView, layer: HiddenLayer, idx: torch.Tensor, reset_optimizer: bool) -> None:
+        """Re-initialise units ``idx`` of ``layer``: incoming weights redrawn, incoming bias 0,
+        outgoing weights 0 (so the network's output is unchanged at that moment).
+        """
+        if idx.numel() == 0:
+            return
+        init_rows(layer.inp.weight, idx, self.init, self.gen)
+        if layer.inp.bias is not None:
+            layer.inp.bias.data[idx] = 0.0
+        for out in layer.outs:
+            out.weight.data[:, idx] = 0.0
+        if reset_optimizer:
+            zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0)
+            if layer.inp.bias is not None:
+                zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0)
+            for out in layer.outs:
+                zero_optimizer_state(view.optimizer, out.weight, idx, 1)
+        target = self._targets.get(id(view))
+        if target is not None:  # keep a target network's copy of these units consistent
+            t_layer = target.layers[view.layers.index(layer)]
+            t_layer.inp.weight.data[idx] = layer.inp.weight.data[idx]
+            if t_layer.inp.bias is not None:
+                t_layer.inp.bias.data[idx] = 0.0
+            for out in t_layer.outs:
+                out.weight.data[:, idx] = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.gen.set_state(state["gen"])
+
+
+@register_intervention
+class ContinualBackprop(UnitIntervention):
+    """Continual backprop (Dohare et al., Nature 2024): replace low-utility mature units.
+
+    After every optimizer step, for each hidden layer with post-activation features ``h``
+    (minibatch x units) and outgoing weights ``W_out``:
+
+    1. ``age += 1``;
+    2. ``u <- decay * u + (1 - decay) * mean_k |W_out[k, i]| * mean_b |h[b, i]|``
+       (``utility="contribution"``; ``"adaptable_contribution"`` uses
+       ``mean_k |W_out[k, i]| * mean_b |h[b, i] - f_hat_i| / mean_j |W_in[i, j]|`` with
+       ``f_hat`` the bias-corrected running mean of ``h_i``, as in the bit-flipping problem);
+    3. ``u_hat = u / (1 - decay ** age)``;
+    4. eligible units have ``age > maturity``; ``r = replacement_rate * n_eligible``; if
+       ``r < 1`` one unit is replaced with probability ``r``, else ``floor(r)`` units: the
+       eligible ones with the smallest ``u_hat``;
+    5. a replaced unit gets fresh incoming weights from the init distribution, incoming bias
+       0, outgoing weights 0, age, utility and running mean 0 (and, with
+       ``reset_optimizer_state``, zero Adam moments; Dohare's RL runs leave them).
+
+    Args:
+        replacement_rate: rho (RL: 1e-4).
+        maturity: m, in optimizer steps (RL: 10,000).
+        decay: eta (0.99).
+        utility: ``"contribution"`` or ``"adaptable_contribution"``.
+        init: distribution of fresh incoming weights (see ``crl.plasticity.nets.INIT_FNS``).
+        reset_optimizer_state: zero the optimizer moments of replaced units.
+        seed: seed of the replacement draws.
+    """
+
+    name = "cbp"
+
+    def __init__(
+        self,
+        replacement_rate: float = 1e-4,
+        maturity: int = 10_000,
+        decay: float = 0.99,
+        utility: str = "contribution",
+        init: str = "lecun_uniform",
+        reset_optimizer_state: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= replacement_rate <= 1.0:
+            raise ConfigError(f"replacement_rate must be in [0, 1], got {replacement_rate!r}")
+        if isinstance(maturity, bool) or not isinstance(maturity, int) or maturity < 0:
+            raise ConfigError(f"maturity must be a non-negative integer, got {maturity!r}")
+        if not 0.0 <= decay < 1.0:
+            raise ConfigError(f"decay must be in [0, 1), got {decay!r}")
+        if utility not in ("contribution", "adaptable_contribution"):
+            raise ConfigError(f"utility must be 'contribution' or 'adaptable_contribution', got {utility!r}")
+        super().__init__(seed=seed, init=init)
+        self.replacement_rate, self.maturity, self.decay = float(replacement_rate), maturity, float(decay)
+        self.utility, self.reset_optimizer_state = utility, bool(reset_optimizer_state)
+        self.age: dict[str, torch.Tensor] = {}
+        self.util: dict[str, torch.Tensor] = {}
+        self.mean: dict[str, torch.Tensor] = {}
+        self.replaced = 0
+
+    def _setup(self) -> None:
+        for view in self.views:
+            for layer in view.layers:
+                key = f"{view.name}/{layer.name}"
+                self.age[key] = torch.zeros(layer.width, dtype=torch.long)
+                self.util[key] = torch.zeros(layer.width)
+                self.mean[key] = torch.zeros(layer.width)
+
+    def utilities(self, view: MLPView, layer: HiddenLayer) -> torch.Tensor:
+        """Bias-corrected utilities ``u_hat`` of ``layer``'s units."""
+        key = f"{view.name}/{layer.name}"
+        age = self.age[key].clamp(min=1).to(self.util[key].dtype)
+        return self.util[key] / (1.0 - self.decay**age)
+
+    def _after_step(self, view: MLPView) -> None:
+        eta = self.decay
+        for layer in view.layers:
+            h = layer.features
+            if h is None:
+                continue
+            key = f"{view.name}/{layer.name}"
+            h = h.reshape(-1, layer.width).float()
+            self.age[key] += 1
+            w_out = torch.cat([o.weight.detach().abs() for o in layer.outs], 0).mean(0)
+            if self.utility == "contribution":
+                inst = w_out * h.abs().mean(0)
+            else:
+                self.mean[key].mul_(eta).add_((1 - eta) * h.mean(0))
+                f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
+                inst = w_out * (h - f_hat).abs().mean(0) / layer.inp.weight.detach().abs().mean(1).clamp(min=1e-12)
+            self.util[key].mul_(eta).add_((1 - eta) * inst)
+            eligible = self.age[key] > self.maturity
+            n_eligible = int(eligible.sum())
+            if n_eligible == 0:
+                continue
+            r = self.replacement_rate * n_eligible
+            if r < 1.0:
+                n = int(torch.rand(1, generator=self.gen).item() < r)
+            else:
+                n = int(r)
+            if n == 0:
+                continue
+            u_hat = self.utilities(view, layer).masked_fill(~eligible, float("inf"))
+            idx = torch.topk(u_hat, n, largest=False).indices
+            self.reset_units(view, layer, idx, self.reset_optimizer_state)
+            self.age[key][idx] = 0
+            self.util[key][idx] = 0.0
+            self.mean[key][idx] = 0.0
+            self.replaced += n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "replaced": self.replaced,
+            "age": {k: v.clone() for k, v in self.age.items()},
+            "util": {k: v.clone() for k, v in self.util.items()},
+            "mean": {k: v.clone() for k, v in self.mean.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.replaced = int(state["replaced"])
+        for name in ("age", "util", "mean"):
+            for k, v in state[name].items():
+                getattr(self, name)[k].copy_(v)
+
+
+@register_intervention
+class ReDo(UnitIntervention):
+    """ReDo (Sokar et al., ICML 2023): recycle tau-dormant units every ``every`` steps.
+
+    Score ``s_i = mean_b |h[b, i]| / mean_j mean_b |h[b, j]|`` on the last minibatch; units
+    with ``s_i <= tau`` get fresh incoming weights, zero outgoing weights and zero optimizer
+    moments. Output layers are never recycled.
+
+    Args:
+        tau: dormancy threshold (ReDo paper: 0.025; Dohare's Ant runs: 0.1).
+        every: optimizer steps between checks.
+        init: distribution of fresh incoming weights.
+        seed: seed of the fresh weights.
+    """
+
+    name = "redo"
+
+    def __init__(self, tau: float = 0.1, every: int = 100, init: str = "lecun_uniform", seed: int = 0) -> None:
+        if not tau >= 0.0:
+            raise ConfigError(f"tau must be >= 0, got {tau!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"every must be a positive integer, got {every!r}")
+        super().__init__(seed=seed, init=init)
+        self.tau, self.every = float(tau), every
+        self.recycled = 0
+
+    @staticmethod
+    def scores(h: torch.Tensor) -> torch.Tensor:
+        """ReDo scores of features ``h`` (batch x units)."""
+        a = h.abs().mean(0)
+        return a / a.mean().clamp(min=1e-12)
+
+    def _after_step(self, view: MLPView) -> None:
+        if (self.steps + 1) % self.every != 0:
+            return
+        for layer in view.layers:
+            if layer.features is None:
+                continue
+            idx = torch.nonzero(self.scores(layer.features.reshape(-1, layer.width)) <= self.tau).flatten()
+            self.reset_units(view, layer, idx, reset_optimizer=True)
+            self.recycled += int(idx.numel())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "recycled": self.recycled}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.recycled = int(state["recycled"])
+
+
+@register_intervention
+class ShrinkPerturb(UnitIntervention):
+    """Shrink & Perturb (Ash & Adams 2020): ``theta <- shrink * theta + sigma * eps``.
+
+    ``eps`` is drawn from the init distribution for weights (biases are only shrunk).
+    Applied after every optimizer step (``per_step``) and/or at known regime changes.
+
+    Args:
+        shrink: p (per-step form: 1 - 1e-4 ... 1 - 1e-3; at regime changes e.g. 0.4).
+        sigma: noise scale (about 1e-2).
+        per_step: apply after every optimizer step.
+        at_regime_change: apply at regime boundaries (boundary-aware agents).
+        init: distribution of the noise.
+        seed: seed of the noise.
+    """
+
+    name = "shrink_perturb"
+    needs_features = False
+
+    def __init__(
+        self,
+        shrink: float = 1 - 1e-4,
+        sigma: float = 1e-2,
+        per_step: bool = True,
+        at_regime_change: bool = False,
+        init: str = "lecun_uniform",
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < shrink <= 1.0:
+            raise ConfigError(f"shrink must be in (0, 1], got {shrink!r}")
+        if not sigma >= 0.0:
+            raise ConfigError(f"sigma must be >= 0, got {sigma!r}")
+        super().__init__(seed=seed, init=init)
+        self.shrink, self.sigma, self.per_step, self.at_regime_change = (
+            float(shrink),
+            float(sigma),
+            per_step,
+            at_regime_change,
+        )
+
+    def apply(self) -> None:
+        """Shrink and perturb every Linear of every view now."""
+        with torch.no_grad():
+            for view in self.views:
+                linears = [layer.inp for layer in view.layers] + view.output
+                for lin in linears:
+                    noise = INIT_FNS[self.init](lin.weight, self.gen).to(lin.weight.dtype)
+                    lin.weight.mul_(self.shrink).add_(self.sigma * noise)
+                    if lin.bias is not None:
+                        lin.bias.mul_(self.shrink)
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.per_step and optimizer is self.views[0].optimizer:
+            self.apply()
+            self.steps += 1
+
+    def _on_regime_change(self, regime: int) -> None:
+        if self.at_regime_change:
+            self.apply()
+
+
+@register_intervention
+class Reset(UnitIntervention):
+    """Resets (Nikishin et al., ICML 2022): re-initialise the last layers or whole networks,
+    periodically and/or at known regime changes; the optimizer state of reset parameters is
+    cleared.
+
+    Args:
+        layers: how many of the last Linear layers of each network to reset (``"all"``: all).
+        every: optimizer steps between periodic resets (0: never).
+        at_regime_change: reset at regime boundaries (boundary-aware agents).
+        init: distribution of fresh weights.
+        seed: seed of the fresh weights.
+    """
+
+    name = "reset"
+    needs_features = False
+
+    def __init__(
+        self,
+        layers: int | str = 1,
+        every: int = 0,
+        at_regime_change: bool = True,
+        init: str = "lecun_uniform",
+        seed: int = 0,
+    ) -> None:
+        if not (layers == "all" or (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1)):
+            raise ConfigError(f"layers must be a positive integer or 'all', got {layers!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ConfigError(f"every must be a non-negative integer, got {every!r}")
+        super().__init__(seed=seed, init=init)
+        self.layers, self.every, self.at_regime_change = layers, every, at_regime_change
+        self.resets = 0
+
+    def apply(self) -> None:
+        """Reset now."""
+        with torch.no_grad():
+            for view in self.views:
+                linears = [layer.inp for layer in view.layers] + view.output
+                chosen = linears if self.layers == "all" else linears[-int(self.layers) - len(view.output) + 1 :]
+                for lin in chosen:
+                    lin.weight.copy_(INIT_FNS[self.init](lin.weight, self.gen))
+                    if lin.bias is not None:
+                        lin.bias.zero_()
+                    if view.optimizer is not None:
+                        for p in lin.parameters():
+                            view.optimizer.state.pop(p, None)
+                for target in view.targets:  # a reset network restarts its target copy too
+                    if view.module is not None:
+                        target.load_state_dict(view.module.state_dict())
+        self.resets += 1
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if optimizer is self.views[0].optimizer:
+            self.steps += 1
+            if self.every and self.steps % self.every == 0:
+                self.apply()
+
+    def _on_regime_change(self, regime: int) -> None:
+        if self.at_regime_change:
+            self.apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "resets": self.resets}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.resets = int(state["resets"])

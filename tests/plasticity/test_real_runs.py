@@ -1,0 +1,121 @@
+"""One real PPO and one real SAC run per intervention family through ``crl train``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+
+from tests.test_run import _kill_at_random
+
+FAST_IV = {
+    "cbp": "[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
+    "redo": "[{redo: {tau: 0.5, every: 10}}]",
+    "shrink-perturb": "[{shrink_perturb: {shrink: 0.999, sigma: 0.001}}]",
+    "reset": "[{reset: {layers: 1, at_regime_change: true}}]",
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAST_IV))
+def test_ppo_family_trains_on_a_drifting_env(tmp_path, crl_cli, family):
+    crl_cli(
+        "train",
+        "--env",
+        "slippery-hopper",
+        "--agent",
+        f"ppo-{family}",
+        "--steps",
+        "768",
+        "--env-kwargs",
+        "change_every=250",
+        "--agent-kwargs",
+        "n_steps=256",
+        "batch_size=64",
+        "n_epochs=2",
+        f"interventions={FAST_IV[family]}",
+        "--run-dir",
+        str(tmp_path),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+        check=True,
+    )
+    run = tmp_path / "default" / f"slippery-hopper__ppo-{family}__s0"
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("family", ["cbp", "redo", "reset"])
+def test_sac_family_trains_and_resumes(tmp_path, crl_cli, family):
+    args = [
+        "train",
+        "--env",
+        "slippery-hopper",
+        "--agent",
+        f"sac-{family}",
+        "--steps",
+        "400",
+        "--env-kwargs",
+        "change_every=150",
+        "align=exact",
+        "--agent-kwargs",
+        "learning_starts=100",
+        "buffer_size=2000",
+        "batch_size=32",
+        f"interventions={FAST_IV[family]}",
+        "--checkpoint-every",
+        "200",
+        "--run-dir",
+        str(tmp_path),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
+    crl_cli(*args, check=True)
+    run = tmp_path / "default" / f"slippery-hopper__sac-{family}__s0"
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def _rows(path):
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
+
+
+def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
+    def args(root):
+        return [
+            "train",
+            "--env",
+            "slippery-ant",
+            "--agent",
+            "ppo-cbp",
+            "--steps",
+            "3072",
+            "--seed",
+            "2",
+            "--env-kwargs",
+            "change_every=700",
+            "episode_steps=200",
+            "--agent-kwargs",
+            "n_steps=256",
+            "batch_size=64",
+            "n_epochs=2",
+            "interventions=[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
+            "--checkpoint-every",
+            "256",
+            "--run-dir",
+            str(root),
+            "--wandb",
+            "disabled",
+            "--no-progress",
+        ]
+
+    crl_cli(*args(tmp_path / "ref"), check=True)
+    run = tmp_path / "killed" / "default" / "slippery-ant__ppo-cbp__s2"
+    _kill_at_random(args(tmp_path / "killed")[0:], run, random.Random())
+    crl_cli(*args(tmp_path / "killed"), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo-cbp__s2"
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")

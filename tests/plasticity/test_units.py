@@ -1,0 +1,176 @@
+"""Analytic tests of continual backprop, ReDo, Shrink & Perturb and resets on hand-built nets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from crl.errors import ConfigError
+from crl.plasticity import attach
+from crl.plasticity.units import ContinualBackprop, ReDo
+
+
+def _net(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: weights move only by surgery
+    return net
+
+
+def _step(net: nn.Sequential, x: torch.Tensor) -> None:
+    net.optimizer.zero_grad()
+    net(x).sum().backward()
+    net.optimizer.step()
+
+
+def test_cbp_utilities_after_k_steps_equal_the_formula():
+    net = _net()
+    ivs = attach(net, [{"cbp": {"replacement_rate": 0.0, "maturity": 100, "decay": 0.9}}])
+    cbp: ContinualBackprop = ivs.interventions[0]
+    torch.manual_seed(1)
+    xs = [torch.randn(5, 3) for _ in range(4)]
+    u = torch.zeros(4)
+    for x in xs:
+        _step(net, x)
+        h = torch.relu(net[0](x)).detach()
+        u = 0.9 * u + 0.1 * net[2].weight.detach().abs().mean(0) * h.abs().mean(0)
+    expected_hat = u / (1 - 0.9**4)
+    torch.testing.assert_close(cbp.util["net/0"], u)
+    torch.testing.assert_close(cbp.utilities(cbp.views[0], cbp.views[0].layers[0]), expected_hat)
+    assert cbp.age["net/0"].tolist() == [4, 4, 4, 4]
+
+
+def test_cbp_replaces_only_mature_lowest_utility_units_and_keeps_outputs():
+    net = _net()
+    with torch.no_grad():
+        net[2].weight[:, 1] = 1e-3  # unit 1: tiny outgoing weights -> lowest utility
+    ivs = attach(net, [{"cbp": {"replacement_rate": 0.5, "maturity": 3, "decay": 0.9, "seed": 0}}])
+    cbp = ivs.interventions[0]
+    x = torch.rand(8, 3) + 0.1
+    for _ in range(3):  # not yet mature
+        _step(net, x)
+    assert cbp.replaced == 0
+    before_in = net[0].weight.detach().clone()
+    out_before = net(x).detach()
+    cbp.age["net/0"][torch.tensor([0, 2, 3])] = 0  # only unit 1 can be eligible
+    _step(net, x)  # r = 0.5 * 1 eligible -> replaced with probability 0.5; seed 0 draws it
+    draws = []
+    g = torch.Generator().manual_seed(0)
+    draws.append(torch.rand(1, generator=g).item())
+    assert (draws[0] < 0.5) == (cbp.replaced == 1)
+    if cbp.replaced:
+        assert not torch.equal(net[0].weight[1], before_in[1])
+        torch.testing.assert_close(net[0].weight[[0, 2, 3]], before_in[[0, 2, 3]])
+        assert torch.all(net[2].weight[:, 1] == 0) and net[0].bias[1] == 0
+        torch.testing.assert_close(net(x), out_before - 0 * out_before)  # outgoing zero: output unchanged
+        assert cbp.age["net/0"][1] == 0 and cbp.util["net/0"][1] == 0
+
+
+def test_cbp_replacement_rate_on_average():
+    net = nn.Sequential(nn.Linear(3, 50), nn.ReLU(), nn.Linear(50, 1))
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    ivs = attach(net, [{"cbp": {"replacement_rate": 0.004, "maturity": 0, "seed": 3}}])
+    x = torch.randn(4, 3)
+    for _ in range(500):
+        _step(net, x)
+    # 50 eligible units x 0.004 = 0.2 expected replacements per step -> 100 over 500 steps
+    assert 70 <= ivs.interventions[0].replaced <= 130
+
+
+def test_cbp_output_unchanged_at_replacement_with_floor_rate():
+    net = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2))
+    net.optimizer = torch.optim.Adam(net.parameters(), lr=0.0)
+    ivs = attach(net, [{"cbp": {"replacement_rate": 0.3, "maturity": 0, "reset_optimizer_state": True}}])
+    x = torch.randn(6, 3)
+    _step(net, x)  # r = 3 per layer: floor(3) = 3 replaced in each of the 2 layers
+    assert ivs.interventions[0].replaced == 6
+    out = net(x).detach()
+    net.optimizer.zero_grad()
+    assert torch.isfinite(out).all()
+    replaced = (net[4].weight == 0).all(0).nonzero().flatten()
+    assert len(replaced) == 3
+    assert torch.all(net.optimizer.state[net[2].weight]["exp_avg"][replaced] == 0)
+    assert torch.all(net.optimizer.state[net[4].weight]["exp_avg"][:, replaced] == 0)
+
+
+def test_redo_scores_and_recycled_set_on_constructed_activations():
+    h = torch.tensor([[0.0, 1.0, 2.0, 0.05], [0.0, 1.0, 2.0, 0.05]])
+    s = ReDo.scores(h)
+    torch.testing.assert_close(s, torch.tensor([0.0, 1.0, 2.0, 0.05]) / 0.7625)
+    net = _net()
+    with torch.no_grad():
+        net[0].weight[0] = -1.0  # unit 0 dead for positive inputs
+        net[0].bias[0] = -1.0
+    net.optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    ivs = attach(net, [{"redo": {"tau": 0.1, "every": 2}}])
+    x = torch.rand(16, 3)
+    _step(net, x)
+    assert ivs.interventions[0].recycled == 0  # not yet: every 2 steps
+    _step(net, x)
+    assert ivs.interventions[0].recycled >= 1
+    assert torch.all(net[2].weight[:, 0] == 0)
+    assert torch.all(net.optimizer.state[net[0].weight]["exp_avg"][0] == 0)
+
+
+def test_shrink_perturb_is_affine_in_the_weights():
+    net = _net()
+    w = net[0].weight.detach().clone()
+    ivs = attach(net, [{"shrink_perturb": {"shrink": 0.5, "sigma": 0.0}}])
+    _step(net, torch.randn(2, 3))
+    torch.testing.assert_close(net[0].weight, 0.5 * w)
+    del ivs
+
+
+def test_reset_last_layer_at_regime_change_only_for_boundary_aware_agents():
+    net = _net()
+    w0, w2 = net[0].weight.detach().clone(), net[2].weight.detach().clone()
+    blind = attach(net, [{"reset": {"layers": 1}}], boundary_aware=False)
+    blind.on_regime_change(1)
+    assert torch.equal(net[2].weight, w2)
+    aware = attach(net, [{"reset": {"layers": 1}}], boundary_aware=True)
+    aware.on_regime_change(1)
+    assert not torch.equal(net[2].weight, w2) and torch.equal(net[0].weight, w0)
+
+
+def test_state_dict_round_trip_continues_identically():
+    a = _net()
+    a.optimizer = torch.optim.Adam(a.parameters(), lr=1e-2)
+    ia = attach(a, [{"cbp": {"replacement_rate": 0.2, "maturity": 2, "seed": 5}}])
+    x = torch.randn(8, 3)
+    for _ in range(5):
+        _step(a, x)
+    b = _net(seed=7)
+    b.load_state_dict(a.state_dict())
+    b.optimizer = torch.optim.Adam(b.parameters(), lr=1e-2)
+    b.optimizer.load_state_dict(copy.deepcopy(a.optimizer.state_dict()))
+    ib = attach(b, [{"cbp": {"replacement_rate": 0.2, "maturity": 2, "seed": 99}}])
+    ib.load_state_dict(copy.deepcopy(ia.state_dict()))
+    for _ in range(10):
+        _step(a, x)
+        _step(b, x)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+    assert ia.interventions[0].replaced == ib.interventions[0].replaced > 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"cbp": {"replacement_rate": -1}},
+        {"cbp": {"maturity": -5}},
+        {"cbp": {"decay": 1.0}},
+        {"cbp": {"utility": "magic"}},
+        {"cbp": {"init": "zeros"}},
+        {"redo": {"every": 0}},
+        {"shrink_perturb": {"shrink": 0.0}},
+        {"reset": {"layers": 0}},
+        {"cbp": {"bogus": 1}},
+        {"unknown_method": {}},
+    ],
+)
+def test_bad_hyperparameters(spec):
+    with pytest.raises(ConfigError):
+        attach(_net(), [spec])
