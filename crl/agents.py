@@ -26,6 +26,7 @@ from crl.config import from_mapping
 from crl.errors import ConfigError, UnknownNameError
 from crl.plasticity import InterventionSet, attach
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class
+from crl.policies import ArchActorCriticPolicy, CReLU
 
 __all__ = ["AgentSpec", "NetworkSpec", "ALGOS", "ACTIVATIONS", "INITS", "build_model", "apply_init"]
 
@@ -39,6 +40,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
     "elu": nn.ELU,
     "gelu": nn.GELU,
+    "crelu": CReLU,
 }
 
 
@@ -86,6 +88,8 @@ class NetworkSpec:
     """Initialisation of every Linear: one of :data:`INITS`."""
     log_std_init: float = 0.0
     """Initial value of the state-independent log standard deviation (PPO)."""
+    layer_norm: bool = False
+    """LayerNorm after every hidden Linear, before the activation (PPO)."""
 
 
 @dataclass
@@ -148,6 +152,8 @@ class AgentSpec:
                 raise UnknownNameError("activation", self.network.activation, list(ACTIVATIONS))
             if self.network.init not in INITS:
                 raise UnknownNameError("init", self.network.init, list(INITS))
+            if self.algo != "ppo" and (self.network.layer_norm or self.network.activation == "crelu"):
+                raise ConfigError("network: layer_norm and crelu are available for ppo only")
             for key in ("pi", "vf", "qf"):
                 sizes = getattr(self.network, key)
                 if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
@@ -211,7 +217,12 @@ def build_model(
     cls = ALGOS[spec.algo]
     hp = dict(spec.hyperparameters)
     torch.manual_seed(seed)
-    model = cls(spec.policy, env, policy_kwargs=policy_kwargs(spec), seed=seed, device=device, verbose=verbose, **hp)
+    pkw = policy_kwargs(spec)
+    policy: Any = spec.policy
+    if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu"):
+        policy = ArchActorCriticPolicy
+        pkw["layer_norm"] = spec.network.layer_norm
+    model = cls(policy, env, policy_kwargs=pkw, seed=seed, device=device, verbose=verbose, **hp)
     with torch.no_grad():
         if spec.algo == "ppo":
             apply_init(model.policy, spec.network.init)

@@ -509,6 +509,7 @@ class _Runner:
 
     def restore_checkpoint(self, state: dict[str, Any]) -> None:
         m = self.model
+        self.interventions.load_state_dict(state["interventions"])  # may rebuild modules (injection)
         m.set_parameters(state["params"], exact_match=True)
         for k, v in state["tensors"].items():
             with torch.no_grad():
@@ -531,7 +532,6 @@ class _Runner:
             import pickle
 
             m.replay_buffer = pickle.loads(state["replay_buffer"])
-        self.interventions.load_state_dict(state["interventions"])
         self.callback.set_state(state["callback"])
         self.tracker.restore(state["tracker"])
         self.write_regimes(self.callback.regimes)

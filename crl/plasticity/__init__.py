@@ -6,12 +6,13 @@ internals; it imports neither :mod:`crl.drift` nor :mod:`crl.run`.
 
 from crl.plasticity.base import INTERVENTIONS, Intervention, InterventionSet, attach, register_intervention
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
-from crl.plasticity.units import ContinualBackprop, ReDo, Reset, ShrinkPerturb
+from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
 
 __all__ = [
     "INTERVENTIONS",
     "OPTIMIZERS",
     "ContinualBackprop",
+    "Injection",
     "ReDo",
     "Reset",
     "ShrinkPerturb",

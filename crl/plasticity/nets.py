@@ -16,9 +16,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
+__all__ = ["CReLU", "HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
 
-_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid)
+
+class CReLU(nn.Module):
+    """Concatenated ReLU (Abbas et al. 2023): ``[relu(x), relu(-x)]`` (width x 2).
+
+    Example:
+        >>> CReLU()(torch.tensor([[1.0, -2.0]]))
+        tensor([[1., 0., 0., 2.]])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.relu(x), torch.relu(-x)], dim=-1)
+
+
+_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, CReLU)
 
 
 def _lecun_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -61,11 +74,32 @@ class HiddenLayer:
     outs: list[nn.Linear]
     name: str
     features: torch.Tensor | None = None
-    """Post-activation features of the last training-mode forward pass (batch x units)."""
+    """Post-activation features of the last training-mode forward pass (batch x outputs)."""
+    norm: nn.LayerNorm | None = None
+    """A LayerNorm between ``inp`` and ``act``, if any."""
 
     @property
     def width(self) -> int:
         return self.inp.out_features
+
+    @property
+    def doubled(self) -> bool:
+        """Whether the activation doubles the width (CReLU): unit i feeds outputs i and i + width."""
+        return isinstance(self.act, CReLU)
+
+    def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
+        """|features| per unit (batch x units); CReLU's two halves are added."""
+        a = h.reshape(-1, h.shape[-1]).abs()
+        return a[:, : self.width] + a[:, self.width :] if self.doubled else a
+
+    def out_columns(self, idx: torch.Tensor) -> torch.Tensor:
+        """Columns of the outgoing weights that read units ``idx``."""
+        return torch.cat([idx, idx + self.width]) if self.doubled else idx
+
+    def outgoing_magnitude(self) -> torch.Tensor:
+        """mean_k |W_out[k, i]| per unit (over every outgoing layer; CReLU halves averaged)."""
+        w = torch.cat([o.weight.detach().abs() for o in self.outs], 0).mean(0)
+        return (w[: self.width] + w[self.width :]) / 2 if self.doubled else w
 
 
 @dataclass
@@ -93,14 +127,17 @@ class MLPView:
 def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) -> MLPView:
     layers: list[HiddenLayer] = []
     current: nn.Linear | None = None  # a Linear not yet followed by an activation
+    norm: nn.LayerNorm | None = None
     output: list[nn.Linear] = []
     for m in seq.modules():
         if isinstance(m, nn.Linear):
             if layers and not layers[-1].outs:
                 layers[-1].outs.append(m)
-            current = m
+            current, norm = m, None
+        elif isinstance(m, nn.LayerNorm) and current is not None:
+            norm = m
         elif isinstance(m, _ACTIVATIONS) and current is not None:
-            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers))))
+            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers)), norm=norm))
             current = None
     if current is not None:  # the sequence ends with its output Linear
         output = [current, *heads]

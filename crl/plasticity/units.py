@@ -86,17 +86,21 @@ class UnitIntervention(Intervention):
         """
         if idx.numel() == 0:
             return
+        cols = layer.out_columns(idx)
         init_rows(layer.inp.weight, idx, self.init, self.gen)
         if layer.inp.bias is not None:
             layer.inp.bias.data[idx] = 0.0
+        if layer.norm is not None and layer.norm.weight is not None:
+            layer.norm.weight.data[idx] = 1.0
+            layer.norm.bias.data[idx] = 0.0
         for out in layer.outs:
-            out.weight.data[:, idx] = 0.0
+            out.weight.data[:, cols] = 0.0
         if reset_optimizer:
             zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0)
             if layer.inp.bias is not None:
                 zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0)
             for out in layer.outs:
-                zero_optimizer_state(view.optimizer, out.weight, idx, 1)
+                zero_optimizer_state(view.optimizer, out.weight, cols, 1)
         target = self._targets.get(id(view))
         if target is not None:  # keep a target network's copy of these units consistent
             t_layer = target.layers[view.layers.index(layer)]
@@ -104,7 +108,7 @@ class UnitIntervention(Intervention):
             if t_layer.inp.bias is not None:
                 t_layer.inp.bias.data[idx] = 0.0
             for out in t_layer.outs:
-                out.weight.data[:, idx] = 0.0
+                out.weight.data[:, cols] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "gen": self.gen.get_state()}
@@ -193,12 +197,12 @@ class ContinualBackprop(UnitIntervention):
             if h is None:
                 continue
             key = f"{view.name}/{layer.name}"
-            h = h.reshape(-1, layer.width).float()
             self.age[key] += 1
-            w_out = torch.cat([o.weight.detach().abs() for o in layer.outs], 0).mean(0)
+            w_out = layer.outgoing_magnitude()
             if self.utility == "contribution":
-                inst = w_out * h.abs().mean(0)
+                inst = w_out * layer.unit_activity(h.float()).mean(0)
             else:
+                h = h.reshape(-1, layer.width).float()
                 self.mean[key].mul_(eta).add_((1 - eta) * h.mean(0))
                 f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
                 inst = w_out * (h - f_hat).abs().mean(0) / layer.inp.weight.detach().abs().mean(1).clamp(min=1e-12)
@@ -266,9 +270,9 @@ class ReDo(UnitIntervention):
         self.recycled = 0
 
     @staticmethod
-    def scores(h: torch.Tensor) -> torch.Tensor:
-        """ReDo scores of features ``h`` (batch x units)."""
-        a = h.abs().mean(0)
+    def scores(activity: torch.Tensor) -> torch.Tensor:
+        """ReDo scores from |features| per unit (batch x units)."""
+        a = activity.abs().mean(0)
         return a / a.mean().clamp(min=1e-12)
 
     def _after_step(self, view: MLPView) -> None:
@@ -277,7 +281,7 @@ class ReDo(UnitIntervention):
         for layer in view.layers:
             if layer.features is None:
                 continue
-            idx = torch.nonzero(self.scores(layer.features.reshape(-1, layer.width)) <= self.tau).flatten()
+            idx = torch.nonzero(self.scores(layer.unit_activity(layer.features)) <= self.tau).flatten()
             self.reset_units(view, layer, idx, reset_optimizer=True)
             self.recycled += int(idx.numel())
 
@@ -417,3 +421,98 @@ class Reset(UnitIntervention):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.resets = int(state["resets"])
+
+
+class InjectedLinear(nn.Module):
+    """``old(x) + new(x) - frozen(x)``: the output head after a plasticity injection.
+
+    ``old`` and ``frozen`` are frozen; ``frozen`` is a copy of ``new`` at injection, so the
+    output is unchanged at that moment while ``new`` learns from there on.
+    """
+
+    def __init__(self, old: nn.Linear, gen: torch.Generator, init: str) -> None:
+        super().__init__()
+        self.in_features, self.out_features = old.in_features, old.out_features
+        self.old = old
+        self.new = nn.Linear(old.in_features, old.out_features).to(old.weight.device, old.weight.dtype)
+        with torch.no_grad():
+            self.new.weight.copy_(INIT_FNS[init](self.new.weight, gen))
+            self.new.bias.zero_()
+        self.frozen = nn.Linear(old.in_features, old.out_features).to(old.weight.device, old.weight.dtype)
+        self.frozen.load_state_dict(self.new.state_dict())
+        for p in (*self.old.parameters(), *self.frozen.parameters()):
+            p.requires_grad_(False)
+
+    @property
+    def weight(self) -> torch.Tensor:  # what reads the head's weights sees the trainable part
+        return self.new.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.old(x) + self.new(x) - self.frozen(x)
+
+
+@register_intervention
+class Injection(UnitIntervention):
+    """Plasticity injection (Nikishin et al., NeurIPS 2023): freeze each output head, add a
+    fresh trainable head and subtract a frozen copy of it, so outputs are unchanged at the
+    moment of injection. Injected at a given optimizer step and/or at known regime changes.
+
+    Args:
+        at_step: optimizer step of the injection (0: never).
+        at_regime_change: inject at regime boundaries (boundary-aware agents).
+        init: distribution of the new heads' weights.
+        seed: seed of the new heads.
+    """
+
+    name = "injection"
+    needs_features = False
+
+    def __init__(
+        self, at_step: int = 0, at_regime_change: bool = True, init: str = "lecun_uniform", seed: int = 0
+    ) -> None:
+        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
+            raise ConfigError(f"at_step must be a non-negative integer, got {at_step!r}")
+        super().__init__(seed=seed, init=init)
+        self.at_step, self.at_regime_change = at_step, at_regime_change
+        self.injections = 0
+
+    def inject(self) -> None:
+        """Inject now: every output head becomes an :class:`InjectedLinear`."""
+        root = self.model.policy if hasattr(self.model, "policy") else self.model
+        parents = {id(child): (parent, name) for parent in root.modules() for name, child in parent.named_children()}
+        for view in self.views:
+            new_heads = []
+            for head in view.output:
+                parent, attr = parents[id(head)]
+                injected = InjectedLinear(head, self.gen, self.init)
+                setattr(parent, attr, injected)
+                if view.optimizer is not None:
+                    view.optimizer.add_param_group(
+                        {
+                            **{k: v for k, v in view.optimizer.param_groups[0].items() if k != "params"},
+                            "params": list(injected.new.parameters()),
+                        }
+                    )
+                for layer in view.layers:
+                    layer.outs = [injected.new if o is head else o for o in layer.outs]
+                new_heads.append(injected.new)
+            view.output = new_heads
+        self.injections += 1
+
+    def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if optimizer is self.views[0].optimizer:
+            self.steps += 1
+            if self.at_step and self.steps == self.at_step:
+                self.inject()
+
+    def _on_regime_change(self, regime: int) -> None:
+        if self.at_regime_change:
+            self.inject()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "injections": self.injections}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for _ in range(int(state["injections"]) - self.injections):
+            self.inject()  # rebuild the structure; the checkpointed weights are loaded after

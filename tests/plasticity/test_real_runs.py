@@ -15,10 +15,11 @@ FAST_IV = {
     "redo": "[{redo: {tau: 0.5, every: 10}}]",
     "shrink-perturb": "[{shrink_perturb: {shrink: 0.999, sigma: 0.001}}]",
     "reset": "[{reset: {layers: 1, at_regime_change: true}}]",
+    "injection": "[{injection: {at_regime_change: true}}]",
 }
 
 
-@pytest.mark.parametrize("family", sorted(FAST_IV))
+@pytest.mark.parametrize("family", [*sorted(FAST_IV), "layernorm", "crelu"])
 def test_ppo_family_trains_on_a_drifting_env(tmp_path, crl_cli, family):
     crl_cli(
         "train",
@@ -34,7 +35,7 @@ def test_ppo_family_trains_on_a_drifting_env(tmp_path, crl_cli, family):
         "n_steps=256",
         "batch_size=64",
         "n_epochs=2",
-        f"interventions={FAST_IV[family]}",
+        *([f"interventions={FAST_IV[family]}"] if family in FAST_IV else []),
         "--run-dir",
         str(tmp_path),
         "--wandb",
@@ -44,6 +45,7 @@ def test_ppo_family_trains_on_a_drifting_env(tmp_path, crl_cli, family):
     )
     run = tmp_path / "default" / f"slippery-hopper__ppo-{family}__s0"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert (run / "regimes.csv").read_text().count("\n") >= 3  # crossed regime changes
 
 
 @pytest.mark.parametrize("family", ["cbp", "redo", "reset"])

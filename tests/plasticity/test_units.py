@@ -174,3 +174,17 @@ def test_state_dict_round_trip_continues_identically():
 def test_bad_hyperparameters(spec):
     with pytest.raises(ConfigError):
         attach(_net(), [spec])
+
+
+def test_injection_leaves_outputs_unchanged_then_learns_through_the_new_head():
+    net = _net()
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    ivs = attach(net, [{"injection": {"at_step": 0}}], boundary_aware=True)
+    x = torch.randn(5, 3)
+    before = net(x).detach()
+    old_w = net[2].weight.detach().clone()
+    ivs.on_regime_change(1)
+    torch.testing.assert_close(net(x), before)
+    _step(net, x)
+    assert torch.equal(net[2].old.weight, old_w)  # the old head is frozen
+    assert not torch.allclose(net(x), before)  # the new head learns
