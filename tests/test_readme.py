@@ -51,3 +51,10 @@ def test_yaml_example_registers_and_trains_through_crl_train(tmp_path, crl_cli):
     assert "finished" in proc.stdout and (run / "regimes.csv").read_text().count("\n") >= 2
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert "regime/friction" in header and "regime/mass_scale" in header
+
+
+def test_intervention_example_runs():
+    (code,) = _blocks(_section("Plasticity interventions"), "python")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["interventions"].interventions[0].clipped > 0
