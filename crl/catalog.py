@@ -209,10 +209,10 @@ def resolve_agent(name: str) -> AgentSpec:
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
         return AgentSpec.from_dict(load_yaml(path), str(path), name=path.stem)
-    specs = agent_specs()
-    if name in specs:
-        return specs[name]
-    raise UnknownNameError("agent", name, list(specs))
+    files = {p.stem: p for d in catalog_dirs() for p in _yaml_files(d / "agents")}
+    if name in files:  # read only this file: a broken file elsewhere in a catalog does not matter here
+        return AgentSpec.from_dict(load_yaml(files[name]), str(files[name]), name=name)
+    raise UnknownNameError("agent", name, list(files))
 
 
 def register_catalog_envs() -> None:
