@@ -242,12 +242,14 @@ def _networks(model: Any) -> dict[str, tuple[nn.Module, Any]]:
     if hasattr(pol, "mlp_extractor"):  # on-policy ActorCriticPolicy
 
         def feats(obs: torch.Tensor) -> torch.Tensor:
-            return pol.extract_features(obs, pol.pi_features_extractor if not pol.share_features_extractor
-                                        else pol.features_extractor)
+            return pol.extract_features(
+                obs, pol.pi_features_extractor if not pol.share_features_extractor else pol.features_extractor
+            )
 
         def vfeats(obs: torch.Tensor) -> torch.Tensor:
-            return pol.extract_features(obs, pol.vf_features_extractor if not pol.share_features_extractor
-                                        else pol.features_extractor)
+            return pol.extract_features(
+                obs, pol.vf_features_extractor if not pol.share_features_extractor else pol.features_extractor
+            )
 
         ex = pol.mlp_extractor
         nets["policy"] = (ex.policy_net, lambda o: ex.policy_net(feats(o)))
@@ -300,8 +302,11 @@ class Diagnostics:
         return [p for p in lin.parameters()]
 
     def _snapshot(self) -> dict[str, list[torch.Tensor]]:
-        return {f"{n}/{name}": [p.detach().cpu().clone() for p in lin.parameters()]
-                for n, layers in self.layers.items() for name, lin, _ in layers}
+        return {
+            f"{n}/{name}": [p.detach().cpu().clone() for p in lin.parameters()]
+            for n, layers in self.layers.items()
+            for name, lin, _ in layers
+        }
 
     def add_states(self, obs: np.ndarray) -> None:
         """Keep recent observations (``(n, *obs_shape)``) for the next probe refresh."""
@@ -331,8 +336,11 @@ class Diagnostics:
         handles = []
         for n, layers in self.layers.items():
             for name, _, act in layers:
-                handles.append(act.register_forward_hook(
-                    lambda m, i, o, key=f"{n}/{name}": feats.__setitem__(key, o.detach().cpu())))
+                handles.append(
+                    act.register_forward_hook(
+                        lambda m, i, o, key=f"{n}/{name}": feats.__setitem__(key, o.detach().cpu())
+                    )
+                )
         try:
             obs = torch.as_tensor(self.probe, device=self.model.device)
             with torch.no_grad():
@@ -380,9 +388,14 @@ class Diagnostics:
 
     # -- checkpoint ------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"probe": None if self.probe is None else self.probe.copy(), "recent": [r.copy() for r in self.recent],
-                "init": self.init, "prev": self.prev, "records": {k: r.state() for k, r in self.records.items()},
-                "last_update": self.last_update}
+        return {
+            "probe": None if self.probe is None else self.probe.copy(),
+            "recent": [r.copy() for r in self.recent],
+            "init": self.init,
+            "prev": self.prev,
+            "records": {k: r.state() for k, r in self.records.items()},
+            "last_update": self.last_update,
+        }
 
     def load(self, s: dict[str, Any]) -> None:
         self.probe, self.recent, self.init, self.prev = s["probe"], list(s["recent"]), s["init"], s["prev"]
@@ -456,10 +469,20 @@ class RunMonitor:
         reach_frac: steps to reach this fraction of the previous regime's final return.
     """
 
-    def __init__(self, model: Any, log: Any, summary: Any, diagnostics_every: int = 0,
-                 probe_refresh_every: int = 100_000, eval_every: int = 0, eval_episodes: int = 3,
-                 make_eval_env: Any = None, eval_seed: int = 0, last_frac: float = 0.1,
-                 reach_frac: float = 0.9) -> None:
+    def __init__(
+        self,
+        model: Any,
+        log: Any,
+        summary: Any,
+        diagnostics_every: int = 0,
+        probe_refresh_every: int = 100_000,
+        eval_every: int = 0,
+        eval_episodes: int = 3,
+        make_eval_env: Any = None,
+        eval_seed: int = 0,
+        last_frac: float = 0.1,
+        reach_frac: float = 0.9,
+    ) -> None:
         self.model, self.log, self.summary = model, log, summary
         self.diagnostics_every, self.probe_refresh_every = int(diagnostics_every), int(probe_refresh_every)
         self.eval_every, self.eval_episodes = int(eval_every), int(eval_episodes)
@@ -495,7 +518,7 @@ class RunMonitor:
         rb = getattr(m, "replay_buffer", None)
         if rb is not None:
             end = rb.buffer_size if rb.full else rb.pos
-            obs = rb.observations[max(0, rb.pos - self.diag.probe_size):rb.pos] if rb.pos else rb.observations[:end]
+            obs = rb.observations[max(0, rb.pos - self.diag.probe_size) : rb.pos] if rb.pos else rb.observations[:end]
             self.diag.add_states(obs)
 
     def after_update(self, step: int) -> None:
@@ -526,8 +549,7 @@ class RunMonitor:
             return
         if self.eval_env is None:
             self.eval_env = self.make_eval_env()
-        row = evaluate_regimes(self.model, self.eval_env, sorted(self.seen_regimes), self.eval_episodes,
-                               self.eval_seed)
+        row = evaluate_regimes(self.model, self.eval_env, sorted(self.seen_regimes), self.eval_episodes, self.eval_seed)
         if row:
             self.log(step, row)
         self.last_eval = step
@@ -564,10 +586,16 @@ class RunMonitor:
 
     # -- checkpoint ------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"diag": None if self.diag is None else self.diag.state(), "last_diag": self.last_diag,
-                "last_probe": self.last_probe, "last_eval": self.last_eval, "last_row": dict(self.last_row),
-                "episodes": list(self.episodes), "prev_final": self.prev_final,
-                "seen_regimes": list(self.seen_regimes)}
+        return {
+            "diag": None if self.diag is None else self.diag.state(),
+            "last_diag": self.last_diag,
+            "last_probe": self.last_probe,
+            "last_eval": self.last_eval,
+            "last_row": dict(self.last_row),
+            "episodes": list(self.episodes),
+            "prev_final": self.prev_final,
+            "seen_regimes": list(self.seen_regimes),
+        }
 
     def load(self, s: dict[str, Any]) -> None:
         if self.diag is not None and s["diag"] is not None:

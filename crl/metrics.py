@@ -67,8 +67,14 @@ def regime_curves(metrics: pd.DataFrame, regimes: pd.DataFrame) -> list[tuple[in
     for _, row in regimes.iterrows():
         seg = int(row["segment"])
         e = ep[ep["regime/segment"] == seg] if "regime/segment" in ep else ep
-        out.append((seg, int(row["regime"]), e["global_step"].to_numpy() - int(row["start_step"]),
-                    e[RET].to_numpy(dtype=float)))
+        out.append(
+            (
+                seg,
+                int(row["regime"]),
+                e["global_step"].to_numpy() - int(row["start_step"]),
+                e[RET].to_numpy(dtype=float),
+            )
+        )
     return out
 
 
@@ -235,10 +241,21 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
     out = []
     for k in sorted(set(int(x) for x in reg["regime"])):
         env_kwargs = {**kwargs, "schedule": {"cyclic": {"change_every": 10**15, "cycle": [k]}}}
-        res = train(RunConfig(env=cfg["env"]["name"], agent=str(agent_file), seed=int(cfg["seed"]), steps=length,
-                              experiment=f"{experiment or cfg['experiment']}-ref/regime_{k}", run_dir=str(d.parents[1]),
-                              env_kwargs=env_kwargs, n_envs=int(cfg.get("n_envs", 1)), wandb="disabled",
-                              progress=False, diagnostics_every=0))
+        res = train(
+            RunConfig(
+                env=cfg["env"]["name"],
+                agent=str(agent_file),
+                seed=int(cfg["seed"]),
+                steps=length,
+                experiment=f"{experiment or cfg['experiment']}-ref/regime_{k}",
+                run_dir=str(d.parents[1]),
+                env_kwargs=env_kwargs,
+                n_envs=int(cfg.get("n_envs", 1)),
+                wandb="disabled",
+                progress=False,
+                diagnostics_every=0,
+            )
+        )
         out.append(res.run_dir)
     return out
 
@@ -259,10 +276,18 @@ def register_cli(command: Any) -> None:
 
     def add(p: Any) -> None:
         p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
-        p.add_argument("--reference", action="append", default=[], metavar="DIR",
-                       help="from-scratch reference run (one per regime), for forward transfer")
-        p.add_argument("--make-references", action="store_true",
-                       help="launch from-scratch reference runs on each regime of each run first")
+        p.add_argument(
+            "--reference",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="from-scratch reference run (one per regime), for forward transfer",
+        )
+        p.add_argument(
+            "--make-references",
+            action="store_true",
+            help="launch from-scratch reference runs on each regime of each run first",
+        )
         p.add_argument("--frac", type=float, default=0.1, help="share of a regime giving its final return")
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -280,8 +305,15 @@ def register_cli(command: Any) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        keys = ["average_performance", "mean_forgetting", "mean_forward_transfer", "plasticity_score",
-                "forgetting", "forward_transfer", "source"]
+        keys = [
+            "average_performance",
+            "mean_forgetting",
+            "mean_forward_transfer",
+            "plasticity_score",
+            "forgetting",
+            "forward_transfer",
+            "source",
+        ]
         t = Table("metric", *(Path(d).name for d in results))
         for k in keys:
             t.add_row(k, *(_fmt(r[k]) for r in results.values()))
