@@ -421,7 +421,8 @@ def evaluate_regimes(model: Any, env: Any, regimes: list[int], episodes: int, se
     """Mean return of ``model`` (deterministic actions) on each regime id, in ``env`` (a
     drifting env, pinned with ``set_regime``); episode ``j`` of regime ``k`` is reset with
     seed ``seed + 1000 * k + j``. Global RNG states are saved and restored around it, so the
-    training run is not disturbed. Returns ``{"eval/regime_<k>/return": mean}``."""
+    training run is not disturbed. Returns ``{"eval/regime_<k>/return": mean}``.
+    """
     from crl.checkpoint import rng_state, set_rng_state
 
     drift = _find_drift(env)
@@ -534,10 +535,14 @@ class RunMonitor:
                 self.log(step, row)
                 self.last_row = row
             self.last_diag = step
-        elif self.diag is not None and getattr(self.model, "rollout_buffer", None) is not None:
-            # on-policy: keep "weight change per update" exact by snapshotting after every update
-            if self.diagnostics_every and step - self.last_diag + self._rollout() >= self.diagnostics_every:
-                self.diag.after_update()
+        elif (
+            self.diag is not None
+            and getattr(self.model, "rollout_buffer", None) is not None
+            and step - self.last_diag + self._rollout() >= self.diagnostics_every
+        ):
+            # on-policy: snapshot the weights one update before the next diagnostics row, so that
+            # its weight_change is the change made by exactly one update
+            self.diag.after_update()
         if self.eval_every > 0 and step - self.last_eval >= self.eval_every:
             self.evaluate(step)
 

@@ -144,7 +144,7 @@ def _reference_curves(reference_dirs: list[str | Path]) -> dict[int, tuple[np.nd
         if r.empty:
             raise ConfigError(f"reference run {d} has no regimes.csv")
         curves = regime_curves(m, r)
-        seg, regime, steps, rets = curves[0]
+        _, regime, steps, rets = curves[0]
         refs[regime] = (steps, rets)
     return refs
 
@@ -224,7 +224,8 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
     """Launch (or find finished) from-scratch reference runs of a run: one per regime id it
     visited, same env (drift seed included), agent and seed, with the schedule pinned to that
     regime (``cyclic`` with a one-regime cycle). ``steps`` defaults to the run's longest segment.
-    Returns the reference run folders (under ``<experiment>-ref``)."""
+    Returns the reference run folders (under ``<experiment>-ref``).
+    """
     import yaml
 
     from crl.run import RunConfig, train

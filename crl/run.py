@@ -51,8 +51,8 @@ from crl.agents import AgentSpec, build_model
 from crl.catalog import EnvSpec, resolve_agent, resolve_env
 from crl.checkpoint import atomic_save, get_env_state, load, rng_state, set_env_state, set_rng_state
 from crl.config import apply_overrides, to_plain
-from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.diagnostics import RunMonitor
+from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.plasticity import InterventionSet
 from crl.track import Tracker, flatten, wandb_default_mode
 
