@@ -65,10 +65,8 @@ class LevelShift(DriftWrapper):
         return {"level": float(regime), "offset": offset}
 
     def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
-        return {
-            "level": (1 - alpha) * a["level"] + alpha * b["level"],
-            "offset": (1 - alpha) * a["offset"] + alpha * b["offset"],
-        }
+        return {"level": (1 - alpha) * a["level"] + alpha * b["level"],
+                "offset": (1 - alpha) * a["offset"] + alpha * b["offset"]}
 
     def transform_observation(self, obs: Any) -> Any:
         return (obs + self._params.get("offset", 0.0)).astype(self.observation_space.dtype)

@@ -57,18 +57,8 @@ __all__ = ["DRIFTS", "register_drift", "wrap_drifts", "make_drifting", "register
 #: Registry of drift wrappers by name; :func:`register_drift` adds to it.
 DRIFTS: dict[str, type[DriftWrapper]] = {
     c.name: c
-    for c in (
-        FrictionDrift,
-        LevelShift,
-        GravityDrift,
-        MassDrift,
-        ActuatorDrift,
-        DampingDrift,
-        ObservationPermutation,
-        ActionPermutation,
-        TargetVelocity,
-        TaskSequence,
-    )
+    for c in (FrictionDrift, LevelShift, GravityDrift, MassDrift, ActuatorDrift, DampingDrift,
+              ObservationPermutation, ActionPermutation, TargetVelocity, TaskSequence)
 }
 
 

@@ -310,9 +310,8 @@ class RandomWalk(Schedule):
 
     name = "random_walk"
 
-    def __init__(
-        self, every: int = 10_000, step: float = 0.05, low: float = 0.0, high: float = 1.0, start: float = 0.5
-    ) -> None:
+    def __init__(self, every: int = 10_000, step: float = 0.05, low: float = 0.0, high: float = 1.0,
+                 start: float = 0.5) -> None:
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every must be a positive integer, got {every!r}")
@@ -320,13 +319,7 @@ class RandomWalk(Schedule):
             raise ConfigError(f"step must be a positive number, got {step!r}")
         if not 0.0 <= low < high <= 1.0 or not low <= start <= high:
             raise ConfigError(f"need 0 <= low < high <= 1 and low <= start <= high; got {low}, {high}, {start}")
-        self.every, self.step, self.low, self.high, self.start = (
-            every,
-            float(step),
-            float(low),
-            float(high),
-            float(start),
-        )
+        self.every, self.step, self.low, self.high, self.start = every, float(step), float(low), float(high), float(start)
         self.position = self.start
         self._rng = np.random.default_rng(0)
 
@@ -373,9 +366,8 @@ class Explicit(Schedule):
 
     name = "explicit"
 
-    def __init__(
-        self, changes: list[list[int]] | None = None, initial: int = 0, align: Literal["episode_end", "exact"] = "exact"
-    ) -> None:
+    def __init__(self, changes: list[list[int]] | None = None, initial: int = 0,
+                 align: Literal["episode_end", "exact"] = "exact") -> None:
         super().__init__()
         changes = [list(c) for c in (changes or [])]
         if any(len(c) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in c) for c in changes):
