@@ -169,3 +169,39 @@ def test_regime_summary_row_matches_metrics_file(tmp_path, crl_cli):
     assert res["source"] == "eval"
     assert "0" in res["forgetting"]
     assert np.isfinite(res["average_performance"]) and np.isfinite(res["plasticity_score"])
+
+
+def _train_rows(path, prefixes=("plasticity/", "eval/", "time/")):
+    return [{k: v for k, v in r.items() if not k.startswith(prefixes)} for r in _read(path)]
+
+
+def test_diagnostics_and_evaluation_do_not_change_training(tmp_path):
+    from crl.run import RunConfig, train
+
+    base = dict(env="slippery-ant", agent="ppo", seed=4, steps=1536,
+                env_kwargs={"change_every": 500, "episode_steps": 100, "schedule": "cyclic"},
+                agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, wandb="disabled", progress=False)
+    off = train(RunConfig(**base, run_dir=str(tmp_path / "off"), diagnostics_every=0))
+    on = train(RunConfig(**base, run_dir=str(tmp_path / "on"), diagnostics_every=256, eval_every=512, eval_episodes=1))
+    rows_on = _train_rows(on.run_dir / "metrics.csv")
+    rows_on = [r for r in rows_on if any(v for k, v in r.items() if k != "global_step")]  # drop diagnostics-only rows
+    rows_off = [r for r in _train_rows(off.run_dir / "metrics.csv") if any(v for k, v in r.items() if k != "global_step")]
+    assert len(rows_on) > 10 and rows_on == rows_off
+    head = _read(on.run_dir / "metrics.csv")[0].keys()
+    assert "eval/regime_0/return" in head and "plasticity/policy/0/srank" in head
+
+
+def test_kill_and_resume_with_diagnostics_matches_uninterrupted_run(tmp_path, crl_cli):
+    import random
+
+    from tests.test_run import _kill_at_random, _rows, _train_args
+
+    extra = ("--wandb", "disabled", "--diagnostics-every", "512", "--eval-every", "768", "--eval-episodes", "1")
+    crl_cli(*_train_args(tmp_path / "ref", 3072, *extra), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
+    cmd = _train_args(tmp_path / "killed", 3072, *extra)
+    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
+    _kill_at_random(cmd, run, random.Random(7))
+    crl_cli(*cmd, check=True)
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
