@@ -191,6 +191,7 @@ def test_diagnostics_and_evaluation_do_not_change_training(tmp_path):
     assert "eval/regime_0/return" in head and "plasticity/policy/0/srank" in head
 
 
+@pytest.mark.expensive
 def test_kill_and_resume_with_diagnostics_matches_uninterrupted_run(tmp_path, crl_cli):
     import random
 
