@@ -178,14 +178,23 @@ def _train_rows(path, prefixes=("plasticity/", "eval/", "time/")):
 def test_diagnostics_and_evaluation_do_not_change_training(tmp_path):
     from crl.run import RunConfig, train
 
-    base = dict(env="slippery-ant", agent="ppo", seed=4, steps=1536,
-                env_kwargs={"change_every": 500, "episode_steps": 100, "schedule": "cyclic"},
-                agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1}, wandb="disabled", progress=False)
+    base = dict(
+        env="slippery-ant",
+        agent="ppo",
+        seed=4,
+        steps=1536,
+        env_kwargs={"change_every": 500, "episode_steps": 100, "schedule": "cyclic"},
+        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+        wandb="disabled",
+        progress=False,
+    )
     off = train(RunConfig(**base, run_dir=str(tmp_path / "off"), diagnostics_every=0))
     on = train(RunConfig(**base, run_dir=str(tmp_path / "on"), diagnostics_every=256, eval_every=512, eval_episodes=1))
-    rows_on = _train_rows(on.run_dir / "metrics.csv")
-    rows_on = [r for r in rows_on if any(v for k, v in r.items() if k != "global_step")]  # drop diagnostics-only rows
-    rows_off = [r for r in _train_rows(off.run_dir / "metrics.csv") if any(v for k, v in r.items() if k != "global_step")]
+
+    def kept(path):  # training rows (rows holding only diagnostics are dropped)
+        return [r for r in _train_rows(path) if any(v for k, v in r.items() if k != "global_step")]
+
+    rows_on, rows_off = kept(on.run_dir / "metrics.csv"), kept(off.run_dir / "metrics.csv")
     assert len(rows_on) > 10 and rows_on == rows_off
     head = _read(on.run_dir / "metrics.csv")[0].keys()
     assert "eval/regime_0/return" in head and "plasticity/policy/0/srank" in head

@@ -87,3 +87,29 @@ def test_not_a_run_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="not a run folder"):
         M.run_metrics(tmp_path)
+
+
+@pytest.mark.expensive
+def test_make_references_launches_one_pinned_run_per_regime(tmp_path):
+    from crl.run import RunConfig, train
+
+    run = train(
+        RunConfig(
+            env="slippery-ant",
+            agent="ppo",
+            seed=0,
+            steps=768,
+            run_dir=str(tmp_path),
+            wandb="disabled",
+            env_kwargs={"change_every": 300, "episode_steps": 100, "schedule": "cyclic"},
+            agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+            progress=False,
+        )
+    )
+    refs = M.make_references(run.run_dir, steps=256)
+    assert len(refs) == 2
+    for k, ref in enumerate(refs):
+        with (ref / "regimes.csv").open() as f:
+            assert {int(r["regime"]) for r in csv.DictReader(f)} == {k}
+    res = M.run_metrics(run.run_dir, refs)
+    assert set(res["forward_transfer"]) == {0, 1}
