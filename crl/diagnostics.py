@@ -79,8 +79,12 @@ def active_fraction(h: Any) -> float:
 
 
 def singular_values(h: Any) -> np.ndarray:
-    """Singular values of the feature matrix (descending)."""
-    return np.linalg.svd(_np(h), compute_uv=False)
+    """Singular values of the feature matrix (descending).
+
+    Uses torch (which keeps to ``torch.set_num_threads``): numpy's BLAS threads made the SVD
+    100x slower on a busy machine.
+    """
+    return torch.linalg.svdvals(torch.as_tensor(_np(h))).numpy()
 
 
 def srank(h: Any, delta: float = 0.01, sv: np.ndarray | None = None) -> int:
@@ -256,17 +260,23 @@ def _networks(model: Any) -> dict[str, tuple[nn.Module, Any]]:
         nets["value"] = (ex.value_net, lambda o: ex.value_net(vfeats(o)))
         return nets
     actor = getattr(pol, "actor", None)
+
+    def act(o: torch.Tensor) -> torch.Tensor:  # deterministic: never draws from the torch RNG
+        try:
+            return actor(o, deterministic=True)
+        except TypeError:
+            return actor(o)
+
     if actor is not None:
-        nets["actor"] = (actor, lambda o: actor(o))
+        nets["actor"] = (actor, act)
     critic = getattr(pol, "critic", None)
     if critic is not None:
         for k, q in enumerate(getattr(critic, "q_networks", [])):
 
-            def run_q(o: torch.Tensor, q: nn.Module = q, k: int = k) -> Any:
-                with torch.no_grad():
-                    f = critic.extract_features(o, critic.features_extractor)
-                    a = torch.zeros((o.shape[0], critic.action_space.shape[0]), device=o.device)
-                    return q(torch.cat([f, a], dim=1))
+            def run_q(o: torch.Tensor, q: nn.Module = q) -> Any:
+                f = critic.extract_features(o, critic.features_extractor)
+                a = act(o) if actor is not None else torch.zeros((o.shape[0], critic.action_space.shape[0]))
+                return q(torch.cat([f, a], dim=1))
 
             nets[f"critic_{k + 1}"] = (q, run_q)
     return nets

@@ -215,3 +215,29 @@ def test_kill_and_resume_with_diagnostics_matches_uninterrupted_run(tmp_path, cr
     crl_cli(*cmd, check=True)
     assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
     assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+
+
+def test_sac_actor_and_both_critics_are_found_and_rng_is_untouched():
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+
+    model = SAC(
+        "MlpPolicy",
+        gym.make("Pendulum-v1"),
+        learning_starts=10,
+        buffer_size=500,
+        seed=0,
+        policy_kwargs={"net_arch": [16, 16]},
+    )
+    model.learn(300)
+    diag = D.Diagnostics(model, probe_size=256)
+    mon = D.RunMonitor(model, lambda s, r: None, lambda d: None, diagnostics_every=1)
+    mon.diag = diag
+    mon.collect_states()
+    diag.refresh_probe()
+    assert diag.probe.shape == (256, 3)
+    before = torch.get_rng_state()
+    row = diag.compute()
+    assert torch.equal(before, torch.get_rng_state())
+    assert {k.split("/")[1] for k in row} == {"actor", "critic_1", "critic_2"}
+    assert {k.split("/")[2] for k in row} == {"0", "1"}
