@@ -10,13 +10,15 @@ Definitions follow ``REFERENCE.md`` section 4. The pure functions take a feature
   :func:`stable_rank` from the singular values of ``h``.
 * :func:`feature_norm`, :func:`mean_abs_weight`, :func:`param_distance`, :func:`grad_norm`.
 * :class:`DormantRecord`: Dohare's dormant units (active in <= 1% of the last 1000 steps),
-  kept cheaply as a ring buffer of per-step activity bits per unit.
+  a ring buffer of per-step activity bits per unit. The run-time probe fills it with the
+  current nets' activity on the states of the last 1000 training steps (kept with the
+  probe batch), which costs one forward pass of 1000 states per diagnostics row.
 
 :class:`Diagnostics` finds every hidden layer (a ``Linear`` followed by an activation) of
-every network of an SB3 model (PPO: ``policy``/``value``; SAC/TD3: ``actor``, ``critic``,
-``critic_1``...) and returns ``plasticity/<net>/<layer>/<metric>`` rows computed on a fixed
-probe batch of states. Its state (probe batch, initial and previous weights, dormant
-records) is part of the run's checkpoint.
+every network of an SB3 model (PPO: ``policy``/``value``; SAC/TD3: ``actor``, ``critic_1``,
+``critic_2``...) and returns ``plasticity/<net>/<layer>/<metric>`` rows computed on a fixed
+probe batch of states. Its state (probe batch, recent states, initial and previous
+weights) is part of the run's checkpoint.
 """
 
 from __future__ import annotations
@@ -288,7 +290,7 @@ class Diagnostics:
     Args:
         model: the SB3 model (PPO, SAC, ...).
         probe_size: number of probe states (>= 256 recommended).
-        dormant_window: steps in Dohare's dormant record.
+        dormant_window: steps whose states give Dohare's dormant fraction.
         tau: ReDo threshold.
 
     Call :meth:`add_states` with recent observations (the probe batch is refreshed from
@@ -305,7 +307,6 @@ class Diagnostics:
         self.recent: list[np.ndarray] = []
         self.init = self._snapshot()
         self.prev = self._snapshot()
-        self.records: dict[str, DormantRecord] = {}
         self.last_update = {"weight_change": {}, "grad_norm": {}}
 
     def _params(self, net: str, lin: nn.Module) -> list[torch.Tensor]:
@@ -323,7 +324,8 @@ class Diagnostics:
         obs = np.asarray(obs, dtype=np.float32).reshape(-1, *self.model.observation_space.shape)
         self.recent.append(obs)
         total = sum(len(o) for o in self.recent)
-        while self.recent and total - len(self.recent[0]) >= self.probe_size:
+        keep = max(self.probe_size, self.dormant_window)
+        while self.recent and total - len(self.recent[0]) >= keep:
             total -= len(self.recent.pop(0))
 
     def refresh_probe(self) -> None:
@@ -341,7 +343,7 @@ class Diagnostics:
                 self.last_update["grad_norm"][key] = grad_norm(list(lin.parameters()))
         self.prev = snap
 
-    def _features(self) -> dict[str, torch.Tensor]:
+    def _features(self, states: np.ndarray) -> dict[str, torch.Tensor]:
         feats: dict[str, torch.Tensor] = {}
         handles = []
         for n, layers in self.layers.items():
@@ -352,7 +354,7 @@ class Diagnostics:
                     )
                 )
         try:
-            obs = torch.as_tensor(self.probe, device=self.model.device)
+            obs = torch.as_tensor(states, device=self.model.device)
             with torch.no_grad():
                 for n, (_, fwd) in self.nets.items():
                     if self.layers[n]:
@@ -369,7 +371,11 @@ class Diagnostics:
         if self.probe is None:
             return {}
         row: dict[str, float] = {}
-        feats = self._features()
+        feats = self._features(self.probe)
+        # Dohare's dormant units: activity of the current nets on the states of the last
+        # ``dormant_window`` training steps
+        window = np.concatenate(self.recent)[-self.dormant_window :] if self.recent else self.probe
+        recent_feats = self._features(window)
         for n, layers in self.layers.items():
             for li, (name, lin, _) in enumerate(layers):
                 key = f"{n}/{name}"
@@ -385,8 +391,8 @@ class Diagnostics:
                     continue
                 hn = h.numpy().astype(np.float64)
                 sv = singular_values(hn)
-                rec = self.records.setdefault(key, DormantRecord(hn.shape[1], self.dormant_window))
-                rec.update(hn)
+                rec = DormantRecord(hn.shape[1], self.dormant_window)
+                rec.update(recent_feats[key].numpy())
                 row[p + "dormant_tau"] = tau_dormant_fraction(hn, self.tau)
                 row[p + "dormant_dohare"] = rec.dormant_fraction()
                 row[p + "active_fraction"] = active_fraction(hn)
@@ -403,18 +409,12 @@ class Diagnostics:
             "recent": [r.copy() for r in self.recent],
             "init": self.init,
             "prev": self.prev,
-            "records": {k: r.state() for k, r in self.records.items()},
             "last_update": self.last_update,
         }
 
     def load(self, s: dict[str, Any]) -> None:
         self.probe, self.recent, self.init, self.prev = s["probe"], list(s["recent"]), s["init"], s["prev"]
         self.last_update = s["last_update"]
-        self.records = {}
-        for k, rs in s["records"].items():
-            r = DormantRecord(rs["bits"].shape[1], self.dormant_window)
-            r.load(rs)
-            self.records[k] = r
 
 
 # -- evaluation across regimes ----------------------------------------------------
@@ -529,7 +529,8 @@ class RunMonitor:
         rb = getattr(m, "replay_buffer", None)
         if rb is not None:
             end = rb.buffer_size if rb.full else rb.pos
-            obs = rb.observations[max(0, rb.pos - self.diag.probe_size) : rb.pos] if rb.pos else rb.observations[:end]
+            n = max(self.diag.probe_size, self.diag.dormant_window)
+            obs = rb.observations[max(0, rb.pos - n) : rb.pos] if rb.pos else rb.observations[:end]
             self.diag.add_states(obs)
 
     def after_update(self, step: int) -> None:
