@@ -75,6 +75,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="require resuming from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--diagnostics-every", type=int, default=10_000, help="steps between plasticity/* rows (0: off)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between evaluations on every regime (0: off)")
+    p.add_argument("--eval-episodes", type=int, default=3, help="episodes per regime and evaluation")
     _common_run_args(p)
 
 
@@ -99,6 +102,9 @@ def _train(a: argparse.Namespace) -> int:
         torch_threads=a.torch_threads,
         progress=not a.no_progress,
         command=command_line(),
+        diagnostics_every=a.diagnostics_every,
+        eval_every=a.eval_every,
+        eval_episodes=a.eval_episodes,
     )
     result = train(cfg, resume=True if a.resume else None, overwrite=a.overwrite)
     if result.skipped:

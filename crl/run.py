@@ -51,6 +51,7 @@ from crl.agents import AgentSpec, build_model
 from crl.catalog import EnvSpec, resolve_agent, resolve_env
 from crl.checkpoint import atomic_save, get_env_state, load, rng_state, set_env_state, set_rng_state
 from crl.config import apply_overrides, to_plain
+from crl.diagnostics import RunMonitor
 from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.plasticity import InterventionSet
 from crl.track import Tracker, flatten, wandb_default_mode
@@ -102,6 +103,15 @@ class RunConfig:
     """Minimum steps between two loss rows (PPO logs after every update anyway)."""
     command: str = ""
     """The command line that started the run (recorded in config.yaml)."""
+    # -- diagnostics (crl.diagnostics) --
+    diagnostics_every: int = 10_000
+    """Steps between ``plasticity/*`` rows (taken at the next rollout boundary); 0 disables."""
+    eval_every: int = 0
+    """Steps between evaluations on every regime seen so far (``eval/regime_<k>/return``); 0 disables."""
+    eval_episodes: int = 3
+    """Episodes per regime in each evaluation (deterministic actions)."""
+    summary_last_frac: float = 0.1
+    """Share of a regime (at its end) whose episodes give the regime's ``final_return``."""
 
 
 @dataclass
@@ -207,6 +217,7 @@ class RunCallback(BaseCallback):
         self.next_progress_line = 0
         self.seen_n_updates = -1
         self._guards: list[Any] = []
+        self.monitor = _make_monitor(runner)  # crl.diagnostics: plasticity/*, eval/*, regime summaries
 
     def _grad_guard(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer step pre-hook: refuse a step with NaN/inf gradients (the NaN guard)."""
@@ -223,11 +234,14 @@ class RunCallback(BaseCallback):
             "regimes": self.regimes,
             "last_ckpt": self.last_ckpt,
             "seen_n_updates": self.seen_n_updates,
+            "monitor": self.monitor.state(),
         }
 
     def set_state(self, s: dict[str, Any]) -> None:
         self.segments, self.pending, self.regimes = list(s["segments"]), list(s["pending"]), s["regimes"]
         self.last_ckpt, self.seen_n_updates = s["last_ckpt"], s["seen_n_updates"]
+        if "monitor" in s:
+            self.monitor.load(s["monitor"])
 
     # -- hooks ---------------------------------------------------------------
     def _on_training_start(self) -> None:
@@ -286,14 +300,18 @@ class RunCallback(BaseCallback):
                     for k, v in info.items():
                         if k.startswith("drift/") and np.ndim(v) == 0:
                             row["regime/" + k[6:]] = float(v)
+                    self.monitor.on_episode(step, self.segments[i], float(ep["r"]))
                 self.runner.tracker.log(step, row)
             if info.get("regime_change"):
                 self.segments[i] += 1
                 self.pending[i] = True
                 if self.segments[i] > len(self.regimes) - 1 and self.regimes:
                     self.regimes[-1]["end_step"] = step
+                    self.regimes[-1].update(self.monitor.regime_ended(self.regimes[-1]))
         if isinstance(self.model, OffPolicyAlgorithm) and step - self.last_loss_log >= self.runner.cfg.loss_log_every:
             self._log_losses()
+        if isinstance(self.model, OffPolicyAlgorithm):
+            self.monitor.after_update(step)
         self._update_progress()
         return True
 
@@ -303,6 +321,7 @@ class RunCallback(BaseCallback):
             if k.startswith("drift/") and np.ndim(v) == 0:
                 row[k[6:]] = float(v)
         self.regimes.append(row)
+        self.monitor.on_regime(row["regime"])
         self.runner.write_regimes(self.regimes)
 
     def _regime_started(self, i: int, info: dict[str, Any], step: int) -> None:
@@ -318,12 +337,19 @@ class RunCallback(BaseCallback):
         model = self.model
         if not isinstance(model, OffPolicyAlgorithm):
             self._log_losses()
+            if self.num_timesteps > 0:
+                self.monitor.after_update(self.num_timesteps)
         self._check_finite()
         if self.num_timesteps - self.last_ckpt >= self.runner.cfg.checkpoint_every:
             self.runner.save_checkpoint()
             self.last_ckpt = self.num_timesteps
 
+    def _on_rollout_end(self) -> None:
+        self.monitor.collect_states()
+
     def _on_training_end(self) -> None:
+        if self.regimes and self.regimes[-1]["end_step"] is None:  # summary of the regime still open
+            self.regimes[-1].update(self.monitor.regime_ended({**self.regimes[-1], "end_step": self.num_timesteps}))
         self._log_losses()
         self._check_finite()
         if self.progress is not None:
@@ -373,6 +399,25 @@ class RunCallback(BaseCallback):
             self.next_progress_line = self.num_timesteps + max(total // 10, 1)
 
 
+def _make_monitor(runner: _Runner) -> RunMonitor:
+    """The run's :class:`~crl.diagnostics.RunMonitor` (evaluation env: a separate copy, one env)."""
+    cfg = runner.cfg
+    kwargs = dict(runner.make_kwargs)
+    if "num_envs" in kwargs:
+        kwargs["num_envs"] = 1
+    return RunMonitor(
+        runner.model,
+        runner.tracker.log,
+        runner.tracker.summary,
+        diagnostics_every=cfg.diagnostics_every,
+        eval_every=cfg.eval_every,
+        eval_episodes=cfg.eval_episodes,
+        eval_seed=10_000 + cfg.seed,
+        make_eval_env=lambda: gym.make(runner.env_spec.id, **kwargs),
+        last_frac=cfg.summary_last_frac,
+    )
+
+
 def _optimizers(model: BaseAlgorithm) -> list[torch.optim.Optimizer]:
     """Every optimizer of an SB3 model (PPO: one; SAC: actor, critic, entropy coefficient)."""
     found = []
@@ -401,6 +446,10 @@ class _Runner:
             raise ConfigError(f"n_envs must be >= 1, got {cfg.n_envs}")
         if cfg.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+        if cfg.diagnostics_every < 0 or cfg.eval_every < 0 or cfg.eval_episodes < 1:
+            raise ConfigError("diagnostics_every and eval_every must be >= 0 and eval_episodes >= 1")
+        if not 0.0 < cfg.summary_last_frac <= 1.0:
+            raise ConfigError(f"summary_last_frac must be in (0, 1], got {cfg.summary_last_frac}")
         if cfg.wandb not in ("auto", "offline", "online", "disabled"):
             raise ConfigError(f"wandb must be one of auto, offline, online, disabled; got {cfg.wandb!r}")
         self.env_spec = resolve_env(cfg.env)
@@ -427,6 +476,12 @@ class _Runner:
                 "device": cfg.device,
                 "torch_threads": cfg.torch_threads,
                 "wandb": {"mode": self.wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
+                "diagnostics": {
+                    "every": cfg.diagnostics_every,
+                    "eval_every": cfg.eval_every,
+                    "eval_episodes": cfg.eval_episodes,
+                    "summary_last_frac": cfg.summary_last_frac,
+                },
                 "command": cfg.command,
                 "crl_version": __version__,
             }
