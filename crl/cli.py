@@ -259,7 +259,7 @@ def _load_optional_commands() -> None:
     """Import modules that add sub-commands (report, metrics, probe, bench) if present."""
     import importlib
 
-    for mod in ("crl.report", "crl.metrics", "crl.probe", "crl.bench"):
+    for mod in ("crl.report", "crl.references", "crl.probe", "crl.bench"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -20,12 +20,12 @@ Reads run folders only (``metrics.csv``, ``regimes.csv``, ``config.yaml``): no t
   regime); negative means loss of plasticity (Dohare et al. 2024).
 
 :func:`run_metrics` computes them; ``crl metrics RUN_DIR ... [--reference DIR]`` prints them;
-:func:`make_references` launches the from-scratch reference runs of a run.
+:func:`crl.references.make_references` launches the from-scratch reference runs of a run
+(it trains, so it lives outside this module, which only reads run folders).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,6 @@ __all__ = [
     "forgetting",
     "plasticity_score",
     "run_metrics",
-    "make_references",
-    "register_cli",
 ]
 
 RET = "charts/episodic_return"
@@ -220,50 +218,6 @@ def run_metrics(run_dir: str | Path, reference_dirs: list[str | Path] | None = N
     return out
 
 
-def make_references(run_dir: str | Path, steps: int | None = None, experiment: str | None = None) -> list[Path]:
-    """Launch (or find finished) from-scratch reference runs of a run: one per regime id it
-    visited, same env (drift seed included), agent and seed, with the schedule pinned to that
-    regime (``cyclic`` with a one-regime cycle). ``steps`` defaults to the run's longest segment.
-    Returns the reference run folders (under ``<experiment>-ref``).
-    """
-    import yaml
-
-    from crl.run import RunConfig, train
-
-    d = Path(run_dir)
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    _, reg = load_run(d)
-    ends = reg["end_step"].fillna(cfg["steps"]).astype(int)
-    length = int(steps or (ends - reg["start_step"]).max())
-    exp = f"{experiment or cfg['experiment']}-ref"
-    agent = dict(cfg["agent"])
-    agent_file = d.parents[1] / exp / f"{agent.get('name', 'agent')}.yaml"  # the run's resolved agent spec
-    agent_file.parent.mkdir(parents=True, exist_ok=True)
-    agent_file.write_text(yaml.safe_dump(agent, sort_keys=False))
-    kwargs = {k: v for k, v in cfg["env"]["make_kwargs"].items() if k not in ("num_envs",)}
-    out = []
-    for k in sorted(set(int(x) for x in reg["regime"])):
-        env_kwargs = {**kwargs, "schedule": {"cyclic": {"change_every": 10**15, "cycle": [k]}}}
-        res = train(
-            RunConfig(
-                env=cfg["env"]["name"],
-                agent=str(agent_file),
-                seed=int(cfg["seed"]),
-                steps=length,
-                experiment=f"{exp}/regime_{k}",
-                run_dir=str(d.parents[1]),
-                env_kwargs=env_kwargs,
-                n_envs=int(cfg.get("n_envs", 1)),
-                wandb="disabled",
-                progress=False,
-                diagnostics_every=0,
-            )
-        )
-        out.append(res.run_dir)
-    return out
-
-
-# -- CLI ------------------------------------------------------------------------
 def _fmt(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) or "-"
@@ -272,53 +226,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)
-
-
-def register_cli(command: Any) -> None:
-    """Add ``crl metrics`` to the CLI."""
-
-    def add(p: Any) -> None:
-        p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
-        p.add_argument(
-            "--reference",
-            action="append",
-            default=[],
-            metavar="DIR",
-            help="from-scratch reference run (one per regime), for forward transfer",
-        )
-        p.add_argument(
-            "--make-references",
-            action="store_true",
-            help="launch from-scratch reference runs on each regime of each run first",
-        )
-        p.add_argument("--frac", type=float, default=0.1, help="share of a regime giving its final return")
-        p.add_argument("--json", action="store_true", help="print JSON")
-
-    @command("metrics", "continual-learning metrics of run folders", add)
-    def _metrics(a: Any) -> int:
-        results = {}
-        for d in a.run_dirs:
-            refs = list(a.reference)
-            if a.make_references:
-                refs += [str(p) for p in make_references(d)]
-            results[d] = run_metrics(d, refs or None, frac=a.frac)
-        if a.json:
-            print(json.dumps(results, indent=1, default=float))
-            return 0
-        from rich.console import Console
-        from rich.table import Table
-
-        keys = [
-            "average_performance",
-            "mean_forgetting",
-            "mean_forward_transfer",
-            "plasticity_score",
-            "forgetting",
-            "forward_transfer",
-            "source",
-        ]
-        t = Table("metric", *(Path(d).name for d in results))
-        for k in keys:
-            t.add_row(k, *(_fmt(r[k]) for r in results.values()))
-        Console().print(t)
-        return 0

@@ -106,7 +106,9 @@ def test_make_references_launches_one_pinned_run_per_regime(tmp_path):
             progress=False,
         )
     )
-    refs = M.make_references(run.run_dir, steps=256)
+    from crl.references import make_references
+
+    refs = make_references(run.run_dir, steps=256)
     assert len(refs) == 2
     for k, ref in enumerate(refs):
         with (ref / "regimes.csv").open() as f:
