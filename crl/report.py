@@ -304,13 +304,15 @@ def _fig_returns(runs: list[Run], colours: dict, bin_steps: int, reps: int):
         max_step = max(
             [float(_episodes(r)["global_step"].max()) for r in env_runs if not _episodes(r).empty] + [bin_steps]
         )
-        n_bins = int(math.ceil(max_step / bin_steps))
+        n_bins = math.ceil(max_step / bin_steps)
         centres = (np.arange(n_bins) + 0.5) * bin_steps
         for agent in sorted({r.agent for r in env_runs}):
             rs = [r for r in env_runs if r.agent == agent]
             curves = np.stack([binned_returns(r, bin_steps, n_bins) for r in rs])
             m, lo, hi = iqm_curve(curves, reps=reps)
-            ax.plot(centres, m, color=colours[agent], label=f"{agent} (n={len(rs)})", lw=1.8)
+            unfinished = sum(r.state != "finished" for r in rs)
+            note = f", {unfinished} not finished" if unfinished else ""
+            ax.plot(centres, m, color=colours[agent], label=f"{agent} (n={len(rs)}{note})", lw=1.8)
             ax.fill_between(centres, lo, hi, color=colours[agent], alpha=0.2, lw=0)
         seg = _segments(env_runs[0]) if env_runs else pd.DataFrame()
         for a in seg.get("start_step", pd.Series(dtype=float)).iloc[1:]:
@@ -376,11 +378,11 @@ def _fig_diagnostics(runs: list[Run], colours: dict, bin_steps: int, max_panels:
     cols = cols[:max_panels]
     envs = sorted({r.env for r in runs})
     ncol = min(4, len(cols))
-    nrow = int(math.ceil(len(cols) / ncol)) * len(envs)
+    nrow = math.ceil(len(cols) / ncol) * len(envs)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol + 1.5, 2.8 * nrow), squeeze=False)
     for a in axes.ravel():
         a.set_visible(False)
-    per_env = int(math.ceil(len(cols) / ncol))
+    per_env = math.ceil(len(cols) / ncol)
     for e, env in enumerate(envs):
         for k, c in enumerate(cols):
             ax = axes[e * per_env + k // ncol, k % ncol]
@@ -434,7 +436,8 @@ last {late:.0%} of each regime segment; plasticity score = slope of that against
 {body}
 <div id="crl-status">pending</div>
 <script>
-document.getElementById("crl-status").textContent=window.__crlErrors.length?"errors: "+window.__crlErrors.join("; "):"rendered-ok";
+var e=window.__crlErrors;
+document.getElementById("crl-status").textContent=e.length?"errors: "+e.join("; "):"rendered-ok";
 </script>
 </body></html>
 """
@@ -511,7 +514,9 @@ def build_report(
         parts.append(f'<h2>{captions[name]}</h2><img alt="{name}" src="data:image/png;base64,{b64}">')
     s = tables["summary"]
     parts.append("<h2>Per agent</h2>")
-    parts.append(_table_html(s, ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"]))
+    parts.append(
+        _table_html(s, ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"])
+    )
     if "poi" in tables and len(tables["poi"]):
         parts.append("<h2>Probability of improvement (average performance)</h2>")
         parts.append(_table_html(tables["poi"], ["env", "X", "Y", "P(X > Y)"]))
@@ -538,7 +543,10 @@ def build_report(
 
 
 def log_report_to_wandb(
-    out_dir: Path, figures: dict[str, dict[str, Path]], tables: dict[str, pd.DataFrame], project: str = "crl",
+    out_dir: Path,
+    figures: dict[str, dict[str, Path]],
+    tables: dict[str, pd.DataFrame],
+    project: str = "crl",
     mode: str = "offline",
 ) -> Path:
     """Log the figures (``wandb.Image``) and tables (``wandb.Table``) as a ``job_type="report"`` run; return its dir."""
@@ -567,7 +575,10 @@ def print_compare(runs_dir: str | Path, poi: bool = False, late_fraction: float 
     console = console or Console()
     tables = compare_tables(runs_dir, late_fraction=late_fraction, poi=poi)
     specs = {
-        "summary": ("Per agent (IQM [95% CI] over seeds)", ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"]),
+        "summary": (
+            "Per agent (IQM [95% CI] over seeds)",
+            ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"],
+        ),
         "poi": ("Probability of improvement", ["env", "X", "Y", "P(X > Y)"]),
         "runs": ("Runs", ["run", "status", "step", "error", "command"]),
     }
@@ -586,8 +597,14 @@ def print_compare(runs_dir: str | Path, poi: bool = False, late_fraction: float 
 def cmd_report(args: argparse.Namespace) -> int:
     """CLI handler of ``crl report``: build the report and print its path."""
     path = build_report(
-        args.runs_dir, args.out, bin_steps=args.bin_steps, late_fraction=args.late_fraction, poi=args.poi,
-        wandb=args.wandb, wandb_project=args.wandb_project, wandb_mode=args.wandb_mode,
+        args.runs_dir,
+        args.out,
+        bin_steps=args.bin_steps,
+        late_fraction=args.late_fraction,
+        poi=args.poi,
+        wandb=args.wandb,
+        wandb_project=args.wandb_project,
+        wandb_mode=args.wandb_mode,
     )
     print(path)
     return 0

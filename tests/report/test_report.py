@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,9 @@ def make_run(root: Path, agent: str, seed: int, level: float, drop: float, statu
         end = (k + 1) * SEG if (k + 1) * SEG <= steps and upto is None else None
         segs.append({"segment": k, "regime": k % 2, "start_step": k * SEG, "end_step": end, "friction": FRICTION[k]})
     pd.DataFrame(segs).to_csv(d / "regimes.csv", index=False)
-    (d / "status.json").write_text(json.dumps({"status": status, "global_step": steps, "steps": N_SEG * SEG, "error": None}))
+    (d / "status.json").write_text(
+        json.dumps({"status": status, "global_step": steps, "steps": N_SEG * SEG, "error": None})
+    )
     return d
 
 
@@ -91,7 +92,7 @@ def test_iqm_curve_and_slope():
 
 def test_probability_of_improvement():
     p, lo, hi = stats.probability_of_improvement(np.array([1.0, 2.0]), np.array([1.0, 2.0]), reps=100)
-    assert p == pytest.approx(0.5)
+    assert p == pytest.approx(0.5) and lo <= p <= hi
 
 
 # ---------------------------------------------------------------- tables and report
@@ -170,23 +171,36 @@ def test_print_compare(runs_dir):
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (/usr/bin/chromium); apt-get install chromium")
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian chromium not installed (/usr/bin/chromium); apt-get install chromium"
+)
 def test_html_in_headless_chromium(built, tmp_path):
     path, out = built
     base = [
-        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
     ]
     dom = subprocess.run(
         [*base, f"--user-data-dir={tmp_path / 'p1'}", "--enable-logging=stderr", "--v=0", "--dump-dom", path.as_uri()],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert 'id="crl-status">rendered-ok<' in dom.stdout, dom.stderr[-2000:]
     assert not re.search(r"CONSOLE\(\d+\).*(Error|error)", dom.stderr), dom.stderr[-2000:]
     shot = out / "screenshot.png"
     subprocess.run(
         [*base, f"--user-data-dir={tmp_path / 'p2'}", f"--screenshot={shot}", "--window-size=1280,2400", path.as_uri()],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert shot.stat().st_size > 20_000
     keep = Path("/tmp/crl_report_screenshot.png")
