@@ -314,7 +314,8 @@ def _fig_returns(runs: list[Run], colours: dict, bin_steps: int, reps: int):
             note = f", {unfinished} not finished" if unfinished else ""
             ax.plot(centres, m, color=colours[agent], label=f"{agent} (n={len(rs)}{note})", lw=1.8)
             ax.fill_between(centres, lo, hi, color=colours[agent], alpha=0.2, lw=0)
-        seg = _segments(env_runs[0]) if env_runs else pd.DataFrame()
+        # boundaries from the run that got furthest (every seed of an experiment shares the schedule)
+        seg = max((_segments(r) for r in env_runs), key=len)
         for a in seg.get("start_step", pd.Series(dtype=float)).iloc[1:]:
             for axx in (ax, dax):
                 axx.axvline(a, color="0.4", ls="--", lw=0.8)
@@ -567,13 +568,15 @@ def log_report_to_wandb(
 # ---------------------------------------------------------------- terminal and CLI
 
 
-def print_compare(runs_dir: str | Path, poi: bool = False, late_fraction: float = 0.25, console=None) -> None:
+def print_compare(
+    runs_dir: str | Path, poi: bool = False, late_fraction: float = 0.25, reps: int = 2000, console=None
+) -> None:
     """Print the comparison tables with ``rich``."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    tables = compare_tables(runs_dir, late_fraction=late_fraction, poi=poi)
+    tables = compare_tables(runs_dir, late_fraction=late_fraction, poi=poi, reps=reps)
     specs = {
         "summary": (
             "Per agent (IQM [95% CI] over seeds)",
@@ -602,6 +605,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         bin_steps=args.bin_steps,
         late_fraction=args.late_fraction,
         poi=args.poi,
+        reps=args.reps,
         wandb=args.wandb,
         wandb_project=args.wandb_project,
         wandb_mode=args.wandb_mode,
@@ -612,7 +616,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """CLI handler of ``crl compare``: print the tables."""
-    print_compare(args.runs_dir, poi=args.poi, late_fraction=args.late_fraction)
+    print_compare(args.runs_dir, poi=args.poi, late_fraction=args.late_fraction, reps=args.reps)
     return 0
 
 
@@ -630,6 +634,7 @@ def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
     rp.add_argument("--bin-steps", type=int, default=10_000, help="width of the return bins in steps")
     rp.add_argument("--late-fraction", type=float, default=0.25, help="late part of each regime, as a fraction")
     rp.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
+    rp.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
     rp.add_argument("--wandb", action="store_true", help="also log figures and tables as a wandb report run")
     rp.add_argument("--wandb-project", default="crl")
     rp.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
@@ -638,4 +643,5 @@ def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
     cp.add_argument("runs_dir")
     cp.add_argument("--late-fraction", type=float, default=0.25)
     cp.add_argument("--poi", action="store_true")
+    cp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     cp.set_defaults(func=cmd_compare)

@@ -61,6 +61,9 @@ def runs_dir(tmp_path_factory):
         make_run(root, "ppo", seed, level=100.0, drop=10.0)
         make_run(root, "cbp", seed, level=100.0, drop=0.0)
     make_run(root, "l2", 0, level=50.0, drop=0.0, status="running", upto=25_000)
+    failed = make_run(root, "l2", 1, level=50.0, drop=0.0, status="failed", upto=12_000)
+    st = json.loads((failed / "status.json").read_text())
+    (failed / "status.json").write_text(json.dumps({**st, "error": "NonFiniteLossError: loss is nan at step 12000"}))
     return root
 
 
@@ -112,7 +115,8 @@ def test_compare_tables_known_numbers(runs_dir):
     assert s.loc["ppo", "forgetting_iqm"] == pytest.approx(20.0)
     assert s.loc["cbp", "forgetting_iqm"] == pytest.approx(0.0)
     runs = t["runs"]
-    assert (runs.loc[runs["agent"] == "l2", "status"] == "RUNNING").all()
+    assert runs.loc[runs["agent"] == "l2", "status"].tolist() == ["RUNNING", "FAILED"]
+    assert s.loc["l2", "seeds"] == 2 and "1 failed" in s.loc["l2", "status"]
     poi = t["poi"].set_index(["X", "Y"])
     assert poi.loc[("cbp", "ppo"), "p"] == pytest.approx(1.0)
 
@@ -146,7 +150,16 @@ def test_report_files(built):
     text = path.read_text()
     assert "http://" not in text.replace("http://www.w3.org", "") and "https://" not in text
     assert text.count("data:image/png;base64,") == 3
-    for needle in ("ppo", "cbp", "l2", "RUNNING", "crl train exp --agent cbp --seed 3", "-10 [-10, -10]"):
+    for needle in (
+        "ppo",
+        "cbp",
+        "l2",
+        "RUNNING",
+        "FAILED",
+        "loss is nan",
+        "crl train exp --agent cbp --seed 3",
+        "-10 [-10, -10]",
+    ):
         assert needle in text, needle
 
 
@@ -159,11 +172,27 @@ def test_wandb_report_run(built):
     assert list(run_dirs[0].rglob("media/table/report/*.table.json"))
 
 
+def test_cli_commands(runs_dir, tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    report.add_report_commands(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(
+        ["report", str(runs_dir / "exp"), "-o", str(tmp_path / "o"), "--bin-steps", "5000", "--reps", "100"]
+    )
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
+    assert (tmp_path / "o" / "returns.svg").is_file() and not (tmp_path / "o" / "wandb").exists()
+    args = parser.parse_args(["compare", str(runs_dir), "--poi", "--reps", "100"])
+    assert args.func(args) == 0
+    assert "Probability of improvement" in capsys.readouterr().out
+
+
 def test_print_compare(runs_dir):
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    report.print_compare(runs_dir, console=console)
+    report.print_compare(runs_dir, reps=100, console=console)
     out = console.export_text()
     assert "ppo" in out and "RUNNING" in out and "Per agent" in out
 
