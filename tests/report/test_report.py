@@ -39,7 +39,9 @@ def make_run(root: Path, agent: str, seed: int, level: float, drop: float, statu
         seg = (s - 1) // SEG
         rows.append({"global_step": s, "charts/episodic_return": level - drop * seg + seed, "regime/index": seg % 2})
         if s % 2000 == 0:
-            rows.append({"global_step": s, "plasticity/pi/0/dormant_fraction": 0.1 * seg, "losses/value_loss": 1.0})
+            rows.append(
+                {"global_step": s, "plasticity/pi/0/dormant_fraction": 0.01 * drop * seg, "losses/value_loss": 1.0}
+            )
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
     segs = []
     for k in range(N_SEG):
