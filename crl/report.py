@@ -620,15 +620,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``report`` and ``compare`` on an argparse sub-parser set (handler in ``args.func``).
-
-    Example:
-        >>> p = argparse.ArgumentParser(); add_report_commands(p.add_subparsers(dest="cmd"))
-        >>> p.parse_args(["compare", "runs"]).func is cmd_compare
-        True
-    """
-    rp = subparsers.add_parser("report", help="build the HTML comparison report from run directories")
+def _report_args(rp: argparse.ArgumentParser) -> None:
     rp.add_argument("runs_dir")
     rp.add_argument("-o", "--out", default=None, help="output folder (default RUNS_DIR/report)")
     rp.add_argument("--bin-steps", type=int, default=10_000, help="width of the return bins in steps")
@@ -639,9 +631,29 @@ def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
     rp.add_argument("--wandb-project", default="crl")
     rp.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
     rp.set_defaults(func=cmd_report)
-    cp = subparsers.add_parser("compare", help="print the comparison tables in the terminal")
+
+
+def _compare_args(cp: argparse.ArgumentParser) -> None:
     cp.add_argument("runs_dir")
     cp.add_argument("--late-fraction", type=float, default=0.25)
     cp.add_argument("--poi", action="store_true")
     cp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
     cp.set_defaults(func=cmd_compare)
+
+
+def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``report`` and ``compare`` on an argparse sub-parser set (handler in ``args.func``).
+
+    Example:
+        >>> p = argparse.ArgumentParser(); add_report_commands(p.add_subparsers(dest="cmd"))
+        >>> p.parse_args(["compare", "runs"]).func is cmd_compare
+        True
+    """
+    _report_args(subparsers.add_parser("report", help="build the HTML comparison report from run directories"))
+    _compare_args(subparsers.add_parser("compare", help="print the comparison tables in the terminal"))
+
+
+def register_cli(command: Any) -> None:
+    """Add ``crl report`` and ``crl compare`` to the ``crl`` command (see :mod:`crl.cli`)."""
+    command("report", "build the HTML comparison report from run directories", _report_args)(cmd_report)
+    command("compare", "print the comparison tables in the terminal", _compare_args)(cmd_compare)

@@ -183,8 +183,31 @@ def expand(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, **o
                     wandb=wandb or spec.wandb,
                     **spec.run,
                 )
-                runs.append(dataclasses.replace(cfg, **overrides))
+                cfg = dataclasses.replace(cfg, **overrides)
+                if not cfg.command:
+                    cfg.command = train_command(cfg)
+                runs.append(cfg)
     return runs
+
+
+def train_command(cfg: RunConfig) -> str:
+    """The ``crl train`` command line equivalent to ``cfg`` (recorded in config.yaml)."""
+    import shlex
+
+    import yaml
+
+    def kv(d: dict[str, Any]) -> list[str]:
+        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in d.items()]
+
+    parts = ["crl", "train", "--env", cfg.env, "--agent", cfg.agent, "--seed", str(cfg.seed), "--steps",
+             str(cfg.steps), "--experiment", cfg.experiment, "--run-dir", cfg.run_dir, "--n-envs", str(cfg.n_envs),
+             "--checkpoint-every", str(cfg.checkpoint_every), "--wandb", cfg.wandb]
+    if cfg.env_kwargs:
+        parts += ["--env-kwargs", *kv(cfg.env_kwargs)]
+    if cfg.agent_kwargs:
+        parts += ["--agent-kwargs", *kv(cfg.agent_kwargs)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def run_state(run_dir: str | Path) -> str:
