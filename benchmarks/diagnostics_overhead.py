@@ -1,11 +1,11 @@
-"""Diagnostics overhead on plain PPO (docs/metrics.md).
+"""Diagnostics overhead on plain PPO (README, "Measuring plasticity and forgetting").
 
 Trains Dohare's PPO on slippery-ant with and without diagnostics, same seed, alternating in
 one process, and reports wall time, CPU time and the CPU time spent inside the diagnostics
 hooks (robust to other processes competing for the CPU).
 
-    PYTHONPATH=. python docs/diagnostics_overhead.py STEPS REPS DIAGNOSTICS_EVERY
-    PYTHONPATH=. python docs/diagnostics_overhead.py 16384 2 10000
+    PYTHONPATH=. python benchmarks/diagnostics_overhead.py STEPS REPS DIAGNOSTICS_EVERY
+    PYTHONPATH=. python benchmarks/diagnostics_overhead.py 16384 2 10000
 """
 
 import sys
