@@ -22,13 +22,14 @@ from torch import nn
 
 from crl.config import from_mapping
 from crl.errors import ConfigError, UnknownNameError
+from crl.fastppo import FastPPO
 from crl.plasticity import InterventionSet, attach
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class
 
 __all__ = ["AgentSpec", "NetworkSpec", "ALGOS", "ACTIVATIONS", "INITS", "build_model", "apply_init"]
 
 #: SB3 algorithms by name.
-ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC}  # bench: FastPPO = PPO, leaner train()
 
 #: Activation modules by name.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
