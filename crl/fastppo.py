@@ -42,11 +42,7 @@ class FastPPO(PPO):
     """SB3 PPO with a leaner :meth:`train` (same losses, gradients and minibatch order)."""
 
     def _fast_path(self) -> bool:
-        return (
-            self.clip_range_vf is None
-            and self.target_kl is None
-            and type(self.rollout_buffer) is RolloutBuffer
-        )
+        return self.clip_range_vf is None and self.target_kl is None and type(self.rollout_buffer) is RolloutBuffer
 
     def _rollout_tensors(self) -> dict[str, th.Tensor]:
         """The rollout as flat torch tensors (once per update)."""
@@ -70,8 +66,9 @@ class FastPPO(PPO):
         self._update_learning_rate(opt)
         clip_range = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
         data = self._rollout_tensors()
-        obs, acts, old_lp, adv_all, ret = (data[k] for k in ("observations", "actions", "log_probs", "advantages",
-                                                             "returns"))
+        obs, acts, old_lp, adv_all, ret = (
+            data[k] for k in ("observations", "actions", "log_probs", "advantages", "returns")
+        )
         if isinstance(self.action_space, spaces.Discrete):
             acts = acts.long().flatten()
         n = obs.shape[0]
@@ -89,8 +86,9 @@ class FastPPO(PPO):
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
                 ratio = th.exp(log_prob - old)
-                policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range,
-                                                                                1 + clip_range)).mean()
+                policy_loss = -th.min(
+                    advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                ).mean()
                 value_loss = F.mse_loss(ret[b], values.flatten())
                 entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
@@ -101,11 +99,17 @@ class FastPPO(PPO):
                 opt.step()
                 with th.no_grad():
                     log_ratio = log_prob - old
-                    stats.append(th.stack([
-                        policy_loss.detach(), value_loss.detach(), entropy_loss.detach(),
-                        th.mean((th.abs(ratio - 1) > clip_range).float()),
-                        th.mean((th.exp(log_ratio) - 1) - log_ratio),
-                    ]))
+                    stats.append(
+                        th.stack(
+                            [
+                                policy_loss.detach(),
+                                value_loss.detach(),
+                                entropy_loss.detach(),
+                                th.mean((th.abs(ratio - 1) > clip_range).float()),
+                                th.mean((th.exp(log_ratio) - 1) - log_ratio),
+                            ]
+                        )
+                    )
             self._n_updates += 1
         self._log_update(th.stack(stats).double(), loss, clip_range, n)
 

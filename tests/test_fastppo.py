@@ -7,8 +7,17 @@ from stable_baselines3 import PPO
 
 from crl.fastppo import FastPPO
 
-KW = dict(n_steps=256, batch_size=64, n_epochs=3, learning_rate=1e-3, ent_coef=0.0, vf_coef=1.0,
-          max_grad_norm=float("inf"), seed=3, policy_kwargs=dict(net_arch=dict(pi=[32, 32], vf=[32, 32])))
+KW = dict(
+    n_steps=256,
+    batch_size=64,
+    n_epochs=3,
+    learning_rate=1e-3,
+    ent_coef=0.0,
+    vf_coef=1.0,
+    max_grad_norm=float("inf"),
+    seed=3,
+    policy_kwargs=dict(net_arch=dict(pi=[32, 32], vf=[32, 32])),
+)
 
 
 def _params(model):
@@ -54,7 +63,9 @@ def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path):
     for name, m in (("sb3", a), ("fast", b)):
         hook = m.policy.optimizer.register_step_pre_hook(
             lambda opt, args, kwargs, name=name, m=m: grads.__setitem__(
-                name, torch.cat([p.grad.flatten() for p in m.policy.parameters()]).clone()))
+                name, torch.cat([p.grad.flatten() for p in m.policy.parameters()]).clone()
+            )
+        )
         np.random.seed(11)
         m.train()
         hook.remove()
