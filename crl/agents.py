@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import torch
-from stable_baselines3 import PPO, SAC
+from stable_baselines3 import SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch import nn
 
@@ -192,7 +192,7 @@ def build_model(
         >>> spec = AgentSpec.from_dict({"description": "tiny", "hyperparameters": {"n_steps": 64}}, "x")
         >>> model, interventions = build_model(spec, gym.make("Pendulum-v1"), seed=0)
         >>> type(model).__name__, model.n_steps, interventions.names
-        ('PPO', 64, [])
+        ('FastPPO', 64, [])
     """
     cls = ALGOS[spec.algo]
     hp = dict(spec.hyperparameters)
