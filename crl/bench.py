@@ -1,0 +1,317 @@
+"""``crl bench throughput``: crl's training speed against plain stable-baselines3, side by side.
+
+Each measurement runs in its own child process (so peak memory is per run), one after the other
+and alternating (``sb3 ppo ppo-cbp sb3 ppo ppo-cbp ...``) so that load changes on a shared
+machine hit every contender alike. Contenders:
+
+- ``sb3``: a plain SB3 PPO script with Dohare's hyperparameters on Slippery Ant (one env,
+  SB3 defaults otherwise);
+- ``ppo`` / ``ppo-cbp`` (and any other ``--agent``): crl's real training path
+  (:func:`crl.run.train`, callbacks, checkpoints, interventions) on the same env.
+
+Time is split into simulation (``env.step``/``reset`` inside the envs), learning (the PPO
+update, ``model.train``) and acting (the rest: policy inference, buffers, callbacks).
+
+Example:
+    >>> r = raw_mujoco_rate(200)
+    >>> r > 0
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+__all__ = ["raw_mujoco_rate", "measure", "throughput", "register_cli", "CONTENDERS"]
+
+ENV_ID = "crl/SlipperyAnt-v0"
+ENV_NAME = "slippery-ant"
+
+
+class _Timer(gym.Wrapper):
+    """Accumulates the wall time spent in ``step``/``reset`` of the wrapped env."""
+
+    total = 0.0
+
+    def step(self, action: Any) -> Any:
+        t = time.perf_counter()
+        out = self.env.step(action)
+        _Timer.total += time.perf_counter() - t
+        return out
+
+    def reset(self, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = self.env.reset(**kwargs)
+        _Timer.total += time.perf_counter() - t
+        return out
+
+
+def _time_train(cls: type) -> list[float]:
+    """Patch ``cls.train`` to accumulate its wall time; returns the accumulator."""
+    acc = [0.0]
+    orig = cls.train
+
+    def train(self: Any) -> None:
+        t = time.perf_counter()
+        orig(self)
+        acc[0] += time.perf_counter() - t
+
+    cls.train = train
+    return acc
+
+
+def _time_learn() -> list[float]:
+    """Patch SB3's on-policy ``learn`` to accumulate its wall time (setup excluded for every contender)."""
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    acc = [0.0]
+    orig = OnPolicyAlgorithm.learn
+
+    def learn(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return orig(self, *args, **kwargs)
+        finally:
+            acc[0] += time.perf_counter() - t
+
+    OnPolicyAlgorithm.learn = learn  # type: ignore[method-assign]
+    return acc
+
+
+def raw_mujoco_rate(steps: int = 5000, seed: int = 0) -> float:
+    """MuJoCo Ant (``Ant-v5``) steps per second with random actions, on one core: the ceiling."""
+    env = gym.make("Ant-v5")
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
+    acts = [env.action_space.sample() for _ in range(256)]
+    t = time.perf_counter()
+    for i in range(steps):
+        _, _, term, trunc, _ = env.step(acts[i % 256])
+        if term or trunc:
+            env.reset()
+    return steps / (time.perf_counter() - t)
+
+
+def _run_sb3(steps: int, seed: int) -> dict[str, float]:
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import crl  # noqa: F401  (registers crl/SlipperyAnt-v0)
+
+    learn = _time_train(PPO)
+    venv = DummyVecEnv([lambda: _Timer(gym.make(ENV_ID))])
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=2048,
+        batch_size=128,
+        n_epochs=10,
+        learning_rate=1e-4,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_range=0.2,
+        ent_coef=0.0,
+        vf_coef=1.0,
+        max_grad_norm=1e9,
+        seed=seed,
+        policy_kwargs=dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=torch.nn.ReLU),
+    )
+    wall = _time_learn()
+    model.learn(steps)
+    return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
+
+
+def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+    import crl.run as run
+    from crl.agents import ALGOS
+
+    learn = _time_train(ALGOS["ppo"])
+    orig = run.make_vec_env
+
+    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> Any:
+        venv = orig(env_id, make_kwargs, n_envs)
+        for i, e in enumerate(venv.envs):
+            venv.envs[i] = _Timer(e)
+        return venv
+
+    run.make_vec_env = make_vec_env
+    with tempfile.TemporaryDirectory() as d:
+        cfg = run.RunConfig(
+            env=ENV_NAME,
+            agent=agent,
+            seed=seed,
+            steps=steps,
+            run_dir=d,
+            wandb="disabled",
+            progress=False,
+            checkpoint_every=10**9,
+            n_envs=n_envs,
+            agent_kwargs={"n_steps": 2048 // n_envs},
+        )  # 2048 samples per update, as SB3's
+        wall = _time_learn()
+        res = run.train(cfg)
+    return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
+
+
+def _child(contender: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    out = _run_sb3(steps, seed) if contender == "sb3" else _run_crl(contender, steps, seed, n_envs)
+    out["sim"] = _Timer.total
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_mb"] = ru / 1024
+    return out
+
+
+def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8) -> dict[str, float]:
+    """Train ``contender`` (``"sb3"`` or a crl agent name) for ``steps`` in a child process.
+
+    Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
+    child's peak RSS in MB. crl agents run ``n_envs`` in-process envs with ``n_steps = 2048 // n_envs``
+    (2048 samples per update, like the single-env SB3 script).
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
+    code = f"import json, crl.bench as b; print('@@' + json.dumps(b._child({contender!r}, {steps}, {seed}, {n_envs})))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"bench child {contender!r} failed: {p.stderr.strip().splitlines()[-1:]}")
+    r = json.loads(lines[-1][2:])
+    r["sps"] = r["steps"] / r["wall"]
+    r["act"] = max(r["wall"] - r["sim"] - r["learn"], 0.0)
+    return r
+
+
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: Default contenders: plain SB3, then crl agents.
+CONTENDERS = ("sb3", "ppo", "ppo-cbp")
+
+
+def throughput(
+    steps: int,
+    repeats: int = 1,
+    contenders: tuple[str, ...] = CONTENDERS,
+    seed: int = 0,
+    raw_steps: int = 5000,
+    n_envs: int = 8,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Alternate ``repeats`` rounds of every contender; summarise by median steps/s."""
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
+    for rep in range(repeats):
+        for c in contenders:
+            r = measure(c, steps, seed + rep, n_envs)
+            runs[c].append(r)
+            if log:
+                log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
+    base = statistics.median(r["sps"] for r in runs[contenders[0]])
+    rows = {}
+    for c, rs in runs.items():
+        sps = statistics.median(r["sps"] for r in rs)
+        tot = sum(r["wall"] for r in rs)
+        rows[c] = {
+            "steps_per_s": sps,
+            "all_steps_per_s": [r["sps"] for r in rs],
+            "ratio": sps / base,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+            "sim_frac": sum(r["sim"] for r in rs) / tot,
+            "act_frac": sum(r["act"] for r in rs) / tot,
+            "learn_frac": sum(r["learn"] for r in rs) / tot,
+        }
+    return {
+        "steps": steps,
+        "repeats": repeats,
+        "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
+        "n_envs": n_envs,
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "results": rows,
+    }
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
+    t = Table(title=f"{title}, crl n_envs={res['n_envs']}")
+    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
+        t.add_column(col, justify="right")
+    for c, r in res["results"].items():
+        t.add_row(
+            c,
+            f"{r['steps_per_s']:.0f}",
+            f"{r['ratio']:.2f}x",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{100 * r['sim_frac']:.0f}",
+            f"{100 * r['act_frac']:.0f}",
+            f"{100 * r['learn_frac']:.0f}",
+        )
+    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "")
+    Console().print(t)
+    print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=["throughput"], help="what to benchmark")
+    p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
+    p.add_argument("--agent", action="append", default=None, help="crl agents to compare (default: ppo, ppo-cbp)")
+    p.add_argument("--n-envs", type=int, default=8, help="in-process envs of the crl agents (default 8)")
+    p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _bench(a: argparse.Namespace) -> int:
+    from crl.errors import ConfigError
+
+    if a.steps < 1 or a.repeats < 1:
+        raise ConfigError(f"--steps and --repeats must be >= 1, got {a.steps} and {a.repeats}")
+    if a.n_envs < 1 or 2048 % a.n_envs:
+        raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
+    agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
+    res = throughput(
+        a.steps,
+        a.repeats,
+        ("sb3", *agents),
+        raw_steps=a.raw_steps,
+        n_envs=a.n_envs,
+        log=None if a.json else lambda s: print(s, file=sys.stderr),
+    )
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        _print_table(res)
+    return 0
+
+
+def _agent_exists(name: str) -> bool:
+    from crl.catalog import resolve_agent
+
+    try:
+        resolve_agent(name)
+    except Exception:
+        return False
+    return True
+
+
+def register_cli(command: Callable[..., Any]) -> None:
+    """Add ``crl bench`` to the CLI."""
+    command("bench", "benchmark crl's training throughput against plain SB3", _add)(_bench)
