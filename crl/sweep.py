@@ -197,12 +197,33 @@ def train_command(cfg: RunConfig) -> str:
     import yaml
 
     def kv(d: dict[str, Any]) -> list[str]:
-        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for k, v in d.items()]
+        return [
+            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in d.items()
+        ]
 
-    parts = ["crl", "train", "--env", cfg.env, "--agent", cfg.agent, "--seed", str(cfg.seed), "--steps",
-             str(cfg.steps), "--experiment", cfg.experiment, "--run-dir", cfg.run_dir, "--n-envs", str(cfg.n_envs),
-             "--checkpoint-every", str(cfg.checkpoint_every), "--wandb", cfg.wandb]
+    parts = [
+        "crl",
+        "train",
+        "--env",
+        cfg.env,
+        "--agent",
+        cfg.agent,
+        "--seed",
+        str(cfg.seed),
+        "--steps",
+        str(cfg.steps),
+        "--experiment",
+        cfg.experiment,
+        "--run-dir",
+        cfg.run_dir,
+        "--n-envs",
+        str(cfg.n_envs),
+        "--checkpoint-every",
+        str(cfg.checkpoint_every),
+        "--wandb",
+        cfg.wandb,
+    ]
     if cfg.env_kwargs:
         parts += ["--env-kwargs", *kv(cfg.env_kwargs)]
     if cfg.agent_kwargs:

@@ -8,11 +8,13 @@ from typing import Any
 import torch
 
 from crl.errors import ConfigError, UnknownNameError
+from crl.plasticity.trac import TRACAdam
 
 __all__ = ["OPTIMIZERS", "make_optimizer_class", "check_optimizer_kwargs"]
 
 #: Registry of optimizer classes by name.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "trac": TRACAdam,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,
@@ -34,7 +36,12 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     cls = make_optimizer_class(name)
     if "lr" in kwargs:
         raise ConfigError("optimizer: set the learning rate as hyperparameters.learning_rate, not optimizer.lr")
-    params = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "params", "lr")]
+    params = []
+    for klass in cls.__mro__:  # a wrapper (TRAC) passes **kwargs on to its base optimizer
+        sig = inspect.signature(klass.__init__).parameters
+        params += [k for k, p in sig.items() if k not in ("self", "params", "lr") and p.kind != p.VAR_KEYWORD]
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.values()):
+            break
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ConfigError(f"optimizer {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(params)}")

@@ -121,3 +121,42 @@ def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo-cbp__s2"
     assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
     assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+
+
+@pytest.mark.parametrize("agent", ["ppo-trac", "sac-trac"])
+def test_trac_agents_train_and_resume(tmp_path, crl_cli, agent):
+    extra = (
+        ["n_steps=256", "batch_size=64", "n_epochs=2"]
+        if agent.startswith("ppo")
+        else ["learning_starts=100", "buffer_size=2000", "batch_size=32"]
+    )
+    args = [
+        "train",
+        "--env",
+        "level-shift-cartpole" if agent.startswith("ppo") else "slippery-hopper",
+        "--agent",
+        agent,
+        "--steps",
+        "512",
+        "--env-kwargs",
+        "change_every=200",
+        "--agent-kwargs",
+        *extra,
+        "--checkpoint-every",
+        "256",
+        "--run-dir",
+        str(tmp_path),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
+    crl_cli(*args, check=True)
+    (run,) = (tmp_path / "default").iterdir()
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    from crl.checkpoint import load
+
+    ckpt = load(run / "checkpoints" / "last.pt")
+    opt_states = [
+        v for k, v in ckpt["params"].items() if k in ("policy.optimizer", "actor.optimizer", "critic.optimizer")
+    ]
+    assert opt_states and all("trac" in s for s in opt_states)
