@@ -277,13 +277,13 @@ def test_ray_backend_runs_the_sweep_on_a_loopback_only_cluster(tmp_path):
         f"{q(str(ray_bin))} start --head --node-ip-address=127.0.0.1 --port=6390 --num-cpus=2 "
         f"--include-dashboard=false --disable-usage-stats --temp-dir={q(temp)} > {q(temp)}/start.log 2>&1 "
         f"|| {{ cat {q(temp)}/start.log; exit 3; }}; "
-        f"timeout -s INT 180 {q(sys.executable)} -m crl sweep {q(str(f))} --backend ray --address 127.0.0.1:6390 "
+        f"timeout -s INT 420 {q(sys.executable)} -m crl sweep {q(str(f))} --backend ray --address 127.0.0.1:6390 "
         f"--retries 1 --catalog {q(str(cat))} --run-dir {q(str(run_dir))} --no-progress"
     )
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     try:
         proc = subprocess.run(
-            ["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env
+            ["unshare", "-n", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=540, env=env
         )
     finally:
         shutil.rmtree(temp, ignore_errors=True)
