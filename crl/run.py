@@ -193,9 +193,9 @@ def _check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
 
 def _volatile(d: dict[str, Any]) -> dict[str, Any]:
     """The config without what may change between a run and its resumption: the command line,
-    the version, the step budget (a run can be extended) and the tracking settings."""
-    return {k: v for k, v in d.items()
-            if k not in ("command", "crl_version", "created", "steps", "progress", "wandb")}
+    the version, the step budget (a run can be extended) and the tracking settings.
+    """
+    return {k: v for k, v in d.items() if k not in ("command", "crl_version", "created", "steps", "progress", "wandb")}
 
 
 class RunCallback(BaseCallback):
