@@ -287,8 +287,14 @@ def _colours(agents: list[str]) -> dict[str, Any]:
     return {a: cmap(i % 10) for i, a in enumerate(sorted(agents))}
 
 
+#: regimes.csv columns that are per-regime summaries, not drift parameters.
+_SUMMARY_COLUMNS = ("segment", "regime", "start_step", "end_step", "episodes", "final_return", "best_return",
+                    "steps_to_reach")
+
+
 def _drift_params(regimes: pd.DataFrame) -> list[str]:
-    return [c for c in regimes.columns if c not in ("segment", "regime", "start_step", "end_step")]
+    """Drift parameters recorded in regimes.csv (not the summaries; diagnostics have a '/')."""
+    return [c for c in regimes.columns if c not in _SUMMARY_COLUMNS and "/" not in c]
 
 
 def _fig_returns(runs: list[Run], colours: dict, bin_steps: int, reps: int):
