@@ -288,8 +288,16 @@ def _colours(agents: list[str]) -> dict[str, Any]:
 
 
 #: regimes.csv columns that are per-regime summaries, not drift parameters.
-_SUMMARY_COLUMNS = ("segment", "regime", "start_step", "end_step", "episodes", "final_return", "best_return",
-                    "steps_to_reach")
+_SUMMARY_COLUMNS = (
+    "segment",
+    "regime",
+    "start_step",
+    "end_step",
+    "episodes",
+    "final_return",
+    "best_return",
+    "steps_to_reach",
+)
 
 
 def _drift_params(regimes: pd.DataFrame) -> list[str]:
