@@ -26,7 +26,25 @@ def _draw(rng: np.random.Generator, n: int, regime: int, permute: bool, flip: bo
     return {"perm": perm, "signs": signs, "moved": float(np.mean((perm != np.arange(n)) | (signs < 0)))}
 
 
-class ObservationPermutation(DriftWrapper):
+class _Permutation(DriftWrapper):
+    """What both permutation drifts share: the permute/flip switches, the seeded draw, and
+    the refusal to change gradually.
+    """
+
+    def _setup(self, space: gym.Space, permute: bool, flip_signs: bool) -> None:
+        if not (permute or flip_signs):
+            raise ConfigError(f"{self.name}: set permute and/or flip_signs")
+        self._n = _box_1d(space, self.name)
+        self.permute, self.flip_signs = bool(permute), bool(flip_signs)
+
+    def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
+        return _draw(rng, self._n, regime, self.permute, self.flip_signs)
+
+    def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
+        raise ConfigError(f"{self.name} cannot change gradually; use a step schedule")
+
+
+class ObservationPermutation(_Permutation):
     """Shuffle (and optionally flip the signs of) observation dimensions per regime.
 
     Regime 0 is the identity; regime ``k > 0`` applies a seeded permutation ``perm_k``
@@ -61,22 +79,13 @@ class ObservationPermutation(DriftWrapper):
         drift_seed: int = 0,
         num_envs: int = 1,
     ) -> None:
-        if not (permute or flip_signs):
-            raise ConfigError("obs_permutation: set permute and/or flip_signs")
-        self._n = _box_1d(env.observation_space, "obs_permutation")
-        self.permute, self.flip_signs = bool(permute), bool(flip_signs)
+        self._setup(env.observation_space, permute, flip_signs)
         super().__init__(env, schedule=schedule, drift_seed=drift_seed, num_envs=num_envs)
         self._record(permute=permute, flip_signs=flip_signs)
         space = env.observation_space
         if flip_signs:
             bound = np.maximum(np.abs(space.low), np.abs(space.high))
             self.observation_space = gym.spaces.Box(-bound, bound, space.shape, space.dtype)
-
-    def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
-        return _draw(rng, self._n, regime, self.permute, self.flip_signs)
-
-    def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
-        raise ConfigError("obs_permutation cannot change gradually; use a step schedule")
 
     def apply_params(self, params: Params) -> None:
         if not self.flip_signs:
@@ -88,7 +97,7 @@ class ObservationPermutation(DriftWrapper):
         return (obs[self._params["perm"]] * self._params["signs"]).astype(self.observation_space.dtype)
 
 
-class ActionPermutation(DriftWrapper):
+class ActionPermutation(_Permutation):
     """Shuffle (and optionally flip the signs of) action dimensions per regime.
 
     Regime 0 is the identity; regime ``k > 0`` sends ``a'[perm_k[i]] = s_k[i] * a[i]`` to
@@ -123,21 +132,12 @@ class ActionPermutation(DriftWrapper):
         drift_seed: int = 0,
         num_envs: int = 1,
     ) -> None:
-        if not (permute or flip_signs):
-            raise ConfigError("action_permutation: set permute and/or flip_signs")
-        self._n = _box_1d(env.action_space, "action_permutation")
+        self._setup(env.action_space, permute, flip_signs)
         space = env.action_space
         if not (np.allclose(space.low, space.low[0]) and np.allclose(space.high, -space.low)):
             raise ConfigError("action_permutation needs an action box symmetric around 0 with equal bounds")
-        self.permute, self.flip_signs = bool(permute), bool(flip_signs)
         super().__init__(env, schedule=schedule, drift_seed=drift_seed, num_envs=num_envs)
         self._record(permute=permute, flip_signs=flip_signs)
-
-    def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
-        return _draw(rng, self._n, regime, self.permute, self.flip_signs)
-
-    def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
-        raise ConfigError("action_permutation cannot change gradually; use a step schedule")
 
     def transform_action(self, action: Any) -> Any:
         a = np.asarray(action)
