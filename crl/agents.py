@@ -164,9 +164,9 @@ class AgentSpec:
             if not isinstance(name, str):
                 raise ConfigError("optimizer: needs a 'name'")
             check_optimizer_kwargs(name, opt)
-            from crl.plasticity.base import build
+            from crl.plasticity.base import build, check_boundaries
 
-            build(self.interventions)
+            check_boundaries(build(self.interventions), self.boundary_aware)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 

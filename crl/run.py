@@ -349,6 +349,7 @@ class RunCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         self.monitor.collect_states()
+        self.runner.interventions.on_rollout_end()
 
     def _on_training_end(self) -> None:
         if self.regimes and self.regimes[-1]["end_step"] is None:  # summary of the regime still open
