@@ -236,6 +236,7 @@ class RunCallback(BaseCallback):
             "pending": list(self.pending),
             "regimes": self.regimes,
             "last_ckpt": self.last_ckpt,
+            "last_loss_log": self.last_loss_log,
             "seen_n_updates": self.seen_n_updates,
             "monitor": self.monitor.state(),
         }
@@ -243,6 +244,7 @@ class RunCallback(BaseCallback):
     def set_state(self, s: dict[str, Any]) -> None:
         self.segments, self.pending, self.regimes = list(s["segments"]), list(s["pending"]), s["regimes"]
         self.last_ckpt, self.seen_n_updates = s["last_ckpt"], s["seen_n_updates"]
+        self.last_loss_log = s.get("last_loss_log", -math.inf)
         if "monitor" in s:
             self.monitor.load(s["monitor"])
 

@@ -109,7 +109,8 @@ class AnchorPenalty(ParamIntervention):
     """
 
     needs_boundaries = True
-    fisher = False
+    #: Whether importances are computed from states (L2-to-previous needs none).
+    needs_states = True
 
     def __init__(self, strength: float = 1e4, decay: float = 1.0, samples: int = 1024) -> None:
         if not float(strength) >= 0:
@@ -149,8 +150,10 @@ class AnchorPenalty(ParamIntervention):
         """Accumulate importances on ``obs`` (default: the states of the ending regime) and
         anchor to the current parameters.
         """
-        if obs is None:
+        if obs is None and self.needs_states:
             obs, act = self._regime_states()
+        if obs is None:
+            obs = torch.zeros(0, 0)
         new = self.importance(obs, act if act is not None else obs[:, :0])
         for n, p, _ in self.params:
             if n in new:
@@ -169,6 +172,8 @@ class AnchorPenalty(ParamIntervention):
 
     def _regime_states(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
+        if isinstance(m, nn.Module):
+            raise ValueError(f"{self.name}: pass the regime's states to consolidate(obs) for a plain module")
         if hasattr(m, "replay_buffer"):
             rb = m.replay_buffer
             end = rb.buffer_size if rb.full else rb.pos
@@ -238,7 +243,7 @@ class L2Prev(AnchorPenalty):
         >>> net.optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
         >>> iv = L2Prev(strength=1.0, decay=0.0)
         >>> iv.attach(net)
-        >>> iv.consolidate(torch.zeros(4, 2))
+        >>> iv.consolidate()  # anchor to the current parameters
         >>> with torch.no_grad():
         ...     net[0].bias += 2.0
         >>> float(iv.penalty().detach())  # (1/2) * 1 * 2^2
@@ -246,6 +251,7 @@ class L2Prev(AnchorPenalty):
     """
 
     name = "l2_prev"
+    needs_states = False
 
     def __init__(self, strength: float = 1e5, decay: float = 0.0, samples: int = 1) -> None:
         super().__init__(strength=strength, decay=decay, samples=samples)
@@ -268,7 +274,6 @@ class EWC(AnchorPenalty):
     """
 
     name = "ewc"
-    fisher = True
 
     def importance(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, torch.Tensor]:
         total: dict[str, torch.Tensor] = {}
