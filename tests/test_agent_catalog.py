@@ -15,8 +15,14 @@ from crl.cli import main
 AGENTS = sorted(agent_specs())
 
 
-def _args(agent: str, root) -> list[str]:
+#: (steps, change_every, checkpoint_every) of the catalog runs and of the smaller exact-resume runs
+SIZES = {"ppo": (2048, 500, 256), "sac": (1000, 250, 250)}
+SMALL = {"ppo": (640, 150, 128), "sac": (300, 100, 100)}
+
+
+def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
     ppo = agent.startswith("ppo")
+    steps, change, ckpt = sizes["ppo" if ppo else "sac"]
     hp = (
         ["n_steps=128", "batch_size=64", "n_epochs=2"]
         if ppo
@@ -29,14 +35,14 @@ def _args(agent: str, root) -> list[str]:
         "--agent",
         agent,
         "--steps",
-        "640" if ppo else "300",
+        str(steps),
         "--env-kwargs",
-        "change_every=150" if ppo else "change_every=100",
+        f"change_every={change}",
         "align=exact",
         "--agent-kwargs",
         *hp,
         "--checkpoint-every",
-        "128" if ppo else "100",
+        str(ckpt),
         "--run-dir",
         str(root),
         "--wandb",
@@ -57,7 +63,8 @@ def test_the_catalog_has_the_published_methods():
 def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
     import crl.run
 
-    stop_at = 400 if agent.startswith("ppo") else 200
+    steps = SIZES["ppo" if agent.startswith("ppo") else "sac"][0]
+    stop_at = int(steps * 0.6)
     original = crl.run.RunCallback._on_step
 
     def interrupting(self):
@@ -74,7 +81,7 @@ def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
     monkeypatch.setattr(crl.run.RunCallback, "_on_step", original)
     assert main(_args(agent, tmp_path)) == 0
     status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "finished" and status["global_step"] >= (640 if agent.startswith("ppo") else 300)
+    assert status["status"] == "finished" and status["global_step"] >= steps
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     episodes = [(r["global_step"], r["charts/episodic_return"]) for r in rows if r.get("charts/episodic_return")]
@@ -100,7 +107,7 @@ def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     come back from the checkpoint: the resumed run logs exactly what the uninterrupted one did."""
     import crl.run
 
-    assert main(_args(agent, tmp_path / "ref")) == 0
+    assert main(_args(agent, tmp_path / "ref", SMALL)) == 0
     original = crl.run.RunCallback._on_step
 
     def interrupting(self):
@@ -109,9 +116,9 @@ def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
         return original(self)
 
     monkeypatch.setattr(crl.run.RunCallback, "_on_step", interrupting)
-    assert main(_args(agent, tmp_path / "cut")) == 130
+    assert main(_args(agent, tmp_path / "cut", SMALL)) == 130
     monkeypatch.setattr(crl.run.RunCallback, "_on_step", original)
-    assert main(_args(agent, tmp_path / "cut")) == 0
+    assert main(_args(agent, tmp_path / "cut", SMALL)) == 0
     (ref,) = (tmp_path / "ref" / "default").iterdir()
     (cut,) = (tmp_path / "cut" / "default").iterdir()
     assert _rows(cut / "metrics.csv") == _rows(ref / "metrics.csv")
