@@ -154,3 +154,25 @@ def test_state_dict_round_trip(name):
 def test_bad_hyperparameters(name, kwargs, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         check_optimizer_kwargs(name, kwargs)
+
+
+@pytest.mark.parametrize("agent", ["ppo-upgd", "ppo-adamw"])
+def test_optimizer_saves_and_loads_with_the_sb3_model(agent, tmp_path):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from crl.agents import build_model
+    from crl.catalog import resolve_agent
+
+    spec = resolve_agent(agent)
+    spec.hyperparameters.update(n_steps=64, batch_size=32, n_epochs=1)
+    model, _ = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    model.learn(128)
+    model.save(tmp_path / "m.zip")
+    loaded = PPO.load(tmp_path / "m.zip")
+    assert type(loaded.policy.optimizer) is type(model.policy.optimizer)
+    a, b = model.policy.optimizer.state_dict(), loaded.policy.optimizer.state_dict()
+    assert a["param_groups"][0]["lr"] == b["param_groups"][0]["lr"]
+    for k, st in a["state"].items():
+        for name, v in st.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][k][name]))
