@@ -134,17 +134,34 @@ def _run_sb3(steps: int, seed: int) -> dict[str, float]:
     return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
 
 
-def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+def _time_vec_env(venv: Any) -> None:
+    """Accumulate, in ``_Timer.total``, the learner's wall time inside ``venv``'s step/reset
+    (the simulation, in-process or waiting for the worker processes).
+    """
+    for name in ("step_async", "step_wait", "reset"):
+        orig = getattr(venv, name)
+
+        def timed(*args: Any, _orig: Any = orig, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            out = _orig(*args, **kwargs)
+            _Timer.total += time.perf_counter() - t
+            return out
+
+        setattr(venv, name, timed)
+
+
+def _run_crl(
+    agent: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
 
     learn = _time_train(ALGOS["ppo"])
     orig = run.make_vec_env
 
-    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> Any:
-        venv = orig(env_id, make_kwargs, n_envs)
-        for i, e in enumerate(venv.envs):
-            venv.envs[i] = _Timer(e)
+    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> Any:
+        venv = orig(env_id, make_kwargs, n_envs, kind)
+        _time_vec_env(venv)
         return venv
 
     run.make_vec_env = make_vec_env
@@ -159,6 +176,8 @@ def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, fl
             progress=False,
             checkpoint_every=10**9,
             n_envs=n_envs,
+            vec_env=vec_env,
+            train_threads=train_threads,
             agent_kwargs={"n_steps": 2048 // n_envs},
         )  # 2048 samples per update, as SB3's
         wall = _time_learn()
@@ -166,26 +185,35 @@ def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, fl
     return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
 
 
-def _child(contender: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+def _child(
+    contender: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
-    out = _run_sb3(steps, seed) if contender == "sb3" else _run_crl(contender, steps, seed, n_envs)
+    if contender == "sb3":
+        out = _run_sb3(steps, seed)
+    else:
+        out = _run_crl(contender, steps, seed, n_envs, vec_env, train_threads)
     out["sim"] = _Timer.total
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = ru / 1024
     return out
 
 
-def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8) -> dict[str, float]:
+def measure(
+    contender: str, steps: int, seed: int = 0, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
     """Train ``contender`` (``"sb3"`` or a crl agent name) for ``steps`` in a child process.
 
     Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
-    child's peak RSS in MB. crl agents run ``n_envs`` in-process envs with ``n_steps = 2048 // n_envs``
-    (2048 samples per update, like the single-env SB3 script).
+    child's peak RSS in MB (worker processes included). crl agents run ``n_envs`` envs (in worker
+    processes with ``vec_env="proc"``/``"auto"``) with ``n_steps = 2048 // n_envs`` (2048 samples
+    per update, like the single-env SB3 script).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
-    code = f"import json, crl.bench as b; print('@@' + json.dumps(b._child({contender!r}, {steps}, {seed}, {n_envs})))"
+    call = f"b._child({contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads})"
+    code = f"import json, crl.bench as b; print('@@' + json.dumps({call}))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
     if p.returncode != 0 or not lines:
@@ -210,14 +238,16 @@ def throughput(
     contenders: tuple[str, ...] = CONTENDERS,
     seed: int = 0,
     raw_steps: int = 5000,
-    n_envs: int = 8,
+    n_envs: int = 16,
     log: Callable[[str], None] | None = None,
+    vec_env: str = "auto",
+    train_threads: int = 0,
 ) -> dict[str, Any]:
     """Alternate ``repeats`` rounds of every contender; summarise by median steps/s."""
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     for rep in range(repeats):
         for c in contenders:
-            r = measure(c, steps, seed + rep, n_envs)
+            r = measure(c, steps, seed + rep, n_envs, vec_env, train_threads)
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
@@ -240,6 +270,8 @@ def throughput(
         "repeats": repeats,
         "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
         "n_envs": n_envs,
+        "vec_env": vec_env,
+        "train_threads": train_threads,
         "cpus": os.cpu_count(),
         "loadavg": os.getloadavg(),
         "results": rows,
@@ -251,7 +283,8 @@ def _print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
-    t = Table(title=f"{title}, crl n_envs={res['n_envs']}")
+    crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
+    t = Table(title=f"{title}, {crl_setup}")
     for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
         t.add_column(col, justify="right")
     for c, r in res["results"].items():
@@ -274,7 +307,16 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument("--agent", action="append", default=None, help="crl agents to compare (default: ppo, ppo-cbp)")
-    p.add_argument("--n-envs", type=int, default=8, help="in-process envs of the crl agents (default 8)")
+    p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=None,
+        help="torch threads of crl's updates (default: the number of cores)",
+    )
+    p.add_argument(
+        "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
+    )
     p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -294,6 +336,8 @@ def _bench(a: argparse.Namespace) -> int:
         raw_steps=a.raw_steps,
         n_envs=a.n_envs,
         log=None if a.json else lambda s: print(s, file=sys.stderr),
+        vec_env=a.vec_env,
+        train_threads=os.cpu_count() or 1 if a.train_threads is None else a.train_threads,
     )
     if a.json:
         print(json.dumps(res, indent=2))

@@ -69,9 +69,16 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="agent overrides: hyperparameters by name, other spec keys dotted (optimizer.betas=[0.99,0.99])",
     )
     p.add_argument("--n-envs", type=int, default=1)
+    p.add_argument(
+        "--vec-env",
+        choices=["auto", "dummy", "proc"],
+        default="auto",
+        help="envs in the learner's process (dummy) or in worker processes (proc); auto: proc for n-envs > 1",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50_000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--train-threads", type=int, default=0, help="torch threads during updates (0: --torch-threads)")
     p.add_argument("--resume", action="store_true", help="require resuming from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     p.add_argument("--no-progress", action="store_true")
@@ -96,10 +103,12 @@ def _train(a: argparse.Namespace) -> int:
         env_kwargs=parse_overrides(a.env_kwargs, "--env-kwargs"),
         agent_kwargs=parse_overrides(a.agent_kwargs, "--agent-kwargs"),
         n_envs=a.n_envs,
+        vec_env=a.vec_env,
         checkpoint_every=a.checkpoint_every,
         wandb=a.wandb or "auto",
         device=a.device,
         torch_threads=a.torch_threads,
+        train_threads=a.train_threads,
         progress=not a.no_progress,
         command=command_line(),
         diagnostics_every=a.diagnostics_every,

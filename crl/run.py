@@ -84,7 +84,11 @@ class RunConfig:
     """Overrides of the agent spec; bare names are hyperparameters, dotted keys reach
     into the spec (``optimizer.betas=[0.99, 0.99]``)."""
     n_envs: int = 1
-    """Parallel environments (in-process)."""
+    """Parallel environments."""
+    vec_env: str = "auto"
+    """How the ``n_envs`` envs run: ``dummy`` (in the learner's process, SB3's DummyVecEnv),
+    ``proc`` (:class:`crl.vecenv.ProcVecEnv`, one worker process per core), or ``auto`` (``proc``
+    when ``n_envs > 1`` and the machine has several cores). Both give the same transitions."""
     checkpoint_every: int = 50_000
     """Steps between checkpoints (taken at the next rollout boundary)."""
     wandb: str = "auto"
@@ -97,6 +101,10 @@ class RunConfig:
     """torch device."""
     torch_threads: int = 1
     """torch intra-op threads (1 is fastest for small MLPs on few cores)."""
+    train_threads: int = 0
+    """torch threads during the update only (0: ``torch_threads``). With ``vec_env: proc`` the
+    worker processes are idle while the learner updates, so the update may use every core
+    while acting keeps ``torch_threads``."""
     progress: bool = True
     """Show a progress bar (on a terminal) or periodic progress lines."""
     loss_log_every: int = 1000
@@ -171,15 +179,43 @@ def _make_kwargs(env: EnvSpec, cfg: RunConfig) -> dict[str, Any]:
     return env.make_kwargs(kwargs) if env.base is not None else kwargs
 
 
-def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> VecEnv:
+VEC_ENVS = ("auto", "dummy", "proc")
+
+
+def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> VecEnv:
     """``n_envs`` copies of ``gymnasium.make(env_id, **make_kwargs)``, each with SB3's
-    ``Monitor`` outermost, in a ``DummyVecEnv``.
+    ``Monitor`` outermost, in a ``DummyVecEnv`` (``kind="dummy"``) or a
+    :class:`~crl.vecenv.ProcVecEnv` (``"proc"``; ``"auto"``: proc for several envs on several cores).
     """
 
     def factory() -> gym.Env:
         return Monitor(gym.make(env_id, **make_kwargs))
 
+    if kind == "auto":
+        kind = "proc" if n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
+    if kind == "proc":
+        from crl.vecenv import ProcVecEnv
+
+        return ProcVecEnv([factory] * n_envs)
     return DummyVecEnv([factory] * n_envs)
+
+
+def env_states(venv: VecEnv) -> list[Any]:
+    """The checkpointable state of every env of ``venv`` (DummyVecEnv or ProcVecEnv)."""
+    if isinstance(venv, DummyVecEnv):
+        return [get_env_state(e) for e in venv.envs]
+    return venv.get_env_states()
+
+
+def set_env_states(venv: VecEnv, states: list[Any]) -> None:
+    """Restore :func:`env_states`."""
+    if isinstance(venv, DummyVecEnv):
+        if len(states) != len(venv.envs):
+            raise ValueError(f"{len(states)} env states for {len(venv.envs)} envs")
+        for e, st in zip(venv.envs, states, strict=True):
+            set_env_state(e, st)
+    else:
+        venv.set_env_states(states)
 
 
 def _check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
@@ -195,7 +231,8 @@ def _volatile(d: dict[str, Any]) -> dict[str, Any]:
     """The config without what may change between a run and its resumption: the command line,
     the version, the step budget (a run can be extended) and the tracking settings.
     """
-    return {k: v for k, v in d.items() if k not in ("command", "crl_version", "created", "steps", "progress", "wandb")}
+    volatile = ("command", "crl_version", "created", "steps", "progress", "wandb", "vec_env", "train_threads")
+    return {k: v for k, v in d.items() if k not in volatile}
 
 
 class RunCallback(BaseCallback):
@@ -224,10 +261,11 @@ class RunCallback(BaseCallback):
 
     def _grad_guard(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer step pre-hook: refuse a step with NaN/inf gradients (the NaN guard)."""
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is not None and not torch.isfinite(p.grad).all():
-                    raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:  # one fused max |g| over every tensor (NaN propagates through max)
+            top = torch.stack(torch._foreach_max(torch._foreach_abs(grads)))
+            if not bool(torch.isfinite(top).all()):
+                raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
 
     # -- state ---------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -339,6 +377,8 @@ class RunCallback(BaseCallback):
         self.runner.tracker.log(start, {"regime/boundary": seg, "regime/index": int(info["regime"])})
 
     def _on_rollout_start(self) -> None:
+        if self.runner.cfg.train_threads:
+            torch.set_num_threads(self.runner.cfg.torch_threads)
         model = self.model
         if not isinstance(model, OffPolicyAlgorithm):
             self._log_losses()
@@ -352,6 +392,8 @@ class RunCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         self.monitor.collect_states()
         self.runner.interventions.on_rollout_end()
+        if self.runner.cfg.train_threads:
+            torch.set_num_threads(self.runner.cfg.train_threads)
 
     def _on_training_end(self) -> None:
         if self.regimes and self.regimes[-1]["end_step"] is None:  # summary of the regime still open
@@ -450,6 +492,12 @@ class _Runner:
             raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
         if cfg.n_envs < 1:
             raise ConfigError(f"n_envs must be >= 1, got {cfg.n_envs}")
+        if cfg.torch_threads < 1 or cfg.train_threads < 0:
+            raise ConfigError(
+                f"torch_threads must be >= 1 and train_threads >= 0, got {cfg.torch_threads}, {cfg.train_threads}"
+            )
+        if cfg.vec_env not in VEC_ENVS:
+            raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}; got {cfg.vec_env!r}")
         if cfg.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
         if cfg.diagnostics_every < 0 or cfg.eval_every < 0 or cfg.eval_episodes < 1:
@@ -478,9 +526,11 @@ class _Runner:
                 "seed": cfg.seed,
                 "steps": cfg.steps,
                 "n_envs": cfg.n_envs,
+                "vec_env": cfg.vec_env,
                 "checkpoint_every": cfg.checkpoint_every,
                 "device": cfg.device,
                 "torch_threads": cfg.torch_threads,
+                "train_threads": cfg.train_threads,
                 "wandb": {"mode": self.wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
                 "diagnostics": {
                     "every": cfg.diagnostics_every,
@@ -539,8 +589,6 @@ class _Runner:
     # -- checkpoints ---------------------------------------------------------
     def save_checkpoint(self) -> None:
         m = self.model
-        venv = m.get_env()
-        assert isinstance(venv, DummyVecEnv)
         state = {
             "format": 1,
             "num_timesteps": m.num_timesteps,
@@ -553,7 +601,7 @@ class _Runner:
             "ep_success_buffer": list(m.ep_success_buffer or []),
             "params": m.get_parameters(),
             "tensors": {k: getattr(m, k).detach().clone() for k in ("log_ent_coef",) if hasattr(m, k)},
-            "envs": [get_env_state(e) for e in venv.envs],
+            "envs": env_states(m.get_env()),
             "action_space_rng": m.action_space.np_random.bit_generator.state,
             "rng": rng_state(),
             "interventions": self.interventions.state_dict(),
@@ -584,10 +632,7 @@ class _Runner:
         m._last_original_obs = state["last_original_obs"]
         m.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=m._stats_window_size)
-        venv = m.get_env()
-        assert isinstance(venv, DummyVecEnv)
-        for e, s in zip(venv.envs, state["envs"], strict=True):
-            set_env_state(e, s)
+        set_env_states(m.get_env(), state["envs"])
         m.action_space.np_random.bit_generator.state = state["action_space_rng"]
         if "replay_buffer" in state:
             import pickle
@@ -635,8 +680,9 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
         global_step=(ckpt or {}).get("num_timesteps", 0),
     )
     torch.set_num_threads(cfg.torch_threads)
+    venv: VecEnv | None = None
     try:
-        venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs)
+        venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs, cfg.vec_env)
         r.model, r.interventions = build_model(r.agent_spec, venv, seed=cfg.seed, device=cfg.device)
         r.tracker = Tracker(
             r.dir,
@@ -664,6 +710,8 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
             r.tracker.restore({"columns": ["global_step"], "rows": 0})
     except Exception as e:
         _write_status(r.dir, status="failed", error=f"{type(e).__name__}: {e}")
+        if venv is not None:
+            venv.close()
         raise
     return _learn(r)
 
@@ -703,6 +751,9 @@ def _learn(r: _Runner) -> RunResult:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, old_term)
+        env = model.get_env()
+        if env is not None:
+            env.close()  # ProcVecEnv: stop the worker processes
         if r.callback.progress is not None:
             r.callback.progress.stop()
         r.tracker.close(status)

@@ -224,6 +224,12 @@ def train_command(cfg: RunConfig) -> str:
         "--wandb",
         cfg.wandb,
     ]
+    if cfg.vec_env != "auto":
+        parts += ["--vec-env", cfg.vec_env]
+    if cfg.torch_threads != 1:
+        parts += ["--torch-threads", str(cfg.torch_threads)]
+    if cfg.train_threads:
+        parts += ["--train-threads", str(cfg.train_threads)]
     if cfg.env_kwargs:
         parts += ["--env-kwargs", *kv(cfg.env_kwargs)]
     if cfg.agent_kwargs:

@@ -1,0 +1,268 @@
+"""A vectorised env that simulates in worker processes, with checkpointable env state.
+
+:class:`ProcVecEnv` splits ``n`` envs over ``W`` worker processes; each worker steps its share
+sequentially, all workers at the same time, so simulation uses every core while the learner's
+process only batches the observations and runs the policy. It behaves exactly like SB3's
+``DummyVecEnv`` (same auto-reset, ``terminal_observation``, ``TimeLimit.truncated``,
+``reset_infos``, per-index seeds and options), so a run gives the same transitions with either
+(tested), and it answers :meth:`ProcVecEnv.get_env_states` / :meth:`ProcVecEnv.set_env_states`
+with :func:`crl.checkpoint.get_env_state` of each env, so crl's checkpoints stay exact.
+
+Workers are forked by default (Linux): they inherit the Gymnasium registry, including envs
+registered from user catalogs.
+
+Example:
+    >>> import gymnasium as gym
+    >>> venv = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 4, n_workers=2)
+    >>> venv.seed(0)
+    [0, 1, 2, 3]
+    >>> obs = venv.reset()
+    >>> obs.shape, venv.n_workers
+    ((4, 4), 2)
+    >>> obs, rewards, dones, infos = venv.step(np.zeros(4, dtype=np.int64))
+    >>> rewards.tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    >>> venv.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
+
+__all__ = ["ProcVecEnv"]
+
+
+def _step_env(env: gym.Env, action: Any) -> tuple[Any, float, bool, dict[str, Any], dict[str, Any] | None]:
+    """One DummyVecEnv-style step: auto-reset with ``terminal_observation``."""
+    obs, reward, terminated, truncated, info = env.step(action)
+    done = terminated or truncated
+    info["TimeLimit.truncated"] = truncated and not terminated
+    reset_info = None
+    if done:
+        info["terminal_observation"] = obs
+        obs, reset_info = env.reset()
+    return obs, float(reward), bool(done), info, reset_info
+
+
+def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) -> None:
+    """Worker loop: build the envs, then answer commands until ``close`` (or until the parent
+    process is gone, e.g. killed with SIGKILL: then the worker exits by itself).
+    """
+    for c in inherited:  # pipe ends of the parent (and of earlier workers) copied by fork
+        c.close()
+    from crl.checkpoint import get_env_state, set_env_state
+
+    envs: list[gym.Env] = [fn() for fn in cloudpickle.loads(payload)]
+    sim = 0.0
+    try:
+        while True:
+            while not conn.poll(1.0):
+                if os.getppid() != parent_pid:
+                    return
+            cmd, data = conn.recv()
+            if cmd == "step":
+                t = time.perf_counter()
+                out = [_step_env(env, a) for env, a in zip(envs, data, strict=True)]
+                sim += time.perf_counter() - t
+                conn.send(out)
+            elif cmd == "reset":
+                t = time.perf_counter()
+                res = []
+                for env, (seed, options) in zip(envs, data, strict=True):
+                    res.append(env.reset(seed=seed, **({"options": options} if options else {})))
+                sim += time.perf_counter() - t
+                conn.send(res)
+            elif cmd == "spaces":
+                conn.send((envs[0].observation_space, envs[0].action_space, None))
+            elif cmd == "get_state":
+                conn.send([get_env_state(envs[i]) for i in data])
+            elif cmd == "set_state":
+                for i, state in data:
+                    set_env_state(envs[i], state)
+                conn.send(None)
+            elif cmd == "env_method":
+                i, name, args, kwargs = data
+                conn.send(getattr(envs[i], name)(*args, **kwargs))
+            elif cmd == "get_attr":
+                i, name = data
+                conn.send(getattr(envs[i], name))
+            elif cmd == "set_attr":
+                i, name, value = data
+                setattr(envs[i], name, value)
+                conn.send(None)
+            elif cmd == "is_wrapped":
+                i, cls = data
+                from stable_baselines3.common.env_util import is_wrapped
+
+                conn.send(is_wrapped(envs[i], cls))
+            elif cmd == "sim_time":
+                conn.send(sim)
+            elif cmd == "close":
+                for env in envs:
+                    env.close()
+                conn.send(None)
+                return
+            else:  # pragma: no cover - a programming error
+                raise ValueError(f"unknown command {cmd!r}")
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        return
+
+
+def _stack(items: list[Any], space: gym.Space) -> Any:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _stack([o[k] for o in items], s) for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_stack([o[i] for o in items], s) for i, s in enumerate(space.spaces))
+    return np.stack(items)
+
+
+class ProcVecEnv(VecEnv):
+    """``DummyVecEnv`` semantics, simulation in ``n_workers`` processes.
+
+    Args:
+        env_fns: one factory per env (closures are fine: they travel with cloudpickle).
+        n_workers: worker processes (default: ``min(len(env_fns), os.cpu_count())``); env ``i``
+            lives in worker ``i * n_workers // len(env_fns)`` (contiguous blocks).
+        start_method: multiprocessing start method (default ``fork`` where available).
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        n_workers: int | None = None,
+        start_method: str | None = None,
+    ) -> None:
+        n = len(env_fns)
+        if n < 1:
+            raise ValueError("ProcVecEnv needs at least one env")
+        w = min(n, n_workers or os.cpu_count() or 1)
+        if w < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers!r}")
+        self.n_workers = w
+        self._blocks = [list(range(k * n // w, (k + 1) * n // w)) for k in range(w)]
+        self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
+        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(method)
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        for block in self._blocks:
+            parent, child = ctx.Pipe()
+            payload = cloudpickle.dumps([env_fns[i] for i in block])
+            inherited = [*self._conns, parent] if method == "fork" else []
+            proc = ctx.Process(target=_worker, args=(child, inherited, payload, os.getpid()), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._conns[0].send(("spaces", None))
+        obs_space, act_space, _ = self._conns[0].recv()
+        self.num_envs = n  # the base class asks every env's render_mode through get_attr
+        super().__init__(n, obs_space, act_space)
+        self.closed = False
+
+    # -- stepping ------------------------------------------------------------
+    def step_async(self, actions: np.ndarray) -> None:
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("step", [actions[i] for i in block]))
+
+    def step_wait(self) -> Any:
+        results = [r for conn in self._conns for r in conn.recv()]
+        obs, rewards, dones, infos = [], [], [], []
+        for i, (o, r, d, info, reset_info) in enumerate(results):
+            obs.append(o)
+            rewards.append(r)
+            dones.append(d)
+            infos.append(info)
+            if reset_info is not None:
+                self.reset_infos[i] = reset_info
+        return (
+            _stack(obs, self.observation_space),
+            np.array(rewards, dtype=np.float32),
+            np.array(dones, dtype=bool),
+            infos,
+        )
+
+    def reset(self) -> Any:
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("reset", [(self._seeds[i], self._options[i]) for i in block]))
+        results = [r for conn in self._conns for r in conn.recv()]
+        obs = []
+        for i, (o, info) in enumerate(results):
+            obs.append(o)
+            self.reset_infos[i] = info
+        self._reset_seeds()
+        self._reset_options()
+        return _stack(obs, self.observation_space)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+                conn.recv()
+            except (BrokenPipeError, EOFError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+        self.closed = True
+
+    # -- per-env calls -------------------------------------------------------
+    def _call(self, index: int, cmd: str, data: Any) -> Any:
+        k, j = self._where[index]
+        self._conns[k].send((cmd, (j, *data)))
+        return self._conns[k].recv()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [self._call(i, "get_attr", (attr_name,)) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for i in self._get_indices(indices):
+            self._call(i, "set_attr", (attr_name, value))
+
+    def env_method(self, method_name: str, *args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list[Any]:
+        return [self._call(i, "env_method", (method_name, args, kwargs)) for i in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [self._call(i, "is_wrapped", (wrapper_class,)) for i in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return self.env_method("render")
+
+    # -- crl extras ----------------------------------------------------------
+    def get_env_states(self) -> list[Any]:
+        """:func:`crl.checkpoint.get_env_state` of every env, in index order."""
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("get_state", list(range(len(block)))))
+        return [s for conn in self._conns for s in conn.recv()]
+
+    def set_env_states(self, states: Sequence[Any]) -> None:
+        """Restore :meth:`get_env_states`."""
+        if len(states) != self.num_envs:
+            raise ValueError(f"{len(states)} env states for {self.num_envs} envs")
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("set_state", [(j, states[i]) for j, i in enumerate(block)]))
+        for conn in self._conns:
+            conn.recv()
+
+    def simulation_time(self) -> float:
+        """Wall seconds the workers spent in ``step``/``reset``, summed over workers."""
+        for conn in self._conns:
+            conn.send(("sim_time", None))
+        return sum(conn.recv() for conn in self._conns)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
