@@ -62,6 +62,8 @@ class UPGD(torch.optim.Optimizer):
         sigma: standard deviation of the perturbation (1e-3).
         betas: Adam's moment factors (0.9, 0.999).
         eps: Adam's epsilon (1e-5, as the authors' code).
+        adaptive: ``False`` gives the paper's first-order (non-adaptive) UPGD used in its
+            supervised streams: the gated step is ``(g + xi) * (1 - s)``, no moments.
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
@@ -81,6 +83,7 @@ class UPGD(torch.optim.Optimizer):
         sigma: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-5,
+        adaptive: bool = True,
     ) -> None:
         check_non_negative(lr=lr, weight_decay=weight_decay, sigma=sigma)
         if not eps > 0.0:
@@ -89,7 +92,13 @@ class UPGD(torch.optim.Optimizer):
             raise ValueError(f"betas must be two numbers, got {betas!r}")
         check_unit_interval(beta_utility=beta_utility, beta1=betas[0], beta2=betas[1])
         defaults = dict(
-            lr=lr, weight_decay=weight_decay, beta_utility=beta_utility, sigma=sigma, betas=tuple(betas), eps=eps
+            lr=lr,
+            weight_decay=weight_decay,
+            beta_utility=beta_utility,
+            sigma=sigma,
+            betas=tuple(betas),
+            eps=eps,
+            adaptive=bool(adaptive),
         )
         super().__init__(params, defaults)
 
@@ -115,8 +124,9 @@ class UPGD(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 state["utility"].mul_(bu).add_(-g * p, alpha=1 - bu)
-                state["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
-                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                if group["adaptive"]:
+                    state["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
+                    state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 u = state["utility"]
                 if _batched(p):
                     m = u.reshape(u.shape[0], -1).amax(1)
@@ -141,9 +151,10 @@ class UPGD(torch.optim.Optimizer):
                     denom = gmax
                 denom = torch.where(denom == 0, torch.full_like(denom, tiny), denom)
                 scaled = torch.sigmoid(state["utility"] / (1 - bu**t) / denom)
-                m_hat = state["exp_avg"] / (1 - b1**t)
-                v_hat = state["exp_avg_sq"] / (1 - b2**t)
-                update = m_hat / (v_hat.sqrt() + eps)
+                if group["adaptive"]:
+                    update = (state["exp_avg"] / (1 - b1**t)) / ((state["exp_avg_sq"] / (1 - b2**t)).sqrt() + eps)
+                else:
+                    update = p.grad
                 if sigma > 0:
                     update = update + torch.randn_like(p) * sigma
                 p.mul_(1 - lr * wd).add_(update * (1 - scaled), alpha=-lr)
