@@ -34,6 +34,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from crl.system import usable_cores
+
 __all__ = ["raw_mujoco_rate", "measure", "throughput", "register_cli", "CONTENDERS"]
 
 ENV_ID = "crl/SlipperyAnt-v0"
@@ -272,7 +274,7 @@ def throughput(
         "n_envs": n_envs,
         "vec_env": vec_env,
         "train_threads": train_threads,
-        "cpus": os.cpu_count(),
+        "cpus": usable_cores(),
         "loadavg": os.getloadavg(),
         "results": rows,
     }
@@ -337,7 +339,7 @@ def _bench(a: argparse.Namespace) -> int:
         n_envs=a.n_envs,
         log=None if a.json else lambda s: print(s, file=sys.stderr),
         vec_env=a.vec_env,
-        train_threads=os.cpu_count() or 1 if a.train_threads is None else a.train_threads,
+        train_threads=usable_cores() if a.train_threads is None else a.train_threads,
     )
     if a.json:
         print(json.dumps(res, indent=2))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from crl.system import usable_cores
 
 __all__ = ["METHODS", "TASKS", "run_probe", "train_method", "register_cli"]
 
@@ -262,7 +263,7 @@ def run_probe(
     if seeds < 1 or examples < bin_size or bin_size < 1:
         raise ConfigError(f"need seeds >= 1 and examples >= bin size >= 1, got {seeds}, {examples}, {bin_size}")
     args = [(task, m, seeds, examples, step_size, change_every, bin_size, seed) for m in methods]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(methods)))
+    workers = max(1, min(workers or usable_cores(), len(methods)))
     t0 = time.perf_counter()
     if workers == 1:
         outs = [train_method(*a) for a in args]

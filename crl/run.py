@@ -54,6 +54,7 @@ from crl.config import apply_overrides, to_plain
 from crl.diagnostics import RunMonitor
 from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.plasticity import InterventionSet
+from crl.system import usable_cores
 from crl.track import Tracker, flatten, wandb_default_mode
 
 __all__ = ["RunConfig", "RunResult", "train", "run_name", "make_vec_env", "read_status", "RunCallback"]
@@ -192,7 +193,7 @@ def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: st
         return Monitor(gym.make(env_id, **make_kwargs))
 
     if kind == "auto":
-        kind = "proc" if n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
+        kind = "proc" if n_envs > 1 and usable_cores() > 1 else "dummy"
     if kind == "proc":
         from crl.vecenv import ProcVecEnv
 

@@ -736,10 +736,9 @@ def run_sweep(
 
 def _cores() -> int:
     """Cores this process may use (CPU affinity, e.g. a container's share), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    from crl.system import usable_cores
+
+    return usable_cores()
 
 
 def _summary(

@@ -39,6 +39,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
+from crl.system import usable_cores
+
 __all__ = ["ProcVecEnv"]
 
 
@@ -131,7 +133,7 @@ class ProcVecEnv(VecEnv):
 
     Args:
         env_fns: one factory per env (closures are fine: they travel with cloudpickle).
-        n_workers: worker processes (default: ``min(len(env_fns), os.cpu_count())``); env ``i``
+        n_workers: worker processes (default: ``min(len(env_fns), usable_cores())``); env ``i``
             lives in worker ``i * n_workers // len(env_fns)`` (contiguous blocks).
         start_method: multiprocessing start method (default ``fork`` where available).
     """
@@ -145,7 +147,7 @@ class ProcVecEnv(VecEnv):
         n = len(env_fns)
         if n < 1:
             raise ValueError("ProcVecEnv needs at least one env")
-        w = min(n, n_workers or os.cpu_count() or 1)
+        w = min(n, n_workers or usable_cores())
         if w < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers!r}")
         self.n_workers = w

@@ -3,6 +3,7 @@ are what the commands shown beside them produce."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,8 @@ from crl.sweep import expand, load_sweep
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 RESULTS = README[README.index("## Results") :].split("\n## ", 1)[0]
-SECTIONS = [s for s in RESULTS.split("\n### ")[1:] if "```bash" in s]
+SECTIONS = [s for s in RESULTS.split("\n### ")[1:] if "```bash" in s and "crl sweep" in s]
+PROBE = next(s for s in RESULTS.split("\n### ")[1:] if "crl probe" in s)
 
 #: File stem -> (agents, envs, seeds, runs) each file claims in its description.
 CLAIMS = {
@@ -59,6 +61,21 @@ def test_every_results_section_shows_its_commands_and_figures():
             assert stem.rsplit("-", 1)[-1] in ("returns", "regime", "diagnostics"), image
         table = re.findall(r"^\| (ppo[\w-]*|sac[\w-]*) \|", section, flags=re.M)
         assert set(table) <= set(load_sweep(ROOT / f"experiments/{sweep.group(1)}.yaml").agents)
+
+
+def test_the_probe_section_shows_the_figure_its_command_writes():
+    command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", PROBE)
+    assert command
+    (image,) = re.findall(r"\]\((docs/results/[\w.-]+\.png)\)", PROBE)
+    assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
+    results = json.loads((ROOT / image).with_suffix(".json").read_text())
+    table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", PROBE, flags=re.M))
+    from crl.probe import early_late
+
+    assert set(table) == set(results["methods"])
+    for method, ratio in table.items():  # the table's last column is computed from the saved results
+        early, late = early_late(results, method)
+        assert float(ratio) == pytest.approx(late / early, abs=0.006), method
 
 
 def test_the_shown_commands_write_the_figures(tmp_path, crl_cli):
