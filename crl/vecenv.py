@@ -13,12 +13,12 @@ registered from user catalogs.
 
 Example:
     >>> import gymnasium as gym
-    >>> venv = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 4, n_workers=2)
+    >>> venv = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 4, n_workers=1)
     >>> venv.seed(0)
     [0, 1, 2, 3]
     >>> obs = venv.reset()
-    >>> obs.shape, venv.n_workers
-    ((4, 4), 2)
+    >>> obs.shape, venv.n_workers, venv.in_main
+    ((4, 4), 1, True)
     >>> obs, rewards, dones, infos = venv.step(np.zeros(4, dtype=np.int64))
     >>> rewards.tolist()
     [1.0, 1.0, 1.0, 1.0]
@@ -56,66 +56,95 @@ def _step_env(env: gym.Env, action: Any) -> tuple[Any, float, bool, dict[str, An
     return obs, float(reward), bool(done), info, reset_info
 
 
+class _Envs:
+    """A share of the envs and the commands they answer (in a worker process or in the main one)."""
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        self.envs: list[gym.Env] = [fn() for fn in env_fns]
+        self.sim = 0.0
+
+    def handle(self, cmd: str, data: Any) -> Any:
+        from crl.checkpoint import get_env_state, set_env_state
+
+        envs = self.envs
+        if cmd == "step":
+            t = time.perf_counter()
+            out = [_step_env(env, a) for env, a in zip(envs, data, strict=True)]
+            self.sim += time.perf_counter() - t
+            return out
+        if cmd == "reset":
+            t = time.perf_counter()
+            res = [
+                env.reset(seed=seed, **({"options": options} if options else {}))
+                for env, (seed, options) in zip(envs, data, strict=True)
+            ]
+            self.sim += time.perf_counter() - t
+            return res
+        if cmd == "spaces":
+            return envs[0].observation_space, envs[0].action_space, None
+        if cmd == "get_state":
+            return [get_env_state(envs[i]) for i in data]
+        if cmd == "set_state":
+            for i, state in data:
+                set_env_state(envs[i], state)
+            return None
+        if cmd == "env_method":
+            i, name, args, kwargs = data
+            return getattr(envs[i], name)(*args, **kwargs)
+        if cmd == "get_attr":
+            i, name = data
+            return getattr(envs[i], name)
+        if cmd == "set_attr":
+            i, name, value = data
+            setattr(envs[i], name, value)
+            return None
+        if cmd == "is_wrapped":
+            from stable_baselines3.common.env_util import is_wrapped
+
+            i, cls = data
+            return is_wrapped(envs[i], cls)
+        if cmd == "sim_time":
+            return self.sim
+        if cmd == "close":
+            for env in envs:
+                env.close()
+            return None
+        raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - a programming error
+
+
+class _InMain:
+    """The main process's own share behind the pipe interface: ``send`` runs the command at
+    once (it is sent last, after the workers got theirs), ``recv`` returns the reply.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        self.share = _Envs(env_fns)
+        self.reply: Any = None
+
+    def send(self, msg: tuple[str, Any]) -> None:
+        self.reply = self.share.handle(*msg)
+
+    def recv(self) -> Any:
+        reply, self.reply = self.reply, None
+        return reply
+
+
 def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) -> None:
     """Worker loop: build the envs, then answer commands until ``close`` (or until the parent
     process is gone, e.g. killed with SIGKILL: then the worker exits by itself).
     """
     for c in inherited:  # pipe ends of the parent (and of earlier workers) copied by fork
         c.close()
-    from crl.checkpoint import get_env_state, set_env_state
-
-    envs: list[gym.Env] = [fn() for fn in cloudpickle.loads(payload)]
-    sim = 0.0
+    share = _Envs(cloudpickle.loads(payload))
     try:
         while True:
             while not conn.poll(1.0):
                 if os.getppid() != parent_pid:
                     return
             cmd, data = conn.recv()
-            if cmd == "step":
-                t = time.perf_counter()
-                out = [_step_env(env, a) for env, a in zip(envs, data, strict=True)]
-                sim += time.perf_counter() - t
-                conn.send(out)
-            elif cmd == "reset":
-                t = time.perf_counter()
-                res = []
-                for env, (seed, options) in zip(envs, data, strict=True):
-                    res.append(env.reset(seed=seed, **({"options": options} if options else {})))
-                sim += time.perf_counter() - t
-                conn.send(res)
-            elif cmd == "spaces":
-                conn.send((envs[0].observation_space, envs[0].action_space, None))
-            elif cmd == "get_state":
-                conn.send([get_env_state(envs[i]) for i in data])
-            elif cmd == "set_state":
-                for i, state in data:
-                    set_env_state(envs[i], state)
-                conn.send(None)
-            elif cmd == "env_method":
-                i, name, args, kwargs = data
-                conn.send(getattr(envs[i], name)(*args, **kwargs))
-            elif cmd == "get_attr":
-                i, name = data
-                conn.send(getattr(envs[i], name))
-            elif cmd == "set_attr":
-                i, name, value = data
-                setattr(envs[i], name, value)
-                conn.send(None)
-            elif cmd == "is_wrapped":
-                i, cls = data
-                from stable_baselines3.common.env_util import is_wrapped
-
-                conn.send(is_wrapped(envs[i], cls))
-            elif cmd == "sim_time":
-                conn.send(sim)
-            elif cmd == "close":
-                for env in envs:
-                    env.close()
-                conn.send(None)
+            conn.send(share.handle(cmd, data))
+            if cmd == "close":
                 return
-            else:  # pragma: no cover - a programming error
-                raise ValueError(f"unknown command {cmd!r}")
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
 
@@ -133,8 +162,11 @@ class ProcVecEnv(VecEnv):
 
     Args:
         env_fns: one factory per env (closures are fine: they travel with cloudpickle).
-        n_workers: worker processes (default: ``min(len(env_fns), usable_cores())``); env ``i``
-            lives in worker ``i * n_workers // len(env_fns)`` (contiguous blocks).
+        n_workers: worker processes (default: ``min(len(env_fns), usable_cores())``, one less
+            with ``in_main``); the envs are split in contiguous blocks, one per worker (and one
+            for the main process).
+        in_main: the main process steps the last block itself while the workers step theirs,
+            instead of waiting idle (on 2 cores: one worker and the main process).
         start_method: multiprocessing start method (default ``fork`` where available).
     """
 
@@ -142,22 +174,25 @@ class ProcVecEnv(VecEnv):
         self,
         env_fns: Sequence[Callable[[], gym.Env]],
         n_workers: int | None = None,
+        in_main: bool = True,
         start_method: str | None = None,
     ) -> None:
         n = len(env_fns)
         if n < 1:
             raise ValueError("ProcVecEnv needs at least one env")
-        w = min(n, n_workers or usable_cores())
-        if w < 1:
-            raise ValueError(f"n_workers must be >= 1, got {n_workers!r}")
-        self.n_workers = w
-        self._blocks = [list(range(k * n // w, (k + 1) * n // w)) for k in range(w)]
+        if n_workers is None:
+            n_workers = min(n, usable_cores()) - int(in_main)
+        shares = n_workers + int(in_main)
+        if n_workers < 0 or not 1 <= shares <= n:
+            raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n - int(in_main)}], got {n_workers!r}")
+        self.n_workers, self.in_main = n_workers, in_main
+        self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
         self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         ctx = mp.get_context(method)
         self._conns: list[Any] = []
         self._procs: list[Any] = []
-        for block in self._blocks:
+        for block in self._blocks[:n_workers]:
             parent, child = ctx.Pipe()
             payload = cloudpickle.dumps([env_fns[i] for i in block])
             inherited = [*self._conns, parent] if method == "fork" else []
@@ -166,6 +201,8 @@ class ProcVecEnv(VecEnv):
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
+        if in_main:  # last: its work runs after the messages to the workers went out
+            self._conns.append(_InMain([env_fns[i] for i in self._blocks[-1]]))
         self._conns[0].send(("spaces", None))
         obs_space, act_space, _ = self._conns[0].recv()
         self.num_envs = n  # the base class asks every env's render_mode through get_attr
@@ -210,11 +247,9 @@ class ProcVecEnv(VecEnv):
         if self.closed:
             return
         for conn in self._conns:
-            try:
+            with contextlib.suppress(BrokenPipeError, EOFError, OSError):
                 conn.send(("close", None))
                 conn.recv()
-            except (BrokenPipeError, EOFError):
-                pass
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():

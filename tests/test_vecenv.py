@@ -49,10 +49,10 @@ def _timeless(x):
     return x
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_same_transitions_as_dummy_vec_env(workers):
+@pytest.mark.parametrize(("workers", "in_main"), [(0, True), (1, True), (2, True), (1, False), (3, False)])
+def test_same_transitions_as_dummy_vec_env(workers, in_main):
     dummy = DummyVecEnv([_factory] * 3)
-    proc = ProcVecEnv([_factory] * 3, n_workers=workers)
+    proc = ProcVecEnv([_factory] * 3, n_workers=workers, in_main=in_main)
     try:
         a, ra = _rollout(dummy, 400)
         b, rb = _rollout(proc, 400)
@@ -70,7 +70,7 @@ def test_same_transitions_as_dummy_vec_env(workers):
 
 def test_env_states_round_trip_and_match_dummy():
     dummy = DummyVecEnv([_factory] * 2)
-    proc = ProcVecEnv([_factory] * 2, n_workers=2)
+    proc = ProcVecEnv([_factory] * 2, n_workers=1)  # one env in a worker, one in the main process
     try:
         for venv in (dummy, proc):
             _rollout(venv, 100)
@@ -95,16 +95,22 @@ def _rollout_from(venv, steps):
     return out, None
 
 
+def test_bad_worker_counts():
+    with pytest.raises(ValueError, match="n_workers must be in"):
+        ProcVecEnv([_factory] * 2, n_workers=2)  # 2 workers + the main process > 2 envs
+
+
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     code = (
         "import crl, gymnasium as gym, time\n"
         "from crl.vecenv import ProcVecEnv\n"
-        "v = ProcVecEnv([lambda: gym.make('CartPole-v1')] * 2, n_workers=2)\n"
+        "v = ProcVecEnv([lambda: gym.make('CartPole-v1')] * 2, n_workers=2, in_main=False)\n"
         "print(' '.join(str(p.pid) for p in v._procs), flush=True)\n"
         "time.sleep(60)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
