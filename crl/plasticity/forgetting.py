@@ -214,6 +214,16 @@ class AnchorPenalty(ParamIntervention):
             for i in range(0, len(obs), chunk):
                 yield f, detached, {k: ours[id(v)] for k, v in params.items()}, obs[i : i + chunk], act[i : i + chunk]
 
+    def _mean_over_states(
+        self, fisher: bool, obs: torch.Tensor, act: torch.Tensor, per_chunk: Any
+    ) -> dict[str, torch.Tensor]:
+        """Average over states of ``per_chunk(f, params, obs, act)`` (per-parameter sums over a chunk)."""
+        total: dict[str, torch.Tensor] = {}
+        for f, ps, names, o, a in self._per_state_jacobians(fisher, obs, act):
+            for k, v in per_chunk(f, ps, o, a).items():
+                total[names[k]] = total[names[k]] + v if names[k] in total else v
+        return {k: v / len(obs) for k, v in total.items()}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "omega": self.omega,
@@ -276,13 +286,11 @@ class EWC(AnchorPenalty):
     name = "ewc"
 
     def importance(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, torch.Tensor]:
-        total: dict[str, torch.Tensor] = {}
-        for f, ps, names, o, a in self._per_state_jacobians(True, obs, act):
+        def per_chunk(f: Any, ps: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor) -> dict[str, torch.Tensor]:
             jac = vmap(jacrev(f), in_dims=(None, 0, 0))(ps, o, a)  # k -> (states, outputs, *shape)
-            for k, j in jac.items():
-                sq = (j**2).sum(dim=(0, 1))
-                total[names[k]] = total[names[k]] + sq if names[k] in total else sq
-        return {k: v / len(obs) for k, v in total.items()}
+            return {k: (j**2).sum(dim=(0, 1)) for k, j in jac.items()}
+
+        return self._mean_over_states(True, obs, act, per_chunk)
 
 
 @register_intervention
@@ -308,10 +316,8 @@ class MAS(AnchorPenalty):
     def importance(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, torch.Tensor]:
         from torch.func import grad
 
-        total: dict[str, torch.Tensor] = {}
-        for f, ps, names, o, a in self._per_state_jacobians(False, obs, act):
-            g = vmap(grad(lambda p, x, y, f=f: (f(p, x, y) ** 2).sum()), in_dims=(None, 0, 0))(ps, o, a)
-            for k, v in g.items():
-                s = v.abs().sum(0)
-                total[names[k]] = total[names[k]] + s if names[k] in total else s
-        return {k: v / len(obs) for k, v in total.items()}
+        def per_chunk(f: Any, ps: dict[str, torch.Tensor], o: torch.Tensor, a: torch.Tensor) -> dict[str, torch.Tensor]:
+            g = vmap(grad(lambda p, x, y: (f(p, x, y) ** 2).sum()), in_dims=(None, 0, 0))(ps, o, a)
+            return {k: v.abs().sum(0) for k, v in g.items()}
+
+        return self._mean_over_states(False, obs, act, per_chunk)
