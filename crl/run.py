@@ -737,6 +737,8 @@ def _learn(r: _Runner) -> RunResult:
                 reset_num_timesteps=model.num_timesteps == 0 and r.callback.last_ckpt == 0,
             )
         model.save(r.dir / "model.zip")
+        if r.interventions.interventions:  # their state (EWC importances, CBP utilities...) beside it
+            atomic_save(r.interventions.state_dict(), r.dir / "interventions.pt")
         if r.callback.regimes:
             r.write_regimes(r.callback.regimes)
         status = "finished"

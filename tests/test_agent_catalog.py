@@ -90,6 +90,7 @@ def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
     assert steps == sorted(steps)
     with (run / "regimes.csv").open() as f:
         assert len(list(csv.DictReader(f))) >= 3
+    assert (run / "interventions.pt").is_file() == bool(agent_specs()[agent].interventions)
     ckpt = load(run / "checkpoints" / "last.pt")
     for state in ckpt["interventions"]["interventions"]:
         if "consolidations" in state:  # forgetting methods consolidated at the regime changes
