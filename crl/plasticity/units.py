@@ -16,7 +16,15 @@ from crl.errors import ConfigError
 from crl.plasticity.base import Intervention, register_intervention
 from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features, find_mlps, init_rows
 
-__all__ = ["UnitIntervention", "ContinualBackprop", "ReDo", "ShrinkPerturb", "Reset", "zero_optimizer_state"]
+__all__ = [
+    "UnitIntervention",
+    "ContinualBackprop",
+    "ReDo",
+    "ShrinkPerturb",
+    "Reset",
+    "NetworkDraws",
+    "zero_optimizer_state",
+]
 
 
 def zero_optimizer_state(
@@ -30,6 +38,85 @@ def zero_optimizer_state(
     for key, value in optimizer.state[param].items():
         if key != "step" and isinstance(value, torch.Tensor) and value.shape == param.shape:
             (value if net is None else value[net]).index_fill_(dim, index, 0.0)
+
+
+class NetworkDraws:
+    """The random streams of a batched network: network ``b`` draws from its own generator,
+    seeded ``seed + b``, in exactly the order in which an intervention on a single network
+    draws from its generator seeded ``seed + b``. A batched run of B networks is then, draw for
+    draw, B single runs with seeds ``seed, ..., seed + B - 1``.
+
+    The per-step uniforms of all networks come from blocks drawn ``ahead`` at a time (one
+    tensor operation per step instead of one call per network); :meth:`generator` hands out a
+    network's generator for other draws (fresh weights) after rewinding it to the start of its
+    block and advancing it past the uniforms used, and the block is redrawn from there.
+
+    Example:
+        >>> draws = NetworkDraws(seed=5, n_nets=3, ahead=4)
+        >>> u = [draws.uniform(torch.tensor([True, False, True])) for _ in range(6)]
+        >>> g = torch.Generator().manual_seed(7)  # network 2, alone: seed 5 + 2
+        >>> [round(float(x[2]), 6) for x in u] == [round(float(torch.rand(1, generator=g)), 6) for _ in range(6)]
+        True
+        >>> torch.equal(torch.rand(3, generator=draws.generator(2)), torch.rand(3, generator=g))
+        True
+    """
+
+    def __init__(self, seed: int, n_nets: int, ahead: int = 256) -> None:
+        self.n_nets, self.ahead = int(n_nets), int(ahead)
+        self.gens = [torch.Generator().manual_seed(int(seed) + b) for b in range(self.n_nets)]
+        self.start: list[torch.Tensor] = [g.get_state() for g in self.gens]
+        self.buf = torch.empty(self.n_nets, self.ahead)
+        self.pos = torch.zeros(self.n_nets, dtype=torch.long)
+        self.stale: set[int] = set()
+        for b in range(self.n_nets):
+            self._refill(b)
+        self.left = self.ahead  # a lower bound of the unused uniforms of every block
+
+    def _refill(self, b: int) -> None:
+        self.start[b] = self.gens[b].get_state()
+        self.buf[b] = torch.rand(self.ahead, generator=self.gens[b])
+        self.pos[b] = 0
+
+    def uniform(self, mask: torch.Tensor) -> torch.Tensor:
+        """The next uniform of every network (float64); only networks in ``mask`` consume it."""
+        for b in self.stale:
+            self._refill(b)
+        self.stale.clear()
+        if self.left <= 0:
+            for b in torch.nonzero(self.pos >= self.ahead).flatten().tolist():
+                self._refill(b)
+            self.left = self.ahead - int(self.pos.max())
+        u = self.buf.gather(1, self.pos.unsqueeze(1)).squeeze(1)
+        self.pos += mask
+        self.left -= 1
+        return u.double()
+
+    def generator(self, b: int) -> torch.Generator:
+        """Network ``b``'s generator, positioned right after the uniforms it has used."""
+        g = self.gens[b]
+        g.set_state(self.start[b])
+        used = int(self.pos[b])
+        if used:
+            torch.rand(used, generator=g)
+        self.stale.add(b)
+        return g
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "gens": [g.get_state() for g in self.gens],
+            "start": [s.clone() for s in self.start],
+            "buf": self.buf.clone(),
+            "pos": self.pos.clone(),
+            "stale": sorted(self.stale),
+            "left": self.left,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for g, s in zip(self.gens, state["gens"], strict=True):
+            g.set_state(s)
+        self.start = [s.clone() for s in state["start"]]
+        self.buf, self.pos = state["buf"].clone(), state["pos"].clone()
+        self.stale, self.left = set(state["stale"]), int(state["left"])
 
 
 def _check_init(init: str) -> None:
@@ -83,17 +170,23 @@ class UnitIntervention(Intervention):
 
     # -- surgery -------------------------------------------------------------
     def reset_units(
-        self, view: MLPView, layer: HiddenLayer, idx: torch.Tensor, reset_optimizer: bool, net: int | None = None
+        self,
+        view: MLPView,
+        layer: HiddenLayer,
+        idx: torch.Tensor,
+        reset_optimizer: bool,
+        net: int | None = None,
+        gen: torch.Generator | None = None,
     ) -> None:
         """Re-initialise units ``idx`` of ``layer`` (of network ``net`` if the layer is batched):
-        incoming weights redrawn, incoming bias 0, outgoing weights 0 (so the network's output
-        is unchanged at that moment).
+        incoming weights redrawn (from ``gen``, default the intervention's generator), incoming
+        bias 0, outgoing weights 0 (so the network's output is unchanged at that moment).
         """
         if idx.numel() == 0:
             return
         cols = layer.out_columns(idx)
         if net is not None:
-            init_rows(layer.inp.weight.data[net], idx, self.init, self.gen)
+            init_rows(layer.inp.weight.data[net], idx, self.init, gen or self.gen)
             if layer.inp.bias is not None:
                 layer.inp.bias.data[net, idx] = 0.0
             for out in layer.outs:
@@ -193,6 +286,8 @@ class ContinualBackprop(UnitIntervention):
         self.util: dict[str, torch.Tensor] = {}
         self.mean: dict[str, torch.Tensor] = {}
         self.replaced = 0
+        self.draws: NetworkDraws | None = None
+        """Per-network random streams of a batched network (created at its first step)."""
 
     def _setup(self) -> None:
         for view in self.views:
@@ -249,13 +344,17 @@ class ContinualBackprop(UnitIntervention):
 
     def _after_step_batched(self, view: MLPView, layer: HiddenLayer, h: torch.Tensor) -> None:
         """The same steps for a :class:`~crl.plasticity.nets.BatchedLinear` layer: every
-        network updates its own utilities and draws its own replacements.
+        network updates its own utilities and ages and makes its own draws (network ``b`` from
+        its own generator seeded ``seed + b``, see :class:`NetworkDraws`), so that network
+        ``b`` evolves exactly as a single network under ``ContinualBackprop(seed=seed + b)``.
         """
         eta, key = self.decay, f"{view.name}/{layer.name}"
         n_nets = layer.inp.weight.shape[0]
         if self.age[key].dim() == 1:  # first step: per-network state
             for d in (self.age, self.util, self.mean):
                 d[key] = d[key].expand(n_nets, -1).clone()
+        if self.draws is None:
+            self.draws = NetworkDraws(self.seed, n_nets)
         age = self.age[key]
         age += 1
         w_out = layer.outgoing_magnitude()  # nets x units
@@ -269,15 +368,17 @@ class ContinualBackprop(UnitIntervention):
             inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
         self.util[key].mul_(eta).add_((1 - eta) * inst)
         eligible = age > self.maturity
-        r = self.replacement_rate * eligible.sum(-1).float()
-        draw = torch.rand(n_nets, generator=self.gen)
-        n = torch.where(r < 1.0, (draw < r).long(), r.floor().long())
+        n_eligible = eligible.sum(-1)
+        r = n_eligible.double() * self.replacement_rate  # float64, as the single-network code
+        fractional = r < 1.0
+        draw = self.draws.uniform(fractional & (n_eligible > 0))  # a network draws when it has eligible units
+        n = torch.where(fractional, (draw < r).long(), r.floor().long())
         if not bool(n.any()):
             return
         u_hat = self.utilities(view, layer).masked_fill(~eligible, float("inf"))
         for b in torch.nonzero(n).flatten().tolist():
             idx = torch.topk(u_hat[b], int(n[b]), largest=False).indices
-            self.reset_units(view, layer, idx, self.reset_optimizer_state, net=b)
+            self.reset_units(view, layer, idx, self.reset_optimizer_state, net=b, gen=self.draws.generator(b))
             age[b, idx] = 0
             self.util[key][b, idx] = 0.0
             self.mean[key][b, idx] = 0.0
@@ -290,6 +391,7 @@ class ContinualBackprop(UnitIntervention):
             "age": {k: v.clone() for k, v in self.age.items()},
             "util": {k: v.clone() for k, v in self.util.items()},
             "mean": {k: v.clone() for k, v in self.mean.items()},
+            **({"draws": self.draws.state_dict()} if self.draws is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -298,6 +400,9 @@ class ContinualBackprop(UnitIntervention):
         for name in ("age", "util", "mean"):
             for k, v in state[name].items():
                 getattr(self, name)[k] = v.clone()
+        if "draws" in state:
+            self.draws = NetworkDraws(self.seed, len(state["draws"]["gens"]), ahead=state["draws"]["buf"].shape[1])
+            self.draws.load_state_dict(state["draws"])
 
 
 @register_intervention

@@ -3,6 +3,8 @@ they treat a plain network."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -90,3 +92,62 @@ def test_upgd_first_order_step_by_hand():
     w.grad = torch.tensor([0.5, 0.5])
     opt.step()  # s = sigmoid(-/+1000): the useful weight is frozen, the other takes lr * g
     assert w.detach().tolist() == pytest.approx([1.0 - 0.05, -1.0])
+
+
+@pytest.mark.parametrize(("rate", "maturity"), [(0.05, 5), (0.5, 3)])  # r < 1: Bernoulli draws; r >= 1: floor(r)
+def test_batched_cbp_is_seed_b_cbp_on_network_b_draw_for_draw(rate, maturity):
+    """Network b of a batched CBP(seed=s) evolves as a single network under CBP(seed=s + b):
+    the same Bernoulli outcomes, the same units replaced, the same fresh weights, for many steps."""
+    batched, singles = _pair(seed=2)
+    spec = {"replacement_rate": rate, "maturity": maturity, "utility": "adaptable_contribution"}
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.05)
+    ivb = attach(batched, [{"cbp": {**spec, "seed": 10}}]).interventions[0]
+    ivs = []
+    for b, net in enumerate(singles):
+        net.optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+        ivs.append(attach(net, [{"cbp": {**spec, "seed": 10 + b}}]).interventions[0])
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(300):  # crosses NetworkDraws' block of 256 uniforms
+        x = torch.rand(B, 1, 4, generator=gen)
+        y = torch.randn(B, 1, 1, generator=gen)
+        batched.optimizer.zero_grad()
+        ((batched(x) - y) ** 2).sum().backward()
+        batched.optimizer.step()
+        for b, net in enumerate(singles):
+            net.optimizer.zero_grad()
+            ((net(x[b]) - y[b]) ** 2).sum().backward()
+            net.optimizer.step()
+    for b, (net, iv) in enumerate(zip(singles, ivs, strict=True)):
+        assert torch.equal(ivb.age["net/0"][b], iv.age["net/0"])  # same replacements at the same steps
+        for i in (0, 2):
+            torch.testing.assert_close(batched[i].weight[b], net[i].weight, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(batched[i].bias[b], net[i].bias, rtol=1e-5, atol=1e-5)
+    assert ivb.replaced == sum(iv.replaced for iv in ivs) > 3 * B
+
+
+def test_batched_cbp_resumes_exactly():
+    batched, _ = _pair(seed=4)
+    spec = [{"cbp": {"replacement_rate": 0.05, "maturity": 2, "utility": "adaptable_contribution", "seed": 1}}]
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.05)
+    iv = attach(batched, spec).interventions[0]
+    gen = torch.Generator().manual_seed(0)
+    data = [(torch.rand(B, 1, 4, generator=gen), torch.randn(B, 1, 1, generator=gen)) for _ in range(120)]
+
+    def run(net, steps):
+        for x, y in steps:
+            net.optimizer.zero_grad()
+            ((net(x) - y) ** 2).sum().backward()
+            net.optimizer.step()
+
+    run(batched, data[:60])
+    saved_net, saved_iv = copy.deepcopy(batched.state_dict()), copy.deepcopy(iv.state_dict())
+    run(batched, data[60:])
+    resumed, _ = _pair(seed=4)
+    resumed.load_state_dict(saved_net)
+    resumed.optimizer = torch.optim.SGD(resumed.parameters(), lr=0.05)
+    iv2 = attach(resumed, spec).interventions[0]
+    iv2.load_state_dict(saved_iv)
+    run(resumed, data[60:])
+    assert iv2.replaced == iv.replaced > 0
+    for i in (0, 2):
+        assert torch.equal(resumed[i].weight, batched[i].weight)
