@@ -34,7 +34,9 @@ def test_permuted_digits_permutes_pixels_per_task():
 
 #: Small, seeded setting where the published effect shows in ~20 s: step size 0.02 (default
 #: 0.01) and a change every 5,000 examples speed up plain backprop's loss of plasticity. Measured
-#: (mean over 16 seeds, first vs last 20 % of the bins): bp 0.755 -> 0.951, cbp 0.713 -> 0.705.
+#: (mean over 16 seeds, first vs last 20 % of the bins): bp 0.755 -> 0.951, cbp 0.713 -> 0.738;
+#: CBP broken by replacement rate 0: exactly bp's errors; by a sign flip of its utility (the most
+#: useful units replaced): 0.908 -> 1.022. Both fail :func:`_keeps_plasticity`.
 SMALL = dict(seeds=16, examples=40_000, step_size=0.02, change_every=5_000, bin_size=4_000, workers=2, seed=0)
 
 
@@ -58,7 +60,7 @@ def _keeps_plasticity(res, method: str) -> bool:
     """The published ordering for ``method`` against plain backprop: its late error stays near
     its early error and clearly below backprop's late error."""
     early, late = early_late(res, method)
-    return late < 1.05 * early and late < 0.85 * early_late(res, "bp")[1]
+    return late < 1.10 * early and late < 0.85 * early_late(res, "bp")[1]
 
 
 def test_backprop_loses_plasticity_and_cbp_keeps_it(small_probe):
