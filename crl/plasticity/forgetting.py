@@ -256,7 +256,7 @@ class L2Prev(AnchorPenalty):
         >>> iv.consolidate()  # anchor to the current parameters
         >>> with torch.no_grad():
         ...     net[0].bias += 2.0
-        >>> float(iv.penalty().detach())  # (1/2) * 1 * 2^2
+        >>> round(float(iv.penalty().detach()), 4)  # (1/2) * 1 * 2^2
         2.0
     """
 
