@@ -377,7 +377,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--step-size", type=float, default=None, help="SGD step size (default: the task's, 0.01)")
     p.add_argument("--change-every", type=int, default=None, help="examples per task (default 10000 / 5000)")
-    p.add_argument("--bin-size", type=int, default=None, help="examples per error bin (default: one task, --change-every)")
+    p.add_argument(
+        "--bin-size", type=int, default=None, help="examples per error bin (default: one task, --change-every)"
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/probe", help="folder of the figure and results.json")
