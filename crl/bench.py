@@ -134,17 +134,21 @@ def _run_sb3(steps: int, seed: int) -> dict[str, float]:
     return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
 
 
-def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
+    from crl.vecenv import ProcVecEnv
 
     learn = _time_train(ALGOS["ppo"])
     orig = run.make_vec_env
+    made: list[Any] = []
 
-    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> Any:
-        venv = orig(env_id, make_kwargs, n_envs)
-        for i, e in enumerate(venv.envs):
-            venv.envs[i] = _Timer(e)
+    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> Any:
+        venv = orig(env_id, make_kwargs, n_envs, kind)
+        if not isinstance(venv, ProcVecEnv):  # in-process envs: time them directly
+            for i, e in enumerate(venv.envs):
+                venv.envs[i] = _Timer(e)
+        made.append(venv)
         return venv
 
     run.make_vec_env = make_vec_env
@@ -159,33 +163,44 @@ def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, fl
             progress=False,
             checkpoint_every=10**9,
             n_envs=n_envs,
+            vec_env=vec_env,
             agent_kwargs={"n_steps": 2048 // n_envs},
         )  # 2048 samples per update, as SB3's
         wall = _time_learn()
         res = run.train(cfg)
-    return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
+    out = {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
+    if made and isinstance(made[0], ProcVecEnv):  # workers: the main process's wait, and the workers' busy time
+        out["sim_wall"], out["sim_busy"] = made[0].sim_wall, made[0].sim_busy
+        out["workers"] = len(made[0].procs)
+    return out
 
 
-def _child(contender: str, steps: int, seed: int, n_envs: int = 8) -> dict[str, float]:
+def _child(contender: str, steps: int, seed: int, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
-    out = _run_sb3(steps, seed) if contender == "sb3" else _run_crl(contender, steps, seed, n_envs)
-    out["sim"] = _Timer.total
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out = _run_sb3(steps, seed) if contender == "sb3" else _run_crl(contender, steps, seed, n_envs, vec_env)
+    out["sim"] = out.pop("sim_wall", _Timer.total)
+    # this process plus its children (RUSAGE_CHILDREN is the largest child: count it once per env worker)
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru += max(1, out.get("workers", 1)) * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = ru / 1024
     return out
 
 
-def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8) -> dict[str, float]:
+def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
     """Train ``contender`` (``"sb3"`` or a crl agent name) for ``steps`` in a child process.
 
     Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
-    child's peak RSS in MB. crl agents run ``n_envs`` in-process envs with ``n_steps = 2048 // n_envs``
-    (2048 samples per update, like the single-env SB3 script).
+    child's peak RSS in MB (with its env worker processes, if any). crl agents run ``n_envs`` envs
+    (``vec_env``: ``dummy`` in-process, ``proc`` worker processes, ``auto``) with
+    ``n_steps = 2048 // n_envs`` (2048 samples per update, like the single-env SB3 script).
+    With worker processes, ``sim`` is the time the trainer waits for them and ``sim_busy`` the
+    time the workers spend in the envs (summed over workers).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
-    code = f"import json, crl.bench as b; print('@@' + json.dumps(b._child({contender!r}, {steps}, {seed}, {n_envs})))"
+    args = f"{contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}"
+    code = f"import json, crl.bench as b; print('@@' + json.dumps(b._child({args})))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
     if p.returncode != 0 or not lines:
@@ -212,12 +227,13 @@ def throughput(
     raw_steps: int = 5000,
     n_envs: int = 8,
     log: Callable[[str], None] | None = None,
+    vec_env: str = "auto",
 ) -> dict[str, Any]:
     """Alternate ``repeats`` rounds of every contender; summarise by median steps/s."""
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     for rep in range(repeats):
         for c in contenders:
-            r = measure(c, steps, seed + rep, n_envs)
+            r = measure(c, steps, seed + rep, n_envs, vec_env)
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
@@ -234,12 +250,14 @@ def throughput(
             "sim_frac": sum(r["sim"] for r in rs) / tot,
             "act_frac": sum(r["act"] for r in rs) / tot,
             "learn_frac": sum(r["learn"] for r in rs) / tot,
+            "worker_busy_frac": sum(r.get("sim_busy", 0.0) for r in rs) / tot,
         }
     return {
         "steps": steps,
         "repeats": repeats,
         "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
         "n_envs": n_envs,
+        "vec_env": vec_env,
         "cpus": os.cpu_count(),
         "loadavg": os.getloadavg(),
         "results": rows,
@@ -251,7 +269,7 @@ def _print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
-    t = Table(title=f"{title}, crl n_envs={res['n_envs']}")
+    t = Table(title=f"{title}, crl n_envs={res['n_envs']} vec_env={res.get('vec_env', 'dummy')}")
     for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
         t.add_column(col, justify="right")
     for c, r in res["results"].items():
@@ -275,6 +293,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument("--agent", action="append", default=None, help="crl agents to compare (default: ppo, ppo-cbp)")
     p.add_argument("--n-envs", type=int, default=8, help="in-process envs of the crl agents (default 8)")
+    p.add_argument("--vec-env", default="auto", help="vec env of the crl agents: dummy, proc or auto (default)")
     p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -293,6 +312,7 @@ def _bench(a: argparse.Namespace) -> int:
         ("sb3", *agents),
         raw_steps=a.raw_steps,
         n_envs=a.n_envs,
+        vec_env=a.vec_env,
         log=None if a.json else lambda s: print(s, file=sys.stderr),
     )
     if a.json:

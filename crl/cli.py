@@ -69,6 +69,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         help="agent overrides: hyperparameters by name, other spec keys dotted (optimizer.betas=[0.99,0.99])",
     )
     p.add_argument("--n-envs", type=int, default=1)
+    p.add_argument(
+        "--vec-env", default="auto", help="dummy (in-process), proc (worker processes) or auto (proc if n-envs > 1)"
+    )
     p.add_argument("--checkpoint-every", type=int, default=50_000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1)
@@ -96,6 +99,7 @@ def _train(a: argparse.Namespace) -> int:
         env_kwargs=parse_overrides(a.env_kwargs, "--env-kwargs"),
         agent_kwargs=parse_overrides(a.agent_kwargs, "--agent-kwargs"),
         n_envs=a.n_envs,
+        vec_env=a.vec_env,
         checkpoint_every=a.checkpoint_every,
         wandb=a.wandb or "auto",
         device=a.device,

@@ -49,14 +49,25 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from crl import __version__
 from crl.agents import AgentSpec, build_model
 from crl.catalog import EnvSpec, resolve_agent, resolve_env
-from crl.checkpoint import atomic_save, get_env_state, load, rng_state, set_env_state, set_rng_state
+from crl.checkpoint import atomic_save, load, rng_state, set_rng_state
 from crl.config import apply_overrides, to_plain
 from crl.diagnostics import RunMonitor
-from crl.errors import ConfigError, CrlError, NonFiniteLossError
+from crl.errors import ConfigError, CrlError, NonFiniteLossError, UnknownNameError
 from crl.plasticity import InterventionSet
 from crl.track import Tracker, flatten, wandb_default_mode
+from crl.vecenv import ProcVecEnv, env_states, set_env_states
 
-__all__ = ["RunConfig", "RunResult", "train", "run_name", "make_vec_env", "read_status", "RunCallback"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "train",
+    "run_name",
+    "make_vec_env",
+    "read_status",
+    "RunCallback",
+    "VEC_ENVS",
+    "resolve_vec_env",
+]
 
 STATUS_FILE = "status.json"
 CHECKPOINT = "checkpoints/last.pt"
@@ -84,7 +95,11 @@ class RunConfig:
     """Overrides of the agent spec; bare names are hyperparameters, dotted keys reach
     into the spec (``optimizer.betas=[0.99, 0.99]``)."""
     n_envs: int = 1
-    """Parallel environments (in-process)."""
+    """Parallel environments."""
+    vec_env: str = "auto"
+    """How the ``n_envs`` envs run: ``dummy`` (in-process, one after the other), ``proc``
+    (:class:`~crl.vecenv.ProcVecEnv`: worker processes, one per core) or ``auto`` (``proc`` when
+    ``n_envs > 1`` and the machine has more than one core). All give the same results."""
     checkpoint_every: int = 50_000
     """Steps between checkpoints (taken at the next rollout boundary)."""
     wandb: str = "auto"
@@ -171,15 +186,28 @@ def _make_kwargs(env: EnvSpec, cfg: RunConfig) -> dict[str, Any]:
     return env.make_kwargs(kwargs) if env.base is not None else kwargs
 
 
-def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int) -> VecEnv:
+#: Vec env kinds by name (``RunConfig.vec_env``); ``auto`` picks one of them.
+VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "proc": ProcVecEnv}
+
+
+def resolve_vec_env(name: str, n_envs: int) -> str:
+    """The vec env kind ``name`` stands for (``auto``: ``proc`` if ``n_envs > 1`` on a multi-core machine)."""
+    if name == "auto":
+        return "proc" if n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
+    if name not in VEC_ENVS:
+        raise UnknownNameError("vec env", name, [*VEC_ENVS, "auto"])
+    return name
+
+
+def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, vec_env: str = "dummy") -> VecEnv:
     """``n_envs`` copies of ``gymnasium.make(env_id, **make_kwargs)``, each with SB3's
-    ``Monitor`` outermost, in a ``DummyVecEnv``.
+    ``Monitor`` outermost, in a vec env of kind ``vec_env`` (see :data:`VEC_ENVS`).
     """
 
     def factory() -> gym.Env:
         return Monitor(gym.make(env_id, **make_kwargs))
 
-    return DummyVecEnv([factory] * n_envs)
+    return VEC_ENVS[resolve_vec_env(vec_env, n_envs)]([factory] * n_envs)
 
 
 def _check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
@@ -195,7 +223,8 @@ def _volatile(d: dict[str, Any]) -> dict[str, Any]:
     """The config without what may change between a run and its resumption: the command line,
     the version, the step budget (a run can be extended) and the tracking settings.
     """
-    return {k: v for k, v in d.items() if k not in ("command", "crl_version", "created", "steps", "progress", "wandb")}
+    volatile = ("command", "crl_version", "created", "steps", "progress", "wandb", "vec_env")  # vec_env: same results
+    return {k: v for k, v in d.items() if k not in volatile}
 
 
 class RunCallback(BaseCallback):
@@ -447,6 +476,7 @@ class _Runner:
             raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
         if cfg.n_envs < 1:
             raise ConfigError(f"n_envs must be >= 1, got {cfg.n_envs}")
+        resolve_vec_env(cfg.vec_env, cfg.n_envs)
         if cfg.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
         if cfg.diagnostics_every < 0 or cfg.eval_every < 0 or cfg.eval_episodes < 1:
@@ -475,6 +505,7 @@ class _Runner:
                 "seed": cfg.seed,
                 "steps": cfg.steps,
                 "n_envs": cfg.n_envs,
+                "vec_env": cfg.vec_env,
                 "checkpoint_every": cfg.checkpoint_every,
                 "device": cfg.device,
                 "torch_threads": cfg.torch_threads,
@@ -536,8 +567,6 @@ class _Runner:
     # -- checkpoints ---------------------------------------------------------
     def save_checkpoint(self) -> None:
         m = self.model
-        venv = m.get_env()
-        assert isinstance(venv, DummyVecEnv)
         state = {
             "format": 1,
             "num_timesteps": m.num_timesteps,
@@ -550,7 +579,7 @@ class _Runner:
             "ep_success_buffer": list(m.ep_success_buffer or []),
             "params": m.get_parameters(),
             "tensors": {k: getattr(m, k).detach().clone() for k in ("log_ent_coef",) if hasattr(m, k)},
-            "envs": [get_env_state(e) for e in venv.envs],
+            "envs": env_states(m.get_env()),
             "action_space_rng": m.action_space.np_random.bit_generator.state,
             "rng": rng_state(),
             "interventions": self.interventions.state_dict(),
@@ -581,10 +610,7 @@ class _Runner:
         m._last_original_obs = state["last_original_obs"]
         m.ep_info_buffer = deque(state["ep_info_buffer"], maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=m._stats_window_size)
-        venv = m.get_env()
-        assert isinstance(venv, DummyVecEnv)
-        for e, s in zip(venv.envs, state["envs"], strict=True):
-            set_env_state(e, s)
+        set_env_states(m.get_env(), state["envs"])
         m.action_space.np_random.bit_generator.state = state["action_space_rng"]
         if "replay_buffer" in state:
             import pickle
@@ -632,8 +658,9 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
         global_step=(ckpt or {}).get("num_timesteps", 0),
     )
     torch.set_num_threads(cfg.torch_threads)
+    venv = None
     try:
-        venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs)
+        venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs, cfg.vec_env)
         r.model, r.interventions = build_model(r.agent_spec, venv, seed=cfg.seed, device=cfg.device)
         r.tracker = Tracker(
             r.dir,
@@ -661,6 +688,8 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
             r.tracker.restore({"columns": ["global_step"], "rows": 0})
     except Exception as e:
         _write_status(r.dir, status="failed", error=f"{type(e).__name__}: {e}")
+        if venv is not None:
+            venv.close()
         raise
     return _learn(r)
 
@@ -703,6 +732,7 @@ def _learn(r: _Runner) -> RunResult:
         if r.callback.progress is not None:
             r.callback.progress.stop()
         r.tracker.close(status)
+        model.get_env().close()  # stops ProcVecEnv workers
         _write_status(r.dir, status=status, error=error, global_step=model.num_timesteps)
     return RunResult(r.dir, status, model.num_timesteps)
 

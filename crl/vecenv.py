@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -148,8 +149,14 @@ class _Worker:
             e.close()
 
 
-def _worker_main(conn: Any, payload: bytes) -> None:
-    """Worker process: build the envs, then answer ``(command, args)`` messages until ``close``."""
+def _worker_main(conn: Any, payload: bytes, main_ends: list[Any]) -> None:
+    """Worker process: build the envs, then answer ``(command, args)`` messages until ``close``.
+
+    ``main_ends`` are the main process's pipe ends that this worker inherited (fork); closing
+    them here lets the worker see end-of-file, and exit, when the main process dies (even by SIGKILL).
+    """
+    for c in main_ends:
+        c.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and closes us
     try:
         worker = _Worker(cloudpickle.loads(payload))
@@ -165,12 +172,17 @@ def _worker_main(conn: Any, payload: bytes) -> None:
             break
         if cmd == "close":
             worker.close()
-            conn.send(("ok", None))
+            with contextlib.suppress(OSError):
+                conn.send(("ok", None))
             break
         try:
-            conn.send(("ok", getattr(worker, cmd)(*args)))
+            reply = ("ok", getattr(worker, cmd)(*args))
         except Exception as e:
-            conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        try:
+            conn.send(reply)
+        except OSError:  # main process gone
+            break
     conn.close()
 
 
@@ -207,7 +219,8 @@ class ProcVecEnv(VecEnv):
         for rng in self.slices:
             parent, child = ctx.Pipe()
             payload = cloudpickle.dumps([env_fns[i] for i in rng])
-            p = ctx.Process(target=_worker_main, args=(child, payload), daemon=True)
+            inherited = [*self.conns, parent] if start_method == "fork" else []
+            p = ctx.Process(target=_worker_main, args=(child, payload, inherited), daemon=True)
             p.start()
             child.close()
             self.conns.append(parent)
@@ -320,10 +333,8 @@ class ProcVecEnv(VecEnv):
             except (EOFError, OSError):
                 pass
         for c in self.conns:
-            try:
+            with contextlib.suppress(EOFError, OSError):
                 c.recv()
-            except (EOFError, OSError):
-                pass
             c.close()
         for p in self.procs:
             p.join(timeout=5)
@@ -346,7 +357,9 @@ class ProcVecEnv(VecEnv):
         for w in by_w:
             self._recv(self.conns[w])
 
-    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
         """Call a method of the envs (see ``VecEnv.env_method``)."""
         return self._gather("env_method", indices, method_name, method_args, method_kwargs)
 

@@ -229,3 +229,19 @@ def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path)
     ckpt = load(run / "checkpoints" / "last.pt")
     assert ckpt["num_timesteps"] == 512
     assert all(np.isfinite(v.numpy()).all() for v in ckpt["params"]["policy"].values())
+
+
+def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_path, crl_cli):
+    """Envs simulated in worker processes (``--vec-env proc``): killed and resumed, the run equals
+    an uninterrupted run with in-process envs row for row."""
+    steps, two = 3072, ["--n-envs", "2", "--wandb", "disabled"]
+    crl_cli(*_train_args(tmp_path / "ref", steps, *two, "--vec-env", "dummy"), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
+    cmd = _train_args(tmp_path / "killed", steps, *two, "--vec-env", "proc")
+    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
+    _kill_at_random(cmd, run, random.Random())
+    assert json.loads((run / "status.json").read_text())["status"] == "running"
+    crl_cli(*cmd, check=True)
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
