@@ -179,7 +179,8 @@ def _child(contender: str, steps: int, seed: int, n_envs: int = 8, vec_env: str 
     import torch
 
     torch.set_num_threads(1)
-    out = _run_sb3(steps, seed) if contender == "sb3" else _run_crl(contender, steps, seed, n_envs, vec_env)
+    agent, _, kind = contender.partition(":")  # "ppo:dummy" pins the vec env of one contender
+    out = _run_sb3(steps, seed) if agent == "sb3" else _run_crl(agent, steps, seed, n_envs, kind or vec_env)
     out["sim"] = out.pop("sim_wall", _Timer.total)
     # this process plus its children (RUSAGE_CHILDREN is the largest child: count it once per env worker)
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -189,7 +190,7 @@ def _child(contender: str, steps: int, seed: int, n_envs: int = 8, vec_env: str 
 
 
 def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
-    """Train ``contender`` (``"sb3"`` or a crl agent name) for ``steps`` in a child process.
+    """Train ``contender`` (``"sb3"``, a crl agent name, or ``agent:vec_env``) for ``steps`` in a child process.
 
     Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
     child's peak RSS in MB (with its env worker processes, if any). crl agents run ``n_envs`` envs
@@ -291,7 +292,12 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=["throughput"], help="what to benchmark")
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
-    p.add_argument("--agent", action="append", default=None, help="crl agents to compare (default: ppo, ppo-cbp)")
+    p.add_argument(
+        "--agent",
+        action="append",
+        default=None,
+        help="crl agents to compare (default: ppo, ppo-cbp); AGENT:VEC_ENV pins the vec env (ppo:dummy)",
+    )
     p.add_argument("--n-envs", type=int, default=8, help="in-process envs of the crl agents (default 8)")
     p.add_argument("--vec-env", default="auto", help="vec env of the crl agents: dummy, proc or auto (default)")
     p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
@@ -306,6 +312,10 @@ def _bench(a: argparse.Namespace) -> int:
     if a.n_envs < 1 or 2048 % a.n_envs:
         raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
     agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
+    from crl.run import resolve_vec_env
+
+    for kind in [a.vec_env, *(c.partition(":")[2] for c in agents if ":" in c)]:
+        resolve_vec_env(kind, a.n_envs)  # unknown name: one clear line
     res = throughput(
         a.steps,
         a.repeats,

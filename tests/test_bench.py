@@ -69,3 +69,23 @@ def test_cli_rejects_bad_n_envs():
         timeout=60,
     )
     assert p.returncode != 0 and "--n-envs must divide 2048" in p.stderr
+
+
+def test_worker_process_contender_reports_simulation_time():
+    r = measure("ppo:proc", 256, n_envs=4)
+    assert r["steps"] == 2048
+    assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
+    assert r["workers"] == min(4, os.cpu_count() or 1) and r["sim_busy"] > 0
+
+
+def test_cli_rejects_unknown_vec_env():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [sys.executable, "-m", "crl", "bench", "throughput", "--agent", "ppo:threads"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert p.returncode != 0 and "unknown vec env 'threads'" in p.stderr
