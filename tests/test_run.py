@@ -16,6 +16,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from crl.errors import NonFiniteLossError
@@ -245,3 +246,16 @@ def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_pa
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
     assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_gradient_guard_flags_exactly_non_finite_gradients(bad):
+    from crl.run import _grads_finite
+
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
+    opt = torch.optim.Adam(net.parameters())
+    assert _grads_finite(opt)  # no gradients yet
+    net(torch.randn(3, 5)).sum().backward()
+    grad = net[2].weight.grad
+    grad[1, 3] = 3e38 if bad is None else bad  # huge but finite, or not finite
+    assert _grads_finite(opt) is (bad is None)
