@@ -34,7 +34,7 @@ from typing import Any
 
 import gymnasium as gym
 
-__all__ = ["raw_mujoco_rate", "measure", "throughput", "register_cli", "CONTENDERS"]
+__all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "register_cli", "CONTENDERS"]
 
 ENV_ID = "crl/SlipperyAnt-v0"
 ENV_NAME = "slippery-ant"
@@ -102,6 +102,23 @@ def raw_mujoco_rate(steps: int = 5000, seed: int = 0) -> float:
         if term or trunc:
             env.reset()
     return steps / (time.perf_counter() - t)
+
+
+def _raw_rate_child(args: tuple[int, int]) -> float:
+    return raw_mujoco_rate(*args)
+
+
+def raw_mujoco_rate_all_cores(steps: int = 5000, processes: int | None = None) -> float:
+    """Summed Ant steps per second of ``processes`` (default: every core) raw MuJoCo loops run at
+    once: the simulation ceiling of the machine as it is loaded now. Its ratio to
+    :func:`raw_mujoco_rate` is the parallel speed-up that worker processes can get.
+    """
+    import multiprocessing as mp
+
+    n = processes or os.cpu_count() or 1
+    with mp.get_context("spawn").Pool(n) as pool:
+        pool.map(_raw_rate_child, [(50, i) for i in range(n)])  # start-up (imports) outside the measurement
+        return sum(pool.map(_raw_rate_child, [(steps, i) for i in range(n)]))
 
 
 def _run_sb3(steps: int, seed: int) -> dict[str, float]:
@@ -257,6 +274,7 @@ def throughput(
         "steps": steps,
         "repeats": repeats,
         "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
+        "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
         "n_envs": n_envs,
         "vec_env": vec_env,
         "cpus": os.cpu_count(),
@@ -271,7 +289,7 @@ def _print_table(res: dict[str, Any]) -> None:
 
     title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
     t = Table(title=f"{title}, crl n_envs={res['n_envs']} vec_env={res.get('vec_env', 'dummy')}")
-    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
+    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %", "workers busy %"):
         t.add_column(col, justify="right")
     for c, r in res["results"].items():
         t.add_row(
@@ -282,8 +300,19 @@ def _print_table(res: dict[str, Any]) -> None:
             f"{100 * r['sim_frac']:.0f}",
             f"{100 * r['act_frac']:.0f}",
             f"{100 * r['learn_frac']:.0f}",
+            f"{100 * r['worker_busy_frac']:.0f}" if r["worker_busy_frac"] else "",
         )
-    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "")
+    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "", "")
+    t.add_row(
+        f"raw MuJoCo Ant ({res['cpus']} processes at once)",
+        f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    )
     Console().print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
 

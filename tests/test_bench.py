@@ -55,7 +55,7 @@ def test_cli_json_tiny():
     for r in res["results"].values():
         assert r["steps_per_s"] > 0
         assert r["sim_frac"] + r["act_frac"] + r["learn_frac"] == pytest.approx(1.0, abs=1e-6)
-    assert res["raw_mujoco_steps_per_s_per_core"] > 0
+    assert res["raw_mujoco_steps_per_s_per_core"] > 0 and res["raw_mujoco_steps_per_s_all_cores"] > 0
 
 
 def test_cli_rejects_bad_n_envs():
