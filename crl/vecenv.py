@@ -186,37 +186,71 @@ def _worker_main(conn: Any, payload: bytes, main_ends: list[Any]) -> None:
     conn.close()
 
 
+class _LocalConn:
+    """A :class:`_Worker` in the main process behind the pipe interface: ``send`` runs the command
+    at once (after the messages to the real workers went out), ``recv`` returns its reply.
+    """
+
+    def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
+        self.worker = _Worker(env_fns)
+        self.reply: Any = None
+
+    def send(self, msg: tuple[str, tuple]) -> None:
+        cmd, args = msg
+        try:
+            self.reply = ("ok", getattr(self.worker, cmd)(*args))
+        except Exception as e:
+            self.reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+
+    def recv(self) -> Any:
+        reply, self.reply = self.reply, None
+        return reply
+
+    def close(self) -> None:
+        pass
+
+
 class ProcVecEnv(VecEnv):
-    """``n_envs`` envs simulated in ``n_workers`` worker processes, stepping like ``DummyVecEnv``.
+    """``n_envs`` envs simulated in worker processes, stepping like ``DummyVecEnv``.
 
     Args:
         env_fns: one function per env returning a fresh env (pickled with cloudpickle, so
             closures work).
-        n_workers: worker processes; default ``min(n_envs, os.cpu_count())``.
+        n_workers: worker processes; default ``min(n_envs, os.cpu_count())``, less one if
+            ``in_main``.
+        in_main: the main process simulates the last share of the envs itself while the workers
+            simulate theirs, instead of waiting idle (default True: on 2 cores, one worker and
+            the main process; where the other cores are busy this costs little over in-process envs).
         start_method: multiprocessing start method; default ``fork`` where available (fast,
             and envs registered at run time in the main process stay visible), else ``spawn``.
     """
 
     def __init__(
-        self, env_fns: Sequence[Callable[[], gym.Env]], n_workers: int | None = None, start_method: str | None = None
+        self,
+        env_fns: Sequence[Callable[[], gym.Env]],
+        n_workers: int | None = None,
+        in_main: bool = True,
+        start_method: str | None = None,
     ) -> None:
         n_envs = len(env_fns)
         if n_envs < 1:
             raise ValueError("ProcVecEnv needs at least one env")
-        n_workers = min(n_envs, os.cpu_count() or 1) if n_workers is None else n_workers
-        if not 1 <= n_workers <= n_envs:
-            raise ValueError(f"n_workers must be in [1, {n_envs}], got {n_workers}")
+        if n_workers is None:
+            n_workers = min(n_envs, os.cpu_count() or 1) - int(in_main)
+        shares = n_workers + int(in_main)
+        if n_workers < 0 or not 1 <= shares <= n_envs:
+            raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n_envs - int(in_main)}], got {n_workers}")
         if start_method is None:
             start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         ctx = mp.get_context(start_method)
-        self.slices = split(n_envs, n_workers)
+        self.slices = split(n_envs, shares)
         self.conns: list[Any] = []
         self.procs: list[Any] = []
         self.closed = False
         self.waiting = False
         self.sim_wall = 0.0
         self.sim_busy = 0.0
-        for rng in self.slices:
+        for rng in self.slices[:n_workers]:
             parent, child = ctx.Pipe()
             payload = cloudpickle.dumps([env_fns[i] for i in rng])
             inherited = [*self.conns, parent] if start_method == "fork" else []
@@ -227,6 +261,8 @@ class ProcVecEnv(VecEnv):
             self.procs.append(p)
         for c in self.conns:
             self._recv(c)
+        if in_main:  # last, so that its work starts after the messages to the workers went out
+            self.conns.append(_LocalConn([env_fns[i] for i in self.slices[-1]]))
         obs_space, act_space, metadata = self._call(0, "spaces")
         super().__init__(n_envs, obs_space, act_space)
         self.keys, shapes, dtypes = obs_space_info(obs_space)
@@ -261,7 +297,7 @@ class ProcVecEnv(VecEnv):
             for w, rng in enumerate(self.slices):
                 if i in rng:
                     out.setdefault(w, []).append(i - rng.start)
-        return out
+        return dict(sorted(out.items()))  # the main process's share (last) after the workers'
 
     def _gather(self, cmd: str, indices: VecEnvIndices, *args: Any) -> list[Any]:
         targets = list(self._get_indices(indices))

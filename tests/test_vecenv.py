@@ -42,9 +42,9 @@ def _assert_same(a, b) -> None:
             np.testing.assert_equal(x[k], y[k], err_msg=k)
 
 
-@pytest.fixture
-def pair():
-    dummy, proc = DummyVecEnv([_factory] * N), ProcVecEnv([_factory] * N, n_workers=2)
+@pytest.fixture(params=[True, False], ids=["main-simulates-too", "workers-only"])
+def pair(request):
+    dummy, proc = DummyVecEnv([_factory] * N), ProcVecEnv([_factory] * N, n_workers=2, in_main=request.param)
     yield dummy, proc
     proc.close()
     dummy.close()
@@ -102,4 +102,6 @@ def test_worker_errors_are_reported(pair):
     with pytest.raises(RuntimeError, match="AttributeError"):
         proc.env_method("no_such_method")
     with pytest.raises(ValueError, match="n_workers"):
-        ProcVecEnv([_factory] * 2, n_workers=3)
+        ProcVecEnv([_factory] * 2, n_workers=2)  # 2 workers and the main process: 3 shares of 2 envs
+    with pytest.raises(ValueError, match="n_workers"):
+        ProcVecEnv([_factory] * 2, n_workers=0, in_main=False)
