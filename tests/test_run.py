@@ -166,6 +166,7 @@ def test_same_seed_same_curves(tmp_path):
         (["--env", "slippery-ant", "--agent", "ppo", "--env-kwargs", "bogus=1"], "bogus"),
         (["--env", "missing.yaml", "--agent", "ppo"], "file not found: missing.yaml"),
         (["--env", "slippery-ant", "--agent", "missing.yaml"], "file not found: missing.yaml"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--vec-env", "threads"], "unknown vec env 'threads'; valid: auto"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, args, message):
