@@ -113,6 +113,9 @@ class AgentSpec:
     """Plasticity interventions, ``[{name: {arguments}}, ...]``."""
     boundary_aware: bool = False
     """Whether the agent is told when the regime changes (``on_regime_change`` hooks)."""
+    replay_buffer: str = "fifo"
+    """SAC only: ``fifo`` (SB3's buffer) or ``reservoir`` (keeps a uniform sample of every
+    regime seen; :class:`crl.plasticity.replay.ReservoirReplayBuffer`)."""
     name: str = ""
     """Catalog name (filled in by the loader)."""
 
@@ -142,6 +145,7 @@ class AgentSpec:
                     "verbose",
                     "_init_setup_model",
                     "tensorboard_log",
+                    "replay_buffer_class",
                 )
             ]
             for k, v in self.hyperparameters.items():
@@ -159,14 +163,19 @@ class AgentSpec:
                 sizes = getattr(self.network, key)
                 if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
                     raise ConfigError(f"network: {key} must be a list of positive integers, got {sizes!r}")
+            from crl.plasticity.replay import make_replay_buffer_class
+
+            make_replay_buffer_class(self.replay_buffer)
+            if self.algo != "sac" and self.replay_buffer != "fifo":
+                raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac agents only")
             opt = dict(self.optimizer)
             name = opt.pop("name", None)
             if not isinstance(name, str):
                 raise ConfigError("optimizer: needs a 'name'")
             check_optimizer_kwargs(name, opt)
-            from crl.plasticity.base import build
+            from crl.plasticity.base import build, check_boundaries
 
-            build(self.interventions)
+            check_boundaries(build(self.interventions), self.boundary_aware)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
@@ -223,6 +232,11 @@ def build_model(
     if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu"):
         policy = ArchActorCriticPolicy
         pkw["layer_norm"] = spec.network.layer_norm
+    if spec.replay_buffer != "fifo":
+        from crl.plasticity.replay import make_replay_buffer_class
+
+        hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
+        hp["replay_buffer_kwargs"] = {"seed": seed, **(hp.get("replay_buffer_kwargs") or {})}
     model = cls(policy, env, policy_kwargs=pkw, seed=seed, device=device, verbose=verbose, **hp)
     with torch.no_grad():
         if spec.algo == "ppo":

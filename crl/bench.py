@@ -34,6 +34,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from crl.system import usable_cores
+
 __all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "register_cli", "CONTENDERS"]
 
 ENV_ID = "crl/SlipperyAnt-v0"
@@ -109,13 +111,14 @@ def _raw_rate_child(args: tuple[int, int]) -> float:
 
 
 def raw_mujoco_rate_all_cores(steps: int = 5000, processes: int | None = None) -> float:
-    """Summed Ant steps per second of ``processes`` (default: every core) raw MuJoCo loops run at
-    once: the simulation ceiling of the machine as it is loaded now. Its ratio to
-    :func:`raw_mujoco_rate` is the parallel speed-up that worker processes can get.
+    """Summed Ant steps per second of ``processes`` (default: every usable core) raw MuJoCo loops
+    run at once: the simulation ceiling of the machine as loaded now. Its ratio to
+    :func:`raw_mujoco_rate` is the parallel speed-up worker processes can get at that moment (about 1
+    when other jobs hold the other cores).
     """
     import multiprocessing as mp
 
-    n = processes or os.cpu_count() or 1
+    n = processes or usable_cores()
     with mp.get_context("spawn").Pool(n) as pool:
         pool.map(_raw_rate_child, [(50, i) for i in range(n)])  # start-up (imports) outside the measurement
         return sum(pool.map(_raw_rate_child, [(steps, i) for i in range(n)]))
@@ -151,21 +154,34 @@ def _run_sb3(steps: int, seed: int) -> dict[str, float]:
     return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
 
 
-def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
+def _time_vec_env(venv: Any) -> None:
+    """Accumulate, in ``_Timer.total``, the learner's wall time inside ``venv``'s step/reset
+    (the simulation, in-process or waiting for the worker processes).
+    """
+    for name in ("step_async", "step_wait", "reset"):
+        orig = getattr(venv, name)
+
+        def timed(*args: Any, _orig: Any = orig, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            out = _orig(*args, **kwargs)
+            _Timer.total += time.perf_counter() - t
+            return out
+
+        setattr(venv, name, timed)
+
+
+def _run_crl(
+    agent: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
-    from crl.vecenv import ProcVecEnv
 
     learn = _time_train(ALGOS["ppo"])
     orig = run.make_vec_env
-    made: list[Any] = []
 
     def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> Any:
         venv = orig(env_id, make_kwargs, n_envs, kind)
-        if not isinstance(venv, ProcVecEnv):  # in-process envs: time them directly
-            for i, e in enumerate(venv.envs):
-                venv.envs[i] = _Timer(e)
-        made.append(venv)
+        _time_vec_env(venv)
         return venv
 
     run.make_vec_env = make_vec_env
@@ -181,44 +197,45 @@ def _run_crl(agent: str, steps: int, seed: int, n_envs: int = 8, vec_env: str = 
             checkpoint_every=10**9,
             n_envs=n_envs,
             vec_env=vec_env,
+            train_threads=train_threads,
             agent_kwargs={"n_steps": 2048 // n_envs},
         )  # 2048 samples per update, as SB3's
         wall = _time_learn()
         res = run.train(cfg)
-    out = {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
-    if made and isinstance(made[0], ProcVecEnv):  # workers: the main process's wait, and the workers' busy time
-        out["sim_wall"], out["sim_busy"] = made[0].sim_wall, made[0].sim_busy
-        out["workers"] = len(made[0].procs)
-    return out
+    return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
 
 
-def _child(contender: str, steps: int, seed: int, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
+def _child(
+    contender: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
     agent, _, kind = contender.partition(":")  # "ppo:dummy" pins the vec env of one contender
-    out = _run_sb3(steps, seed) if agent == "sb3" else _run_crl(agent, steps, seed, n_envs, kind or vec_env)
-    out["sim"] = out.pop("sim_wall", _Timer.total)
-    # this process plus its children (RUSAGE_CHILDREN is the largest child: count it once per env worker)
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ru += max(1, out.get("workers", 1)) * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if agent == "sb3":
+        out = _run_sb3(steps, seed)
+    else:
+        out = _run_crl(agent, steps, seed, n_envs, kind or vec_env, train_threads)
+    out["sim"] = _Timer.total
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = ru / 1024
     return out
 
 
-def measure(contender: str, steps: int, seed: int = 0, n_envs: int = 8, vec_env: str = "auto") -> dict[str, float]:
-    """Train ``contender`` (``"sb3"``, a crl agent name, or ``agent:vec_env``) for ``steps`` in a child process.
+def measure(
+    contender: str, steps: int, seed: int = 0, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+) -> dict[str, float]:
+    """Train ``contender`` (``"sb3"``, a crl agent name, or ``agent:vec_env`` to pin the vec env of
+    that contender, e.g. ``ppo:dummy``) for ``steps`` in a child process.
 
     Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
-    child's peak RSS in MB (with its env worker processes, if any). crl agents run ``n_envs`` envs
-    (``vec_env``: ``dummy`` in-process, ``proc`` worker processes, ``auto``) with
-    ``n_steps = 2048 // n_envs`` (2048 samples per update, like the single-env SB3 script).
-    With worker processes, ``sim`` is the time the trainer waits for them and ``sim_busy`` the
-    time the workers spend in the envs (summed over workers).
+    child's peak RSS in MB (worker processes included). crl agents run ``n_envs`` envs (in worker
+    processes with ``vec_env="proc"``/``"auto"``) with ``n_steps = 2048 // n_envs`` (2048 samples
+    per update, like the single-env SB3 script).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
-    args = f"{contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}"
-    code = f"import json, crl.bench as b; print('@@' + json.dumps(b._child({args})))"
+    call = f"b._child({contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads})"
+    code = f"import json, crl.bench as b; print('@@' + json.dumps({call}))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
     if p.returncode != 0 or not lines:
@@ -243,15 +260,16 @@ def throughput(
     contenders: tuple[str, ...] = CONTENDERS,
     seed: int = 0,
     raw_steps: int = 5000,
-    n_envs: int = 8,
+    n_envs: int = 16,
     log: Callable[[str], None] | None = None,
     vec_env: str = "auto",
+    train_threads: int = 0,
 ) -> dict[str, Any]:
     """Alternate ``repeats`` rounds of every contender; summarise by median steps/s."""
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     for rep in range(repeats):
         for c in contenders:
-            r = measure(c, steps, seed + rep, n_envs, vec_env)
+            r = measure(c, steps, seed + rep, n_envs, vec_env, train_threads)
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
@@ -268,7 +286,6 @@ def throughput(
             "sim_frac": sum(r["sim"] for r in rs) / tot,
             "act_frac": sum(r["act"] for r in rs) / tot,
             "learn_frac": sum(r["learn"] for r in rs) / tot,
-            "worker_busy_frac": sum(r.get("sim_busy", 0.0) for r in rs) / tot,
         }
     return {
         "steps": steps,
@@ -277,7 +294,8 @@ def throughput(
         "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
         "n_envs": n_envs,
         "vec_env": vec_env,
-        "cpus": os.cpu_count(),
+        "train_threads": train_threads,
+        "cpus": usable_cores(),
         "loadavg": os.getloadavg(),
         "results": rows,
     }
@@ -288,8 +306,9 @@ def _print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
 
     title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
-    t = Table(title=f"{title}, crl n_envs={res['n_envs']} vec_env={res.get('vec_env', 'dummy')}")
-    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %", "workers busy %"):
+    crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
+    t = Table(title=f"{title}, {crl_setup}")
+    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
         t.add_column(col, justify="right")
     for c, r in res["results"].items():
         t.add_row(
@@ -300,19 +319,10 @@ def _print_table(res: dict[str, Any]) -> None:
             f"{100 * r['sim_frac']:.0f}",
             f"{100 * r['act_frac']:.0f}",
             f"{100 * r['learn_frac']:.0f}",
-            f"{100 * r['worker_busy_frac']:.0f}" if r["worker_busy_frac"] else "",
         )
-    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "", "")
-    t.add_row(
-        f"raw MuJoCo Ant ({res['cpus']} processes at once)",
-        f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-    )
+    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "")
+    all_cores = f"raw MuJoCo Ant ({res['cpus']} processes at once)"
+    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", "", "", "", "", "")
     Console().print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
 
@@ -327,8 +337,16 @@ def _add(p: argparse.ArgumentParser) -> None:
         default=None,
         help="crl agents to compare (default: ppo, ppo-cbp); AGENT:VEC_ENV pins the vec env (ppo:dummy)",
     )
-    p.add_argument("--n-envs", type=int, default=8, help="in-process envs of the crl agents (default 8)")
-    p.add_argument("--vec-env", default="auto", help="vec env of the crl agents: dummy, proc or auto (default)")
+    p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=None,
+        help="torch threads of crl's updates (default: the number of cores)",
+    )
+    p.add_argument(
+        "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
+    )
     p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -341,18 +359,19 @@ def _bench(a: argparse.Namespace) -> int:
     if a.n_envs < 1 or 2048 % a.n_envs:
         raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
     agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
-    from crl.run import resolve_vec_env
-
-    for kind in [a.vec_env, *(c.partition(":")[2] for c in agents if ":" in c)]:
-        resolve_vec_env(kind, a.n_envs)  # unknown name: one clear line
+    for c in agents:
+        kind = c.partition(":")[2]
+        if ":" in c and kind not in ("auto", "dummy", "proc"):
+            raise ConfigError(f"--agent {c}: vec env must be one of auto, dummy, proc; got {kind!r}")
     res = throughput(
         a.steps,
         a.repeats,
         ("sb3", *agents),
         raw_steps=a.raw_steps,
         n_envs=a.n_envs,
-        vec_env=a.vec_env,
         log=None if a.json else lambda s: print(s, file=sys.stderr),
+        vec_env=a.vec_env,
+        train_threads=usable_cores() if a.train_threads is None else a.train_threads,
     )
     if a.json:
         print(json.dumps(res, indent=2))

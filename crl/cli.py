@@ -70,11 +70,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--n-envs", type=int, default=1)
     p.add_argument(
-        "--vec-env", default="auto", help="dummy (in-process), proc (worker processes) or auto (proc if n-envs > 1)"
+        "--vec-env",
+        choices=["auto", "dummy", "proc"],
+        default="auto",
+        help="envs in the learner's process (dummy) or in worker processes (proc); auto: proc for n-envs > 1",
     )
     p.add_argument("--checkpoint-every", type=int, default=50_000)
     p.add_argument("--device", default="cpu")
     p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--train-threads", type=int, default=0, help="torch threads during updates (0: --torch-threads)")
     p.add_argument("--resume", action="store_true", help="require resuming from the last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run folder first")
     p.add_argument("--no-progress", action="store_true")
@@ -104,6 +108,7 @@ def _train(a: argparse.Namespace) -> int:
         wandb=a.wandb or "auto",
         device=a.device,
         torch_threads=a.torch_threads,
+        train_threads=a.train_threads,
         progress=not a.no_progress,
         command=command_line(),
         diagnostics_every=a.diagnostics_every,

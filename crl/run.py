@@ -49,25 +49,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from crl import __version__
 from crl.agents import AgentSpec, build_model
 from crl.catalog import EnvSpec, resolve_agent, resolve_env
-from crl.checkpoint import atomic_save, load, rng_state, set_rng_state
+from crl.checkpoint import atomic_save, get_env_state, load, rng_state, set_env_state, set_rng_state
 from crl.config import apply_overrides, to_plain
 from crl.diagnostics import RunMonitor
-from crl.errors import ConfigError, CrlError, NonFiniteLossError, UnknownNameError
+from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.plasticity import InterventionSet
+from crl.system import usable_cores
 from crl.track import Tracker, flatten, wandb_default_mode
-from crl.vecenv import ProcVecEnv, env_states, set_env_states
 
-__all__ = [
-    "RunConfig",
-    "RunResult",
-    "train",
-    "run_name",
-    "make_vec_env",
-    "read_status",
-    "RunCallback",
-    "VEC_ENVS",
-    "resolve_vec_env",
-]
+__all__ = ["RunConfig", "RunResult", "train", "run_name", "make_vec_env", "read_status", "RunCallback"]
 
 STATUS_FILE = "status.json"
 CHECKPOINT = "checkpoints/last.pt"
@@ -97,9 +87,9 @@ class RunConfig:
     n_envs: int = 1
     """Parallel environments."""
     vec_env: str = "auto"
-    """How the ``n_envs`` envs run: ``dummy`` (in-process, one after the other), ``proc``
-    (:class:`~crl.vecenv.ProcVecEnv`: worker processes, one per core) or ``auto`` (``proc`` when
-    ``n_envs > 1`` and the machine has more than one core). All give the same results."""
+    """How the ``n_envs`` envs run: ``dummy`` (in the learner's process, SB3's DummyVecEnv),
+    ``proc`` (:class:`crl.vecenv.ProcVecEnv`, one worker process per core), or ``auto`` (``proc``
+    when ``n_envs > 1`` and the machine has several cores). Both give the same transitions."""
     checkpoint_every: int = 50_000
     """Steps between checkpoints (taken at the next rollout boundary)."""
     wandb: str = "auto"
@@ -112,6 +102,10 @@ class RunConfig:
     """torch device."""
     torch_threads: int = 1
     """torch intra-op threads (1 is fastest for small MLPs on few cores)."""
+    train_threads: int = 0
+    """torch threads during the update only (0: ``torch_threads``). With ``vec_env: proc`` the
+    worker processes are idle while the learner updates, so the update may use every core
+    while acting keeps ``torch_threads``."""
     progress: bool = True
     """Show a progress bar (on a terminal) or periodic progress lines."""
     loss_log_every: int = 1000
@@ -186,28 +180,43 @@ def _make_kwargs(env: EnvSpec, cfg: RunConfig) -> dict[str, Any]:
     return env.make_kwargs(kwargs) if env.base is not None else kwargs
 
 
-#: Vec env kinds by name (``RunConfig.vec_env``); ``auto`` picks one of them.
-VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "proc": ProcVecEnv}
+VEC_ENVS = ("auto", "dummy", "proc")
 
 
-def resolve_vec_env(name: str, n_envs: int) -> str:
-    """The vec env kind ``name`` stands for (``auto``: ``proc`` if ``n_envs > 1`` on a multi-core machine)."""
-    if name == "auto":
-        return "proc" if n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
-    if name not in VEC_ENVS:
-        raise UnknownNameError("vec env", name, [*VEC_ENVS, "auto"])
-    return name
-
-
-def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, vec_env: str = "dummy") -> VecEnv:
+def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> VecEnv:
     """``n_envs`` copies of ``gymnasium.make(env_id, **make_kwargs)``, each with SB3's
-    ``Monitor`` outermost, in a vec env of kind ``vec_env`` (see :data:`VEC_ENVS`).
+    ``Monitor`` outermost, in a ``DummyVecEnv`` (``kind="dummy"``) or a
+    :class:`~crl.vecenv.ProcVecEnv` (``"proc"``; ``"auto"``: proc for several envs on several cores).
     """
 
     def factory() -> gym.Env:
         return Monitor(gym.make(env_id, **make_kwargs))
 
-    return VEC_ENVS[resolve_vec_env(vec_env, n_envs)]([factory] * n_envs)
+    if kind == "auto":
+        kind = "proc" if n_envs > 1 and usable_cores() > 1 else "dummy"
+    if kind == "proc":
+        from crl.vecenv import ProcVecEnv
+
+        return ProcVecEnv([factory] * n_envs)
+    return DummyVecEnv([factory] * n_envs)
+
+
+def env_states(venv: VecEnv) -> list[Any]:
+    """The checkpointable state of every env of ``venv`` (DummyVecEnv or ProcVecEnv)."""
+    if isinstance(venv, DummyVecEnv):
+        return [get_env_state(e) for e in venv.envs]
+    return venv.get_env_states()
+
+
+def set_env_states(venv: VecEnv, states: list[Any]) -> None:
+    """Restore :func:`env_states`."""
+    if isinstance(venv, DummyVecEnv):
+        if len(states) != len(venv.envs):
+            raise ValueError(f"{len(states)} env states for {len(venv.envs)} envs")
+        for e, st in zip(venv.envs, states, strict=True):
+            set_env_state(e, st)
+    else:
+        venv.set_env_states(states)
 
 
 def _check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
@@ -223,18 +232,8 @@ def _volatile(d: dict[str, Any]) -> dict[str, Any]:
     """The config without what may change between a run and its resumption: the command line,
     the version, the step budget (a run can be extended) and the tracking settings.
     """
-    volatile = ("command", "crl_version", "created", "steps", "progress", "wandb", "vec_env")  # vec_env: same results
+    volatile = ("command", "crl_version", "created", "steps", "progress", "wandb", "vec_env", "train_threads")
     return {k: v for k, v in d.items() if k not in volatile}
-
-
-def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every gradient element of the optimizer's parameters is finite.
-
-    One fused check (two ``foreach`` kernels, one sync) instead of one per tensor: the largest
-    ``|grad|`` of each tensor is finite exactly when all its elements are (``max`` propagates NaN).
-    """
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_max(torch._foreach_abs(grads)))).all())
 
 
 class RunCallback(BaseCallback):
@@ -263,8 +262,11 @@ class RunCallback(BaseCallback):
 
     def _grad_guard(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer step pre-hook: refuse a step with NaN/inf gradients (the NaN guard)."""
-        if not _grads_finite(optimizer):
-            raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:  # one fused max |g| over every tensor (NaN propagates through max)
+            top = torch.stack(torch._foreach_max(torch._foreach_abs(grads)))
+            if not bool(torch.isfinite(top).all()):
+                raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
 
     # -- state ---------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -273,6 +275,7 @@ class RunCallback(BaseCallback):
             "pending": list(self.pending),
             "regimes": self.regimes,
             "last_ckpt": self.last_ckpt,
+            "last_loss_log": self.last_loss_log,
             "seen_n_updates": self.seen_n_updates,
             "monitor": self.monitor.state(),
         }
@@ -280,6 +283,7 @@ class RunCallback(BaseCallback):
     def set_state(self, s: dict[str, Any]) -> None:
         self.segments, self.pending, self.regimes = list(s["segments"]), list(s["pending"]), s["regimes"]
         self.last_ckpt, self.seen_n_updates = s["last_ckpt"], s["seen_n_updates"]
+        self.last_loss_log = s.get("last_loss_log", -math.inf)
         if "monitor" in s:
             self.monitor.load(s["monitor"])
 
@@ -374,6 +378,8 @@ class RunCallback(BaseCallback):
         self.runner.tracker.log(start, {"regime/boundary": seg, "regime/index": int(info["regime"])})
 
     def _on_rollout_start(self) -> None:
+        if self.runner.cfg.train_threads:
+            torch.set_num_threads(self.runner.cfg.torch_threads)
         model = self.model
         if not isinstance(model, OffPolicyAlgorithm):
             self._log_losses()
@@ -386,6 +392,9 @@ class RunCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         self.monitor.collect_states()
+        self.runner.interventions.on_rollout_end()
+        if self.runner.cfg.train_threads:
+            torch.set_num_threads(self.runner.cfg.train_threads)
 
     def _on_training_end(self) -> None:
         if self.regimes and self.regimes[-1]["end_step"] is None:  # summary of the regime still open
@@ -484,7 +493,12 @@ class _Runner:
             raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed!r}")
         if cfg.n_envs < 1:
             raise ConfigError(f"n_envs must be >= 1, got {cfg.n_envs}")
-        resolve_vec_env(cfg.vec_env, cfg.n_envs)
+        if cfg.torch_threads < 1 or cfg.train_threads < 0:
+            raise ConfigError(
+                f"torch_threads must be >= 1 and train_threads >= 0, got {cfg.torch_threads}, {cfg.train_threads}"
+            )
+        if cfg.vec_env not in VEC_ENVS:
+            raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}; got {cfg.vec_env!r}")
         if cfg.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
         if cfg.diagnostics_every < 0 or cfg.eval_every < 0 or cfg.eval_episodes < 1:
@@ -517,6 +531,7 @@ class _Runner:
                 "checkpoint_every": cfg.checkpoint_every,
                 "device": cfg.device,
                 "torch_threads": cfg.torch_threads,
+                "train_threads": cfg.train_threads,
                 "wandb": {"mode": self.wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
                 "diagnostics": {
                     "every": cfg.diagnostics_every,
@@ -666,7 +681,7 @@ def train(cfg: RunConfig, resume: bool | None = None, overwrite: bool = False) -
         global_step=(ckpt or {}).get("num_timesteps", 0),
     )
     torch.set_num_threads(cfg.torch_threads)
-    venv = None
+    venv: VecEnv | None = None
     try:
         venv = make_vec_env(r.env_spec.id, r.make_kwargs, cfg.n_envs, cfg.vec_env)
         r.model, r.interventions = build_model(r.agent_spec, venv, seed=cfg.seed, device=cfg.device)
@@ -722,6 +737,8 @@ def _learn(r: _Runner) -> RunResult:
                 reset_num_timesteps=model.num_timesteps == 0 and r.callback.last_ckpt == 0,
             )
         model.save(r.dir / "model.zip")
+        if r.interventions.interventions:  # their state (EWC importances, CBP utilities...) beside it
+            atomic_save(r.interventions.state_dict(), r.dir / "interventions.pt")
         if r.callback.regimes:
             r.write_regimes(r.callback.regimes)
         status = "finished"
@@ -737,10 +754,12 @@ def _learn(r: _Runner) -> RunResult:
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, old_term)
+        env = model.get_env()
+        if env is not None:
+            env.close()  # ProcVecEnv: stop the worker processes
         if r.callback.progress is not None:
             r.callback.progress.stop()
         r.tracker.close(status)
-        model.get_env().close()  # stops ProcVecEnv workers
         _write_status(r.dir, status=status, error=error, global_step=model.num_timesteps)
     return RunResult(r.dir, status, model.num_timesteps)
 

@@ -224,6 +224,12 @@ def train_command(cfg: RunConfig) -> str:
         "--wandb",
         cfg.wandb,
     ]
+    if cfg.vec_env != "auto":
+        parts += ["--vec-env", cfg.vec_env]
+    if cfg.torch_threads != 1:
+        parts += ["--torch-threads", str(cfg.torch_threads)]
+    if cfg.train_threads:
+        parts += ["--train-threads", str(cfg.train_threads)]
     if cfg.env_kwargs:
         parts += ["--env-kwargs", *kv(cfg.env_kwargs)]
     if cfg.agent_kwargs:
@@ -730,10 +736,9 @@ def run_sweep(
 
 def _cores() -> int:
     """Cores this process may use (CPU affinity, e.g. a container's share), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    from crl.system import usable_cores
+
+    return usable_cores()
 
 
 def _summary(

@@ -1,35 +1,27 @@
-"""Vectorised envs whose simulation runs in worker processes.
+"""A vectorised env that simulates in worker processes, with checkpointable env state.
 
-:class:`ProcVecEnv` is an SB3 :class:`~stable_baselines3.common.vec_env.VecEnv` that splits
-``n_envs`` environments over ``W`` worker processes (default ``min(n_envs, os.cpu_count())``).
-Each worker steps its share of the envs one after the other and sends back stacked arrays, so
-one step of the vector env costs one message round trip per worker, not per env, and the
-workers simulate on all cores at once.
+:class:`ProcVecEnv` splits ``n`` envs over ``W`` worker processes; each worker steps its share
+sequentially, all workers at the same time, so simulation uses every core while the learner's
+process only batches the observations and runs the policy. It behaves exactly like SB3's
+``DummyVecEnv`` (same auto-reset, ``terminal_observation``, ``TimeLimit.truncated``,
+``reset_infos``, per-index seeds and options), so a run gives the same transitions with either
+(tested), and it answers :meth:`ProcVecEnv.get_env_states` / :meth:`ProcVecEnv.set_env_states`
+with :func:`crl.checkpoint.get_env_state` of each env, so crl's checkpoints stay exact.
 
-It behaves like :class:`~stable_baselines3.common.vec_env.DummyVecEnv` step for step: the same
-auto-reset (``terminal_observation`` and ``TimeLimit.truncated`` in the infos, ``reset_infos``),
-the same per-index seeding (``seed(s)`` gives env ``i`` the seed ``s + i`` at the next reset),
-the same observation and reward dtypes. With the same seeds and actions it returns identical
-observations, rewards, dones and infos (tested on drifting MuJoCo envs).
-
-Checkpoints: :meth:`ProcVecEnv.get_env_states` / :meth:`ProcVecEnv.set_env_states` run
-:func:`crl.checkpoint.get_env_state` / :func:`~crl.checkpoint.set_env_state` inside the
-workers; :func:`env_states` and :func:`set_env_states` do the same for any crl vec env.
-
-Timing: ``sim_wall`` is the wall time the main process spent waiting on ``step``/``reset``
-(simulation plus message passing), ``sim_busy`` the time the workers spent inside
-``env.step``/``env.reset``, summed over workers.
+Workers are forked by default (Linux): they inherit the Gymnasium registry, including envs
+registered from user catalogs.
 
 Example:
     >>> import gymnasium as gym
-    >>> venv = ProcVecEnv([lambda: gym.make("Pendulum-v1")] * 4, n_workers=2)
+    >>> venv = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 4, n_workers=1)
     >>> venv.seed(0)
     [0, 1, 2, 3]
-    >>> venv.reset().shape
-    (4, 3)
-    >>> obs, rew, done, info = venv.step(np.zeros((4, 1), dtype=np.float32))
-    >>> obs.shape, rew.dtype, len(info)
-    ((4, 3), dtype('float32'), 4)
+    >>> obs = venv.reset()
+    >>> obs.shape, venv.n_workers, venv.in_main
+    ((4, 4), 1, True)
+    >>> obs, rewards, dones, infos = venv.step(np.zeros(4, dtype=np.int64))
+    >>> rewards.tolist()
+    [1.0, 1.0, 1.0, 1.0]
     >>> venv.close()
 """
 
@@ -38,191 +30,144 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
-from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
-from stable_baselines3.common.vec_env.patch_gym import _patch_env
-from stable_baselines3.common.vec_env.util import dict_to_obs, obs_space_info
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from crl.checkpoint import get_env_state, set_env_state
+from crl.system import usable_cores
 
-__all__ = ["ProcVecEnv", "env_states", "set_env_states", "split"]
+__all__ = ["ProcVecEnv"]
 
 
-def split(n_envs: int, n_workers: int) -> list[range]:
-    """Contiguous env index ranges of ``n_workers`` workers, as even as possible.
-
-    Example:
-        >>> split(8, 3)
-        [range(0, 3), range(3, 6), range(6, 8)]
-    """
-    base, extra = divmod(n_envs, n_workers)
-    out, lo = [], 0
-    for w in range(n_workers):
-        hi = lo + base + (w < extra)
-        out.append(range(lo, hi))
-        lo = hi
-    return out
+def _step_env(env: gym.Env, action: Any) -> tuple[Any, float, bool, dict[str, Any], dict[str, Any] | None]:
+    """One DummyVecEnv-style step: auto-reset with ``terminal_observation``."""
+    obs, reward, terminated, truncated, info = env.step(action)
+    done = terminated or truncated
+    info["TimeLimit.truncated"] = truncated and not terminated
+    reset_info = None
+    if done:
+        info["terminal_observation"] = obs
+        obs, reset_info = env.reset()
+    return obs, float(reward), bool(done), info, reset_info
 
 
-def _stack(obs: list[Any], space: gym.Space) -> Any:
-    if isinstance(space, gym.spaces.Dict):
-        return {k: np.stack([o[k] for o in obs]) for k in space.spaces}
-    if isinstance(space, gym.spaces.Tuple):
-        return tuple(np.stack([o[i] for o in obs]) for i in range(len(space.spaces)))
-    return np.stack(obs)
-
-
-class _Worker:
-    """The worker side: a share of the envs and the commands it answers."""
+class _Envs:
+    """A share of the envs and the commands they answer (in a worker process or in the main one)."""
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
-        self.envs = [_patch_env(fn()) for fn in env_fns]
-        self.space = self.envs[0].observation_space
-        self.busy = 0.0
+        self.envs: list[gym.Env] = [fn() for fn in env_fns]
+        self.sim = 0.0
 
-    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, list[dict], dict[int, dict], float]:
-        t = time.perf_counter()
-        n = len(self.envs)
-        obs_list, rews, dones = [], np.zeros(n, dtype=np.float32), np.zeros(n, dtype=bool)
-        infos: list[dict[str, Any]] = []
-        reset_infos: dict[int, dict[str, Any]] = {}
-        for j, env in enumerate(self.envs):
-            obs, rews[j], terminated, truncated, info = env.step(actions[j])
-            dones[j] = terminated or truncated
-            info["TimeLimit.truncated"] = truncated and not terminated
-            if dones[j]:
-                info["terminal_observation"] = obs
-                obs, reset_infos[j] = env.reset()
-            obs_list.append(obs)
-            infos.append(info)
-        busy = time.perf_counter() - t
-        self.busy += busy
-        return _stack(obs_list, self.space), rews, dones, infos, reset_infos, busy
+    def handle(self, cmd: str, data: Any) -> Any:
+        from crl.checkpoint import get_env_state, set_env_state
 
-    def reset(self, seeds: list[int | None], options: list[dict]) -> tuple[Any, list[dict], float]:
-        t = time.perf_counter()
-        obs_list, infos = [], []
-        for env, seed, opts in zip(self.envs, seeds, options, strict=True):
-            obs, info = env.reset(seed=seed, **({"options": opts} if opts else {}))
-            obs_list.append(obs)
-            infos.append(info)
-        busy = time.perf_counter() - t
-        self.busy += busy
-        return _stack(obs_list, self.space), infos, busy
+        envs = self.envs
+        if cmd == "step":
+            t = time.perf_counter()
+            out = [_step_env(env, a) for env, a in zip(envs, data, strict=True)]
+            self.sim += time.perf_counter() - t
+            return out
+        if cmd == "reset":
+            t = time.perf_counter()
+            res = [
+                env.reset(seed=seed, **({"options": options} if options else {}))
+                for env, (seed, options) in zip(envs, data, strict=True)
+            ]
+            self.sim += time.perf_counter() - t
+            return res
+        if cmd == "spaces":
+            return envs[0].observation_space, envs[0].action_space, None
+        if cmd == "get_state":
+            return [get_env_state(envs[i]) for i in data]
+        if cmd == "set_state":
+            for i, state in data:
+                set_env_state(envs[i], state)
+            return None
+        if cmd == "env_method":
+            i, name, args, kwargs = data
+            return getattr(envs[i], name)(*args, **kwargs)
+        if cmd == "get_attr":
+            i, name = data
+            return getattr(envs[i], name)
+        if cmd == "set_attr":
+            i, name, value = data
+            setattr(envs[i], name, value)
+            return None
+        if cmd == "is_wrapped":
+            from stable_baselines3.common.env_util import is_wrapped
 
-    def get_attr(self, name: str, idx: list[int]) -> list[Any]:
-        return [self.envs[j].get_wrapper_attr(name) for j in idx]
-
-    def set_attr(self, name: str, value: Any, idx: list[int]) -> None:
-        for j in idx:
-            setattr(self.envs[j], name, value)
-
-    def env_method(self, name: str, args: tuple, kwargs: dict, idx: list[int]) -> list[Any]:
-        return [self.envs[j].get_wrapper_attr(name)(*args, **kwargs) for j in idx]
-
-    def env_is_wrapped(self, wrapper_class: type, idx: list[int]) -> list[bool]:
-        from stable_baselines3.common.env_util import is_wrapped
-
-        return [is_wrapped(self.envs[j], wrapper_class) for j in idx]
-
-    def get_env_state(self) -> list[Any]:
-        return [get_env_state(e) for e in self.envs]
-
-    def set_env_state(self, states: list[Any]) -> None:
-        for e, s in zip(self.envs, states, strict=True):
-            set_env_state(e, s)
-
-    def spaces(self) -> tuple[gym.Space, gym.Space, Any]:
-        return self.space, self.envs[0].action_space, self.envs[0].metadata
-
-    def close(self) -> None:
-        for e in self.envs:
-            e.close()
-
-
-def _worker_main(conn: Any, payload: bytes, main_ends: list[Any]) -> None:
-    """Worker process: build the envs, then answer ``(command, args)`` messages until ``close``.
-
-    ``main_ends`` are the main process's pipe ends that this worker inherited (fork); closing
-    them here lets the worker see end-of-file, and exit, when the main process dies (even by SIGKILL).
-    """
-    for c in main_ends:
-        c.close()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and closes us
-    try:
-        worker = _Worker(cloudpickle.loads(payload))
-    except BaseException as e:  # report why the envs could not be built
-        conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
-        conn.close()
-        return
-    conn.send(("ok", None))
-    while True:
-        try:
-            cmd, args = conn.recv()
-        except (EOFError, OSError):  # main process gone
-            break
+            i, cls = data
+            return is_wrapped(envs[i], cls)
+        if cmd == "sim_time":
+            return self.sim
         if cmd == "close":
-            worker.close()
-            with contextlib.suppress(OSError):
-                conn.send(("ok", None))
-            break
-        try:
-            reply = ("ok", getattr(worker, cmd)(*args))
-        except Exception as e:
-            reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
-        try:
-            conn.send(reply)
-        except OSError:  # main process gone
-            break
-    conn.close()
+            for env in envs:
+                env.close()
+            return None
+        raise ValueError(f"unknown command {cmd!r}")  # pragma: no cover - a programming error
 
 
-class _LocalConn:
-    """A :class:`_Worker` in the main process behind the pipe interface: ``send`` runs the command
-    at once (after the messages to the real workers went out), ``recv`` returns its reply.
+class _InMain:
+    """The main process's own share behind the pipe interface: ``send`` runs the command at
+    once (it is sent last, after the workers got theirs), ``recv`` returns the reply.
     """
 
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
-        self.worker = _Worker(env_fns)
+        self.share = _Envs(env_fns)
         self.reply: Any = None
 
-    def send(self, msg: tuple[str, tuple]) -> None:
-        cmd, args = msg
-        try:
-            self.reply = ("ok", getattr(self.worker, cmd)(*args))
-        except Exception as e:
-            self.reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    def send(self, msg: tuple[str, Any]) -> None:
+        self.reply = self.share.handle(*msg)
 
     def recv(self) -> Any:
         reply, self.reply = self.reply, None
         return reply
 
-    def close(self) -> None:
-        pass
+
+def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) -> None:
+    """Worker loop: build the envs, then answer commands until ``close`` (or until the parent
+    process is gone, e.g. killed with SIGKILL: then the worker exits by itself).
+    """
+    for c in inherited:  # pipe ends of the parent (and of earlier workers) copied by fork
+        c.close()
+    share = _Envs(cloudpickle.loads(payload))
+    try:
+        while True:
+            while not conn.poll(1.0):
+                if os.getppid() != parent_pid:
+                    return
+            cmd, data = conn.recv()
+            conn.send(share.handle(cmd, data))
+            if cmd == "close":
+                return
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        return
+
+
+def _stack(items: list[Any], space: gym.Space) -> Any:
+    if isinstance(space, gym.spaces.Dict):
+        return {k: _stack([o[k] for o in items], s) for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_stack([o[i] for o in items], s) for i, s in enumerate(space.spaces))
+    return np.stack(items)
 
 
 class ProcVecEnv(VecEnv):
-    """``n_envs`` envs simulated in worker processes, stepping like ``DummyVecEnv``.
+    """``DummyVecEnv`` semantics, simulation in ``n_workers`` processes.
 
     Args:
-        env_fns: one function per env returning a fresh env (pickled with cloudpickle, so
-            closures work).
-        n_workers: worker processes; default ``min(n_envs, os.cpu_count())``, less one if
-            ``in_main``.
-        in_main: the main process simulates the last share of the envs itself while the workers
-            simulate theirs, instead of waiting idle (default True: on 2 cores, one worker and
-            the main process; where the other cores are busy this costs little over in-process envs).
-        start_method: multiprocessing start method; default ``fork`` where available (fast,
-            and envs registered at run time in the main process stay visible), else ``spawn``.
+        env_fns: one factory per env (closures are fine: they travel with cloudpickle).
+        n_workers: worker processes (default: ``min(len(env_fns), usable_cores())``, one less
+            with ``in_main``); the envs are split in contiguous blocks, one per worker (and one
+            for the main process).
+        in_main: the main process steps the last block itself while the workers step theirs,
+            instead of waiting idle (on 2 cores: one worker and the main process).
+        start_method: multiprocessing start method (default ``fork`` where available).
     """
 
     def __init__(
@@ -232,206 +177,129 @@ class ProcVecEnv(VecEnv):
         in_main: bool = True,
         start_method: str | None = None,
     ) -> None:
-        n_envs = len(env_fns)
-        if n_envs < 1:
+        n = len(env_fns)
+        if n < 1:
             raise ValueError("ProcVecEnv needs at least one env")
         if n_workers is None:
-            n_workers = min(n_envs, os.cpu_count() or 1) - int(in_main)
+            n_workers = min(n, usable_cores()) - int(in_main)
         shares = n_workers + int(in_main)
-        if n_workers < 0 or not 1 <= shares <= n_envs:
-            raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n_envs - int(in_main)}], got {n_workers}")
-        if start_method is None:
-            start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        ctx = mp.get_context(start_method)
-        self.slices = split(n_envs, shares)
-        self.conns: list[Any] = []
-        self.procs: list[Any] = []
-        self.closed = False
-        self.waiting = False
-        self.sim_wall = 0.0
-        self.sim_busy = 0.0
-        for rng in self.slices[:n_workers]:
+        if n_workers < 0 or not 1 <= shares <= n:
+            raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n - int(in_main)}], got {n_workers!r}")
+        self.n_workers, self.in_main = n_workers, in_main
+        self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
+        self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
+        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(method)
+        self._conns: list[Any] = []
+        self._procs: list[Any] = []
+        for block in self._blocks[:n_workers]:
             parent, child = ctx.Pipe()
-            payload = cloudpickle.dumps([env_fns[i] for i in rng])
-            inherited = [*self.conns, parent] if start_method == "fork" else []
-            p = ctx.Process(target=_worker_main, args=(child, payload, inherited), daemon=True)
-            p.start()
+            payload = cloudpickle.dumps([env_fns[i] for i in block])
+            inherited = [*self._conns, parent] if method == "fork" else []
+            proc = ctx.Process(target=_worker, args=(child, inherited, payload, os.getpid()), daemon=True)
+            proc.start()
             child.close()
-            self.conns.append(parent)
-            self.procs.append(p)
-        for c in self.conns:
-            self._recv(c)
-        if in_main:  # last, so that its work starts after the messages to the workers went out
-            self.conns.append(_LocalConn([env_fns[i] for i in self.slices[-1]]))
-        obs_space, act_space, metadata = self._call(0, "spaces")
-        super().__init__(n_envs, obs_space, act_space)
-        self.keys, shapes, dtypes = obs_space_info(obs_space)
-        self.buf_obs = {k: np.zeros((n_envs, *tuple(shapes[k])), dtype=dtypes[k]) for k in self.keys}
-        self.buf_rews = np.zeros(n_envs, dtype=np.float32)
-        self.buf_dones = np.zeros(n_envs, dtype=bool)
-        self.metadata = metadata
+            self._conns.append(parent)
+            self._procs.append(proc)
+        if in_main:  # last: its work runs after the messages to the workers went out
+            self._conns.append(_InMain([env_fns[i] for i in self._blocks[-1]]))
+        self._conns[0].send(("spaces", None))
+        obs_space, act_space, _ = self._conns[0].recv()
+        self.num_envs = n  # the base class asks every env's render_mode through get_attr
+        super().__init__(n, obs_space, act_space)
+        self.closed = False
 
-    # -- messaging -----------------------------------------------------------
-    def _recv(self, conn: Any) -> Any:
-        try:
-            status, value = conn.recv()
-        except (EOFError, OSError):
-            raise RuntimeError("a ProcVecEnv worker died") from None
-        if status == "error":
-            raise RuntimeError(f"ProcVecEnv worker failed: {value}")
-        return value
-
-    def _call(self, w: int, cmd: str, *args: Any) -> Any:
-        self.conns[w].send((cmd, args))
-        return self._recv(self.conns[w])
-
-    def _broadcast(self, cmd: str, per_worker_args: list[tuple]) -> list[Any]:
-        for c, args in zip(self.conns, per_worker_args, strict=True):
-            c.send((cmd, args))
-        return [self._recv(c) for c in self.conns]
-
-    def _by_worker(self, indices: VecEnvIndices) -> dict[int, list[int]]:
-        """Worker -> local indices of the target envs, in worker order."""
-        out: dict[int, list[int]] = {}
-        for i in self._get_indices(indices):
-            for w, rng in enumerate(self.slices):
-                if i in rng:
-                    out.setdefault(w, []).append(i - rng.start)
-        return dict(sorted(out.items()))  # the main process's share (last) after the workers'
-
-    def _gather(self, cmd: str, indices: VecEnvIndices, *args: Any) -> list[Any]:
-        targets = list(self._get_indices(indices))
-        by_w = self._by_worker(targets)
-        for w, idx in by_w.items():
-            self.conns[w].send((cmd, (*args, idx)))
-        found: dict[int, Any] = {}
-        for w, idx in by_w.items():
-            for j, v in zip(idx, self._recv(self.conns[w]), strict=True):
-                found[self.slices[w].start + j] = v
-        return [found[i] for i in targets]
-
-    def _save_obs(self, lo: int, hi: int, obs: Any) -> None:
-        for key in self.keys:
-            if key is None:
-                self.buf_obs[key][lo:hi] = obs
-            else:
-                self.buf_obs[key][lo:hi] = obs[key]
-
-    def _obs(self) -> VecEnvObs:
-        return dict_to_obs(self.observation_space, {k: v.copy() for k, v in self.buf_obs.items()})
-
-    # -- VecEnv API ----------------------------------------------------------
+    # -- stepping ------------------------------------------------------------
     def step_async(self, actions: np.ndarray) -> None:
-        t = time.perf_counter()
-        actions = np.asarray(actions)
-        for c, rng in zip(self.conns, self.slices, strict=True):
-            c.send(("step", (actions[rng.start : rng.stop],)))
-        self.waiting = True
-        self.sim_wall += time.perf_counter() - t
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("step", [actions[i] for i in block]))
 
-    def step_wait(self) -> VecEnvStepReturn:
-        t = time.perf_counter()
-        infos: list[dict[str, Any]] = []
-        for c, rng in zip(self.conns, self.slices, strict=True):
-            obs, rews, dones, w_infos, reset_infos, busy = self._recv(c)
-            self._save_obs(rng.start, rng.stop, obs)
-            self.buf_rews[rng.start : rng.stop] = rews
-            self.buf_dones[rng.start : rng.stop] = dones
-            for j, info in reset_infos.items():
-                self.reset_infos[rng.start + j] = info
-            infos.extend(w_infos)
-            self.sim_busy += busy
-        self.waiting = False
-        self.sim_wall += time.perf_counter() - t
-        return self._obs(), self.buf_rews.copy(), self.buf_dones.copy(), infos
+    def step_wait(self) -> Any:
+        results = [r for conn in self._conns for r in conn.recv()]
+        obs, rewards, dones, infos = [], [], [], []
+        for i, (o, r, d, info, reset_info) in enumerate(results):
+            obs.append(o)
+            rewards.append(r)
+            dones.append(d)
+            infos.append(info)
+            if reset_info is not None:
+                self.reset_infos[i] = reset_info
+        return (
+            _stack(obs, self.observation_space),
+            np.array(rewards, dtype=np.float32),
+            np.array(dones, dtype=bool),
+            infos,
+        )
 
-    def reset(self) -> VecEnvObs:
-        t = time.perf_counter()
-        args = [(self._seeds[r.start : r.stop], self._options[r.start : r.stop]) for r in self.slices]
-        for rng, (obs, infos, busy) in zip(self.slices, self._broadcast("reset", args), strict=True):
-            self._save_obs(rng.start, rng.stop, obs)
-            self.reset_infos[rng.start : rng.stop] = infos
-            self.sim_busy += busy
+    def reset(self) -> Any:
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("reset", [(self._seeds[i], self._options[i]) for i in block]))
+        results = [r for conn in self._conns for r in conn.recv()]
+        obs = []
+        for i, (o, info) in enumerate(results):
+            obs.append(o)
+            self.reset_infos[i] = info
         self._reset_seeds()
         self._reset_options()
-        self.sim_wall += time.perf_counter() - t
-        return self._obs()
+        return _stack(obs, self.observation_space)
 
     def close(self) -> None:
         if self.closed:
             return
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, EOFError, OSError):
+                conn.send(("close", None))
+                conn.recv()
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
         self.closed = True
-        for c in self.conns:
-            try:
-                if self.waiting:
-                    c.recv()
-                c.send(("close", ()))
-            except (EOFError, OSError):
-                pass
-        for c in self.conns:
-            with contextlib.suppress(EOFError, OSError):
-                c.recv()
-            c.close()
-        for p in self.procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-                p.join()
+
+    # -- per-env calls -------------------------------------------------------
+    def _call(self, index: int, cmd: str, data: Any) -> Any:
+        k, j = self._where[index]
+        self._conns[k].send((cmd, (j, *data)))
+        return self._conns[k].recv()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [self._call(i, "get_attr", (attr_name,)) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for i in self._get_indices(indices):
+            self._call(i, "set_attr", (attr_name, value))
+
+    def env_method(self, method_name: str, *args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list[Any]:
+        return [self._call(i, "env_method", (method_name, args, kwargs)) for i in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [self._call(i, "is_wrapped", (wrapper_class,)) for i in self._get_indices(indices)]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         return self.env_method("render")
 
-    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        """Attribute of the envs (see ``VecEnv.get_attr``)."""
-        return self._gather("get_attr", indices, attr_name)
-
-    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        """Set an attribute in the envs (see ``VecEnv.set_attr``)."""
-        by_w = self._by_worker(indices)
-        for w, idx in by_w.items():
-            self.conns[w].send(("set_attr", (attr_name, value, idx)))
-        for w in by_w:
-            self._recv(self.conns[w])
-
-    def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
-    ) -> list[Any]:
-        """Call a method of the envs (see ``VecEnv.env_method``)."""
-        return self._gather("env_method", indices, method_name, method_args, method_kwargs)
-
-    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
-        """Whether the envs are wrapped with ``wrapper_class``."""
-        return self._gather("env_is_wrapped", indices, wrapper_class)
-
-    # -- checkpoints ---------------------------------------------------------
+    # -- crl extras ----------------------------------------------------------
     def get_env_states(self) -> list[Any]:
-        """:func:`crl.checkpoint.get_env_state` of every env, in env order."""
-        return [s for states in self._broadcast("get_env_state", [()] * len(self.conns)) for s in states]
+        """:func:`crl.checkpoint.get_env_state` of every env, in index order."""
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("get_state", list(range(len(block)))))
+        return [s for conn in self._conns for s in conn.recv()]
 
     def set_env_states(self, states: Sequence[Any]) -> None:
-        """Restore :meth:`get_env_states` (envs built the same way)."""
+        """Restore :meth:`get_env_states`."""
         if len(states) != self.num_envs:
             raise ValueError(f"{len(states)} env states for {self.num_envs} envs")
-        self._broadcast("set_env_state", [(list(states[r.start : r.stop]),) for r in self.slices])
+        for conn, block in zip(self._conns, self._blocks, strict=True):
+            conn.send(("set_state", [(j, states[i]) for j, i in enumerate(block)]))
+        for conn in self._conns:
+            conn.recv()
 
+    def simulation_time(self) -> float:
+        """Wall seconds the workers spent in ``step``/``reset``, summed over workers."""
+        for conn in self._conns:
+            conn.send(("sim_time", None))
+        return sum(conn.recv() for conn in self._conns)
 
-def env_states(venv: VecEnv) -> list[Any]:
-    """Exact state of every env of ``venv`` (a ``DummyVecEnv`` or a :class:`ProcVecEnv`)."""
-    if isinstance(venv, ProcVecEnv):
-        return venv.get_env_states()
-    if isinstance(venv, DummyVecEnv):
-        return [get_env_state(e) for e in venv.envs]
-    raise TypeError(f"cannot snapshot the envs of a {type(venv).__name__}")
-
-
-def set_env_states(venv: VecEnv, states: Sequence[Any]) -> None:
-    """Restore :func:`env_states` into a vec env built the same way (either kind)."""
-    if isinstance(venv, ProcVecEnv):
-        venv.set_env_states(states)
-    elif isinstance(venv, DummyVecEnv):
-        if len(states) != len(venv.envs):
-            raise ValueError(f"{len(states)} env states for {len(venv.envs)} envs")
-        for e, s in zip(venv.envs, states, strict=True):
-            set_env_state(e, s)
-    else:
-        raise TypeError(f"cannot restore the envs of a {type(venv).__name__}")
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()

@@ -140,7 +140,7 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             raise ConfigError(f"regime must be a non-negative integer, got {regime!r}")
         self._held = int(regime) if hold else None
         if not hold:
-            self.schedule.segment = int(regime)
+            self.schedule.segment = self.schedule.segment_of(int(regime))
             self.schedule.since_change = 0
         self._refresh()
 

@@ -88,6 +88,12 @@ class Schedule:
         """Regime id of ``segment`` (default: the current one). Identity by default."""
         return self.segment if segment is None else segment
 
+    def segment_of(self, regime: int) -> int:
+        """A segment whose regime id is ``regime`` (where ``set_regime(..., hold=False)`` moves
+        the schedule). Identity by default.
+        """
+        return regime
+
     def mix(self) -> tuple[int, int, float] | None:
         """For gradual schedules: ``(from_regime, to_regime, alpha)``; None otherwise."""
         return None
@@ -240,6 +246,12 @@ class Cyclic(EveryNSteps):
     def regime(self, segment: int | None = None) -> int:
         seg = self.segment if segment is None else segment
         return self.cycle[seg % len(self.cycle)]
+
+    def segment_of(self, regime: int) -> int:
+        """The segment of ``regime`` in the current pass through the cycle."""
+        if regime not in self.cycle:
+            raise ConfigError(f"regime {regime} is not in the cycle {self.cycle}")
+        return self.segment - self.segment % len(self.cycle) + self.cycle.index(regime)
 
 
 class Gradual(Schedule):
@@ -395,6 +407,13 @@ class Explicit(Schedule):
     def regime(self, segment: int | None = None) -> int:
         seg = self.segment if segment is None else segment
         return self.initial if seg == 0 else self.changes[min(seg, len(self.changes)) - 1][1]
+
+    def segment_of(self, regime: int) -> int:
+        """The first segment with regime id ``regime``."""
+        for seg in range(len(self.changes) + 1):
+            if self.regime(seg) == regime:
+                return seg
+        raise ConfigError(f"regime {regime} never occurs in this schedule (regimes: {self.initial} then changes)")
 
 
 SCHEDULES.update({c.name: c for c in (Cyclic, Gradual, RandomWalk, Explicit)})

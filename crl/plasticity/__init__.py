@@ -5,13 +5,22 @@ internals; it imports neither :mod:`crl.drift` nor :mod:`crl.run`.
 """
 
 from crl.plasticity.base import INTERVENTIONS, Intervention, InterventionSet, attach, register_intervention
+from crl.plasticity.forgetting import EWC, MAS, L2Prev
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
+from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
 
 __all__ = [
     "INTERVENTIONS",
     "OPTIMIZERS",
     "ContinualBackprop",
+    "EWC",
+    "L2Init",
+    "L2Prev",
+    "MAS",
+    "OptimizerReset",
+    "Parseval",
+    "WeightClip",
     "Injection",
     "ReDo",
     "Reset",

@@ -15,7 +15,7 @@ from torch import nn
 
 from crl.errors import ConfigError, UnknownNameError
 
-__all__ = ["Intervention", "InterventionSet", "INTERVENTIONS", "register_intervention", "attach"]
+__all__ = ["Intervention", "InterventionSet", "INTERVENTIONS", "register_intervention", "attach", "check_boundaries"]
 
 
 class Intervention:
@@ -27,6 +27,8 @@ class Intervention:
 
     #: Name used in agent YAML (``interventions: [{<name>: {...}}]``).
     name: ClassVar[str] = "none"
+    #: Whether the method only makes sense when told about regime changes (EWC, moment resets).
+    needs_boundaries: ClassVar[bool] = False
 
     def attach(self, model: Any) -> None:
         """Attach to ``model`` (an SB3 algorithm or a module with an ``optimizer``)."""
@@ -42,6 +44,9 @@ class Intervention:
 
     def _on_regime_change(self, regime: int) -> None:
         """Hook: react to a known regime boundary."""
+
+    def on_rollout_end(self) -> None:
+        """Called by the trainer after each on-policy rollout (before the update)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The intervention's state (counters, utilities, RNG), for checkpoints."""
@@ -78,6 +83,11 @@ class InterventionSet:
             for i in self.interventions:
                 i.on_regime_change(regime)
 
+    def on_rollout_end(self) -> None:
+        """Forward the end of an on-policy rollout to every intervention."""
+        for i in self.interventions:
+            i.on_rollout_end()
+
     def state_dict(self) -> dict[str, Any]:
         return {"interventions": [i.state_dict() for i in self.interventions]}
 
@@ -112,9 +122,17 @@ def build(specs: list[Any]) -> list[Intervention]:
     return out
 
 
+def check_boundaries(interventions: list[Intervention], boundary_aware: bool) -> None:
+    """Refuse methods that need regime boundaries in an agent that is not told them."""
+    for i in interventions:
+        if i.needs_boundaries and not boundary_aware:
+            raise ConfigError(f"intervention {i.name!r} acts at regime changes; it needs boundary_aware: true")
+
+
 def attach(model: Any | nn.Module, specs: list[Any], boundary_aware: bool = False) -> InterventionSet:
     """Build the interventions named in ``specs`` and attach them to ``model``."""
     interventions = build(specs)
+    check_boundaries(interventions, boundary_aware)
     for i in interventions:
         i.attach(model)
     return InterventionSet(interventions, boundary_aware=boundary_aware)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CReLU", "HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
+__all__ = ["BatchedLinear", "CReLU", "HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
 
 
 class CReLU(nn.Module):
@@ -31,21 +31,49 @@ class CReLU(nn.Module):
         return torch.cat([torch.relu(x), torch.relu(-x)], dim=-1)
 
 
+class BatchedLinear(nn.Linear):
+    """``n_nets`` independent linear layers in one module: weight ``(n_nets, out, in)``, input
+    ``(n_nets, batch, in)``. Many seeds of a small network then train in one set of tensor
+    operations (the supervised probe), and the interventions treat each network on its own:
+    its parameters carry ``_crl_batched = True`` (see :class:`crl.plasticity.upgd.UPGD`).
+
+    Example:
+        >>> layer = BatchedLinear(3, 4, 2)
+        >>> layer(torch.ones(3, 5, 4)).shape, layer.weight.shape
+        (torch.Size([3, 5, 2]), torch.Size([3, 2, 4]))
+    """
+
+    def __init__(self, n_nets: int, in_features: int, out_features: int, bias: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.n_nets, self.in_features, self.out_features = n_nets, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n_nets, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(n_nets, out_features)) if bias else None
+        for p in self.parameters():
+            p._crl_batched = True  # type: ignore[attr-defined]
+        bound = 1.0 / math.sqrt(in_features)
+        with torch.no_grad():
+            self.weight.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.bmm(x, self.weight.transpose(1, 2))
+        return out if self.bias is None else out + self.bias.unsqueeze(1)
+
+
 _ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, CReLU)
 
 
 def _lecun_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    bound = math.sqrt(3.0 / w.shape[1])
+    bound = math.sqrt(3.0 / w.shape[-1])
     return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
 
 
 def _kaiming_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    bound = math.sqrt(6.0 / w.shape[1])  # gain sqrt(2) for ReLU: sqrt(3) * sqrt(2) / sqrt(fan_in)
+    bound = math.sqrt(6.0 / w.shape[-1])  # gain sqrt(2) for ReLU: sqrt(3) * sqrt(2) / sqrt(fan_in)
     return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
 
 
 def _torch_default_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default kaiming_uniform(a=sqrt(5))
+    bound = 1.0 / math.sqrt(w.shape[-1])  # nn.Linear's default kaiming_uniform(a=sqrt(5))
     return (torch.rand(w.shape, generator=gen) * 2 - 1) * bound
 
 
@@ -83,14 +111,19 @@ class HiddenLayer:
         return self.inp.out_features
 
     @property
+    def batched(self) -> bool:
+        """Whether the layer holds independent networks along dim 0 (:class:`BatchedLinear`)."""
+        return self.inp.weight.dim() == 3
+
+    @property
     def doubled(self) -> bool:
         """Whether the activation doubles the width (CReLU): unit i feeds outputs i and i + width."""
         return isinstance(self.act, CReLU)
 
     def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
-        """|features| per unit (batch x units); CReLU's two halves are added."""
-        a = h.reshape(-1, h.shape[-1]).abs()
-        return a[:, : self.width] + a[:, self.width :] if self.doubled else a
+        """|features| per unit (batch x units, or nets x batch x units); CReLU's halves added."""
+        a = h.abs() if self.batched else h.reshape(-1, h.shape[-1]).abs()
+        return a[..., : self.width] + a[..., self.width :] if self.doubled else a
 
     def out_columns(self, idx: torch.Tensor) -> torch.Tensor:
         """Columns of the outgoing weights that read units ``idx``."""
@@ -98,8 +131,8 @@ class HiddenLayer:
 
     def outgoing_magnitude(self) -> torch.Tensor:
         """mean_k |W_out[k, i]| per unit (over every outgoing layer; CReLU halves averaged)."""
-        w = torch.cat([o.weight.detach().abs() for o in self.outs], 0).mean(0)
-        return (w[: self.width] + w[self.width :]) / 2 if self.doubled else w
+        w = torch.cat([o.weight.detach().abs() for o in self.outs], -2).mean(-2)  # per net if batched
+        return (w[..., : self.width] + w[..., self.width :]) / 2 if self.doubled else w
 
 
 @dataclass

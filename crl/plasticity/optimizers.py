@@ -9,12 +9,14 @@ import torch
 
 from crl.errors import ConfigError, UnknownNameError
 from crl.plasticity.trac import TRACAdam
+from crl.plasticity.upgd import UPGD
 
 __all__ = ["OPTIMIZERS", "make_optimizer_class", "check_optimizer_kwargs"]
 
 #: Registry of optimizer classes by name.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "trac": TRACAdam,
+    "upgd": UPGD,
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,

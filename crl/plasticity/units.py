@@ -19,15 +19,17 @@ from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features
 __all__ = ["UnitIntervention", "ContinualBackprop", "ReDo", "ShrinkPerturb", "Reset", "zero_optimizer_state"]
 
 
-def zero_optimizer_state(optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: Any, dim: int) -> None:
+def zero_optimizer_state(
+    optimizer: torch.optim.Optimizer | None, param: torch.Tensor, index: Any, dim: int, net: int | None = None
+) -> None:
     """Zero the optimizer's per-parameter moments (Adam's ``exp_avg``/``exp_avg_sq``...) of
-    ``param`` at ``index`` along ``dim``.
+    ``param`` at ``index`` along ``dim`` (of network ``net`` of a batched parameter).
     """
     if optimizer is None or param not in optimizer.state:
         return
     for key, value in optimizer.state[param].items():
         if key != "step" and isinstance(value, torch.Tensor) and value.shape == param.shape:
-            value.index_fill_(dim, index, 0.0)
+            (value if net is None else value[net]).index_fill_(dim, index, 0.0)
 
 
 def _check_init(init: str) -> None:
@@ -80,13 +82,29 @@ class UnitIntervention(Intervention):
         """Hook: called after every optimizer step of ``view``."""
 
     # -- surgery -------------------------------------------------------------
-    def reset_units(self, view: MLPView, layer: HiddenLayer, idx: torch.Tensor, reset_optimizer: bool) -> None:
-        """Re-initialise units ``idx`` of ``layer``: incoming weights redrawn, incoming bias 0,
-        outgoing weights 0 (so the network's output is unchanged at that moment).
+    def reset_units(
+        self, view: MLPView, layer: HiddenLayer, idx: torch.Tensor, reset_optimizer: bool, net: int | None = None
+    ) -> None:
+        """Re-initialise units ``idx`` of ``layer`` (of network ``net`` if the layer is batched):
+        incoming weights redrawn, incoming bias 0, outgoing weights 0 (so the network's output
+        is unchanged at that moment).
         """
         if idx.numel() == 0:
             return
         cols = layer.out_columns(idx)
+        if net is not None:
+            init_rows(layer.inp.weight.data[net], idx, self.init, self.gen)
+            if layer.inp.bias is not None:
+                layer.inp.bias.data[net, idx] = 0.0
+            for out in layer.outs:
+                out.weight.data[net][:, cols] = 0.0
+            if reset_optimizer:
+                zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0, net)
+                if layer.inp.bias is not None:
+                    zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0, net)
+                for out in layer.outs:
+                    zero_optimizer_state(view.optimizer, out.weight, cols, 1, net)
+            return
         init_rows(layer.inp.weight, idx, self.init, self.gen)
         if layer.inp.bias is not None:
             layer.inp.bias.data[idx] = 0.0
@@ -196,6 +214,9 @@ class ContinualBackprop(UnitIntervention):
             h = layer.features
             if h is None:
                 continue
+            if layer.batched:
+                self._after_step_batched(view, layer, h)
+                continue
             key = f"{view.name}/{layer.name}"
             self.age[key] += 1
             w_out = layer.outgoing_magnitude()
@@ -226,6 +247,42 @@ class ContinualBackprop(UnitIntervention):
             self.mean[key][idx] = 0.0
             self.replaced += n
 
+    def _after_step_batched(self, view: MLPView, layer: HiddenLayer, h: torch.Tensor) -> None:
+        """The same steps for a :class:`~crl.plasticity.nets.BatchedLinear` layer: every
+        network updates its own utilities and draws its own replacements.
+        """
+        eta, key = self.decay, f"{view.name}/{layer.name}"
+        n_nets = layer.inp.weight.shape[0]
+        if self.age[key].dim() == 1:  # first step: per-network state
+            for d in (self.age, self.util, self.mean):
+                d[key] = d[key].expand(n_nets, -1).clone()
+        age = self.age[key]
+        age += 1
+        w_out = layer.outgoing_magnitude()  # nets x units
+        if self.utility == "contribution":
+            inst = w_out * layer.unit_activity(h.float()).mean(-2)
+        else:
+            h = h.float()
+            self.mean[key].mul_(eta).add_((1 - eta) * h.mean(-2))
+            f_hat = self.mean[key] / (1.0 - eta ** age.float())
+            w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
+            inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
+        self.util[key].mul_(eta).add_((1 - eta) * inst)
+        eligible = age > self.maturity
+        r = self.replacement_rate * eligible.sum(-1).float()
+        draw = torch.rand(n_nets, generator=self.gen)
+        n = torch.where(r < 1.0, (draw < r).long(), r.floor().long())
+        if not bool(n.any()):
+            return
+        u_hat = self.utilities(view, layer).masked_fill(~eligible, float("inf"))
+        for b in torch.nonzero(n).flatten().tolist():
+            idx = torch.topk(u_hat[b], int(n[b]), largest=False).indices
+            self.reset_units(view, layer, idx, self.reset_optimizer_state, net=b)
+            age[b, idx] = 0
+            self.util[key][b, idx] = 0.0
+            self.mean[key][b, idx] = 0.0
+            self.replaced += int(n[b])
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
@@ -240,7 +297,7 @@ class ContinualBackprop(UnitIntervention):
         self.replaced = int(state["replaced"])
         for name in ("age", "util", "mean"):
             for k, v in state[name].items():
-                getattr(self, name)[k].copy_(v)
+                getattr(self, name)[k] = v.clone()
 
 
 @register_intervention

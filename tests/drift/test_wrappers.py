@@ -248,6 +248,26 @@ def test_set_regime_pins_and_release_resumes():
     assert env.regime == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "schedule", "target", "segment", "refused"),
+    [
+        ("every", {"every_n_steps": {"change_every": 5, "align": "exact"}}, 3, 3, None),
+        ("cyclic", {"cyclic": {"change_every": 5, "align": "exact", "cycle": [0, 4, 2]}}, 2, 2, 9),
+        ("explicit", {"explicit": {"changes": [[10, 7], [20, 1]]}}, 1, 2, 9),
+    ],
+)
+def test_set_regime_without_hold_moves_the_schedule_to_that_regime(name, schedule, target, segment, refused):
+    """Not pinned: the schedule continues from a segment whose regime is the one asked for."""
+    crl.register_drifting(f"test/Shift{name}-v0", base="CartPole-v1", drifts=[{"level_shift": {}}], schedule=schedule)
+    env = gym.make(f"test/Shift{name}-v0")
+    env.reset(seed=0)
+    env.set_regime(target, hold=False)
+    assert env.regime == target and env.schedule.segment == segment
+    if refused is not None:  # a regime the schedule never visits
+        with pytest.raises(ConfigError, match=f"regime {refused}"):
+            env.set_regime(refused, hold=False)
+
+
 def test_custom_registration_from_python():
     crl.register_drifting("test/HeavyHopper-v0", base="Hopper-v5", drifts=[{"mass": {"low": 2.0, "high": 2.0}}])
     env = gym.make("test/HeavyHopper-v0")

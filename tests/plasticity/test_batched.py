@@ -1,0 +1,92 @@
+"""Batched networks: the plug-ins treat each network of a BatchedLinear on its own, exactly as
+they treat a plain network."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from crl.plasticity import attach
+from crl.plasticity.nets import BatchedLinear, find_mlps
+from crl.plasticity.upgd import UPGD
+
+B = 3
+
+
+def _pair(seed: int = 0):
+    torch.manual_seed(seed)
+    batched = nn.Sequential(BatchedLinear(B, 4, 6), nn.ReLU(), BatchedLinear(B, 6, 1))
+    singles = []
+    for b in range(B):
+        net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 1))
+        with torch.no_grad():
+            for i in (0, 2):
+                net[i].weight.copy_(batched[i].weight[b])
+                net[i].bias.copy_(batched[i].bias[b])
+        singles.append(net)
+    return batched, singles
+
+
+@pytest.mark.parametrize("utility", ["contribution", "adaptable_contribution"])
+def test_batched_cbp_equals_cbp_on_each_network(utility):
+    batched, singles = _pair()
+    spec = [{"cbp": {"replacement_rate": 0.5, "maturity": 3, "utility": utility, "seed": 0}}]
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.05)
+    ivb = attach(batched, spec).interventions[0]
+    ivs = []
+    for net in singles:
+        net.optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+        ivs.append(attach(net, spec).interventions[0])
+    gen = torch.Generator().manual_seed(1)
+    for step in range(4):  # replacements start at step 3; afterwards fresh weights differ (own draws)
+        x = torch.randn(B, 8, 4, generator=gen)
+        y = torch.randn(B, 8, 1, generator=gen)
+        batched.optimizer.zero_grad()
+        ((batched(x) - y) ** 2).mean(dim=(1, 2)).sum().backward()
+        batched.optimizer.step()
+        for b, (net, iv) in enumerate(zip(singles, ivs, strict=True)):
+            net.optimizer.zero_grad()
+            ((net(x[b]) - y[b]) ** 2).mean().backward()
+            net.optimizer.step()
+            assert torch.equal(ivb.age["net/0"][b], iv.age["net/0"])
+            assert torch.allclose(ivb.util["net/0"][b], iv.util["net/0"], atol=1e-6)
+            replaced = iv.age["net/0"] == 0
+            # the same units were replaced, with zero outgoing weights in both
+            assert torch.equal(batched[2].weight[b][:, replaced], net[2].weight[:, replaced])
+            kept = ~replaced  # every other unit: identical networks
+            assert torch.allclose(batched[0].weight[b][kept], net[0].weight[kept], atol=1e-6)
+        if step == 3:  # age 4 > maturity 3: r = 0.5 * 6 = 3 units per network and step
+            assert ivb.replaced == sum(iv.replaced for iv in ivs) == 3 * B
+
+
+def test_batched_shrink_perturb_draws_fresh_noise_per_network():
+    batched, _ = _pair()
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.0)
+    attach(batched, [{"shrink_perturb": {"shrink": 0.5, "sigma": 0.0}}])
+    before = batched[0].weight.detach().clone()
+    batched(torch.zeros(B, 1, 4)).sum().backward()
+    batched.optimizer.step()
+    assert torch.allclose(batched[0].weight, 0.5 * before)
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.0)
+    iv = attach(batched, [{"shrink_perturb": {"shrink": 1.0, "sigma": 1.0, "init": "lecun_uniform"}}])
+    iv.interventions[0].apply()
+    noise = batched[0].weight.detach() - 0.5 * before
+    assert noise.abs().max() <= (3 / 4) ** 0.5 + 1e-6  # the init bound of fan-in 4, not of the batch size
+    assert not torch.allclose(noise[0], noise[1])
+
+
+def test_find_mlps_sees_batched_layers():
+    batched, _ = _pair()
+    (view,) = find_mlps(batched, torch.optim.SGD(batched.parameters(), lr=0.1))
+    layer = view.layers[0]
+    assert layer.batched and layer.width == 6
+    assert layer.outgoing_magnitude().shape == (B, 6)
+
+
+def test_upgd_first_order_step_by_hand():
+    w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
+    opt = UPGD([w], lr=0.1, weight_decay=0.0, sigma=0.0, adaptive=False)
+    w.grad = torch.tensor([0.5, 0.5])
+    opt.step()  # s = sigmoid(-/+1000): the useful weight is frozen, the other takes lr * g
+    assert w.detach().tolist() == pytest.approx([1.0 - 0.05, -1.0])
