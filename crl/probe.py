@@ -259,7 +259,7 @@ def run_probe(
         if m not in METHODS:
             raise UnknownNameError("probe method", m, list(METHODS))
     examples = examples or 200_000
-    bin_size = bin_size or max(examples // 20, 1)
+    bin_size = bin_size or change_every or TASKS[task].default_change_every  # one bin per task
     if seeds < 1 or examples < bin_size or bin_size < 1:
         raise ConfigError(f"need seeds >= 1 and examples >= bin size >= 1, got {seeds}, {examples}, {bin_size}")
     args = [(task, m, seeds, examples, step_size, change_every, bin_size, seed) for m in methods]
@@ -361,7 +361,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples", type=int, default=200_000, help="examples per network (default 200000)")
     p.add_argument("--step-size", type=float, default=None, help="SGD step size (default: the task's, 0.01)")
     p.add_argument("--change-every", type=int, default=None, help="examples per task (default 10000 / 5000)")
-    p.add_argument("--bin-size", type=int, default=None, help="examples per error bin (default examples / 20)")
+    p.add_argument("--bin-size", type=int, default=None, help="examples per error bin (default: one task, --change-every)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/probe", help="folder of the figure and results.json")

@@ -228,6 +228,17 @@ def _check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
         raise ConfigError(f"env {env_id!r} rejected its arguments: {e}") from None
 
 
+def _added_default(key: str, value: Any) -> bool:
+    """Whether ``key`` is an agent-spec field that a newer crl added, at its default value
+    (a run started before the field existed resumes).
+    """
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] != "agent":
+        return False
+    field_ = {f.name: f for f in dataclasses.fields(AgentSpec)}.get(parts[1])
+    return field_ is not None and field_.default is not dataclasses.MISSING and value == field_.default
+
+
 def _volatile(d: dict[str, Any]) -> dict[str, Any]:
     """The config without what may change between a run and its resumption: the command line,
     the version, the step budget (a run can be extended) and the tracking settings.
@@ -556,7 +567,9 @@ class _Runner:
         if cfg_path.exists() and not overwrite:
             old = yaml.safe_load(cfg_path.read_text()) or {}
             a, b = flatten(_volatile(old)), flatten(_volatile(self.resolved))
-            diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            diff = sorted(
+                k for k in set(a) | set(b) if a.get(k) != b.get(k) and not (k not in a and _added_default(k, b[k]))
+            )
             if diff:
                 raise ConfigError(
                     f"{self.dir} holds a run with a different config ({diff[0]}: {a.get(diff[0])!r} "

@@ -31,6 +31,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -122,7 +123,10 @@ class _InMain:
         self.reply: Any = None
 
     def send(self, msg: tuple[str, Any]) -> None:
-        self.reply = self.share.handle(*msg)
+        try:
+            self.reply = ("ok", self.share.handle(*msg))
+        except Exception as e:  # raised by _replies, after the workers' answers are read
+            self.reply = ("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
 
     def recv(self) -> Any:
         reply, self.reply = self.reply, None
@@ -142,11 +146,35 @@ def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) ->
                 if os.getppid() != parent_pid:
                     return
             cmd, data = conn.recv()
-            conn.send(share.handle(cmd, data))
+            try:
+                conn.send(("ok", share.handle(cmd, data)))
+            except Exception as e:  # the trainer raises it (see _reply)
+                conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
             if cmd == "close":
                 return
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
+
+
+def _reply(conn: Any) -> Any:
+    """A worker's answer; its exception, if any, raised here with the worker's traceback."""
+    return _replies([conn])[0]
+
+
+def _replies(conns: list[Any]) -> list[Any]:
+    """Every worker's answer, read before the first error (if any) is raised, so that no
+    answer is left in a pipe.
+    """
+    answers = []
+    for conn in conns:
+        try:
+            answers.append(conn.recv())
+        except EOFError:
+            answers.append(("error", "an env worker process died (see its output above)"))
+    for status, value in answers:
+        if status == "error":
+            raise RuntimeError(f"env worker failed: {value}")
+    return [value for _, value in answers]
 
 
 def _stack(items: list[Any], space: gym.Space) -> Any:
@@ -204,7 +232,7 @@ class ProcVecEnv(VecEnv):
         if in_main:  # last: its work runs after the messages to the workers went out
             self._conns.append(_InMain([env_fns[i] for i in self._blocks[-1]]))
         self._conns[0].send(("spaces", None))
-        obs_space, act_space, _ = self._conns[0].recv()
+        obs_space, act_space, _ = _reply(self._conns[0])
         self.num_envs = n  # the base class asks every env's render_mode through get_attr
         super().__init__(n, obs_space, act_space)
         self.closed = False
@@ -215,7 +243,7 @@ class ProcVecEnv(VecEnv):
             conn.send(("step", [actions[i] for i in block]))
 
     def step_wait(self) -> Any:
-        results = [r for conn in self._conns for r in conn.recv()]
+        results = [r for part in _replies(self._conns) for r in part]
         obs, rewards, dones, infos = [], [], [], []
         for i, (o, r, d, info, reset_info) in enumerate(results):
             obs.append(o)
@@ -234,7 +262,7 @@ class ProcVecEnv(VecEnv):
     def reset(self) -> Any:
         for conn, block in zip(self._conns, self._blocks, strict=True):
             conn.send(("reset", [(self._seeds[i], self._options[i]) for i in block]))
-        results = [r for conn in self._conns for r in conn.recv()]
+        results = [r for part in _replies(self._conns) for r in part]
         obs = []
         for i, (o, info) in enumerate(results):
             obs.append(o)
@@ -260,7 +288,7 @@ class ProcVecEnv(VecEnv):
     def _call(self, index: int, cmd: str, data: Any) -> Any:
         k, j = self._where[index]
         self._conns[k].send((cmd, (j, *data)))
-        return self._conns[k].recv()
+        return _reply(self._conns[k])
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         return [self._call(i, "get_attr", (attr_name,)) for i in self._get_indices(indices)]
@@ -283,7 +311,7 @@ class ProcVecEnv(VecEnv):
         """:func:`crl.checkpoint.get_env_state` of every env, in index order."""
         for conn, block in zip(self._conns, self._blocks, strict=True):
             conn.send(("get_state", list(range(len(block)))))
-        return [s for conn in self._conns for s in conn.recv()]
+        return [s for part in _replies(self._conns) for s in part]
 
     def set_env_states(self, states: Sequence[Any]) -> None:
         """Restore :meth:`get_env_states`."""
@@ -291,14 +319,13 @@ class ProcVecEnv(VecEnv):
             raise ValueError(f"{len(states)} env states for {self.num_envs} envs")
         for conn, block in zip(self._conns, self._blocks, strict=True):
             conn.send(("set_state", [(j, states[i]) for j, i in enumerate(block)]))
-        for conn in self._conns:
-            conn.recv()
+        _replies(self._conns)
 
     def simulation_time(self) -> float:
         """Wall seconds the workers spent in ``step``/``reset``, summed over workers."""
         for conn in self._conns:
             conn.send(("sim_time", None))
-        return sum(conn.recv() for conn in self._conns)
+        return sum(_replies(self._conns))
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown

@@ -266,3 +266,22 @@ def test_fused_gradient_guard_flags_exactly_non_finite_gradients(bad):
     else:
         with pytest.raises(NonFiniteLossError, match="gradient at global step 7"):
             RunCallback._grad_guard(holder, opt, (), {})
+
+
+def test_a_run_from_before_a_new_agent_field_still_resumes(tmp_path):
+    """config.yaml written by an older crl lacks agent.replay_buffer: at its default it is not a change."""
+    import yaml
+
+    from crl.errors import ConfigError
+    from crl.run import RunConfig, _Runner
+
+    cfg = RunConfig(env="CartPole-v1", agent="ppo", steps=64, run_dir=str(tmp_path), wandb="disabled")
+    r = _Runner(cfg)
+    r.prepare_dir(False)
+    old = dict(r.resolved, agent={k: v for k, v in r.resolved["agent"].items() if k != "replay_buffer"})
+    (r.dir / "config.yaml").write_text(yaml.safe_dump(old))
+    _Runner(cfg).prepare_dir(False)  # accepted
+    old["agent"]["n_steps_typo"] = 1
+    (r.dir / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="different config"):
+        _Runner(cfg).prepare_dir(False)

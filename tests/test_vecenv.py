@@ -147,3 +147,18 @@ def test_training_with_worker_processes_equals_in_process_training(tmp_path):
 
     dummy, proc = run("dummy"), run("proc")
     assert len(dummy) > 10 and proc == dummy
+
+
+class _Broken(gym.Wrapper):
+    def step(self, action):
+        raise ValueError("physics exploded")
+
+
+def test_a_worker_error_reaches_the_trainer_with_its_message():
+    venv = ProcVecEnv([lambda: _Broken(gym.make("CartPole-v1"))] * 2, n_workers=1)
+    try:
+        venv.reset()
+        with pytest.raises(RuntimeError, match="ValueError: physics exploded"):
+            venv.step(np.zeros(2, dtype=np.int64))
+    finally:
+        venv.close()

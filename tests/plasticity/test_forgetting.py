@@ -142,3 +142,11 @@ def test_importances_on_real_sb3_models(algo, name):
     model.learn(64)  # the penalty now acts; training runs
     iv.load_state_dict(saved)
     assert iv.consolidations == 1
+
+
+def test_a_regime_without_states_leaves_importances_alone():
+    net = _net()
+    iv = EWC(strength=1.0)
+    iv.attach(net)
+    iv.consolidate(torch.zeros(0, 3))
+    assert iv.omega == {} and iv.consolidations == 1 and set(iv.anchor) == {n for n, _ in net.named_parameters()}
