@@ -36,7 +36,7 @@ import gymnasium as gym
 
 from crl.system import usable_cores
 
-__all__ = ["raw_mujoco_rate", "measure", "throughput", "register_cli", "CONTENDERS"]
+__all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "register_cli", "CONTENDERS"]
 
 ENV_ID = "crl/SlipperyAnt-v0"
 ENV_NAME = "slippery-ant"
@@ -104,6 +104,24 @@ def raw_mujoco_rate(steps: int = 5000, seed: int = 0) -> float:
         if term or trunc:
             env.reset()
     return steps / (time.perf_counter() - t)
+
+
+def _raw_rate_child(args: tuple[int, int]) -> float:
+    return raw_mujoco_rate(*args)
+
+
+def raw_mujoco_rate_all_cores(steps: int = 5000, processes: int | None = None) -> float:
+    """Summed Ant steps per second of ``processes`` (default: every usable core) raw MuJoCo loops
+    run at once: the simulation ceiling of the machine as loaded now. Its ratio to
+    :func:`raw_mujoco_rate` is the parallel speed-up worker processes can get at that moment (about 1
+    when other jobs hold the other cores).
+    """
+    import multiprocessing as mp
+
+    n = processes or usable_cores()
+    with mp.get_context("spawn").Pool(n) as pool:
+        pool.map(_raw_rate_child, [(50, i) for i in range(n)])  # start-up (imports) outside the measurement
+        return sum(pool.map(_raw_rate_child, [(steps, i) for i in range(n)]))
 
 
 def _run_sb3(steps: int, seed: int) -> dict[str, float]:
@@ -193,10 +211,11 @@ def _child(
     import torch
 
     torch.set_num_threads(1)
-    if contender == "sb3":
+    agent, _, kind = contender.partition(":")  # "ppo:dummy" pins the vec env of one contender
+    if agent == "sb3":
         out = _run_sb3(steps, seed)
     else:
-        out = _run_crl(contender, steps, seed, n_envs, vec_env, train_threads)
+        out = _run_crl(agent, steps, seed, n_envs, kind or vec_env, train_threads)
     out["sim"] = _Timer.total
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = ru / 1024
@@ -206,7 +225,8 @@ def _child(
 def measure(
     contender: str, steps: int, seed: int = 0, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
 ) -> dict[str, float]:
-    """Train ``contender`` (``"sb3"`` or a crl agent name) for ``steps`` in a child process.
+    """Train ``contender`` (``"sb3"``, a crl agent name, or ``agent:vec_env`` to pin the vec env of
+    that contender, e.g. ``ppo:dummy``) for ``steps`` in a child process.
 
     Returns wall seconds, env steps, steps/s, the time split (sim, act, learn seconds) and the
     child's peak RSS in MB (worker processes included). crl agents run ``n_envs`` envs (in worker
@@ -271,6 +291,7 @@ def throughput(
         "steps": steps,
         "repeats": repeats,
         "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
+        "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
         "n_envs": n_envs,
         "vec_env": vec_env,
         "train_threads": train_threads,
@@ -300,6 +321,8 @@ def _print_table(res: dict[str, Any]) -> None:
             f"{100 * r['learn_frac']:.0f}",
         )
     t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "")
+    all_cores = f"raw MuJoCo Ant ({res['cpus']} processes at once)"
+    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", "", "", "", "", "")
     Console().print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
 
@@ -308,7 +331,12 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=["throughput"], help="what to benchmark")
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
-    p.add_argument("--agent", action="append", default=None, help="crl agents to compare (default: ppo, ppo-cbp)")
+    p.add_argument(
+        "--agent",
+        action="append",
+        default=None,
+        help="crl agents to compare (default: ppo, ppo-cbp); AGENT:VEC_ENV pins the vec env (ppo:dummy)",
+    )
     p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
     p.add_argument(
         "--train-threads",
@@ -331,6 +359,10 @@ def _bench(a: argparse.Namespace) -> int:
     if a.n_envs < 1 or 2048 % a.n_envs:
         raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
     agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
+    for c in agents:
+        kind = c.partition(":")[2]
+        if ":" in c and kind not in ("auto", "dummy", "proc"):
+            raise ConfigError(f"--agent {c}: vec env must be one of auto, dummy, proc; got {kind!r}")
     res = throughput(
         a.steps,
         a.repeats,

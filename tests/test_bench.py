@@ -55,7 +55,7 @@ def test_cli_json_tiny():
     for r in res["results"].values():
         assert r["steps_per_s"] > 0
         assert r["sim_frac"] + r["act_frac"] + r["learn_frac"] == pytest.approx(1.0, abs=1e-6)
-    assert res["raw_mujoco_steps_per_s_per_core"] > 0
+    assert res["raw_mujoco_steps_per_s_per_core"] > 0 and res["raw_mujoco_steps_per_s_all_cores"] > 0
 
 
 def test_cli_rejects_bad_n_envs():
@@ -69,3 +69,23 @@ def test_cli_rejects_bad_n_envs():
         timeout=60,
     )
     assert p.returncode != 0 and "--n-envs must divide 2048" in p.stderr
+
+
+def test_contender_can_pin_its_vec_env():
+    for contender in ("ppo:dummy", "ppo:proc"):
+        r = measure(contender, 256, n_envs=4)
+        assert r["steps"] == 2048
+        assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
+
+
+def test_cli_rejects_unknown_vec_env():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [sys.executable, "-m", "crl", "bench", "throughput", "--agent", "ppo:threads"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert p.returncode != 0 and "--agent ppo:threads: vec env must be one of auto, dummy, proc" in p.stderr

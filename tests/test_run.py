@@ -16,6 +16,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from crl.errors import NonFiniteLossError
@@ -229,6 +230,42 @@ def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path)
     ckpt = load(run / "checkpoints" / "last.pt")
     assert ckpt["num_timesteps"] == 512
     assert all(np.isfinite(v.numpy()).all() for v in ckpt["params"]["policy"].values())
+
+
+def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_path, crl_cli):
+    """Envs simulated in worker processes (``--vec-env proc``): killed and resumed, the run equals
+    an uninterrupted run with in-process envs row for row."""
+    steps, two = 3072, ["--n-envs", "2", "--wandb", "disabled"]
+    crl_cli(*_train_args(tmp_path / "ref", steps, *two, "--vec-env", "dummy"), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
+    cmd = _train_args(tmp_path / "killed", steps, *two, "--vec-env", "proc")
+    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
+    _kill_at_random(cmd, run, random.Random())
+    assert json.loads((run / "status.json").read_text())["status"] == "running"
+    crl_cli(*cmd, check=True)
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
+def test_fused_gradient_guard_flags_exactly_non_finite_gradients(bad):
+    """The guard's fused check refuses one NaN/inf element anywhere and accepts huge finite ones."""
+    from types import SimpleNamespace
+
+    from crl.run import RunCallback
+
+    holder = SimpleNamespace(model=SimpleNamespace(num_timesteps=7))  # the guard reads only the step
+    net = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
+    opt = torch.optim.Adam(net.parameters())
+    RunCallback._grad_guard(holder, opt, (), {})  # no gradients yet
+    net(torch.randn(3, 5)).sum().backward()
+    net[2].weight.grad[1, 3] = 3e38 if bad is None else bad  # huge but finite, or not finite
+    if bad is None:
+        RunCallback._grad_guard(holder, opt, (), {})
+    else:
+        with pytest.raises(NonFiniteLossError, match="gradient at global step 7"):
+            RunCallback._grad_guard(holder, opt, (), {})
 
 
 def test_a_run_from_before_a_new_agent_field_still_resumes(tmp_path):
