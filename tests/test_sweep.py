@@ -171,7 +171,7 @@ def test_crashed_and_killed_runs_are_marked_failed_and_the_others_finish(tmp_pat
 def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, sig, group):
     """Ctrl-C (SIGINT to the process group), a kill of everything, a scheduler's SIGTERM to the
     sweep, or a kill of the sweep alone (its workers notice and stop): the next run resumes."""
-    steps = 24576  # long enough that neither run can finish between the check below and the signal
+    steps = 8192
     f = _sweep_file(tmp_path, envs=["CartPole-v1"], seeds=[0, 1], steps=steps)
     runs = [tmp_path / "runs" / "s" / f"CartPole-v1__ppo__s{s}" for s in (0, 1)]
     cmd = [
@@ -187,7 +187,15 @@ def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, s
         "--no-progress",
     ]
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as typed in a terminal: a test suite started in the background inherits SIGINT ignored,
+        # and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while time.time() < deadline:
