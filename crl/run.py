@@ -274,10 +274,14 @@ class RunCallback(BaseCallback):
     def _grad_guard(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Optimizer step pre-hook: refuse a step with NaN/inf gradients (the NaN guard)."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads:  # one fused max |g| over every tensor (NaN propagates through max)
-            top = torch.stack(torch._foreach_max(torch._foreach_abs(grads)))
-            if not bool(torch.isfinite(top).all()):
-                raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
+        if not grads:
+            return
+        if hasattr(torch, "_foreach_max"):  # one fused max |g| over every tensor (NaN propagates through max)
+            finite = bool(torch.isfinite(torch.stack(torch._foreach_max(torch._foreach_abs(grads)))).all())
+        else:  # torch < 2.4
+            finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if not finite:
+            raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
 
     # -- state ---------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
