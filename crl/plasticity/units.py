@@ -304,7 +304,6 @@ class ContinualBackprop(UnitIntervention):
         return self.util[key] / (1.0 - self.decay**age)
 
     def _after_step(self, view: MLPView) -> None:
-        eta = self.decay
         for layer in view.layers:
             h = layer.features
             if h is None:
@@ -314,15 +313,7 @@ class ContinualBackprop(UnitIntervention):
                 continue
             key = f"{view.name}/{layer.name}"
             self.age[key] += 1
-            w_out = layer.outgoing_magnitude()
-            if self.utility == "contribution":
-                inst = w_out * layer.unit_activity(h.float()).mean(0)
-            else:
-                h = h.reshape(-1, layer.width).float()
-                self.mean[key].mul_(eta).add_((1 - eta) * h.mean(0))
-                f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
-                inst = w_out * (h - f_hat).abs().mean(0) / layer.inp.weight.detach().abs().mean(1).clamp(min=1e-12)
-            self.util[key].mul_(eta).add_((1 - eta) * inst)
+            self._update_utility(layer, key, h)
             eligible = self.age[key] > self.maturity
             n_eligible = int(eligible.sum())
             if n_eligible == 0:
@@ -342,13 +333,30 @@ class ContinualBackprop(UnitIntervention):
             self.mean[key][idx] = 0.0
             self.replaced += n
 
+    def _update_utility(self, layer: HiddenLayer, key: str, h: torch.Tensor) -> None:
+        """Steps 2 (and the running mean of the adaptable utility) for ``layer``'s features
+        ``h`` (batch x units, or nets x batch x units): every reduction is over the batch
+        dimension -2, so one formula serves single and batched networks.
+        """
+        eta = self.decay
+        w_out = layer.outgoing_magnitude()  # (nets x) units
+        if self.utility == "contribution":
+            inst = w_out * layer.unit_activity(h.float()).mean(-2)
+        else:
+            h = (h if layer.batched else h.reshape(-1, layer.width)).float()
+            self.mean[key].mul_(eta).add_((1 - eta) * h.mean(-2))
+            f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
+            w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
+            inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
+        self.util[key].mul_(eta).add_((1 - eta) * inst)
+
     def _after_step_batched(self, view: MLPView, layer: HiddenLayer, h: torch.Tensor) -> None:
         """The same steps for a :class:`~crl.plasticity.nets.BatchedLinear` layer: every
         network updates its own utilities and ages and makes its own draws (network ``b`` from
         its own generator seeded ``seed + b``, see :class:`NetworkDraws`), so that network
         ``b`` evolves exactly as a single network under ``ContinualBackprop(seed=seed + b)``.
         """
-        eta, key = self.decay, f"{view.name}/{layer.name}"
+        key = f"{view.name}/{layer.name}"
         n_nets = layer.inp.weight.shape[0]
         if self.age[key].dim() == 1:  # first step: per-network state
             for d in (self.age, self.util, self.mean):
@@ -357,16 +365,7 @@ class ContinualBackprop(UnitIntervention):
             self.draws = NetworkDraws(self.seed, n_nets)
         age = self.age[key]
         age += 1
-        w_out = layer.outgoing_magnitude()  # nets x units
-        if self.utility == "contribution":
-            inst = w_out * layer.unit_activity(h.float()).mean(-2)
-        else:
-            h = h.float()
-            self.mean[key].mul_(eta).add_((1 - eta) * h.mean(-2))
-            f_hat = self.mean[key] / (1.0 - eta ** age.float())
-            w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
-            inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
-        self.util[key].mul_(eta).add_((1 - eta) * inst)
+        self._update_utility(layer, key, h)
         eligible = age > self.maturity
         n_eligible = eligible.sum(-1)
         r = n_eligible.double() * self.replacement_rate  # float64, as the single-network code
