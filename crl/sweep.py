@@ -45,6 +45,7 @@ from typing import Any
 from crl.config import from_mapping, load_yaml
 from crl.errors import ConfigError
 from crl.run import CHECKPOINT, RunConfig, read_status
+from crl.system import usable_cores
 
 __all__ = [
     "SweepSpec",
@@ -722,7 +723,7 @@ def run_sweep(
         signal.signal(signal.SIGTERM, _interrupt)
     try:
         if backend == "local":
-            n = workers or _cores()
+            n = workers or usable_cores()
             complete = _run_local(book, n, catalogs, grace_s)
         else:
             complete = _run_ray(book, address or "", catalogs)
@@ -732,13 +733,6 @@ def run_sweep(
         prog.close()
     summary = _summary(spec, runs, book, before, backend, source, started, time.time() - t0, not complete)
     return summary
-
-
-def _cores() -> int:
-    """Cores this process may use (CPU affinity, e.g. a container's share), else the machine's."""
-    from crl.system import usable_cores
-
-    return usable_cores()
 
 
 def _summary(
