@@ -10,7 +10,6 @@ with ``policy_kwargs`` (``optimizer_class``/``optimizer_kwargs``): no fork of SB
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,11 +21,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from torch import nn
 
-from crl.config import from_mapping
+from crl.config import from_mapping, init_keywords
 from crl.errors import ConfigError, UnknownNameError
 from crl.fastppo import FastPPO
 from crl.plasticity import InterventionSet, attach
-from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class
+from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
 from crl.policies import ArchActorCriticPolicy, CReLU
 
 __all__ = ["AgentSpec", "NetworkSpec", "ALGOS", "ACTIVATIONS", "INITS", "build_model", "apply_init"]
@@ -133,7 +132,7 @@ class AgentSpec:
             algo_cls = ALGOS[self.algo]
             valid = [
                 k
-                for k in inspect.signature(algo_cls.__init__).parameters
+                for k in init_keywords(algo_cls)
                 if k
                 not in (
                     "self",
@@ -201,7 +200,7 @@ def policy_kwargs(spec: AgentSpec) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "activation_fn": ACTIVATIONS[spec.network.activation],
         "optimizer_class": make_optimizer_class(name),
-        "optimizer_kwargs": check_optimizer_kwargs(name, opt),
+        "optimizer_kwargs": optimizer_kwargs(name, opt),
     }
     if spec.algo == "ppo":
         kw["net_arch"] = {"pi": list(spec.network.pi), "vf": list(spec.network.vf)}

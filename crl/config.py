@@ -9,6 +9,7 @@ so every config error names the file, the key, what was given and what is valid.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -19,7 +20,7 @@ import yaml
 
 from crl.errors import ConfigError
 
-__all__ = ["from_mapping", "load_yaml", "parse_overrides", "apply_overrides", "to_plain"]
+__all__ = ["from_mapping", "load_yaml", "parse_overrides", "apply_overrides", "to_plain", "init_keywords"]
 
 T = TypeVar("T")
 
@@ -190,3 +191,28 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = node[p]
         node[parts[-1]] = value
     return out
+
+
+def init_keywords(cls: type) -> list[str]:
+    """The named keyword arguments ``cls(...)`` accepts, following ``**kwargs`` that a subclass
+    passes on to its base class (``self`` and ``*args``/``**kwargs`` left out).
+
+    Example:
+        >>> class Base:
+        ...     def __init__(self, a: int, b: int = 0) -> None: ...
+        >>> class Sub(Base):
+        ...     def __init__(self, *args, c: int = 1, **kwargs) -> None: ...
+        >>> init_keywords(Sub)
+        ['c', 'a', 'b']
+    """
+    names: list[str] = []
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()  # type: ignore[misc]
+        names += [
+            p.name
+            for p in params
+            if p.name != "self" and p.name not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names

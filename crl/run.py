@@ -57,7 +57,7 @@ from crl.plasticity import InterventionSet
 from crl.system import usable_cores
 from crl.track import Tracker, flatten, wandb_default_mode
 
-__all__ = ["RunConfig", "RunResult", "train", "run_name", "make_vec_env", "read_status", "RunCallback"]
+__all__ = ["RunConfig", "RunResult", "train", "run_name", "make_vec_env", "all_finite", "read_status", "RunCallback"]
 
 STATUS_FILE = "status.json"
 CHECKPOINT = "checkpoints/last.pt"
@@ -183,6 +183,28 @@ def _make_kwargs(env: EnvSpec, cfg: RunConfig) -> dict[str, Any]:
 VEC_ENVS = ("auto", "dummy", "proc")
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of ``tensors`` is finite: one fused pass over all of them (the
+    check of torch's ``GradScaler``, which also multiplies them by exactly 1.0), falling back to
+    ``_foreach`` maxima and then to one check per tensor on torch builds without it.
+
+    Example:
+        >>> all_finite([torch.ones(3), torch.zeros(2, 2)])
+        True
+        >>> all_finite([torch.ones(3), torch.tensor([0.0, float("nan")])])
+        False
+    """
+    try:
+        found = torch.zeros((), device=tensors[0].device)
+        torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones((), device=found.device))
+        return not bool(found)
+    except (AttributeError, RuntimeError, NotImplementedError):  # older torch, mixed dtypes/devices
+        pass
+    if hasattr(torch, "_foreach_max"):  # NaN propagates through max
+        return bool(torch.isfinite(torch.stack(torch._foreach_max(torch._foreach_abs(tensors)))).all())
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> VecEnv:
     """``n_envs`` copies of ``gymnasium.make(env_id, **make_kwargs)``, each with SB3's
     ``Monitor`` outermost, in a ``DummyVecEnv`` (``kind="dummy"``) or a
@@ -276,11 +298,7 @@ class RunCallback(BaseCallback):
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not grads:
             return
-        if hasattr(torch, "_foreach_max"):  # one fused max |g| over every tensor (NaN propagates through max)
-            finite = bool(torch.isfinite(torch.stack(torch._foreach_max(torch._foreach_abs(grads)))).all())
-        else:  # torch < 2.4
-            finite = all(bool(torch.isfinite(g).all()) for g in grads)
-        if not finite:
+        if not all_finite(grads):
             raise NonFiniteLossError(self.model.num_timesteps, "loss gradient")
 
     # -- state ---------------------------------------------------------------
@@ -774,6 +792,8 @@ def _learn(r: _Runner) -> RunResult:
         env = model.get_env()
         if env is not None:
             env.close()  # ProcVecEnv: stop the worker processes
+        if hasattr(model, "close_workers"):
+            model.close_workers()  # FastPPO: the critic worker
         if r.callback.progress is not None:
             r.callback.progress.stop()
         r.tracker.close(status)

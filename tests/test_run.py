@@ -262,7 +262,9 @@ def test_fused_gradient_guard_flags_exactly_non_finite_gradients(bad):
     net(torch.randn(3, 5)).sum().backward()
     net[2].weight.grad[1, 3] = 3e38 if bad is None else bad  # huge but finite, or not finite
     if bad is None:
+        before = [p.grad.clone() for p in net.parameters()]
         RunCallback._grad_guard(holder, opt, (), {})
+        assert all(torch.equal(b, p.grad) for b, p in zip(before, net.parameters()))  # the check leaves them alone
     else:
         with pytest.raises(NonFiniteLossError, match="gradient at global step 7"):
             RunCallback._grad_guard(holder, opt, (), {})

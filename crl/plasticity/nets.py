@@ -226,5 +226,6 @@ def capture_features(views: list[MLPView]) -> list[Any]:
                 if module.training and torch.is_grad_enabled():
                     layer.features = out.detach()
 
+            hook._crl_features = True  # type: ignore[attr-defined]  # crl.critic_worker replays these
             handles.append(layer.act.register_forward_hook(hook))
     return handles

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
 
+from crl.config import init_keywords
 from crl.errors import ConfigError, UnknownNameError
 from crl.plasticity.trac import TRACAdam
 from crl.plasticity.upgd import UPGD
 
-__all__ = ["OPTIMIZERS", "make_optimizer_class", "check_optimizer_kwargs"]
+__all__ = ["OPTIMIZERS", "FUSED", "make_optimizer_class", "check_optimizer_kwargs", "optimizer_kwargs"]
 
 #: Registry of optimizer classes by name.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -38,12 +38,7 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     cls = make_optimizer_class(name)
     if "lr" in kwargs:
         raise ConfigError("optimizer: set the learning rate as hyperparameters.learning_rate, not optimizer.lr")
-    params = []
-    for klass in cls.__mro__:  # a wrapper (TRAC) passes **kwargs on to its base optimizer
-        sig = inspect.signature(klass.__init__).parameters
-        params += [k for k, p in sig.items() if k not in ("self", "params", "lr") and p.kind != p.VAR_KEYWORD]
-        if not any(p.kind == p.VAR_KEYWORD for p in sig.values()):
-            break
+    params = [k for k in init_keywords(cls) if k not in ("params", "lr")]
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ConfigError(f"optimizer {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(params)}")
@@ -52,4 +47,34 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         cls([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **kw)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"optimizer {name!r}: {e}") from None
+    return kw
+
+
+def _fused_cpu() -> bool:
+    try:
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True)
+    except (RuntimeError, TypeError, ValueError):  # torch < 2.4: fused kernels need CUDA
+        return False
+    return True
+
+
+#: Optimizers crl runs with torch's fused kernel (one call for all parameters instead of about
+#: ten per parameter tensor: 0.15 ms against 0.32 ms per step of Dohare's PPO networks, measured
+#: on 2 cores) unless the agent sets ``fused`` or ``foreach`` itself. Same update rule; the
+#: results differ from the per-tensor kernel in the last bits (about 1e-8 after 300 steps).
+FUSED: frozenset[str] = frozenset({"adam", "adamw"} if _fused_cpu() else ())
+
+
+def optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """:func:`check_optimizer_kwargs` plus crl's implementation default (:data:`FUSED`).
+
+    Example:
+        >>> optimizer_kwargs("adam", {"betas": [0.9, 0.999]})
+        {'betas': (0.9, 0.999), 'fused': True}
+        >>> optimizer_kwargs("adam", {"foreach": True})
+        {'foreach': True}
+    """
+    kw = check_optimizer_kwargs(name, kwargs)
+    if name in FUSED and "fused" not in kw and "foreach" not in kw:
+        kw["fused"] = True
     return kw
