@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 from crl.plasticity.base import Intervention, register_intervention
 from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features, find_mlps, init_rows
 
@@ -422,12 +422,11 @@ class ReDo(UnitIntervention):
     name = "redo"
 
     def __init__(self, tau: float = 0.1, every: int = 100, init: str = "lecun_uniform", seed: int = 0) -> None:
-        if not tau >= 0.0:
-            raise ConfigError(f"tau must be >= 0, got {tau!r}")
+        tau = check_non_negative("tau", tau)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every must be a positive integer, got {every!r}")
         super().__init__(seed=seed, init=init)
-        self.tau, self.every = float(tau), every
+        self.tau, self.every = tau, every
         self.recycled = 0
 
     @staticmethod
@@ -484,15 +483,10 @@ class ShrinkPerturb(UnitIntervention):
     ) -> None:
         if not 0.0 < shrink <= 1.0:
             raise ConfigError(f"shrink must be in (0, 1], got {shrink!r}")
-        if not sigma >= 0.0:
-            raise ConfigError(f"sigma must be >= 0, got {sigma!r}")
+        sigma = check_non_negative("sigma", sigma)
         super().__init__(seed=seed, init=init)
-        self.shrink, self.sigma, self.per_step, self.at_regime_change = (
-            float(shrink),
-            float(sigma),
-            per_step,
-            at_regime_change,
-        )
+        self.shrink, self.sigma = float(shrink), sigma
+        self.per_step, self.at_regime_change = per_step, at_regime_change
 
     def apply(self) -> None:
         """Shrink and perturb every Linear of every view now."""
