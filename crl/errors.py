@@ -7,7 +7,11 @@ exits with status 2, so nothing else needs to catch them.
 
 from __future__ import annotations
 
-__all__ = ["CrlError", "ConfigError", "UnknownNameError", "NonFiniteLossError"]
+import math
+from numbers import Real
+from typing import Any
+
+__all__ = ["CrlError", "ConfigError", "UnknownNameError", "NonFiniteLossError", "check_non_negative"]
 
 
 class CrlError(Exception):
@@ -40,3 +44,29 @@ class NonFiniteLossError(CrlError, FloatingPointError):
     def __init__(self, step: int, what: str) -> None:
         self.step = step
         super().__init__(f"non-finite {what} at global step {step}; the last good checkpoint was kept")
+
+
+def check_non_negative(name: str, value: Any, strict: bool = False) -> float:
+    """``value`` as a float if it is a finite number ``>= 0`` (``> 0`` with ``strict``).
+
+    Otherwise a one-line :class:`ConfigError` naming the parameter, the value and what is
+    valid. NaN, infinities, booleans and strings (YAML reads ``1e-3`` as a string; write
+    ``1.0e-3``) are refused. The hyperparameter check of every plasticity intervention and
+    optimizer.
+
+    Example:
+        >>> check_non_negative("strength", 1.0e-3)
+        0.001
+        >>> check_non_negative("strength", float("inf"))
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: strength must be >= 0 and finite, got inf
+        >>> check_non_negative("eps", 0, strict=True)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: eps must be > 0 and finite, got 0
+    """
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and (value > 0 if strict else value >= 0)):
+        raise ConfigError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {value!r}")
+    return float(value)

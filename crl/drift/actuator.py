@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from crl.drift._checks import mujoco_model, scale_range
-from crl.drift.base import DriftWrapper, Params
+from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
 from crl.errors import ConfigError
 
@@ -65,7 +65,7 @@ class ActuatorDrift(DriftWrapper):
 
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
         n = self.env.action_space.shape[0] if self.per_actuator else 1
-        s = np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
+        s = log_uniform(rng, self.low, self.high, n)
         return {"actuator_scale": float(s.mean()), "scales": s}
 
     def apply_params(self, params: Params) -> None:

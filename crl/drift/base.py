@@ -30,9 +30,26 @@ import numpy as np
 from crl.drift.schedules import Schedule, make_schedule
 from crl.errors import ConfigError
 
-__all__ = ["DriftWrapper"]
+__all__ = ["DriftWrapper", "log_uniform"]
 
 Params = dict[str, Any]
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float, size: int | None = None) -> Any:
+    """Draw log-uniformly from ``[low, high]`` (``0 < low <= high``): ``exp(U(log low, log high))``.
+
+    One ``rng.uniform`` call, so a drift's regime factors stay draw for draw what they were
+    when every drift wrote the formula out. ``size=None`` gives a scalar, an int an array.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = log_uniform(rng, 0.1, 10.0, 10_000)
+        >>> bool(0.1 <= x.min() and x.max() <= 10.0), round(float(np.mean(x < 1.0)), 2)  # half below sqrt(0.1 * 10)
+        (True, 0.5)
+        >>> float(log_uniform(rng, 2.0, 2.0))
+        2.0
+    """
+    return np.exp(rng.uniform(np.log(low), np.log(high), size))
 
 
 class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from crl.drift._checks import mujoco_model, non_negative, scale_range
-from crl.drift.base import DriftWrapper, Params
+from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
 
 __all__ = ["DampingDrift"]
@@ -61,7 +61,7 @@ class DampingDrift(DriftWrapper):
         self._record(low=low, high=high, offset=offset)
 
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
-        return {"damping_scale": float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))}
+        return {"damping_scale": float(log_uniform(rng, self.low, self.high))}
 
     def apply_params(self, params: Params) -> None:
         self.env.unwrapped.model.dof_damping[:] = (

@@ -10,7 +10,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from crl.drift.base import DriftWrapper, Params
+from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
 from crl.errors import ConfigError
 
@@ -73,7 +73,7 @@ class FrictionDrift(DriftWrapper):
         self._record(low=low, high=high)
 
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
-        return {"friction": float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))}
+        return {"friction": float(log_uniform(rng, self.low, self.high))}
 
     def apply_params(self, params: Params) -> None:
         self.env.unwrapped.model.geom_friction[:, 0] = params["friction"]

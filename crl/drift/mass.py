@@ -9,7 +9,7 @@ import mujoco
 import numpy as np
 
 from crl.drift._checks import mujoco_model, scale_range
-from crl.drift.base import DriftWrapper, Params
+from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
 
 __all__ = ["MassDrift"]
@@ -63,7 +63,7 @@ class MassDrift(DriftWrapper):
 
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
         n = len(self._mass0) if self.per_body else 1
-        s = np.exp(rng.uniform(np.log(self.low), np.log(self.high), n))
+        s = log_uniform(rng, self.low, self.high, n)
         return {"mass_scale": float(s.mean()), "scales": s}
 
     def apply_params(self, params: Params) -> None:

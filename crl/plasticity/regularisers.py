@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 from crl.plasticity.base import Intervention, register_intervention
 from crl.plasticity.nets import MLPView, find_mlps
 
@@ -34,13 +34,6 @@ __all__ = [
     "model_optimizers",
     "optimized_parameters",
 ]
-
-
-def _positive(name: str, value: float, strict: bool = False) -> float:
-    v = float(value)
-    if not (v > 0 if strict else v >= 0) or math.isinf(v):
-        raise ConfigError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {value!r}")
-    return v
 
 
 def _views(model: Any) -> list[MLPView]:
@@ -132,7 +125,7 @@ class L2Init(ParamIntervention):
     name = "l2_init"
 
     def __init__(self, strength: float = 1e-3) -> None:
-        self.strength = _positive("strength", strength)
+        self.strength = check_non_negative("strength", strength)
         self.theta0: dict[str, torch.Tensor] = {}
 
     def _setup(self) -> None:
@@ -187,8 +180,8 @@ class Parseval(ParamIntervention):
     name = "parseval"
 
     def __init__(self, strength: float = 1e-3, scale: float = 1.0) -> None:
-        self.strength = _positive("strength", strength)
-        self.scale = _positive("scale", scale, strict=True)
+        self.strength = check_non_negative("strength", strength)
+        self.scale = check_non_negative("scale", scale, strict=True)
 
     def _setup(self) -> None:
         self.weights = _hidden_weights(self.model)
@@ -247,7 +240,7 @@ class WeightClip(ParamIntervention):
     name = "weight_clip"
 
     def __init__(self, kappa: float = 1.0, init: str = "lecun_uniform") -> None:
-        self.kappa = _positive("kappa", kappa, strict=True)
+        self.kappa = check_non_negative("kappa", kappa, strict=True)
         if init not in INIT_BOUNDS:
             raise ConfigError(f"init must be one of {', '.join(INIT_BOUNDS)}, got {init!r}")
         self.init = init

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from scipy import special
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 
 __all__ = ["make_trac", "TRACAdam"]
 
@@ -58,10 +58,10 @@ def make_trac(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
             betas = tuple(float(b) for b in trac_betas)
             if not betas or not all(0.0 <= b < 1.0 for b in betas):
                 raise ConfigError(f"trac_betas must be numbers in [0, 1), got {trac_betas!r}")
-            if not s_init > 0 or not trac_eps > 0:
-                raise ConfigError(f"s_init and trac_eps must be positive, got {s_init!r}, {trac_eps!r}")
+            s_init = check_non_negative("s_init", s_init, strict=True)
+            trac_eps = check_non_negative("trac_eps", trac_eps, strict=True)
             super().__init__(params, **kwargs)
-            self.trac_betas, self.s_init, self.trac_eps = betas, float(s_init), float(trac_eps)
+            self.trac_betas, self.s_init, self.trac_eps = betas, s_init, trac_eps
             n = len(betas)
             self.trac: dict[str, Any] = {
                 "s": torch.zeros(n),

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 from crl.plasticity.base import Intervention, register_intervention
 from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features, find_mlps, init_rows
 
@@ -119,6 +119,11 @@ class NetworkDraws:
         self.stale, self.left = set(state["stale"]), int(state["left"])
 
 
+def _of_net(t: torch.Tensor, net: int | None) -> torch.Tensor:
+    """``t``, or network ``net``'s slice of a batched ``t`` (a view: writes reach ``t``)."""
+    return t if net is None else t[net]
+
+
 def _check_init(init: str) -> None:
     if init not in INIT_FNS:
         raise ConfigError(f"init must be one of {', '.join(INIT_FNS)}, got {init!r}")
@@ -180,46 +185,34 @@ class UnitIntervention(Intervention):
     ) -> None:
         """Re-initialise units ``idx`` of ``layer`` (of network ``net`` if the layer is batched):
         incoming weights redrawn (from ``gen``, default the intervention's generator), incoming
-        bias 0, outgoing weights 0 (so the network's output is unchanged at that moment).
+        bias 0, LayerNorm gain 1 and shift 0, outgoing weights 0 (so the network's output is
+        unchanged at that moment).
         """
         if idx.numel() == 0:
             return
         cols = layer.out_columns(idx)
-        if net is not None:
-            init_rows(layer.inp.weight.data[net], idx, self.init, gen or self.gen)
-            if layer.inp.bias is not None:
-                layer.inp.bias.data[net, idx] = 0.0
-            for out in layer.outs:
-                out.weight.data[net][:, cols] = 0.0
-            if reset_optimizer:
-                zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0, net)
-                if layer.inp.bias is not None:
-                    zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0, net)
-                for out in layer.outs:
-                    zero_optimizer_state(view.optimizer, out.weight, cols, 1, net)
-            return
-        init_rows(layer.inp.weight, idx, self.init, self.gen)
+        init_rows(_of_net(layer.inp.weight.data, net), idx, self.init, gen or self.gen)
         if layer.inp.bias is not None:
-            layer.inp.bias.data[idx] = 0.0
-        if layer.norm is not None and layer.norm.weight is not None:
+            _of_net(layer.inp.bias.data, net)[idx] = 0.0
+        if layer.norm is not None and layer.norm.weight is not None and net is None:  # shared by batched networks
             layer.norm.weight.data[idx] = 1.0
             layer.norm.bias.data[idx] = 0.0
         for out in layer.outs:
-            out.weight.data[:, cols] = 0.0
+            _of_net(out.weight.data, net)[:, cols] = 0.0
         if reset_optimizer:
-            zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0)
+            zero_optimizer_state(view.optimizer, layer.inp.weight, idx, 0, net)
             if layer.inp.bias is not None:
-                zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0)
+                zero_optimizer_state(view.optimizer, layer.inp.bias, idx, 0, net)
             for out in layer.outs:
-                zero_optimizer_state(view.optimizer, out.weight, cols, 1)
+                zero_optimizer_state(view.optimizer, out.weight, cols, 1, net)
         target = self._targets.get(id(view))
         if target is not None:  # keep a target network's copy of these units consistent
             t_layer = target.layers[view.layers.index(layer)]
-            t_layer.inp.weight.data[idx] = layer.inp.weight.data[idx]
+            _of_net(t_layer.inp.weight.data, net)[idx] = _of_net(layer.inp.weight.data, net)[idx]
             if t_layer.inp.bias is not None:
-                t_layer.inp.bias.data[idx] = 0.0
+                _of_net(t_layer.inp.bias.data, net)[idx] = 0.0
             for out in t_layer.outs:
-                out.weight.data[:, cols] = 0.0
+                _of_net(out.weight.data, net)[:, cols] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "gen": self.gen.get_state()}
@@ -326,12 +319,24 @@ class ContinualBackprop(UnitIntervention):
             if n == 0:
                 continue
             u_hat = self.utilities(view, layer).masked_fill(~eligible, float("inf"))
-            idx = torch.topk(u_hat, n, largest=False).indices
-            self.reset_units(view, layer, idx, self.reset_optimizer_state)
-            self.age[key][idx] = 0
-            self.util[key][idx] = 0.0
-            self.mean[key][idx] = 0.0
-            self.replaced += n
+            self._replace(view, layer, torch.topk(u_hat, n, largest=False).indices)
+
+    def _replace(
+        self,
+        view: MLPView,
+        layer: HiddenLayer,
+        idx: torch.Tensor,
+        net: int | None = None,
+        gen: torch.Generator | None = None,
+    ) -> None:
+        """Step 5 for units ``idx`` (of network ``net`` of a batched layer): fresh weights
+        (see :meth:`reset_units`), and age, utility and running mean 0.
+        """
+        self.reset_units(view, layer, idx, self.reset_optimizer_state, net=net, gen=gen)
+        key = f"{view.name}/{layer.name}"
+        for state in (self.age, self.util, self.mean):
+            _of_net(state[key], net)[idx] = 0
+        self.replaced += idx.numel()
 
     def _update_utility(self, layer: HiddenLayer, key: str, h: torch.Tensor) -> None:
         """Steps 2 (and the running mean of the adaptable utility) for ``layer``'s features
@@ -377,11 +382,7 @@ class ContinualBackprop(UnitIntervention):
         u_hat = self.utilities(view, layer).masked_fill(~eligible, float("inf"))
         for b in torch.nonzero(n).flatten().tolist():
             idx = torch.topk(u_hat[b], int(n[b]), largest=False).indices
-            self.reset_units(view, layer, idx, self.reset_optimizer_state, net=b, gen=self.draws.generator(b))
-            age[b, idx] = 0
-            self.util[key][b, idx] = 0.0
-            self.mean[key][b, idx] = 0.0
-            self.replaced += int(n[b])
+            self._replace(view, layer, idx, net=b, gen=self.draws.generator(b))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -422,12 +423,11 @@ class ReDo(UnitIntervention):
     name = "redo"
 
     def __init__(self, tau: float = 0.1, every: int = 100, init: str = "lecun_uniform", seed: int = 0) -> None:
-        if not tau >= 0.0:
-            raise ConfigError(f"tau must be >= 0, got {tau!r}")
+        tau = check_non_negative("tau", tau)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ConfigError(f"every must be a positive integer, got {every!r}")
         super().__init__(seed=seed, init=init)
-        self.tau, self.every = float(tau), every
+        self.tau, self.every = tau, every
         self.recycled = 0
 
     @staticmethod
@@ -484,15 +484,10 @@ class ShrinkPerturb(UnitIntervention):
     ) -> None:
         if not 0.0 < shrink <= 1.0:
             raise ConfigError(f"shrink must be in (0, 1], got {shrink!r}")
-        if not sigma >= 0.0:
-            raise ConfigError(f"sigma must be >= 0, got {sigma!r}")
+        sigma = check_non_negative("sigma", sigma)
         super().__init__(seed=seed, init=init)
-        self.shrink, self.sigma, self.per_step, self.at_regime_change = (
-            float(shrink),
-            float(sigma),
-            per_step,
-            at_regime_change,
-        )
+        self.shrink, self.sigma = float(shrink), sigma
+        self.per_step, self.at_regime_change = per_step, at_regime_change
 
     def apply(self) -> None:
         """Shrink and perturb every Linear of every view now."""

@@ -30,21 +30,16 @@ from typing import Any
 
 import torch
 
-__all__ = ["UPGD", "check_unit_interval", "check_non_negative"]
+from crl.errors import ConfigError, check_non_negative
 
-
-def check_non_negative(**values: float) -> None:
-    """Raise ``ValueError`` naming the first negative value."""
-    for k, v in values.items():
-        if not v >= 0.0:
-            raise ValueError(f"{k} must be >= 0, got {v!r}")
+__all__ = ["UPGD", "check_unit_interval"]
 
 
 def check_unit_interval(**values: float) -> None:
-    """Raise ``ValueError`` naming the first value outside [0, 1)."""
+    """Raise ``ConfigError`` naming the first value outside [0, 1)."""
     for k, v in values.items():
         if not 0.0 <= v < 1.0:
-            raise ValueError(f"{k} must be in [0, 1), got {v!r}")
+            raise ConfigError(f"{k} must be in [0, 1), got {v!r}")
 
 
 def _batched(p: torch.Tensor) -> bool:
@@ -85,11 +80,10 @@ class UPGD(torch.optim.Optimizer):
         eps: float = 1e-5,
         adaptive: bool = True,
     ) -> None:
-        check_non_negative(lr=lr, weight_decay=weight_decay, sigma=sigma)
-        if not eps > 0.0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
+        lr, weight_decay = check_non_negative("lr", lr), check_non_negative("weight_decay", weight_decay)
+        sigma, eps = check_non_negative("sigma", sigma), check_non_negative("eps", eps, strict=True)
         if len(tuple(betas)) != 2:
-            raise ValueError(f"betas must be two numbers, got {betas!r}")
+            raise ConfigError(f"betas must be two numbers, got {betas!r}")
         check_unit_interval(beta_utility=beta_utility, beta1=betas[0], beta2=betas[1])
         defaults = dict(
             lr=lr,

@@ -17,6 +17,7 @@ from crl.drift import (
     ActionPermutation,
     ActuatorDrift,
     DampingDrift,
+    FrictionDrift,
     GravityDrift,
     LevelShift,
     MassDrift,
@@ -101,6 +102,84 @@ def test_gravity_mass_actuator_damping_apply_to_mujoco():
     env = ActuatorDrift(gym.make("Hopper-v5"), mode="control", low=0.5, high=0.5)
     env.reset(seed=0)
     np.testing.assert_allclose(env.transform_action(np.ones(3, np.float32)), 0.5)
+
+
+# Regime factors of the log-uniform drifts (drift seed 7, regimes 0, 1 and 5), recorded with
+# the code that drew them inline (before crl.drift.base.log_uniform): a refactor of the draw
+# must reproduce them exactly, or every stored run's regimes would change.
+LOG_UNIFORM_REGIMES = {
+    "actuator": (
+        lambda: ActuatorDrift(gym.make("HalfCheetah-v5"), low=0.3, high=3.0, drift_seed=7),
+        "scales",
+        [[0.31960226222569055], [0.5833943829268379], [1.057301715591094]],
+    ),
+    "actuator_per": (
+        lambda: ActuatorDrift(
+            gym.make("HalfCheetah-v5"), low=0.3, high=3.0, per_actuator=True, mode="control", drift_seed=7
+        ),
+        "scales",
+        [
+            [
+                0.31960226222569055,
+                2.806416971490511,
+                2.059114969071786,
+                0.31430757668344206,
+                0.39956475454216134,
+                0.38066431797956174,
+            ],
+            [
+                0.5833943829268379,
+                1.48942621649521,
+                0.515779689223539,
+                0.673297648420558,
+                1.6705398956639002,
+                2.325475405586215,
+            ],
+            [
+                1.057301715591094,
+                1.5887272406368442,
+                1.9879182509742344,
+                0.4023069298069889,
+                2.4993659865849027,
+                2.589095192992755,
+            ],
+        ],
+    ),
+    "damping": (
+        lambda: DampingDrift(gym.make("HalfCheetah-v5"), low=0.3, high=3.0, drift_seed=7),
+        "damping_scale",
+        [0.7280129453456187, 0.6030989279910253, 0.7733809263942868],
+    ),
+    "friction": (
+        lambda: FrictionDrift(gym.make("Hopper-v5"), drift_seed=7),
+        "friction",
+        [0.11532353107002791, 0.6733801227642533, 0.7111874217625592],
+    ),
+    "mass": (
+        lambda: MassDrift(gym.make("Hopper-v5"), low=0.3, high=3.0, drift_seed=7),
+        "scales",
+        [[1.3851486924401628], [0.5471767613744569], [1.1879670641007414]],
+    ),
+    "mass_per": (
+        lambda: MassDrift(gym.make("Hopper-v5"), low=0.3, high=3.0, per_body=True, drift_seed=7),
+        "scales",
+        [
+            [1.3851486924401628, 0.6943156950423689, 0.44643607985064643, 1.0524643226865067, 1.861048914630393],
+            [0.5471767613744569, 2.6501532237017726, 2.507838132901663, 0.3717686636195096, 0.3971355060365217],
+            [1.1879670641007414, 1.7024696405763415, 0.3627867398397326, 2.934638290327957, 2.560837308780672],
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOG_UNIFORM_REGIMES))
+def test_log_uniform_regime_factors_are_unchanged_for_a_fixed_seed(case):
+    make, key, expected = LOG_UNIFORM_REGIMES[case]
+    env = make()
+    got = [env.regime_params(k)[key] for k in (0, 1, 5)]
+    for g, e in zip(got, expected, strict=True):
+        assert np.ndim(g) == np.ndim(e)
+        assert np.asarray(g).tolist() == e  # exact, draw for draw
 
 
 def test_mass_change_does_not_disturb_the_state():

@@ -151,3 +151,41 @@ def test_batched_cbp_resumes_exactly():
     assert iv2.replaced == iv.replaced > 0
     for i in (0, 2):
         assert torch.equal(resumed[i].weight, batched[i].weight)
+
+
+def test_batched_cbp_with_adam_and_moment_resets_matches_single_networks():
+    """The replacement bookkeeping of a batched network (fresh weights, zero outgoing weights,
+    zero Adam moments, age, utility and running mean 0) is that of network b alone."""
+    batched, singles = _pair(seed=5)
+    spec = {"replacement_rate": 0.5, "maturity": 3, "utility": "adaptable_contribution", "reset_optimizer_state": True}
+    batched.optimizer = torch.optim.Adam(batched.parameters(), lr=0.01)
+    ivb = attach(batched, [{"cbp": {**spec, "seed": 20}}]).interventions[0]
+    ivs = []
+    for b, net in enumerate(singles):
+        net.optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+        ivs.append(attach(net, [{"cbp": {**spec, "seed": 20 + b}}]).interventions[0])
+    gen = torch.Generator().manual_seed(6)
+    for step in range(8):
+        x = torch.rand(B, 4, 4, generator=gen)
+        y = torch.randn(B, 4, 1, generator=gen)
+        batched.optimizer.zero_grad()
+        ((batched(x) - y) ** 2).sum().backward()
+        batched.optimizer.step()
+        for b, (net, iv) in enumerate(zip(singles, ivs, strict=True)):
+            net.optimizer.zero_grad()
+            ((net(x[b]) - y[b]) ** 2).sum().backward()
+            net.optimizer.step()
+            assert torch.equal(ivb.age["net/0"][b], iv.age["net/0"])
+            for state in ("util", "mean"):
+                torch.testing.assert_close(getattr(ivb, state)["net/0"][b], getattr(iv, state)["net/0"])
+            replaced = iv.age["net/0"] == 0
+            if step == 3:  # age 4 > maturity 3: r = 0.5 * 6 = 3 units of every network
+                assert int(replaced.sum()) == 3
+            for i in (0, 2):
+                torch.testing.assert_close(batched[i].weight[b], net[i].weight, rtol=1e-5, atol=1e-5)
+                for moment in ("exp_avg", "exp_avg_sq"):
+                    mb = batched.optimizer.state[batched[i].weight][moment][b]
+                    torch.testing.assert_close(mb, net.optimizer.state[net[i].weight][moment], rtol=1e-5, atol=1e-8)
+            assert torch.all(batched.optimizer.state[batched[0].weight]["exp_avg"][b][replaced] == 0)
+            assert torch.all(batched.optimizer.state[batched[2].weight]["exp_avg"][b][:, replaced] == 0)
+    assert ivb.replaced == sum(iv.replaced for iv in ivs) > 3 * B
