@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,9 +21,40 @@ import yaml
 
 from crl.errors import ConfigError
 
-__all__ = ["from_mapping", "load_yaml", "parse_overrides", "apply_overrides", "to_plain", "init_keywords"]
+__all__ = ["from_mapping", "load_yaml", "parse_overrides", "apply_overrides", "to_plain", "init_keywords", "yaml_load"]
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading floats as YAML 1.2 does: PyYAML (YAML 1.1) takes ``1e-4``
+    and ``1.0e4`` (no sign, or no dot, in the exponent) for strings, the way researchers write
+    learning rates and strengths.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: Any) -> Any:
+    r"""``yaml.safe_load`` with YAML 1.2 floats (``1e-4`` is a number, not a string).
+
+    Example:
+        >>> yaml_load("lr: 1e-4\nstrength: 1.0e4\nsteps: 10\nname: 1e4x")
+        {'lr': 0.0001, 'strength': 10000.0, 'steps': 10, 'name': '1e4x'}
+    """
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -32,7 +64,7 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(f"file not found: {p}")
     try:
         with p.open() as f:
-            return yaml.safe_load(f)
+            return yaml_load(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -166,7 +198,7 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"{what}: expected key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[key.strip()] = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             raise ConfigError(f"{what}: cannot read the value of {key.strip()!r}: {raw!r}") from None
     return out

@@ -23,10 +23,11 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
     """
     import yaml
 
+    from crl.config import yaml_load
     from crl.run import RunConfig, train
 
     d = Path(run_dir)
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg = yaml_load((d / "config.yaml").read_text())
     _, reg = load_run(d)
     ends = reg["end_step"].fillna(cfg["steps"]).astype(int)
     length = int(steps or (ends - reg["start_step"]).max())

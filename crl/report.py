@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from crl.config import yaml_load
 from crl.errors import ConfigError
 from crl.stats import iqm_ci, iqm_curve, probability_of_improvement, slope
 
@@ -102,7 +103,7 @@ def load_runs(runs_dir: str | Path) -> list[Run]:
     for cfg in sorted(root.rglob("config.yaml")):
         d = cfg.parent
         try:
-            config = yaml.safe_load(cfg.read_text()) or {}
+            config = yaml_load(cfg.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{cfg}: not valid YAML ({e})") from e
         status = {}

@@ -50,7 +50,7 @@ from crl import __version__
 from crl.agents import AgentSpec, build_model
 from crl.catalog import EnvSpec, resolve_agent, resolve_env
 from crl.checkpoint import atomic_save, get_env_state, load, rng_state, set_env_state, set_rng_state
-from crl.config import apply_overrides, to_plain
+from crl.config import apply_overrides, to_plain, yaml_load
 from crl.diagnostics import RunMonitor
 from crl.errors import ConfigError, CrlError, NonFiniteLossError
 from crl.plasticity import InterventionSet
@@ -587,7 +587,7 @@ class _Runner:
         cfg_path = self.dir / "config.yaml"
         status = read_status(self.dir) or {}
         if cfg_path.exists() and not overwrite:
-            old = yaml.safe_load(cfg_path.read_text()) or {}
+            old = yaml_load(cfg_path.read_text()) or {}
             a, b = flatten(_volatile(old)), flatten(_volatile(self.resolved))
             diff = sorted(
                 k for k in set(a) | set(b) if a.get(k) != b.get(k) and not (k not in a and _added_default(k, b[k]))

@@ -131,7 +131,10 @@ class HiddenLayer:
 
     def outgoing_magnitude(self) -> torch.Tensor:
         """mean_k |W_out[k, i]| per unit (over every outgoing layer; CReLU halves averaged)."""
-        w = torch.cat([o.weight.detach().abs() for o in self.outs], -2).mean(-2)  # per net if batched
+        if len(self.outs) == 1:
+            w = self.outs[0].weight.detach().abs().mean(-2)  # per net if batched
+        else:
+            w = torch.cat([o.weight.detach().abs() for o in self.outs], -2).mean(-2)
         return (w[..., : self.width] + w[..., self.width :]) / 2 if self.doubled else w
 
 

@@ -279,6 +279,8 @@ class ContinualBackprop(UnitIntervention):
         self.util: dict[str, torch.Tensor] = {}
         self.mean: dict[str, torch.Tensor] = {}
         self.replaced = 0
+        self._oldest: dict[str, int] = {}
+        """An upper bound of each layer's ages (steps seen), to skip counting mature units early on."""
         self.draws: NetworkDraws | None = None
         """Per-network random streams of a batched network (created at its first step)."""
 
@@ -307,6 +309,9 @@ class ContinualBackprop(UnitIntervention):
             key = f"{view.name}/{layer.name}"
             self.age[key] += 1
             self._update_utility(layer, key, h)
+            self._oldest[key] = self._oldest.get(key, 0) + 1
+            if self._oldest[key] <= self.maturity:  # no unit is old enough yet: skip the count
+                continue
             eligible = self.age[key] > self.maturity
             n_eligible = int(eligible.sum())
             if n_eligible == 0:
@@ -353,7 +358,7 @@ class ContinualBackprop(UnitIntervention):
             f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
             w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
             inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
-        self.util[key].mul_(eta).add_((1 - eta) * inst)
+        self.util[key].mul_(eta).add_(inst, alpha=1 - eta)
 
     def _after_step_batched(self, view: MLPView, layer: HiddenLayer, h: torch.Tensor) -> None:
         """The same steps for a :class:`~crl.plasticity.nets.BatchedLinear` layer: every
@@ -400,6 +405,7 @@ class ContinualBackprop(UnitIntervention):
         for name in ("age", "util", "mean"):
             for k, v in state[name].items():
                 getattr(self, name)[k] = v.clone()
+        self._oldest = {k: int(v.max()) if v.numel() else 0 for k, v in self.age.items()}
         if "draws" in state:
             self.draws = NetworkDraws(self.seed, len(state["draws"]["gens"]), ahead=state["draws"]["buf"].shape[1])
             self.draws.load_state_dict(state["draws"])
