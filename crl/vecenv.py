@@ -106,6 +106,17 @@ class _Envs:
             return is_wrapped(envs[i], cls)
         if cmd == "sim_time":
             return self.sim
+        if cmd == "give":  # hand the last env over (its state; the env is closed here)
+            env = envs.pop()
+            state = get_env_state(env)
+            env.close()
+            return state
+        if cmd == "take":  # the first env from now on: built by its factory, then given the state
+            fn, state = data
+            env = cloudpickle.loads(fn)() if isinstance(fn, bytes) else fn()
+            set_env_state(env, state)
+            envs.insert(0, env)
+            return None
         if cmd == "close":
             for env in envs:
                 env.close()
@@ -196,7 +207,16 @@ class ProcVecEnv(VecEnv):
         in_main: the main process steps the last block itself while the workers step theirs,
             instead of waiting idle (on 2 cores: one worker and the main process).
         start_method: multiprocessing start method (default ``fork`` where available).
+        rebalance: with one worker and ``in_main``, move envs from the worker to the main
+            process while the main process waits for the worker longer than it takes to step
+            one of its envs (every :attr:`BALANCE_EVERY` steps). Messaging makes an env cost
+            more in a worker than in the main process, so an even split leaves the main process
+            waiting. A move hands the env's exact state over (:func:`crl.checkpoint.get_env_state`),
+            so transitions stay exactly those of ``DummyVecEnv``.
     """
+
+    #: Vectorised steps between two balance checks.
+    BALANCE_EVERY = 32
 
     def __init__(
         self,
@@ -204,6 +224,7 @@ class ProcVecEnv(VecEnv):
         n_workers: int | None = None,
         in_main: bool = True,
         start_method: str | None = None,
+        rebalance: bool = True,
     ) -> None:
         n = len(env_fns)
         if n < 1:
@@ -214,6 +235,9 @@ class ProcVecEnv(VecEnv):
         if n_workers < 0 or not 1 <= shares <= n:
             raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n - int(in_main)}], got {n_workers!r}")
         self.n_workers, self.in_main = n_workers, in_main
+        self._env_fns = list(env_fns)
+        self.rebalance = rebalance and in_main and n_workers == 1
+        self._timing = [0.0, 0.0, 0]  # main's own stepping, waiting for the worker, steps
         self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
         self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -240,10 +264,19 @@ class ProcVecEnv(VecEnv):
     # -- stepping ------------------------------------------------------------
     def step_async(self, actions: np.ndarray) -> None:
         for conn, block in zip(self._conns, self._blocks, strict=True):
+            t = time.perf_counter()
             conn.send(("step", [actions[i] for i in block]))
+        if self.in_main:  # the last send ran the main process's own share
+            self._timing[0] += time.perf_counter() - t
 
     def step_wait(self) -> Any:
-        results = [r for part in _replies(self._conns) for r in part]
+        t = time.perf_counter()
+        parts = _replies(self._conns)
+        self._timing[1] += time.perf_counter() - t
+        self._timing[2] += 1
+        if self.rebalance and self._timing[2] == self.BALANCE_EVERY:
+            self._balance()
+        results = [r for part in parts for r in part]
         obs, rewards, dones, infos = [], [], [], []
         for i, (o, r, d, info, reset_info) in enumerate(results):
             obs.append(o)
@@ -270,6 +303,32 @@ class ProcVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         return _stack(obs, self.observation_space)
+
+    # -- balance ---------------------------------------------------------------
+    @property
+    def main_envs(self) -> int:
+        """How many envs the main process steps itself."""
+        return len(self._blocks[-1]) if self.in_main else 0
+
+    def move_to_main(self) -> None:
+        """Move the last env of the last worker to the main process (exact state hand-over)."""
+        if not self.in_main or self.n_workers < 1 or len(self._blocks[-2]) < 2:
+            raise ValueError("move_to_main needs in_main and a worker with at least two envs")
+        k = len(self._blocks) - 2
+        self._conns[k].send(("give", None))
+        state = _reply(self._conns[k])
+        i = self._blocks[k].pop()
+        self._conns[-1].send(("take", (self._env_fns[i], state)))
+        _reply(self._conns[-1])
+        self._blocks[-1].insert(0, i)
+        self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
+
+    def _balance(self) -> None:
+        own, wait, steps = self._timing
+        self._timing = [0.0, 0.0, 0]
+        per_env = own / steps / max(self.main_envs, 1)
+        if wait / steps > per_env and len(self._blocks[-2]) > 1:
+            self.move_to_main()
 
     def close(self) -> None:
         if self.closed:

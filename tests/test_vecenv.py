@@ -25,11 +25,13 @@ def _factory():
     return Monitor(gym.make("crl/SlipperyAnt-v0", **KW))
 
 
-def _rollout(venv, steps: int, seed: int = 0):
+def _rollout(venv, steps: int, seed: int = 0, on_step=None):
     venv.seed(seed)
     rng = np.random.default_rng(seed)
     out = [venv.reset()]
-    for _ in range(steps):
+    for t in range(steps):
+        if on_step is not None:
+            on_step(t)
         actions = rng.uniform(-1, 1, size=(venv.num_envs, *venv.action_space.shape)).astype(np.float32)
         obs, rewards, dones, infos = venv.step(actions)
         out.append((obs, rewards, dones, [_timeless(i) for i in infos]))
@@ -66,6 +68,57 @@ def test_same_transitions_as_dummy_vec_env(workers, in_main):
         n_done += int(da.sum())
     assert n_done >= 15  # episodes ended (60 steps) and regimes changed (150 steps) on the way
     assert str(ra) == str(rb)
+
+
+def test_envs_moved_to_the_main_process_keep_dummy_transitions():
+    dummy = DummyVecEnv([_factory] * 6)
+    proc = ProcVecEnv([_factory] * 6, n_workers=1, rebalance=False)
+    try:
+        a, ra = _rollout(dummy, 300)
+        moves = {40, 200}  # mid-episode and across regime changes
+        b, rb = _rollout(proc, 300, on_step=lambda t: proc.move_to_main() if t in moves else None)
+        assert proc.main_envs == 5
+        with pytest.raises(ValueError, match="at least two envs"):
+            proc.move_to_main()  # the worker keeps one env
+    finally:
+        proc.close()
+    assert all(np.array_equal(x[0], y[0]) and x[3] == y[3] for x, y in zip(a[1:], b[1:], strict=True))
+    assert str(ra) == str(rb)
+
+
+class _SlowInWorkers(gym.Wrapper):
+    """Steps 2 ms slower outside the process that built the vec env."""
+
+    def __init__(self, env, main_pid):
+        super().__init__(env)
+        self.main_pid = main_pid
+
+    def step(self, action):
+        if os.getpid() != self.main_pid:
+            time.sleep(0.002)
+        return self.env.step(action)
+
+
+def test_rebalance_moves_envs_away_from_a_slow_worker():
+    pid = os.getpid()
+    proc = ProcVecEnv([lambda: _SlowInWorkers(gym.make("CartPole-v1"), pid)] * 6, n_workers=1)
+    proc.BALANCE_EVERY = 4
+    try:
+        proc.reset()
+        assert proc.main_envs == 3
+        for _ in range(40):
+            proc.step(np.zeros(6, dtype=np.int64))
+        assert proc.main_envs == 5  # all but the one the worker keeps
+    finally:
+        proc.close()
+    fast = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 6, n_workers=1, rebalance=False)
+    try:
+        fast.reset()
+        for _ in range(40):
+            fast.step(np.zeros(6, dtype=np.int64))
+        assert fast.main_envs == 3  # rebalance=False: the split stays
+    finally:
+        fast.close()
 
 
 def test_env_states_round_trip_and_match_dummy():
