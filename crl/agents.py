@@ -174,7 +174,15 @@ class AgentSpec:
             check_optimizer_kwargs(name, opt)
             from crl.plasticity.base import build, check_boundaries
 
-            check_boundaries(build(self.interventions), self.boundary_aware)
+            built = build(self.interventions)
+            check_boundaries(built, self.boundary_aware)
+            for iv in built:
+                if self.replay_buffer != "fifo" and getattr(iv, "needs_states", False):
+                    raise ConfigError(
+                        f"intervention {iv.name!r} computes its importances from the most recent "
+                        f"transitions, which a {self.replay_buffer!r} replay buffer does not keep in order; "
+                        "use replay_buffer: fifo"
+                    )
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 

@@ -116,7 +116,8 @@ class CriticWorker:
             finally:
                 for h in handles:
                     h.remove()
-            self._tap_bufs = [torch.zeros(self.batch_size, *outs[k].shape[1:]).share_memory_() for k in outs]
+            shapes = [outs[k].shape[1:] for k in range(len(self._tapped))]
+            self._tap_bufs = [torch.zeros(self.batch_size, *shape).share_memory_() for shape in shapes]
         self._rows = 0
         # the worker's copy of the critic: no hooks, parameters living in the shared buffers
         w_body, w_head = _hookless_copy(body), _hookless_copy(head)

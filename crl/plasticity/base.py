@@ -117,7 +117,7 @@ def build(specs: list[Any]) -> list[Intervention]:
             raise ConfigError(f"intervention {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
         try:
             out.append(cls(**args))
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, OverflowError) as e:
             raise ConfigError(f"intervention {name!r}: {e}") from None
     return out
 

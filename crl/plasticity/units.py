@@ -133,6 +133,8 @@ class UnitIntervention(Intervention):
     """Shared plumbing: find the MLPs, capture features, hook every optimizer's step."""
 
     needs_features = True
+    batched = True
+    """Whether it handles :class:`~crl.plasticity.nets.BatchedLinear` networks (the probe's)."""
 
     def __init__(self, seed: int = 0, init: str = "lecun_uniform") -> None:
         _check_init(init)
@@ -146,6 +148,8 @@ class UnitIntervention(Intervention):
     def _on_attach(self, model: Any) -> None:
         opt = getattr(model, "optimizer", None) if isinstance(model, nn.Module) else None
         self.views = find_mlps(model, opt)
+        if not self.batched and any(layer.batched for view in self.views for layer in view.layers):
+            raise ConfigError(f"intervention {self.name!r} does not handle batched networks (BatchedLinear)")
         for view in self.views:
             if view.targets:
                 (target,) = view.targets
@@ -427,6 +431,7 @@ class ReDo(UnitIntervention):
     """
 
     name = "redo"
+    batched = False
 
     def __init__(self, tau: float = 0.1, every: int = 100, init: str = "lecun_uniform", seed: int = 0) -> None:
         tau = check_non_negative("tau", tau)
@@ -531,6 +536,7 @@ class Reset(UnitIntervention):
     """
 
     name = "reset"
+    batched = False
     needs_features = False
 
     def __init__(
@@ -627,6 +633,7 @@ class Injection(UnitIntervention):
     """
 
     name = "injection"
+    batched = False
     needs_features = False
 
     def __init__(

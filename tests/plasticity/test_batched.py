@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from crl.errors import ConfigError
 from crl.plasticity import attach
 from crl.plasticity.nets import BatchedLinear, find_mlps
 from crl.plasticity.upgd import UPGD
@@ -189,3 +190,11 @@ def test_batched_cbp_with_adam_and_moment_resets_matches_single_networks():
             assert torch.all(batched.optimizer.state[batched[0].weight]["exp_avg"][b][replaced] == 0)
             assert torch.all(batched.optimizer.state[batched[2].weight]["exp_avg"][b][:, replaced] == 0)
     assert ivb.replaced == sum(iv.replaced for iv in ivs) > 3 * B
+
+
+@pytest.mark.parametrize("spec", ["redo", "reset", "injection"])
+def test_interventions_without_batched_support_refuse_batched_networks(spec):
+    batched, _ = _pair()
+    batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match=f"intervention '{spec}' does not handle batched networks"):
+        attach(batched, [spec])

@@ -149,3 +149,10 @@ def test_crl_train_reports_a_bad_hyperparameter_on_one_line(tmp_path, crl_cli, a
     proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(path), "--run-dir", str(tmp_path / "run"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"crl: error: {path}: {message}", proc.stderr  # one line
+
+
+@pytest.mark.parametrize("seed", [float("inf"), float("nan"), "seven"])
+def test_a_bad_seed_is_a_one_line_config_error(seed):
+    with pytest.raises(ConfigError, match="intervention 'cbp'") as e:
+        build([{"cbp": {"seed": seed}}])
+    assert "\n" not in str(e.value)

@@ -53,6 +53,11 @@ def test_refusals():
         AgentSpec.from_dict({"description": "x", "algo": "sac", "replay_buffer": "ring"}, "a.yaml")
     with pytest.raises(ConfigError, match="for sac agents only"):
         AgentSpec.from_dict({"description": "x", "algo": "ppo", "replay_buffer": "reservoir"}, "a.yaml")
+    sac = {"description": "x", "algo": "sac", "replay_buffer": "reservoir", "boundary_aware": True}
+    for name in ("ewc", "mas"):  # their importances read the most recent transitions
+        with pytest.raises(ConfigError, match=f"intervention '{name}' computes its importances"):
+            AgentSpec.from_dict({**sac, "interventions": [name]}, "a.yaml")
+    AgentSpec.from_dict({**sac, "interventions": ["l2_prev"]}, "a.yaml")  # needs no states
 
 
 def test_sac_replay_agent_uses_it():
