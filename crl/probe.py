@@ -271,6 +271,9 @@ def run_probe(
     bin_size = bin_size or change_every or TASKS[task].default_change_every  # one bin per task
     if seeds < 1 or examples < bin_size or bin_size < 1:
         raise ConfigError(f"need seeds >= 1 and examples >= bin size >= 1, got {seeds}, {examples}, {bin_size}")
+    from crl.stats import _rliable, iqm_curve
+
+    _rliable()  # the summary's statistics: fail now, not after the training
     args = [(task, m, seeds, examples, step_size, change_every, bin_size, seed, known[m]) for m in methods]
     workers = max(1, min(workers or usable_cores(), len(methods)))
     t0 = time.perf_counter()
@@ -279,7 +282,6 @@ def run_probe(
     else:
         with ProcessPoolExecutor(workers) as pool:
             outs = list(pool.map(train_method, *zip(*args, strict=True)))
-    from crl.stats import iqm_curve
 
     result: dict[str, Any] = {
         "task": task,
