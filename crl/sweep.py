@@ -45,7 +45,7 @@ from typing import Any
 from crl.config import from_mapping, load_yaml
 from crl.errors import ConfigError
 from crl.run import CHECKPOINT, RunConfig, read_status
-from crl.system import usable_cores
+from crl.system import CORES_ENV, usable_cores
 
 __all__ = [
     "SweepSpec",
@@ -308,9 +308,11 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = ()) -> RunOutcome:
+def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: int | None = None) -> RunOutcome:
     """Train one run and report how it ended instead of raising (what a sweep worker calls).
 
+    ``cores``: the run's share of the machine (:data:`crl.system.CORES_ENV`): worker
+    processes (envs, the critic worker) only for the cores it may use.
     A run interrupted before its training loop started is marked ``interrupted`` here
     (the run marks itself once it trains).
     """
@@ -320,6 +322,8 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = ()) -> RunOu
     from crl.run import _write_status, train
 
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if cores is not None:
+        os.environ[CORES_ENV] = str(max(1, int(cores)))
     warnings.filterwarnings("ignore", module="gymnasium")
     for d in catalogs:
         add_catalog(d)
@@ -364,14 +368,14 @@ def _watch_parent(parent: int) -> None:
             return
 
 
-def _local_worker(cfg: RunConfig, catalogs: list[str], conn: Any) -> None:
+def _local_worker(cfg: RunConfig, catalogs: list[str], conn: Any, cores: int | None = None) -> None:
     """Entry point of a local worker process: Ctrl-C reaches the parent only, which sends SIGTERM."""
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _interrupt)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True, name="crl-watch-parent").start()
-    out = execute(cfg, catalogs)
+    out = execute(cfg, catalogs, cores)
     conn.send(dataclasses.asdict(out))
     conn.close()
 
@@ -529,7 +533,7 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 parent, child = ctx.Pipe(duplex=False)
                 p = ctx.Process(
                     target=_local_worker,
-                    args=(book.runs[i].config, catalogs, child),
+                    args=(book.runs[i].config, catalogs, child, max(1, usable_cores() // workers)),
                     name=f"crl-{book.runs[i].name}",
                     daemon=False,
                 )
@@ -609,7 +613,8 @@ def _run_ray(book: _Book, address: str, catalogs: list[str]) -> bool:
             while book.queue:
                 i = book.queue.pop(0)
                 cfg = book.runs[i].config
-                ref = remote.options(num_cpus=cfg.n_envs, name=f"crl:{book.runs[i].name}").remote(cfg, catalogs)
+                task = remote.options(num_cpus=cfg.n_envs, name=f"crl:{book.runs[i].name}")
+                ref = task.remote(cfg, catalogs, cfg.n_envs)  # the run uses the cores it declared
                 refs[ref] = (i, time.time())
                 book.started(i)
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=1.0)

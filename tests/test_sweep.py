@@ -158,6 +158,24 @@ def test_crashed_and_killed_runs_are_marked_failed_and_the_others_finish(tmp_pat
     assert "2/6 runs finished" in proc.stdout
 
 
+def test_each_local_run_gets_its_share_of_the_cores(tmp_path, crl_cli, monkeypatch):
+    """With 2 runs at a time on this machine a run may use cores // 2 (no worker processes for the
+    cores the other run holds); the cap travels in CRL_CORES, read by usable_cores().
+    """
+    from crl.system import usable_cores
+
+    record = tmp_path / "cores.txt"
+    monkeypatch.setenv("CRL_TEST_CORES_FILE", str(record))
+    cat = tmp_path / "cat"
+    (cat / "envs").mkdir(parents=True)
+    (cat / "envs" / "cores.yaml").write_text('description: CartPole\nid: "tests._sweep_envs:CoresCartPole-v0"\n')
+    f = _sweep_file(tmp_path, envs=["cores"], seeds=[0, 1])
+    args = ("sweep", str(f), "--catalog", str(cat), "--run-dir", str(tmp_path / "runs"), "--workers", "2")
+    crl_cli(*args, check=True)
+    seen = {int(x) for x in record.read_text().split()}
+    assert seen == {max(1, usable_cores() // 2)}
+
+
 # -- local pool: Ctrl-C / kill and resume -------------------------------------------------------
 @pytest.mark.parametrize(
     ("sig", "group"),
