@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 RESULTS = README[README.index("## Results") :].split("\n## ", 1)[0]
 SECTIONS = [s for s in RESULTS.split("\n### ")[1:] if "```bash" in s and "crl sweep" in s]
-PROBE = next(s for s in RESULTS.split("\n### ")[1:] if "crl probe" in s)
+PROBES = [s for s in RESULTS.split("\n### ")[1:] if "```bash\ncrl probe" in s]
 
 #: File stem -> (agents, envs, seeds, runs) each file claims in its description.
 CLAIMS = {
@@ -63,13 +63,18 @@ def test_every_results_section_shows_its_commands_and_figures():
         assert set(table) <= set(load_sweep(ROOT / f"experiments/{sweep.group(1)}.yaml").agents)
 
 
-def test_the_probe_section_shows_the_figure_its_command_writes():
-    command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", PROBE)
+def test_the_results_have_probe_sections():
+    assert len(PROBES) >= 2  # bit-flipping and permuted digits
+
+
+@pytest.mark.parametrize("section", PROBES, ids=lambda s: s.split("\n", 1)[0][:40])
+def test_the_probe_section_shows_the_figure_its_command_writes(section):
+    command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", section)
     assert command
-    (image,) = re.findall(r"\]\((docs/results/[\w.-]+\.png)\)", PROBE)
+    (image,) = re.findall(r"\]\((docs/results/[\w.-]+\.png)\)", section)
     assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
     results = json.loads((ROOT / image).with_suffix(".json").read_text())
-    table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", PROBE, flags=re.M))
+    table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", section, flags=re.M))
     from crl.probe import early_late
 
     assert set(table) == set(results["methods"])
