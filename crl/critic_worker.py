@@ -191,6 +191,13 @@ class CriticWorker:
             tuple(tuple(m._forward_hooks) for m in body.modules()),
         )
 
+    def serves(self, policy: Any) -> bool:
+        """Whether ``policy``'s critic is still the one this worker was built for (an
+        intervention may swap modules between two minibatches, e.g. plasticity injection).
+        """
+        body, head = critic_modules(policy)
+        return body is self.body and head is self.head
+
     # -- protocol --------------------------------------------------------------
     def begin(self, features: torch.Tensor, returns: torch.Tensor, vf_coef: float, training: bool) -> None:
         """Start an update on the critic ``features`` (rows x features) and ``returns``."""

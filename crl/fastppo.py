@@ -146,6 +146,8 @@ class FastPPO(PPO):
             for start in range(0, n, self.batch_size):
                 b = idx[start : start + self.batch_size]
                 old = old_lp[b]
+                if worker is not None and not worker.serves(policy):
+                    worker = None  # the critic changed within this update: one process from here
                 if worker is not None:  # the critic's half runs in the worker meanwhile
                     opt.zero_grad()
                     worker.submit(start, start + len(b))

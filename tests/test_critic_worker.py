@@ -103,6 +103,29 @@ def test_continual_backprop_sees_the_workers_critic_features():
     assert cbp_a.replaced == cbp_b.replaced > 0
 
 
+def test_an_injection_inside_an_update_switches_to_one_process_at_that_minibatch():
+    """Plasticity injection swaps the value head in an optimizer post-hook, between two minibatches
+    of one update: from there on the update runs in one process and stays exactly the same."""
+
+    def run(parallel):
+        spec = resolve_agent("ppo-injection")
+        spec.hyperparameters.update(n_steps=256, batch_size=64, n_epochs=2)
+        spec.network.pi, spec.network.vf = [24, 24], [24, 24]
+        spec.interventions = [{"injection": {"at_step": 3, "at_regime_change": False}}]
+        torch.set_num_threads(1)
+        model, iv = build_model(spec, gym.make("crl/SlipperyHopper-v0"), seed=2)
+        model.parallel_update = parallel
+        model.learn(512)
+        model.close_workers()
+        (inj,) = iv.interventions
+        return model, inj
+
+    (a, inj_a), (b, inj_b) = run(False), run(True)
+    assert inj_a.injections == inj_b.injections == 1
+    assert type(b.policy.value_net).__name__ == "InjectedLinear"
+    assert torch.equal(_params(a), _params(b))
+
+
 def test_unsupported_critics_fall_back_to_one_process():
     model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
     assert CriticWorker.unsupported(model.policy) is None
