@@ -113,7 +113,7 @@ class _Envs:
             return state
         if cmd == "take":  # the first env from now on: built by its factory, then given the state
             fn, state = data
-            env = cloudpickle.loads(fn)() if isinstance(fn, bytes) else fn()
+            env = fn()
             set_env_state(env, state)
             envs.insert(0, env)
             return None
@@ -239,7 +239,7 @@ class ProcVecEnv(VecEnv):
         self.rebalance = rebalance and in_main and n_workers == 1
         self._timing = [0.0, 0.0, 0]  # main's own stepping, waiting for the worker, steps
         self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
-        self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
+        self._index_blocks()
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         ctx = mp.get_context(method)
         self._conns: list[Any] = []
@@ -266,16 +266,17 @@ class ProcVecEnv(VecEnv):
         for conn, block in zip(self._conns, self._blocks, strict=True):
             t = time.perf_counter()
             conn.send(("step", [actions[i] for i in block]))
-        if self.in_main:  # the last send ran the main process's own share
+        if self.rebalance:  # the last send ran the main process's own share
             self._timing[0] += time.perf_counter() - t
 
     def step_wait(self) -> Any:
         t = time.perf_counter()
         parts = _replies(self._conns)
-        self._timing[1] += time.perf_counter() - t
-        self._timing[2] += 1
-        if self.rebalance and self._timing[2] == self.BALANCE_EVERY:
-            self._balance()
+        if self.rebalance:
+            self._timing[1] += time.perf_counter() - t
+            self._timing[2] += 1
+            if self._timing[2] == self.BALANCE_EVERY:
+                self._balance()
         results = [r for part in parts for r in part]
         obs, rewards, dones, infos = [], [], [], []
         for i, (o, r, d, info, reset_info) in enumerate(results):
@@ -321,6 +322,10 @@ class ProcVecEnv(VecEnv):
         self._conns[-1].send(("take", (self._env_fns[i], state)))
         _reply(self._conns[-1])
         self._blocks[-1].insert(0, i)
+        self._index_blocks()
+
+    def _index_blocks(self) -> None:
+        """Env index -> (share, position in the share), after the blocks changed."""
         self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
 
     def _balance(self) -> None:
