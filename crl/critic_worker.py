@@ -100,8 +100,8 @@ class CriticWorker:
         self._params = [torch.zeros_like(p).share_memory_() for p in self.params]
         self._grads = [torch.zeros_like(p).share_memory_() for p in self.params]
         self._loss = torch.zeros(()).share_memory_()
-        modules = list(body.modules())
-        self._tapped = [modules[i] for i in _taps(body)]
+        modules, taps = list(body.modules()), _taps(body)
+        self._tapped = [modules[i] for i in taps]
         self._tap_bufs = [torch.zeros(0).share_memory_() for _ in self._tapped]
         if self._tapped:  # the width of each tapped output, from a dry run of the trainer's critic
             probe = torch.zeros(1, feat_dim)
@@ -126,7 +126,7 @@ class CriticWorker:
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         ctx = mp.get_context(method)
         self._conn, child = ctx.Pipe()
-        bufs = (self._feats, self._returns, self._order, self._grads, self._loss, _taps(body), self._tap_bufs)
+        bufs = (self._feats, self._returns, self._order, self._grads, self._loss, taps, self._tap_bufs)
         self._proc = ctx.Process(
             target=_serve, args=(child, self._conn, w_body, w_head, bufs, os.getpid()), daemon=True
         )
