@@ -18,8 +18,10 @@ Protocol (one pipe, small fixed messages; the data lives in shared memory):
 
 - ``begin``: the update's critic features and returns are copied into shared buffers;
 - ``epoch``: the epoch's minibatch order;
-- ``submit(start, stop)``: the current critic parameters are copied into shared buffers and
-  the worker computes the loss and gradients of rows ``order[start:stop]``;
+- ``submit(start, stop)``: the worker computes the loss and gradients of rows
+  ``order[start:stop]`` with the current critic parameters (the trainer's critic parameters
+  live in shared buffers, so the optimizer's in-place steps reach the worker without a copy;
+  a parameter given new storage, ``p.data = ...``, is moved back into them first);
 - ``collect``: waits for the worker, makes its gradients the ``.grad`` of the trainer's
   critic parameters and replays the trainer's feature-capture hooks
   (:func:`crl.plasticity.nets.capture_features`) with the features the worker computed.
@@ -98,6 +100,7 @@ class CriticWorker:
         self._returns = torch.zeros(self.n).share_memory_()
         self._order = torch.zeros(self.n, dtype=torch.long).share_memory_()
         self._params = [torch.zeros_like(p).share_memory_() for p in self.params]
+        self._share_params()
         self._grads = [torch.zeros_like(p).share_memory_() for p in self.params]
         self._loss = torch.zeros(()).share_memory_()
         modules, taps = list(body.modules()), _taps(body)
@@ -209,10 +212,19 @@ class CriticWorker:
         """The minibatch order of the next epoch (a permutation of the rows)."""
         self._order.copy_(order)
 
+    def _share_params(self) -> None:
+        """Move the trainer's critic parameters into the shared buffers (``p.data``): the
+        optimizer then updates them where the worker reads them, and no minibatch copies them.
+        """
+        with torch.no_grad():
+            for p, buf in zip(self.params, self._params, strict=True):
+                if p.data_ptr() != buf.data_ptr():
+                    buf.copy_(p)
+                    p.data = buf
+
     def submit(self, start: int, stop: int) -> None:
         """Compute, with the current critic parameters, the minibatch ``order[start:stop]``."""
-        with torch.no_grad():
-            torch._foreach_copy_(self._params, [p.detach() for p in self.params])
+        self._share_params()  # a no-op unless something gave a parameter new storage
         self._rows = stop - start
         self._send(_MINIBATCH + struct.pack("<qq", int(start), int(stop)))
 

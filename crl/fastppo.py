@@ -1,11 +1,21 @@
-"""A leaner PPO update step with the same math as stable-baselines3's :class:`~stable_baselines3.PPO`.
+"""Leaner PPO rollouts and updates with the same math as stable-baselines3's :class:`~stable_baselines3.PPO`.
 
 :class:`FastPPO` is a ``PPO`` subclass (same SB3 policy, same saved-model format: a FastPPO
-``model.zip`` loads with ``PPO.load``) whose :meth:`FastPPO.train` differs only in overheads:
+``model.zip`` loads with ``PPO.load``) whose :meth:`FastPPO.train` and
+:meth:`FastPPO.collect_rollouts` differ only in overheads:
 
 - the rollout is converted to torch tensors once per update, not once per minibatch;
 - the per-minibatch statistics stay tensors (no ``.item()`` / ``.cpu().numpy()`` sync per
-  minibatch); they are reduced once at the end for the logger;
+  minibatch); clip fraction and approximate KL are computed for all minibatches at once after
+  the update, for the logger;
+- for Gaussian policies (SB3's ``MlpPolicy`` on Box actions), the log-probabilities, entropies
+  and sampled actions are computed with the same torch operations as SB3's
+  ``DiagGaussianDistribution`` over ``torch.distributions.Normal`` (so the same numbers, and the
+  same draw from torch's generator when acting), without building and argument-checking
+  distribution objects at every step and minibatch; the rollout buffer is bitwise SB3's;
+- the entropy term is left out of the backward pass when ``ent_coef`` is 0 (it adds exact
+  zeros), and gradients are set to ``None`` directly unless the optimizer has its own
+  ``zero_grad``;
 - ``clip_grad_norm_`` is skipped when ``max_grad_norm`` is infinite (it would scale by 1.0);
 - with ``parallel_update`` (default: automatic, on machines with 2+ usable cores and networks
   large enough for it to pay), the critic's forward and backward of every minibatch run in a
@@ -36,8 +46,11 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.utils import explained_variance
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.distributions import DiagGaussianDistribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.utils import explained_variance, obs_as_tensor
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from crl.critic_worker import CriticWorker, critic_modules
@@ -52,6 +65,109 @@ __all__ = ["FastPPO", "PARALLEL_MIN_WORK"]
 PARALLEL_MIN_WORK = 2_000_000
 
 _FIELDS = ("observations", "actions", "values", "log_probs", "advantages", "returns")
+
+
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+_ENTROPY_CONST = 0.5 + 0.5 * math.log(2 * math.pi)
+
+
+def _plain_gaussian(policy: Any) -> bool:
+    """Whether ``policy`` computes its actions' log-probabilities as SB3's ``ActorCriticPolicy``
+    does with a ``DiagGaussianDistribution`` (no gSDE, no override of the distribution methods).
+    """
+    cls = type(policy)
+    return (
+        isinstance(policy, ActorCriticPolicy)
+        and type(policy.action_dist) is DiagGaussianDistribution
+        and all(
+            getattr(cls, name) is getattr(ActorCriticPolicy, name)
+            for name in (
+                "forward",
+                "extract_features",
+                "get_distribution",
+                "_get_action_dist_from_latent",
+                "evaluate_actions",
+            )
+        )
+    )
+
+
+def _latents(policy: Any, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """The actor's and critic's latents of ``obs``, as ``ActorCriticPolicy.forward`` and
+    ``evaluate_actions`` compute them (a shared features extractor runs once).
+    """
+    features = policy.extract_features(obs)
+    if policy.share_features_extractor:
+        return policy.mlp_extractor(features)
+    return policy.mlp_extractor.forward_actor(features[0]), policy.mlp_extractor.forward_critic(features[1])
+
+
+def _gaussian_log_prob(mean: th.Tensor, std: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """``Normal(mean, std).log_prob(actions)`` summed over action dimensions, op for op as
+    torch computes it, and ``log(std)``.
+    """
+    log_scale = std.log()
+    return (-((actions - mean) ** 2) / (2 * std**2) - log_scale - _LOG_SQRT_2PI).sum(dim=1), log_scale
+
+
+def _gaussian_terms(
+    policy: Any, obs: th.Tensor, actions: th.Tensor, entropy_grad: bool, critic: bool
+) -> tuple[th.Tensor | None, th.Tensor, th.Tensor]:
+    """Values (with ``critic``, else ``None``), log-probabilities and entropies of ``actions``
+    under ``policy``, with the same torch operations as SB3's ``evaluate_actions`` with a
+    ``DiagGaussianDistribution`` over ``torch.distributions.Normal`` (so the same numbers),
+    without building the distribution objects and checking their arguments at every minibatch.
+    The entropy is computed without gradient unless ``entropy_grad``.
+    """
+    values = None
+    if critic:
+        latent_pi, latent_vf = _latents(policy, obs)
+        values = policy.value_net(latent_vf)
+    else:
+        latent_pi = policy.mlp_extractor.forward_actor(
+            BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
+        )
+    mean = policy.action_net(latent_pi)
+    log_prob, log_scale = _gaussian_log_prob(mean, th.ones_like(mean) * policy.log_std.exp(), actions)
+    with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
+        entropy = (_ENTROPY_CONST + log_scale).sum(dim=1)
+    return values, log_prob, entropy
+
+
+def _gaussian_act(policy: Any, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """``policy(obs)`` (actions, values, log-probabilities) with the same torch operations, and
+    the same draw from torch's generator, as SB3's ``ActorCriticPolicy.forward`` with a
+    ``DiagGaussianDistribution``, without building the distribution objects at every step.
+    """
+    latent_pi, latent_vf = _latents(policy, obs)
+    values = policy.value_net(latent_vf)
+    mean = policy.action_net(latent_pi)
+    std = th.ones_like(mean) * policy.log_std.exp()
+    actions = th.normal(mean, std)  # torch.distributions.Normal.sample's draw
+    log_prob, _ = _gaussian_log_prob(mean, std, actions)
+    return actions.reshape((-1, *policy.action_space.shape)), values, log_prob
+
+
+def _set_grads_to_none(opt: th.optim.Optimizer) -> None:
+    """``opt.zero_grad()`` (``set_to_none=True``) without its profiler record and per-call checks."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
+def _update_stats(losses: th.Tensor, log_ratios: list[th.Tensor], clip_range: float) -> th.Tensor:
+    """Per-minibatch statistics, rows of (policy loss, value loss, entropy loss, clip fraction,
+    approximate KL), from the losses and the log-ratios kept during the update.
+    """
+    if len({len(r) for r in log_ratios}) == 1:
+        lr = th.stack(log_ratios)
+        ratio = th.exp(lr)
+        clipped = (th.abs(ratio - 1) > clip_range).float().mean(dim=1)
+        kl = ((ratio - 1) - lr).mean(dim=1)
+    else:  # a short last minibatch
+        clipped = th.stack([(th.abs(th.exp(r) - 1) > clip_range).float().mean() for r in log_ratios])
+        kl = th.stack([((th.exp(r) - 1) - r).mean() for r in log_ratios])
+    return th.cat([losses, clipped[:, None], kl[:, None]], dim=1)
 
 
 class FastPPO(PPO):
@@ -100,6 +216,53 @@ class FastPPO(PPO):
             w = self._critic_worker = CriticWorker(policy, n, self.batch_size)
         return w
 
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every env, as SB3's
+        ``OnPolicyAlgorithm.collect_rollouts`` does (same actions, values, log-probabilities,
+        bootstrapped time-outs, callbacks and their ``locals``), with a leaner policy call for
+        Gaussian policies (:func:`_gaussian_act`). Other policies use SB3's loop.
+        """
+        policy = self.policy
+        box = isinstance(self.action_space, spaces.Box)
+        if self.use_sde or not box or policy.squash_output or not _plain_gaussian(policy):
+            return super().collect_rollouts(env, callback, rollout_buffer, n_rollout_steps)
+        assert self._last_obs is not None, "No previous observation was provided"
+        policy.set_training_mode(False)
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        low, high = self.action_space.low, self.action_space.high
+        n_steps = 0
+        while n_steps < n_rollout_steps:
+            with th.no_grad():
+                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
+                actions_t, values, log_probs = _gaussian_act(policy, obs_tensor)
+            actions = actions_t.cpu().numpy()
+            clipped_actions = np.clip(actions, low, high)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())  # callbacks read SB3's names: infos, dones, rewards, ...
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            for i in np.flatnonzero(dones):  # a time-out: bootstrap with the value of the last state
+                last = infos[i].get("terminal_observation")
+                if last is not None and infos[i].get("TimeLimit.truncated", False):
+                    with th.no_grad():
+                        last_value = policy.predict_values(policy.obs_to_tensor(last)[0])[0]
+                    rewards[i] += self.gamma * last_value
+            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)  # type: ignore[arg-type]
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+        with th.no_grad():
+            values = policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
     def _fast_path(self) -> bool:
         return self.clip_range_vf is None and self.target_kl is None and type(self.rollout_buffer) is RolloutBuffer
 
@@ -133,8 +296,11 @@ class FastPPO(PPO):
         n = obs.shape[0]
         clip = math.isfinite(self.max_grad_norm)
         params = list(policy.parameters())
-        stats: list[th.Tensor] = []
-        loss = th.zeros(())
+        gaussian = _plain_gaussian(policy)
+        zero_grad = _set_grads_to_none if type(opt).zero_grad is th.optim.Optimizer.zero_grad else None
+        entropy_grad = self.ent_coef != 0.0
+        losses: list[th.Tensor] = []  # per minibatch: policy, value and entropy losses
+        log_ratios: list[th.Tensor] = []
         worker = self._worker_for(n)
         if worker is not None:
             vf_features = BasePolicy.extract_features(policy, obs, policy.vf_features_extractor)
@@ -148,48 +314,48 @@ class FastPPO(PPO):
                 old = old_lp[b]
                 if worker is not None and not worker.serves(policy):
                     worker = None  # the critic changed within this update: one process from here
-                if worker is not None:  # the critic's half runs in the worker meanwhile
+                if zero_grad is not None:
+                    zero_grad(opt)
+                else:
                     opt.zero_grad()
+                values = None
+                if worker is not None:  # the critic's half runs in the worker meanwhile
                     worker.submit(start, start + len(b))
-                    dist = policy.get_distribution(obs[b])
-                    log_prob, entropy = dist.log_prob(acts[b]), dist.entropy()
+                    if gaussian:
+                        _, log_prob, entropy = _gaussian_terms(policy, obs[b], acts[b], entropy_grad, critic=False)
+                    else:
+                        dist = policy.get_distribution(obs[b])
+                        log_prob, entropy = dist.log_prob(acts[b]), dist.entropy()
+                elif gaussian:
+                    values, log_prob, entropy = _gaussian_terms(policy, obs[b], acts[b], entropy_grad, critic=True)
                 else:
                     values, log_prob, entropy = policy.evaluate_actions(obs[b], acts[b])
                 advantages = adv_all[b]
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-                ratio = th.exp(log_prob - old)
+                log_ratio = log_prob - old
+                ratio = th.exp(log_ratio)
                 policy_loss = -th.min(
                     advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
                 ).mean()
                 entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                # with ent_coef == 0 the entropy term adds exact zeros to the gradient: leave it out
+                actor_loss = policy_loss + self.ent_coef * entropy_loss if entropy_grad else policy_loss
                 if worker is not None:
-                    (policy_loss + self.ent_coef * entropy_loss).backward()
+                    actor_loss.backward()
                     value_loss = worker.collect()
-                    loss = policy_loss.detach() + self.ent_coef * entropy_loss.detach() + self.vf_coef * value_loss
                 else:
+                    assert values is not None
                     value_loss = F.mse_loss(ret[b], values.flatten())
-                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
-                    opt.zero_grad()
-                    loss.backward()
+                    (actor_loss + self.vf_coef * value_loss).backward()
                 if clip:
                     th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
                 opt.step()
-                with th.no_grad():
-                    log_ratio = log_prob - old
-                    stats.append(
-                        th.stack(
-                            [
-                                policy_loss.detach(),
-                                value_loss.detach(),
-                                entropy_loss.detach(),
-                                th.mean((th.abs(ratio - 1) > clip_range).float()),
-                                th.mean((th.exp(log_ratio) - 1) - log_ratio),
-                            ]
-                        )
-                    )
+                losses.append(th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach()]))
+                log_ratios.append(log_ratio.detach())
             self._n_updates += 1
-        self._log_update(th.stack(stats).double(), loss, clip_range, n)
+        loss = losses[-1][0] + self.ent_coef * losses[-1][2] + self.vf_coef * losses[-1][1]
+        self._log_update(_update_stats(th.stack(losses), log_ratios, clip_range).double(), loss, clip_range, n)
 
     def _log_update(self, stats: th.Tensor, loss: th.Tensor, clip_range: float, n: int) -> None:
         mean = stats.mean(0).tolist()

@@ -69,6 +69,26 @@ def test_parallel_update_matches_sb3_to_float_tolerance():
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-5, atol=1e-6)
 
 
+def test_critic_parameters_given_new_storage_reach_the_worker():
+    """The trainer's critic parameters live in the worker's shared buffers; an intervention
+    that assigns ``p.data`` (new storage) between updates is picked up, not silently ignored.
+    """
+    torch.set_num_threads(1)
+    runs = {}
+    for parallel in (False, True):
+        model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=parallel, **KW)
+        model.learn(256)
+        worker = model._critic_worker
+        for p in model.policy.value_net.parameters():
+            p.data = p.data * 1.5 + 0.25  # new storage, new values
+        model.learn(512, reset_num_timesteps=False)
+        assert model._critic_worker is worker  # the same worker saw the new values
+        runs[parallel] = _params(model)
+        model.close_workers()
+    assert worker is not None
+    assert torch.equal(runs[False], runs[True])
+
+
 def test_discrete_actions_and_separate_extractors():
     pk = dict(net_arch=dict(pi=[16], vf=[16, 16]), share_features_extractor=False)
     single, _ = _train(False, env="CartPole-v1", steps=512, policy_kwargs=pk)

@@ -2,8 +2,12 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import torch
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import Logger
 
 from crl.fastppo import FastPPO
 
@@ -48,9 +52,11 @@ def test_finite_grad_clip_matches_sb3():
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-5, atol=1e-6)
 
 
-def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path):
+@pytest.mark.parametrize("share", [True, False])
+def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path, share):
     """Run one SB3 minibatch step and one FastPPO minibatch step from the same state and rollout."""
-    kw = {**KW, "n_epochs": 1, "batch_size": 256}  # one minibatch per update
+    pk = {**KW["policy_kwargs"], "share_features_extractor": share}
+    kw = {**KW, "n_epochs": 1, "batch_size": 256, "policy_kwargs": pk}  # one minibatch per update
     b = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
     a = PPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
     a.learn(256)  # fills the rollout buffer, one update
@@ -80,3 +86,88 @@ def test_saved_model_loads_with_sb3(tmp_path):
     b.save(tmp_path / "m.zip")
     c = PPO.load(tmp_path / "m.zip")
     torch.testing.assert_close(_params(b), _params(c))
+
+
+class _Record(BaseCallback):
+    """Keeps the ``locals`` every step's callback sees; stops the rollout at ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.seen, self.stop_at = [], stop_at
+
+    def _on_step(self):
+        self.seen.append({k: self.locals[k] for k in ("infos", "dones", "rewards", "new_obs", "clipped_actions")})
+        return self.stop_at is None or len(self.seen) < self.stop_at
+
+
+@pytest.mark.parametrize(("n_envs", "share"), [(1, True), (3, True), (2, False)])
+def test_rollouts_are_bitwise_those_of_sb3(n_envs, share):
+    """FastPPO's leaner rollout loop gives SB3's buffer exactly, time-out bootstrapping included
+    (Pendulum's episodes are cut by the 200-step time limit inside the 256-step rollout).
+    """
+    buffers, seen = {}, {}
+    for name, cls in (("sb3", PPO), ("fast", FastPPO)):
+        torch.manual_seed(0)
+        pk = {**KW["policy_kwargs"], "share_features_extractor": share}
+        venv = make_vec_env("Pendulum-v1", n_envs=n_envs, seed=5)
+        model = cls("MlpPolicy", venv, **{**KW, "n_steps": 256, "policy_kwargs": pk})
+        model.set_logger(Logger(folder=None, output_formats=[]))
+        with torch.no_grad():  # a std whose log(exp(.)) is not exact, unlike the initial 1.0
+            model.policy.log_std.copy_(torch.tensor([0.3]))
+        rec = _Record()
+        model._setup_learn(256 * n_envs, rec)
+        rec.init_callback(model)
+        assert model.collect_rollouts(model.env, rec, model.rollout_buffer, 256)
+        buf = model.rollout_buffer
+        fields = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages")
+        buffers[name] = {f: getattr(buf, f).copy() for f in (*fields, "returns")}
+        seen[name] = rec.seen
+    assert any(info.get("TimeLimit.truncated") for step in seen["sb3"] for info in step["infos"])
+    for f, arr in buffers["sb3"].items():
+        np.testing.assert_array_equal(arr, buffers["fast"][f], err_msg=f)
+    assert len(seen["sb3"]) == len(seen["fast"]) == 256
+    for a, b in zip(seen["sb3"], seen["fast"], strict=True):
+        np.testing.assert_array_equal(a["clipped_actions"], b["clipped_actions"])
+        np.testing.assert_array_equal(a["rewards"], b["rewards"])
+
+
+def test_a_callback_can_stop_the_rollout():
+    model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    rec = _Record(stop_at=5)
+    model._setup_learn(256, rec)
+    rec.init_callback(model)
+    assert not model.collect_rollouts(model.env, rec, model.rollout_buffer, 256)
+    assert len(rec.seen) == 5 and model.num_timesteps == 5
+
+
+@pytest.mark.parametrize("n_steps", [256, 250])  # 250: a short last minibatch
+def test_logged_statistics_equal_sb3(n_steps):
+    """Losses, clip fraction and approximate KL (kept as tensors, reduced after the update) log
+    the values SB3 logs.
+    """
+    kw = {**KW, "n_steps": n_steps, "clip_range": 0.05, "learning_rate": 3e-3}  # some ratios get clipped
+    logged = {}
+    for name, cls in (("sb3", PPO), ("fast", FastPPO)):
+        model = cls("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+        model.learn(2 * n_steps)
+        logged[name] = {k: v for k, v in model.logger.name_to_value.items() if k.startswith("train/")}
+    assert logged["sb3"].keys() == logged["fast"].keys()
+    assert logged["sb3"]["train/clip_fraction"] > 0
+    for k, v in logged["sb3"].items():
+        assert logged["fast"][k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+
+
+def test_an_optimizer_with_its_own_zero_grad_is_called():
+    """FastPPO sets gradients to ``None`` itself only for torch's own ``zero_grad``."""
+    calls = []
+
+    class Counting(torch.optim.Adam):
+        def zero_grad(self, set_to_none=True):
+            calls.append(1)
+            super().zero_grad(set_to_none)
+
+    kw = {**KW, "policy_kwargs": {**KW["policy_kwargs"], "optimizer_class": Counting}}
+    model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+    model.learn(256)
+    assert len(calls) == 3 * 256 // 64  # every minibatch of the 3 epochs
