@@ -290,6 +290,7 @@ class RunCallback(BaseCallback):
         self.task: Any = None
         self.next_progress_line = 0
         self.seen_n_updates = -1
+        self._logged: dict[str, float] = {}
         self._guards: list[Any] = []
         self.monitor = _make_monitor(runner)  # crl.diagnostics: plasticity/*, eval/*, regime summaries
 
@@ -311,17 +312,24 @@ class RunCallback(BaseCallback):
             "last_loss_log": self.last_loss_log,
             "seen_n_updates": self.seen_n_updates,
             "monitor": self.monitor.state(),
+            # the losses SB3's logger holds: an off-policy run logs them at a step count, which may
+            # come right after a resume, before the resumed process has trained once
+            "logged": {k: float(v) for k, v in self.model.logger.name_to_value.items() if k.startswith("train/")},
         }
 
     def set_state(self, s: dict[str, Any]) -> None:
         self.segments, self.pending, self.regimes = list(s["segments"]), list(s["pending"]), s["regimes"]
         self.last_ckpt, self.seen_n_updates = s["last_ckpt"], s["seen_n_updates"]
         self.last_loss_log = s.get("last_loss_log", -math.inf)
+        self._logged = dict(s.get("logged", {}))
         if "monitor" in s:
             self.monitor.load(s["monitor"])
 
     # -- hooks ---------------------------------------------------------------
     def _on_training_start(self) -> None:
+        if self._logged:  # resumed: the logger SB3 just configured starts where the checkpoint's was
+            self.model.logger.name_to_value.update(self._logged)
+            self._logged = {}
         if not self._guards:
             for opt in _optimizers(self.model):
                 self._guards.append(opt.register_step_pre_hook(self._grad_guard))

@@ -91,7 +91,10 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
     assert offline and any(p.suffix == ".wandb" for p in offline[0].iterdir())
 
 
-def _kill_at_random(cmd: list[str], run: Path, rng: random.Random) -> None:
+def _kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[int, int] = (600, 2300)) -> None:
+    """Start ``crl cmd`` and SIGKILL it at a random moment after its run reached a random step
+    in ``steps``.
+    """
     proc = subprocess.Popen(
         [sys.executable, "-m", "crl", *cmd],
         cwd=ROOT,
@@ -99,7 +102,7 @@ def _kill_at_random(cmd: list[str], run: Path, rng: random.Random) -> None:
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
     )
-    target = rng.randint(600, 2300)
+    target = rng.randint(*steps)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         st = run / "status.json"

@@ -7,6 +7,7 @@ utility and random generator in ``state_dict()`` so a resumed run continues exac
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -611,6 +612,21 @@ class InjectedLinear(nn.Module):
         for p in (*self.old.parameters(), *self.frozen.parameters()):
             p.requires_grad_(False)
 
+    @classmethod
+    def target_copy(cls, injected: InjectedLinear, old: nn.Linear) -> InjectedLinear:
+        """The head of a target network (SAC's ``critic_target``) after ``injected`` replaced
+        the online head it tracks: its own ``old`` head plus copies of ``injected``'s ``new``
+        and ``frozen`` parts. Its output is unchanged, and its parameters line up with the
+        online head's, so Polyak averaging goes on pairing them.
+        """
+        head = cls.__new__(cls)
+        nn.Module.__init__(head)
+        head.in_features, head.out_features = old.in_features, old.out_features
+        head.old, head.new, head.frozen = old, copy.deepcopy(injected.new), copy.deepcopy(injected.frozen)
+        for p in (*head.new.parameters(), *head.frozen.parameters()):
+            p.requires_grad_(old.weight.requires_grad)
+        return head
+
     @property
     def weight(self) -> torch.Tensor:  # what reads the head's weights sees the trainable part
         return self.new.weight
@@ -651,10 +667,16 @@ class Injection(UnitIntervention):
         parents = {id(child): (parent, name) for parent in root.modules() for name, child in parent.named_children()}
         for view in self.views:
             new_heads = []
-            for head in view.output:
+            target = self._targets.get(id(view))  # SAC's target critic: its heads follow
+            for k, head in enumerate(view.output):
                 parent, attr = parents[id(head)]
                 injected = InjectedLinear(head, self.gen, self.init)
                 setattr(parent, attr, injected)
+                if target is not None:
+                    t_parent, t_attr = parents[id(target.output[k])]
+                    t_head = InjectedLinear.target_copy(injected, target.output[k])
+                    setattr(t_parent, t_attr, t_head)
+                    target.output[k] = t_head.new
                 if view.optimizer is not None:
                     view.optimizer.add_param_group(
                         {
@@ -685,3 +707,4 @@ class Injection(UnitIntervention):
         super().load_state_dict(state)
         for _ in range(int(state["injections"]) - self.injections):
             self.inject()  # rebuild the structure; the checkpointed weights are loaded after
+        self.gen.set_state(state["gen"])  # undo the rebuild's draws: later injections draw as uninterrupted

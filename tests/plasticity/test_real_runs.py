@@ -80,6 +80,50 @@ def test_sac_family_trains_and_resumes(tmp_path, crl_cli, family):
     assert (run / "checkpoints" / "last.pt").is_file()
 
 
+@pytest.mark.parametrize("family", ["injection", pytest.param("reset", marks=pytest.mark.expensive)])
+def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path, crl_cli, family):
+    """Injection into SAC's critics injects into their target copies too (Polyak averaging pairs
+    the parameters of both), resets restart them; a run killed at random resumes with the same
+    rows (its losses included, logged right after the resume).
+    """
+
+    def args(root):
+        return [
+            "train",
+            "--env",
+            "slippery-hopper",
+            "--agent",
+            "sac-reset",
+            "--steps",
+            "1200",
+            "--env-kwargs",
+            "change_every=300",
+            "align=exact",
+            "--agent-kwargs",
+            "learning_starts=100",
+            "buffer_size=2000",
+            "batch_size=32",
+            f"interventions={FAST_IV[family]}",
+            "--checkpoint-every",
+            "200",
+            "--run-dir",
+            str(root),
+            "--wandb",
+            "disabled",
+            "--no-progress",
+        ]
+
+    crl_cli(*args(tmp_path / "ref"), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-hopper__sac-reset__s0"
+    assert _rows(ref / "regimes.csv")[-1]["regime"] == "3"  # three regime changes, three interventions
+    run = tmp_path / "killed" / "default" / "slippery-hopper__sac-reset__s0"
+    _kill_at_random(args(tmp_path / "killed"), run, random.Random(), steps=(350, 1000))
+    crl_cli(*args(tmp_path / "killed"), check=True)
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+
+
 def _rows(path):
     with path.open() as f:
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]

@@ -188,3 +188,50 @@ def test_injection_leaves_outputs_unchanged_then_learns_through_the_new_head():
     _step(net, x)
     assert torch.equal(net[2].old.weight, old_w)  # the old head is frozen
     assert not torch.allclose(net(x), before)  # the new head learns
+
+
+def test_injection_resumed_from_its_state_draws_the_next_heads_as_uninterrupted():
+    """Restoring an injection rebuilds the injected heads (drawing from its generator); the
+    generator is then set back, so the next injection gets the heads of the uninterrupted run.
+    """
+
+    def setup():
+        net = _net()
+        return net, attach(net, [{"injection": {"at_step": 0}}], boundary_aware=True)
+
+    net, ivs = setup()
+    ivs.on_regime_change(1)
+    state, weights = ivs.state_dict(), copy.deepcopy(net.state_dict())
+    ivs.on_regime_change(2)
+    resumed, rivs = setup()
+    rivs.load_state_dict(state)
+    resumed.load_state_dict(weights)
+    rivs.on_regime_change(2)
+    for (name, a), (_, b) in zip(net.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_injection_into_sac_critics_injects_into_their_targets_too():
+    """The target critic's heads follow the online ones: outputs unchanged at injection, the
+    parameters still pair one to one for Polyak averaging, and training goes on.
+    """
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.utils import polyak_update
+
+    model = SAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=20, seed=0, policy_kwargs={"net_arch": [16, 16]})
+    model.learn(40)  # the target now differs from the online critic
+    ivs = attach(model, [{"injection": {"at_regime_change": True}}], boundary_aware=True)
+    obs, act = torch.randn(7, 3), torch.rand(7, 1) * 4 - 2
+    with torch.no_grad():
+        before = [torch.cat(c(obs, act), 1) for c in (model.critic, model.critic_target)]
+    ivs.on_regime_change(1)
+    with torch.no_grad():
+        after = [torch.cat(c(obs, act), 1) for c in (model.critic, model.critic_target)]
+    for b, a in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b)
+    online, target = list(model.critic.parameters()), list(model.critic_target.parameters())
+    assert [p.shape for p in online] == [p.shape for p in target]
+    polyak_update(online, target, 0.5)
+    model.learn(60, reset_num_timesteps=False)  # SB3's own Polyak updates pair them too
+    assert ivs.interventions[0].injections == 1
