@@ -204,17 +204,14 @@ def test_diagnostics_and_evaluation_do_not_change_training(tmp_path):
 def test_kill_and_resume_with_diagnostics_matches_uninterrupted_run(tmp_path, crl_cli):
     import random
 
-    from tests.test_run import _kill_at_random, _rows, _train_args
+    from tests._resume import check_resumes_exactly
+    from tests.test_run import _train_args
 
     extra = ("--wandb", "disabled", "--diagnostics-every", "512", "--eval-every", "768", "--eval-episodes", "1")
     crl_cli(*_train_args(tmp_path / "ref", 3072, *extra), check=True)
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
     cmd = _train_args(tmp_path / "killed", 3072, *extra)
-    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
-    _kill_at_random(cmd, run, random.Random(7))
-    crl_cli(*cmd, check=True)
-    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
-    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+    check_resumes_exactly(cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref, random.Random(7))
 
 
 def test_sac_actor_and_both_critics_are_found_and_rng_is_untouched():

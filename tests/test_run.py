@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,14 +14,9 @@ import yaml
 
 from crl.errors import NonFiniteLossError
 from crl.run import RunConfig, train
-from tests.conftest import ROOT
+from tests._resume import check_resumes_exactly, rows
 
 SMALL = ["--agent-kwargs", "n_steps=256", "batch_size=64", "n_epochs=2"]
-
-
-def _rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, str]]:
-    with path.open() as f:
-        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 
 
 def _train_args(run_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -70,7 +58,7 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
     assert config["agent"]["optimizer"] == {"name": "adam", "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
     assert config["env"]["make_kwargs"]["schedule"] == {"every_n_steps": {"change_every": 700, "align": "episode_end"}}
     assert config["env"]["make_kwargs"]["drift_seed"] == 3 and config["seed"] == 3
-    regimes = _rows(run / "regimes.csv")
+    regimes = rows(run / "regimes.csv")
     assert len(regimes) >= 3, regimes  # at least two changes
     for a, b in itertools.pairwise(regimes):
         assert a["end_step"] == b["start_step"]
@@ -78,43 +66,17 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
     env = gym.make("crl/SlipperyAnt-v0", drift_seed=3)
     for r in regimes:
         assert float(r["friction"]) == pytest.approx(env.regime_params(int(r["regime"]))["friction"])
-    rows = _rows(run / "metrics.csv", drop=())
-    episodes = [r for r in rows if r["charts/episodic_return"]]
+    metrics = rows(run / "metrics.csv", drop=())
+    episodes = [r for r in metrics if r["charts/episodic_return"]]
     assert episodes and all(r["regime/index"] and r["regime/friction"] for r in episodes)
     assert {r["regime/index"] for r in episodes} >= {"0", "1", "2"}
-    losses = [r for r in rows if r["losses/value_loss"]]
+    losses = [r for r in metrics if r["losses/value_loss"]]
     assert len(losses) == 2560 // 256 and all(float(r["time/sps"]) > 0 for r in losses)
-    steps = [int(r["global_step"]) for r in rows]
+    steps = [int(r["global_step"]) for r in metrics]
     assert steps == sorted(steps)
     # the real wandb run, offline, in the run folder
     offline = list((run / "wandb").glob("offline-run-*"))
     assert offline and any(p.suffix == ".wandb" for p in offline[0].iterdir())
-
-
-def _kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[int, int] = (600, 2300)) -> None:
-    """Start ``crl cmd`` and SIGKILL it at a random moment after its run reached a random step
-    in ``steps``.
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crl", *cmd],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-    target = rng.randint(*steps)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        st = run / "status.json"
-        try:
-            if json.loads(st.read_text()).get("global_step", 0) >= target:
-                break
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.02)
-    time.sleep(rng.uniform(0, 0.3))  # somewhere inside a rollout or an update
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
@@ -122,14 +84,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
     crl_cli(*_train_args(tmp_path / "ref", steps, "--wandb", "disabled"), check=True)
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
     cmd = _train_args(tmp_path / "killed", steps, "--wandb", "disabled")
-    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
-    _kill_at_random(cmd, run, random.Random())
-    status = json.loads((run / "status.json").read_text())
-    assert status["status"] == "running" and status["global_step"] < steps  # killed: not marked finished
-    crl_cli(*cmd, check=True)  # the same command resumes
-    assert json.loads((run / "status.json").read_text())["status"] == "finished"
-    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
-    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+    check_resumes_exactly(cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref)
 
 
 def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
@@ -152,8 +107,8 @@ def test_same_seed_same_curves(tmp_path):
     )
     a = train(RunConfig(**cfg, run_dir=str(tmp_path / "a")))
     b = train(RunConfig(**cfg, run_dir=str(tmp_path / "b")))
-    assert _rows(a.run_dir / "metrics.csv") == _rows(b.run_dir / "metrics.csv")
-    assert _rows(a.run_dir / "regimes.csv") == _rows(b.run_dir / "regimes.csv")
+    assert rows(a.run_dir / "metrics.csv") == rows(b.run_dir / "metrics.csv")
+    assert rows(a.run_dir / "regimes.csv") == rows(b.run_dir / "regimes.csv")
 
 
 @pytest.mark.parametrize(
@@ -242,13 +197,7 @@ def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_pa
     crl_cli(*_train_args(tmp_path / "ref", steps, *two, "--vec-env", "dummy"), check=True)
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
     cmd = _train_args(tmp_path / "killed", steps, *two, "--vec-env", "proc")
-    run = tmp_path / "killed" / "default" / "slippery-ant__ppo__s3"
-    _kill_at_random(cmd, run, random.Random())
-    assert json.loads((run / "status.json").read_text())["status"] == "running"
-    crl_cli(*cmd, check=True)
-    assert json.loads((run / "status.json").read_text())["status"] == "finished"
-    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
-    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
+    check_resumes_exactly(cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 
 import pytest
 
-from tests.test_run import _kill_at_random
+from tests._resume import check_resumes_exactly, rows
 
 FAST_IV = {
     "cbp": "[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
@@ -48,33 +46,37 @@ def test_ppo_family_trains_on_a_drifting_env(tmp_path, crl_cli, family):
     assert (run / "regimes.csv").read_text().count("\n") >= 3  # crossed regime changes
 
 
-@pytest.mark.parametrize("family", ["cbp", "redo", "reset"])
-def test_sac_family_trains_and_resumes(tmp_path, crl_cli, family):
-    args = [
+def _sac_args(root, agent, interventions, steps, change_every):
+    """``crl train`` on Slippery Hopper with a small SAC (learning after 100 steps)."""
+    return [
         "train",
         "--env",
         "slippery-hopper",
         "--agent",
-        f"sac-{family}",
+        agent,
         "--steps",
-        "400",
+        str(steps),
         "--env-kwargs",
-        "change_every=150",
+        f"change_every={change_every}",
         "align=exact",
         "--agent-kwargs",
         "learning_starts=100",
         "buffer_size=2000",
         "batch_size=32",
-        f"interventions={FAST_IV[family]}",
+        f"interventions={interventions}",
         "--checkpoint-every",
         "200",
         "--run-dir",
-        str(tmp_path),
+        str(root),
         "--wandb",
         "disabled",
         "--no-progress",
     ]
-    crl_cli(*args, check=True)
+
+
+@pytest.mark.parametrize("family", ["cbp", "redo", "reset"])
+def test_sac_family_trains_and_resumes(tmp_path, crl_cli, family):
+    crl_cli(*_sac_args(tmp_path, f"sac-{family}", FAST_IV[family], 400, 150), check=True)
     run = tmp_path / "default" / f"slippery-hopper__sac-{family}__s0"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert (run / "checkpoints" / "last.pt").is_file()
@@ -86,47 +88,12 @@ def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path
     the parameters of both), resets restart them; a run killed at random resumes with the same
     rows (its losses included, logged right after the resume).
     """
-
-    def args(root):
-        return [
-            "train",
-            "--env",
-            "slippery-hopper",
-            "--agent",
-            "sac-reset",
-            "--steps",
-            "1200",
-            "--env-kwargs",
-            "change_every=300",
-            "align=exact",
-            "--agent-kwargs",
-            "learning_starts=100",
-            "buffer_size=2000",
-            "batch_size=32",
-            f"interventions={FAST_IV[family]}",
-            "--checkpoint-every",
-            "200",
-            "--run-dir",
-            str(root),
-            "--wandb",
-            "disabled",
-            "--no-progress",
-        ]
-
-    crl_cli(*args(tmp_path / "ref"), check=True)
+    crl_cli(*_sac_args(tmp_path / "ref", "sac-reset", FAST_IV[family], 1200, 300), check=True)
     ref = tmp_path / "ref" / "default" / "slippery-hopper__sac-reset__s0"
-    assert _rows(ref / "regimes.csv")[-1]["regime"] == "3"  # three regime changes, three interventions
+    assert rows(ref / "regimes.csv")[-1]["regime"] == "3"  # three regime changes, three interventions
+    cmd = _sac_args(tmp_path / "killed", "sac-reset", FAST_IV[family], 1200, 300)
     run = tmp_path / "killed" / "default" / "slippery-hopper__sac-reset__s0"
-    _kill_at_random(args(tmp_path / "killed"), run, random.Random(), steps=(350, 1000))
-    crl_cli(*args(tmp_path / "killed"), check=True)
-    assert json.loads((run / "status.json").read_text())["status"] == "finished"
-    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
-    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
-
-
-def _rows(path):
-    with path.open() as f:
-        return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
+    check_resumes_exactly(cmd, run, ref, steps=(350, 1000))
 
 
 def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
@@ -160,11 +127,7 @@ def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
 
     crl_cli(*args(tmp_path / "ref"), check=True)
     run = tmp_path / "killed" / "default" / "slippery-ant__ppo-cbp__s2"
-    _kill_at_random(args(tmp_path / "killed")[0:], run, random.Random())
-    crl_cli(*args(tmp_path / "killed"), check=True)
-    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo-cbp__s2"
-    assert _rows(run / "metrics.csv") == _rows(ref / "metrics.csv")
-    assert _rows(run / "regimes.csv") == _rows(ref / "regimes.csv")
+    check_resumes_exactly(args(tmp_path / "killed"), run, tmp_path / "ref" / "default" / "slippery-ant__ppo-cbp__s2")
 
 
 @pytest.mark.parametrize("agent", ["ppo-trac", "sac-trac"])

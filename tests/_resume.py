@@ -1,0 +1,65 @@
+"""Kill-and-resume checks shared by the tests of exact resume: a run killed with SIGKILL at a
+random moment, then started again with the same command, must write the rows of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, run_crl
+
+
+def rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, str]]:
+    """The rows of a CSV file, without the columns ``drop`` (wall-clock dependent ones)."""
+    with path.open() as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[int, int] = (600, 2300)) -> None:
+    """Start ``crl CMD`` and SIGKILL it at a random moment after its run folder ``run`` reached
+    a random step in ``steps`` (somewhere inside a rollout or an update).
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crl", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    target = rng.randint(*steps)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if json.loads((run / "status.json").read_text()).get("global_step", 0) >= target:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, 0.3))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def check_resumes_exactly(
+    cmd: list[str],
+    run: Path,
+    reference: Path,
+    rng: random.Random | None = None,
+    steps: tuple[int, int] = (600, 2300),
+) -> None:
+    """Kill ``crl CMD`` at random (:func:`kill_at_random`), check that the killed run is not
+    marked finished, run the same command again (it resumes from its last checkpoint) and
+    compare its ``metrics.csv`` and ``regimes.csv`` row for row with those of the uninterrupted
+    run folder ``reference``.
+    """
+    kill_at_random(cmd, run, rng or random.Random(), steps)
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "running", status  # killed: not marked finished
+    run_crl(*cmd, check=True)  # the same command resumes
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert rows(run / "regimes.csv") == rows(reference / "regimes.csv")
+    assert rows(run / "metrics.csv") == rows(reference / "metrics.csv")
