@@ -50,9 +50,9 @@ def check_non_negative(name: str, value: Any, strict: bool = False) -> float:
     """``value`` as a float if it is a finite number ``>= 0`` (``> 0`` with ``strict``).
 
     Otherwise a one-line :class:`ConfigError` naming the parameter, the value and what is
-    valid. NaN, infinities, booleans and strings (YAML reads ``1e-3`` as a string; write
-    ``1.0e-3``) are refused. The hyperparameter check of every plasticity intervention and
-    optimizer.
+    valid. NaN, infinities, booleans and strings are refused (crl reads YAML with 1.2 floats,
+    :func:`crl.config.yaml_load`, so ``1e-3`` in a config is a number). The check of every
+    plasticity hyperparameter and of the drifts' scales, offsets and ranges.
 
     Example:
         >>> check_non_negative("strength", 1.0e-3)

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 
 
-def positive(name: str, value: Any) -> float:
-    """``value`` as a float, or ConfigError if it is not a finite positive number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def non_negative(name: str, value: Any) -> float:
-    """``value`` as a float, or ConfigError if it is not a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def scale_range(low: Any, high: Any) -> tuple[float, float]:
-    """A positive ``(low, high)`` range with ``low <= high``."""
-    lo, hi = positive("low", low), positive("high", high)
+def scale_range(low: Any, high: Any, what: str = "") -> tuple[float, float]:
+    """A positive ``(low, high)`` range with ``low <= high`` (``what``: a prefix for the errors,
+    e.g. ``"friction "``).
+    """
+    lo, hi = check_non_negative(f"{what}low", low, strict=True), check_non_negative(f"{what}high", high, strict=True)
     if hi < lo:
-        raise ConfigError(f"high ({hi}) must be >= low ({lo})")
+        raise ConfigError(f"{what}high ({hi}) must be >= low ({lo})")
     return lo, hi
 
 

@@ -7,9 +7,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from crl.drift._checks import mujoco_model, non_negative, scale_range
+from crl.drift._checks import mujoco_model, scale_range
 from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
+from crl.errors import check_non_negative
 
 __all__ = ["DampingDrift"]
 
@@ -49,7 +50,7 @@ class DampingDrift(DriftWrapper):
         num_envs: int = 1,
     ) -> None:
         self.low, self.high = scale_range(low, high)
-        self.offset = non_negative("offset", offset)
+        self.offset = check_non_negative("offset", offset)
         model = mujoco_model(env, "damping")
         self._damping0 = model.dof_damping.copy()
         free = np.zeros(model.nv, bool)

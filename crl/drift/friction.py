@@ -4,12 +4,12 @@ continual learning", Nature 632 (2024).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from crl.drift._checks import scale_range
 from crl.drift.base import DriftWrapper, Params, log_uniform
 from crl.drift.schedules import Schedule
 from crl.errors import ConfigError
@@ -59,16 +59,10 @@ class FrictionDrift(DriftWrapper):
         drift_seed: int = 0,
         num_envs: int = 1,
     ) -> None:
-        for label, v in (("low", low), ("high", high)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ConfigError(f"friction {label} must be a positive number, got {v!r}")
-        if high < low:
-            raise ConfigError(f"friction high ({high}) must be >= low ({low})")
+        self.low, self.high = scale_range(low, high, what="friction ")
         model = getattr(env.unwrapped, "model", None)
         if model is None or not hasattr(model, "geom_friction"):
             raise ConfigError(f"FrictionDrift needs a MuJoCo env, got {env.unwrapped!r}")
-        self.low = float(low)
-        self.high = float(high)
         super().__init__(env, schedule=schedule, drift_seed=drift_seed, num_envs=num_envs)
         self._record(low=low, high=high)
 

@@ -7,10 +7,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from crl.drift._checks import mujoco_model, non_negative, scale_range
+from crl.drift._checks import mujoco_model, scale_range
 from crl.drift.base import DriftWrapper, Params
 from crl.drift.schedules import Schedule
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 
 __all__ = ["GravityDrift"]
 
@@ -50,7 +50,7 @@ class GravityDrift(DriftWrapper):
         num_envs: int = 1,
     ) -> None:
         self.low, self.high = scale_range(low, high)
-        self.max_tilt = non_negative("max_tilt", max_tilt)
+        self.max_tilt = check_non_negative("max_tilt", max_tilt)
         if self.max_tilt > 90:
             raise ConfigError(f"max_tilt must be at most 90 degrees, got {max_tilt!r}")
         mujoco_model(env, "gravity")

@@ -7,10 +7,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from crl.drift._checks import non_negative
 from crl.drift.base import DriftWrapper, Params
 from crl.drift.schedules import Schedule
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 
 __all__ = ["LevelShift"]
 
@@ -51,7 +50,7 @@ class LevelShift(DriftWrapper):
         drift_seed: int = 0,
         num_envs: int = 1,
     ) -> None:
-        self.scale = non_negative("scale", scale)
+        self.scale = check_non_negative("scale", scale)
         space = env.observation_space
         if not isinstance(space, gym.spaces.Box):
             raise ConfigError(f"level_shift needs a Box observation space, got {space}")

@@ -9,7 +9,7 @@ import numpy as np
 
 from crl.drift.base import DriftWrapper, Params
 from crl.drift.schedules import Schedule
-from crl.errors import ConfigError
+from crl.errors import ConfigError, check_non_negative
 
 __all__ = ["TargetVelocity"]
 
@@ -65,9 +65,8 @@ class TargetVelocity(DriftWrapper):
             raise ConfigError(f"mode must be 'direction' or 'velocity', got {mode!r}")
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low <= high):
             raise ConfigError(f"need numbers low <= high, got {low!r}, {high!r}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-            raise ConfigError(f"weight must be a non-negative number, got {weight!r}")
-        self.mode, self.low, self.high, self.weight = mode, float(low), float(high), float(weight)
+        self.mode, self.low, self.high = mode, float(low), float(high)
+        self.weight = check_non_negative("weight", weight)
         super().__init__(env, schedule=schedule, drift_seed=drift_seed, num_envs=num_envs)
         self._record(mode=mode, low=low, high=high, weight=weight)
 

@@ -91,7 +91,7 @@ def test_num_envs_counts_steps_of_all_envs():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"friction_low": -1.0}, "positive"),
+        ({"friction_low": -1.0}, "friction low must be > 0"),
         ({"friction_low": 1.0, "friction_high": 0.5}, ">= low"),
         ({"change_every": 0}, "positive integer"),
         ({"align": "sometimes"}, "align"),

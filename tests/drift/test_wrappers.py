@@ -219,14 +219,14 @@ def test_task_sequence_switches_at_reset():
 @pytest.mark.parametrize(
     ("make", "error"),
     [
-        (lambda: LevelShift(EchoEnv(), scale=-1.0), "scale must be a non-negative number"),
+        (lambda: LevelShift(EchoEnv(), scale=-1.0), "scale must be >= 0 and finite"),
         (lambda: LevelShift(gym.make("FrozenLake-v1")), "Box observation space"),
         (lambda: GravityDrift(gym.make("Hopper-v5"), low=2.0, high=1.0), "must be >= low"),
         (lambda: GravityDrift(gym.make("Hopper-v5"), max_tilt=100.0), "at most 90"),
         (lambda: GravityDrift(EchoEnv()), "needs a MuJoCo env"),
-        (lambda: MassDrift(gym.make("Hopper-v5"), low=0.0), "low must be a positive number"),
+        (lambda: MassDrift(gym.make("Hopper-v5"), low=0.0), "low must be > 0 and finite"),
         (lambda: ActuatorDrift(gym.make("Hopper-v5"), mode="turbo"), "mode must be 'gear' or 'control'"),
-        (lambda: DampingDrift(gym.make("Hopper-v5"), offset=-1.0), "offset must be a non-negative"),
+        (lambda: DampingDrift(gym.make("Hopper-v5"), offset=-1.0), "offset must be >= 0"),
         (lambda: ObservationPermutation(EchoEnv(), permute=False), "permute and/or flip_signs"),
         (lambda: TargetVelocity(EchoEnv(), mode="sideways"), "mode must be 'direction' or 'velocity'"),
         (lambda: TaskSequence(gym.make("CartPole-v1"), tasks=["Acrobot-v1"]), "differs"),
