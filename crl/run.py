@@ -314,7 +314,11 @@ class RunCallback(BaseCallback):
             "monitor": self.monitor.state(),
             # the losses SB3's logger holds: an off-policy run logs them at a step count, which may
             # come right after a resume, before the resumed process has trained once
-            "logged": {k: float(v) for k, v in self.model.logger.name_to_value.items() if k.startswith("train/")},
+            "logged": {
+                k: float(v)
+                for k, v in self.model.logger.name_to_value.items()
+                if k.startswith("train/") and isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+            },
         }
 
     def set_state(self, s: dict[str, Any]) -> None:
