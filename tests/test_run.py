@@ -19,21 +19,25 @@ from tests._resume import check_resumes_exactly, rows
 SMALL = ["--agent-kwargs", "n_steps=256", "batch_size=64", "n_epochs=2"]
 
 
-def _train_args(run_dir: Path, steps: int, *extra: str) -> list[str]:
+def _train_args(
+    run_dir: Path, steps: int, *extra: str, agent: str = "ppo", seed: int = 3, agent_kwargs: tuple[str, ...] = ()
+) -> list[str]:
+    """``crl train`` of a small PPO agent on Slippery Ant (friction redrawn every 700 steps)."""
     return [
         "train",
         "--env",
         "slippery-ant",
         "--agent",
-        "ppo",
+        agent,
         "--steps",
         str(steps),
         "--seed",
-        "3",
+        str(seed),
         "--env-kwargs",
         "change_every=700",
         "episode_steps=200",
         *SMALL,
+        *agent_kwargs,
         "--run-dir",
         str(run_dir),
         "--checkpoint-every",

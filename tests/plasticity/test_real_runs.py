@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests._resume import check_resumes_exactly, rows
+from tests.test_run import _train_args
 
 FAST_IV = {
     "cbp": "[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
@@ -98,32 +99,8 @@ def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path
 
 def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
     def args(root):
-        return [
-            "train",
-            "--env",
-            "slippery-ant",
-            "--agent",
-            "ppo-cbp",
-            "--steps",
-            "3072",
-            "--seed",
-            "2",
-            "--env-kwargs",
-            "change_every=700",
-            "episode_steps=200",
-            "--agent-kwargs",
-            "n_steps=256",
-            "batch_size=64",
-            "n_epochs=2",
-            "interventions=[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
-            "--checkpoint-every",
-            "256",
-            "--run-dir",
-            str(root),
-            "--wandb",
-            "disabled",
-            "--no-progress",
-        ]
+        iv = "interventions=[{cbp: {replacement_rate: 0.01, maturity: 20}}]"
+        return _train_args(root, 3072, "--wandb", "disabled", agent="ppo-cbp", seed=2, agent_kwargs=(iv,))
 
     crl_cli(*args(tmp_path / "ref"), check=True)
     run = tmp_path / "killed" / "default" / "slippery-ant__ppo-cbp__s2"
