@@ -16,7 +16,7 @@ AGENTS = sorted(agent_specs())
 
 
 #: (steps, change_every, checkpoint_every) of the catalog runs and of the smaller exact-resume runs
-SIZES = {"ppo": (2048, 500, 256), "sac": (1000, 250, 250)}
+SIZES = {"ppo": (2048, 500, 256), "sac": (500, 125, 125)}
 SMALL = {"ppo": (640, 150, 128), "sac": (300, 100, 100)}
 
 

@@ -185,8 +185,10 @@ def test_batched_cbp_with_adam_and_moment_resets_matches_single_networks():
             for i in (0, 2):
                 torch.testing.assert_close(batched[i].weight[b], net[i].weight, rtol=1e-5, atol=1e-5)
                 for moment in ("exp_avg", "exp_avg_sq"):
+                    # batched and single matmuls sum in different orders: after 8 steps the moments
+                    # differ by up to ~2e-5 relative on AVX2 machines (a missed reset differs by 100 %)
                     mb = batched.optimizer.state[batched[i].weight][moment][b]
-                    torch.testing.assert_close(mb, net.optimizer.state[net[i].weight][moment], rtol=1e-5, atol=1e-8)
+                    torch.testing.assert_close(mb, net.optimizer.state[net[i].weight][moment], rtol=1e-4, atol=1e-8)
             assert torch.all(batched.optimizer.state[batched[0].weight]["exp_avg"][b][replaced] == 0)
             assert torch.all(batched.optimizer.state[batched[2].weight]["exp_avg"][b][:, replaced] == 0)
     assert ivb.replaced == sum(iv.replaced for iv in ivs) > 3 * B

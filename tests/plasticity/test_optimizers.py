@@ -181,3 +181,22 @@ def test_optimizer_saves_and_loads_with_the_sb3_model(agent, tmp_path):
     for k, st in a["state"].items():
         for name, v in st.items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][k][name]))
+
+
+def test_fused_default_is_decided_without_building_an_optimizer():
+    """Importing crl's training module must not build an optimizer: the first one imports
+    ``torch._dynamo`` (seconds), which a command that stops at a config error should not pay.
+    The fused default it decides on is one this torch accepts.
+    """
+    import subprocess
+    import sys
+
+    code = "import sys, crl.run; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    from crl.plasticity import optimizers
+
+    assert optimizers.fused_optimizers() == optimizers.FUSED
+    for name in optimizers.fused_optimizers():
+        opt = OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(2))], lr=0.1, **optimizers.optimizer_kwargs(name, {}))
+        assert opt.defaults["fused"] is True

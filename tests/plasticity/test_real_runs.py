@@ -89,12 +89,12 @@ def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path
     the parameters of both), resets restart them; a run killed at random resumes with the same
     rows (its losses included, logged right after the resume).
     """
-    crl_cli(*_sac_args(tmp_path / "ref", "sac-reset", FAST_IV[family], 1200, 300), check=True)
+    crl_cli(*_sac_args(tmp_path / "ref", "sac-reset", FAST_IV[family], 800, 200), check=True)
     ref = tmp_path / "ref" / "default" / "slippery-hopper__sac-reset__s0"
     assert rows(ref / "regimes.csv")[-1]["regime"] == "3"  # three regime changes, three interventions
-    cmd = _sac_args(tmp_path / "killed", "sac-reset", FAST_IV[family], 1200, 300)
+    cmd = _sac_args(tmp_path / "killed", "sac-reset", FAST_IV[family], 800, 200)
     run = tmp_path / "killed" / "default" / "slippery-hopper__sac-reset__s0"
-    check_resumes_exactly(cmd, run, ref, steps=(350, 1000))
+    check_resumes_exactly(cmd, run, ref, steps=(250, 700))
 
 
 def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
