@@ -130,11 +130,20 @@ def test_same_seed_same_curves(tmp_path):
         (["--env", "slippery-ant", "--agent", "missing.yaml"], "file not found: missing.yaml"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, args, message):
-    proc = crl_cli("train", *args, "--run-dir", str(tmp_path), "--wandb", "disabled")
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("crl: error: ") and message in lines[0], proc.stderr
+def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, capsys, args, message):
+    argv = ["train", *args, "--run-dir", str(tmp_path), "--wandb", "disabled"]
+    if args[1] == "no-such-env" or "missing.yaml" in args:  # the real command line, from the repository root
+        proc = crl_cli(*argv)
+        code, err = proc.returncode, proc.stderr
+    else:  # the same entry point in this process (no interpreter start-up and imports per case)
+        from crl.cli import main
+
+        capsys.readouterr()
+        code = main(argv)
+        err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crl: error: ") and message in lines[0], err
     assert not any(tmp_path.iterdir())
 
 
