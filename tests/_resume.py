@@ -26,6 +26,9 @@ def rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, st
 def kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[int, int] = (600, 2300)) -> None:
     """Start ``crl CMD`` and SIGKILL it at a random moment after its run folder ``run`` reached
     a random step in ``steps`` (somewhere inside a rollout or an update).
+
+    ``status.json`` only advances at checkpoints, so the window must end at or before the run's
+    last checkpoint step: a target past it is first seen when the run has already finished.
     """
     proc = subprocess.Popen(
         [sys.executable, "-m", "crl", *cmd], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -40,6 +43,7 @@ def kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[i
             pass
         time.sleep(0.02)
     time.sleep(rng.uniform(0, 0.3))
+    assert proc.poll() is None, f"the run ended before the kill (target step {target}): the window {steps} is too late"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 

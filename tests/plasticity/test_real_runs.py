@@ -94,7 +94,7 @@ def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path
     assert rows(ref / "regimes.csv")[-1]["regime"] == "3"  # three regime changes, three interventions
     cmd = _sac_args(tmp_path / "killed", "sac-reset", FAST_IV[family], 800, 200)
     run = tmp_path / "killed" / "default" / "slippery-hopper__sac-reset__s0"
-    check_resumes_exactly(cmd, run, ref, steps=(250, 700))
+    check_resumes_exactly(cmd, run, ref, steps=(250, 550))  # checkpoints at 200, 400, 600
 
 
 def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
