@@ -45,10 +45,25 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"optimizer {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(params)}")
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
-        cls([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **kw)
-    except (TypeError, ValueError) as e:
+        _unwrapped_groups(cls)([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **kw)
+    except (RuntimeError, TypeError, ValueError) as e:
         raise ConfigError(f"optimizer {name!r}: {e}") from None
     return kw
+
+
+def _unwrapped_groups(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """``cls`` with its ``add_param_group`` called without torch's dynamo-disabling wrapper.
+
+    The wrapper imports ``torch._dynamo`` on its first call (2-3 s), which a throw-away
+    instance built only to check values should not cost commands that never train (``crl
+    agents``, ``crl sweep``'s parent, a config error). The checks themselves are unchanged.
+    """
+    raw = getattr(cls.add_param_group, "__wrapped__", cls.add_param_group)
+
+    def add_param_group(self: torch.optim.Optimizer, param_group: dict[str, Any]) -> None:
+        raw(self, param_group)
+
+    return type(f"_Checked{cls.__name__}", (cls,), {"add_param_group": add_param_group})
 
 
 def _fused_cpu() -> bool:

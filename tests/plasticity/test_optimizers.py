@@ -194,9 +194,26 @@ def test_fused_default_is_decided_without_building_an_optimizer():
     code = "import sys, crl.run; print('torch._dynamo' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+    # nor does checking an agent's optimizer values (``crl agents NAME`` resolves the agent)
+    code = "import sys; from crl.cli import main; main(['agents', 'ppo-l2']); print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False" and "weight_decay" in out.stdout
     from crl.plasticity import optimizers
 
     assert optimizers.fused_optimizers() == optimizers.FUSED
     for name in optimizers.fused_optimizers():
         opt = OPTIMIZERS[name]([torch.nn.Parameter(torch.zeros(2))], lr=0.1, **optimizers.optimizer_kwargs(name, {}))
         assert opt.defaults["fused"] is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"betas": [1.5, 0.9]}, "Invalid beta parameter at index 0: 1.5"),
+        ({"fused": True, "foreach": True}, "`fused` and `foreach` cannot be `True` together"),
+        ({"eps": -1.0}, "Invalid epsilon value: -1.0"),
+    ],
+)
+def test_bad_optimizer_values_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=f"optimizer 'adam': {message}"):
+        check_optimizer_kwargs("adam", kwargs)
