@@ -26,7 +26,7 @@ test: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1) \
 	  || echo "note: chromium could not be installed; browser tests will be skipped"; }
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 expensive: $(STAMP)
 	$(BIN)/python -m pytest -m expensive

@@ -16,6 +16,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto`` (``make test``): one worker per core this process may use (its CPU
+    affinity, as crl's runs count them, not the host's count a container may report), at most 8
+    (each worker holds torch and MuJoCo).
+    """
+    from crl.system import usable_cores
+
+    return min(usable_cores(), 8)
+
+
 def run_crl(
     *args: str,
     cwd: Path | None = None,
