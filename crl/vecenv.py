@@ -33,6 +33,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -63,16 +64,18 @@ class _Envs:
     def __init__(self, env_fns: list[Callable[[], gym.Env]]) -> None:
         self.envs: list[gym.Env] = [fn() for fn in env_fns]
         self.sim = 0.0
+        self.sent = 0.0  # when the last step's reply had been sent (``perf_counter``; workers only)
 
     def handle(self, cmd: str, data: Any) -> Any:
         from crl.checkpoint import get_env_state, set_env_state
 
         envs = self.envs
-        if cmd == "step":
+        if cmd == "step":  # the results, this step's stepping time, when the last reply was sent
             t = time.perf_counter()
             out = [_step_env(env, a) for env, a in zip(envs, data, strict=True)]
-            self.sim += time.perf_counter() - t
-            return out
+            dt = time.perf_counter() - t
+            self.sim += dt
+            return out, dt, self.sent
         if cmd == "reset":
             t = time.perf_counter()
             res = [
@@ -106,16 +109,16 @@ class _Envs:
             return is_wrapped(envs[i], cls)
         if cmd == "sim_time":
             return self.sim
-        if cmd == "give":  # hand the last env over (its state; the env is closed here)
-            env = envs.pop()
+        if cmd == "give":  # hand the env at position ``data`` over (its state; the env is closed here)
+            env = envs.pop(data)
             state = get_env_state(env)
             env.close()
             return state
-        if cmd == "take":  # the first env from now on: built by its factory, then given the state
-            fn, state = data
-            env = fn()
+        if cmd == "take":  # a new env at position ``pos``: built by its factory, then given the state
+            fn, state, pos = data
+            env = cloudpickle.loads(fn)()  # closures travel with cloudpickle
             set_env_state(env, state)
-            envs.insert(0, env)
+            envs.insert(pos if pos >= 0 else len(envs), env)
             return None
         if cmd == "close":
             for env in envs:
@@ -161,6 +164,8 @@ def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) ->
                 conn.send(("ok", share.handle(cmd, data)))
             except Exception as e:  # the trainer raises it (see _reply)
                 conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            if cmd == "step":  # the balance compares it with the main process's own finish
+                share.sent = time.perf_counter()
             if cmd == "close":
                 return
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
@@ -196,6 +201,18 @@ def _stack(items: list[Any], space: gym.Space) -> Any:
     return np.stack(items)
 
 
+@dataclass
+class _Balance:
+    """Timings of the steps since the last balance check (one worker and the main process)."""
+
+    own: float = 0.0  # the main process stepping its envs
+    busy: float = 0.0  # the worker stepping its envs
+    gap: float = 0.0  # the worker's reply sent minus the main process done, summed
+    gaps: int = 0
+    steps: int = 0
+    last_end: float | None = None  # the main process done, last step
+
+
 class ProcVecEnv(VecEnv):
     """``DummyVecEnv`` semantics, simulation in ``n_workers`` processes.
 
@@ -207,12 +224,17 @@ class ProcVecEnv(VecEnv):
         in_main: the main process steps the last block itself while the workers step theirs,
             instead of waiting idle (on 2 cores: one worker and the main process).
         start_method: multiprocessing start method (default ``fork`` where available).
-        rebalance: with one worker and ``in_main``, move envs from the worker to the main
-            process while the main process waits for the worker longer than it takes to step
-            one of its envs (every :attr:`BALANCE_EVERY` steps). Messaging makes an env cost
-            more in a worker than in the main process, so an even split leaves the main process
-            waiting. A move hands the env's exact state over (:func:`crl.checkpoint.get_env_state`),
-            so transitions stay exactly those of ``DummyVecEnv``.
+        rebalance: with one worker and ``in_main``, move one env at a time between the worker
+            and the main process so that both finish a step at the same time (checked every
+            :attr:`BALANCE_EVERY` steps): towards the main process while, on average, the
+            worker's reply is sent later than the main process finished its own envs by more
+            than what a move changes (one env's step in each process), towards the worker while
+            it is sent that much earlier. So a move never overshoots and the split does not
+            swing between two neighbours (a move builds an env: 15-30 ms for Ant). Messaging
+            makes an env cost more in a worker than in the main process, so an even split can
+            leave the main process waiting. A move hands the env's exact state over
+            (:func:`crl.checkpoint.get_env_state`), so transitions stay exactly those of
+            ``DummyVecEnv``.
     """
 
     #: Vectorised steps between two balance checks.
@@ -237,7 +259,9 @@ class ProcVecEnv(VecEnv):
         self.n_workers, self.in_main = n_workers, in_main
         self._env_fns = list(env_fns)
         self.rebalance = rebalance and in_main and n_workers == 1
-        self._timing = [0.0, 0.0, 0]  # main's own stepping, waiting for the worker, steps
+        self._bal = _Balance()
+        self.moves = 0  #: envs moved between processes so far (by the balance or by hand)
+        self._main_end = 0.0  # when the main process finished its own envs in the current step
         self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
         self._index_blocks()
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -264,20 +288,14 @@ class ProcVecEnv(VecEnv):
     # -- stepping ------------------------------------------------------------
     def step_async(self, actions: np.ndarray) -> None:
         for conn, block in zip(self._conns, self._blocks, strict=True):
-            t = time.perf_counter()
             conn.send(("step", [actions[i] for i in block]))
-        if self.rebalance:  # the last send ran the main process's own share
-            self._timing[0] += time.perf_counter() - t
+        self._main_end = time.perf_counter()  # the last send ran the main process's own share
 
     def step_wait(self) -> Any:
-        t = time.perf_counter()
         parts = _replies(self._conns)
         if self.rebalance:
-            self._timing[1] += time.perf_counter() - t
-            self._timing[2] += 1
-            if self._timing[2] == self.BALANCE_EVERY:
-                self._balance()
-        results = [r for part in parts for r in part]
+            self._account(parts)
+        results = [r for part, _, _ in parts for r in part]
         obs, rewards, dones, infos = [], [], [], []
         for i, (o, r, d, info, reset_info) in enumerate(results):
             obs.append(o)
@@ -315,25 +333,58 @@ class ProcVecEnv(VecEnv):
         """Move the last env of the last worker to the main process (exact state hand-over)."""
         if not self.in_main or self.n_workers < 1 or len(self._blocks[-2]) < 2:
             raise ValueError("move_to_main needs in_main and a worker with at least two envs")
-        k = len(self._blocks) - 2
-        self._conns[k].send(("give", None))
-        state = _reply(self._conns[k])
-        i = self._blocks[k].pop()
-        self._conns[-1].send(("take", (self._env_fns[i], state)))
-        _reply(self._conns[-1])
-        self._blocks[-1].insert(0, i)
+        self._move(len(self._blocks) - 2, -1, len(self._blocks) - 1, 0)
+
+    def move_to_worker(self) -> None:
+        """Move the first env of the main process to the last worker (exact state hand-over)."""
+        if not self.in_main or self.n_workers < 1 or len(self._blocks[-1]) < 2:
+            raise ValueError("move_to_worker needs in_main, a worker and at least two envs in the main process")
+        self._move(len(self._blocks) - 1, 0, len(self._blocks) - 2, -1)
+
+    def _move(self, src: int, src_pos: int, dst: int, dst_pos: int) -> None:
+        """Move the env at ``src_pos`` of share ``src`` to ``dst_pos`` of share ``dst`` (-1: the
+        end); the shares are neighbours, so the blocks stay contiguous.
+        """
+        self._conns[src].send(("give", src_pos))
+        state = _reply(self._conns[src])
+        i = self._blocks[src].pop(src_pos)
+        self._conns[dst].send(("take", (cloudpickle.dumps(self._env_fns[i]), state, dst_pos)))
+        _reply(self._conns[dst])
+        self._blocks[dst].insert(dst_pos if dst_pos >= 0 else len(self._blocks[dst]), i)
         self._index_blocks()
+        self.moves += 1
+        self._bal = _Balance()  # the next lagged send time belongs to the old split
 
     def _index_blocks(self) -> None:
         """Env index -> (share, position in the share), after the blocks changed."""
         self._where = {i: (k, j) for k, block in enumerate(self._blocks) for j, i in enumerate(block)}
 
+    def _account(self, parts: list[Any]) -> None:
+        """Record one step's timings (one worker and the main process) and balance every
+        :attr:`BALANCE_EVERY` steps.
+        """
+        (_, busy, sent), (_, own, _) = parts
+        b = self._bal
+        if b.last_end is not None and sent > 0.0:  # ``sent`` is the worker's for the last step
+            b.gap += sent - b.last_end
+            b.gaps += 1
+        b.last_end = self._main_end
+        b.own += own
+        b.busy += busy
+        b.steps += 1
+        if b.steps >= self.BALANCE_EVERY and b.gaps > 0:
+            self._balance()
+
     def _balance(self) -> None:
-        own, wait, steps = self._timing
-        self._timing = [0.0, 0.0, 0]
-        per_env = own / steps / max(self.main_envs, 1)
-        if wait / steps > per_env and len(self._blocks[-2]) > 1:
+        b = self._bal
+        self._bal = _Balance(last_end=b.last_end)
+        gap = b.gap / b.gaps  # > 0: the main process waited for the worker
+        main, worker = len(self._blocks[-1]), len(self._blocks[-2])
+        move = (b.own / main + b.busy / worker) / b.steps  # what one move changes the gap by
+        if gap > move and worker > 1:  # a move never overshoots, so it is not undone on the next check
             self.move_to_main()
+        elif gap < -move and main > 1:
+            self.move_to_worker()
 
     def close(self) -> None:
         if self.closed:

@@ -70,15 +70,27 @@ def test_same_transitions_as_dummy_vec_env(workers, in_main):
     assert str(ra) == str(rb)
 
 
-def test_envs_moved_to_the_main_process_keep_dummy_transitions():
+def test_envs_moved_between_processes_keep_dummy_transitions():
     dummy = DummyVecEnv([_factory] * 6)
     proc = ProcVecEnv([_factory] * 6, n_workers=1, rebalance=False)
+    to_main, to_worker = {40, 200}, {90, 130, 170, 250}  # mid-episode and across regime changes
+
+    def move(t):
+        if t in to_main:
+            proc.move_to_main()
+        elif t in to_worker:
+            proc.move_to_worker()
+        assert [i for block in proc._blocks for i in block] == list(range(6))  # contiguous, in order
+
     try:
         a, ra = _rollout(dummy, 300)
-        moves = {40, 200}  # mid-episode and across regime changes
-        b, rb = _rollout(proc, 300, on_step=lambda t: proc.move_to_main() if t in moves else None)
-        assert proc.main_envs == 5
-        with pytest.raises(ValueError, match="at least two envs"):
+        b, rb = _rollout(proc, 300, on_step=move)
+        assert proc.main_envs == 1  # 3, +1 at 40, -3 by 170, +1 at 200, -1 at 250
+        with pytest.raises(ValueError, match="at least two envs in the main process"):
+            proc.move_to_worker()  # the main process keeps one env
+        for _ in range(4):
+            proc.move_to_main()
+        with pytest.raises(ValueError, match="a worker with at least two envs"):
             proc.move_to_main()  # the worker keeps one env
     finally:
         proc.close()
@@ -95,6 +107,15 @@ class _SlowInWorkers(gym.Wrapper):
 
     def step(self, action):
         if os.getpid() != self.main_pid:
+            time.sleep(0.002)
+        return self.env.step(action)
+
+
+class _SlowInMain(_SlowInWorkers):
+    """Steps 2 ms slower in the process that built the vec env."""
+
+    def step(self, action):
+        if os.getpid() == self.main_pid:
             time.sleep(0.002)
         return self.env.step(action)
 
@@ -119,6 +140,42 @@ def test_rebalance_moves_envs_away_from_a_slow_worker():
         assert fast.main_envs == 3  # rebalance=False: the split stays
     finally:
         fast.close()
+
+
+def test_rebalance_moves_envs_back_to_a_worker_when_the_main_process_is_slow():
+    """The balance works both ways: envs the main process steps slower go to the worker (a move
+    made on a noisy measurement is undone)."""
+    pid = os.getpid()
+    proc = ProcVecEnv([lambda: _SlowInMain(gym.make("CartPole-v1"), pid)] * 6, n_workers=1)
+    proc.BALANCE_EVERY = 4
+    try:
+        proc.reset()
+        for _ in range(40):
+            proc.step(np.zeros(6, dtype=np.int64))
+        assert proc.main_envs == 1  # all but the one the main process keeps
+    finally:
+        proc.close()
+
+
+@pytest.mark.parametrize(
+    ("gap_ms", "main_envs"),
+    [(0.0, 3), (2.5, 3), (-2.5, 3), (3.5, 4), (-3.5, 2)],  # one move changes the gap by 1 + 2 = 3 ms
+)
+def test_balance_moves_only_when_a_move_cannot_overshoot(gap_ms, main_envs):
+    """Main process 1 ms per env, worker 2 ms per env: a move changes the gap between their
+    finishing times by 3 ms, so only a gap beyond 3 ms moves an env (a move back on the next
+    check would undo it)."""
+    from crl.vecenv import _Balance
+
+    proc = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 6, n_workers=1)
+    try:
+        proc.reset()
+        n = 10  # steps since the last check, 3 envs on each side
+        proc._bal = _Balance(own=3 * 1e-3 * n, busy=3 * 2e-3 * n, gap=gap_ms * 1e-3 * n, gaps=n, steps=n)
+        proc._balance()
+        assert proc.main_envs == main_envs and proc.moves == int(main_envs != 3)
+    finally:
+        proc.close()
 
 
 def test_env_states_round_trip_and_match_dummy():
