@@ -98,31 +98,22 @@ def test_envs_moved_between_processes_keep_dummy_transitions():
     assert str(ra) == str(rb)
 
 
-class _SlowInWorkers(gym.Wrapper):
-    """Steps 2 ms slower outside the process that built the vec env."""
+class _SlowIn(gym.Wrapper):
+    """Steps 2 ms slower in the process that built the vec env (``main=True``) or outside it."""
 
-    def __init__(self, env, main_pid):
+    def __init__(self, env, main_pid, main):
         super().__init__(env)
-        self.main_pid = main_pid
+        self.main_pid, self.main = main_pid, main
 
     def step(self, action):
-        if os.getpid() != self.main_pid:
-            time.sleep(0.002)
-        return self.env.step(action)
-
-
-class _SlowInMain(_SlowInWorkers):
-    """Steps 2 ms slower in the process that built the vec env."""
-
-    def step(self, action):
-        if os.getpid() == self.main_pid:
+        if (os.getpid() == self.main_pid) == self.main:
             time.sleep(0.002)
         return self.env.step(action)
 
 
 def test_rebalance_moves_envs_away_from_a_slow_worker():
     pid = os.getpid()
-    proc = ProcVecEnv([lambda: _SlowInWorkers(gym.make("CartPole-v1"), pid)] * 6, n_workers=1)
+    proc = ProcVecEnv([lambda: _SlowIn(gym.make("CartPole-v1"), pid, main=False)] * 6, n_workers=1)
     proc.BALANCE_EVERY = 4
     try:
         proc.reset()
@@ -146,7 +137,7 @@ def test_rebalance_moves_envs_back_to_a_worker_when_the_main_process_is_slow():
     """The balance works both ways: envs the main process steps slower go to the worker (a move
     made on a noisy measurement is undone)."""
     pid = os.getpid()
-    proc = ProcVecEnv([lambda: _SlowInMain(gym.make("CartPole-v1"), pid)] * 6, n_workers=1)
+    proc = ProcVecEnv([lambda: _SlowIn(gym.make("CartPole-v1"), pid, main=True)] * 6, n_workers=1)
     proc.BALANCE_EVERY = 4
     try:
         proc.reset()
