@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import cloudpickle
@@ -44,6 +45,34 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 from crl.system import usable_cores
 
 __all__ = ["ProcVecEnv"]
+
+
+def _scalar_reducers() -> dict[type, Callable[[Any], tuple[Any, tuple[Any]]]]:
+    """Pickle reducers of NumPy's scalar types through a Python number: ``np.float64(x)``
+    becomes ``(np.float64, (float(x),))``. The value and the type come back exactly (a float32,
+    float16 or integer fits a Python float or int exactly), at a fraction of the cost of NumPy's
+    own reducer (which pickles the dtype and the raw bytes): an Ant step's ``info`` holds ten
+    NumPy scalars, and pickling 8 envs' results took 89 us with NumPy's reducer, 37 us with these.
+    """
+    table: dict[type, Callable[[Any], tuple[Any, tuple[Any]]]] = {}
+    for t in (np.float16, np.float32, np.float64):
+        table[t] = lambda x, t=t: (t, (float(x),))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
+        table[t] = lambda x, t=t: (t, (int(x),))
+    table[np.bool_] = lambda x: (np.bool_, (bool(x),))
+    return table
+
+
+class _Pickler(ForkingPickler):
+    """multiprocessing's pickler (what ``Connection.send`` uses) with the fast reducers of NumPy
+    scalars (:func:`_scalar_reducers`); any unpickler reads what it writes.
+    """
+
+    _scalars = _scalar_reducers()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dispatch_table.update(self._scalars)  # a per-instance copy of multiprocessing's table
 
 
 def _step_env(env: gym.Env, action: Any) -> tuple[Any, float, bool, dict[str, Any], dict[str, Any] | None]:
@@ -147,25 +176,43 @@ class _InMain:
         return reply
 
 
-def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int) -> None:
+_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
+
+
+def _spin(conn: Any, seconds: float) -> None:
+    """Poll ``conn`` without sleeping until a message is there or ``seconds`` have passed:
+    waking a process blocked on a pipe takes tens of microseconds, a vectorised step of 8 Ant
+    envs about 1.5 ms.
+    """
+    end = time.perf_counter() + seconds
+    while not conn.poll(0) and time.perf_counter() < end:
+        _yield()  # another process runnable on this core (a loaded machine) goes first
+
+
+def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int, spin_s: float = 0.0) -> None:
     """Worker loop: build the envs, then answer commands until ``close`` (or until the parent
     process is gone, e.g. killed with SIGKILL: then the worker exits by itself).
     """
     for c in inherited:  # pipe ends of the parent (and of earlier workers) copied by fork
         c.close()
     share = _Envs(cloudpickle.loads(payload))
+    spin = 0.0  # after a step: the next step's actions usually follow within a millisecond
     try:
         while True:
+            if spin:
+                _spin(conn, spin)
             while not conn.poll(1.0):
                 if os.getppid() != parent_pid:
                     return
             cmd, data = conn.recv()
             try:
-                conn.send(("ok", share.handle(cmd, data)))
+                reply = _Pickler.dumps(("ok", share.handle(cmd, data)))
             except Exception as e:  # the trainer raises it (see _reply)
-                conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+                reply = _Pickler.dumps(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
+            conn.send_bytes(reply)
             if cmd == "step":  # the balance compares it with the main process's own finish
                 share.sent = time.perf_counter()
+                spin = spin_s
             if cmd == "close":
                 return
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
@@ -235,10 +282,19 @@ class ProcVecEnv(VecEnv):
             leave the main process waiting. A move hands the env's exact state over
             (:func:`crl.checkpoint.get_env_state`), so transitions stay exactly those of
             ``DummyVecEnv``.
+        spin: seconds a process polls the pipe without sleeping before it blocks: the main
+            process waiting for a step's replies, a worker waiting for the next step's actions
+            (which follow its reply within a millisecond during rollouts). Waking a process
+            blocked on a pipe takes tens of microseconds, twice per step; polling saved ~0.1 ms
+            per vectorised step of 16 Ant envs (1.94 to 1.77 ms). The default, :attr:`SPIN`
+            where every process has a usable core of its own and 0 (block at once) elsewhere;
+            a spinning process yields its core to any other runnable process.
     """
 
     #: Vectorised steps between two balance checks.
     BALANCE_EVERY = 32
+    #: Default of ``spin`` (seconds) where every process has a core of its own.
+    SPIN = 0.002
 
     def __init__(
         self,
@@ -247,6 +303,7 @@ class ProcVecEnv(VecEnv):
         in_main: bool = True,
         start_method: str | None = None,
         rebalance: bool = True,
+        spin: float | None = None,
     ) -> None:
         n = len(env_fns)
         if n < 1:
@@ -257,6 +314,9 @@ class ProcVecEnv(VecEnv):
         if n_workers < 0 or not 1 <= shares <= n:
             raise ValueError(f"n_workers must be in [{1 - int(in_main)}, {n - int(in_main)}], got {n_workers!r}")
         self.n_workers, self.in_main = n_workers, in_main
+        if spin is None:  # spin only where every process has a core of its own
+            spin = self.SPIN if usable_cores() >= shares else 0.0
+        self.spin = float(spin)
         self._env_fns = list(env_fns)
         self.rebalance = rebalance and in_main and n_workers == 1
         self._bal = _Balance()
@@ -272,7 +332,7 @@ class ProcVecEnv(VecEnv):
             parent, child = ctx.Pipe()
             payload = cloudpickle.dumps([env_fns[i] for i in block])
             inherited = [*self._conns, parent] if method == "fork" else []
-            proc = ctx.Process(target=_worker, args=(child, inherited, payload, os.getpid()), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, inherited, payload, os.getpid(), self.spin), daemon=True)
             proc.start()
             child.close()
             self._conns.append(parent)
@@ -287,11 +347,15 @@ class ProcVecEnv(VecEnv):
 
     # -- stepping ------------------------------------------------------------
     def step_async(self, actions: np.ndarray) -> None:
-        for conn, block in zip(self._conns, self._blocks, strict=True):
-            conn.send(("step", [actions[i] for i in block]))
+        sliced = isinstance(actions, np.ndarray) and actions.shape[:1] == (self.num_envs,)
+        for conn, block in zip(self._conns, self._blocks, strict=True):  # blocks are contiguous
+            conn.send(("step", actions[block[0] : block[-1] + 1] if sliced else [actions[i] for i in block]))
         self._main_end = time.perf_counter()  # the last send ran the main process's own share
 
     def step_wait(self) -> Any:
+        if self.spin:
+            for conn in self._conns[: self.n_workers]:
+                _spin(conn, self.spin)
         parts = _replies(self._conns)
         if self.rebalance:
             self._account(parts)

@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 import crl  # noqa: F401  (registers crl/* ids)
 from crl.checkpoint import get_env_state
-from crl.vecenv import ProcVecEnv
+from crl.vecenv import ProcVecEnv, _Pickler, _spin
 
 KW = {"change_every": 150, "align": "exact", "episode_steps": 60}
 
@@ -46,15 +46,18 @@ def _timeless(x):
         return [_timeless(v) for v in x]
     if isinstance(x, np.ndarray):
         return ("array", x.dtype.str, x.shape, x.tobytes())
-    if isinstance(x, np.generic):
-        return x.item()
+    if isinstance(x, np.generic):  # the scalar type too: the worker's pickler must keep it
+        return (type(x).__name__, x.item())
     return x
 
 
-@pytest.mark.parametrize(("workers", "in_main"), [(0, True), (1, True), (2, True), (1, False), (3, False)])
-def test_same_transitions_as_dummy_vec_env(workers, in_main):
+@pytest.mark.parametrize(
+    ("workers", "in_main", "spin"),
+    [(0, True, None), (1, True, None), (1, True, 0.0), (2, True, None), (1, False, 0.05), (3, False, None)],
+)
+def test_same_transitions_as_dummy_vec_env(workers, in_main, spin):
     dummy = DummyVecEnv([_factory] * 3)
-    proc = ProcVecEnv([_factory] * 3, n_workers=workers, in_main=in_main)
+    proc = ProcVecEnv([_factory] * 3, n_workers=workers, in_main=in_main, spin=spin)
     try:
         a, ra = _rollout(dummy, 400)
         b, rb = _rollout(proc, 400)
@@ -263,3 +266,43 @@ def test_a_worker_error_reaches_the_trainer_with_its_message():
             venv.step(np.zeros(2, dtype=np.int64))
     finally:
         venv.close()
+
+
+def test_numpy_scalars_cross_the_pipe_with_their_type_and_bits():
+    import pickle
+
+    values = [np.float64(0.1), np.float64("nan"), np.float64(-0.0), np.float32(-0.8030549), np.float16(0.333)]
+    values += [np.int8(-3), np.int64(-(2**62)), np.uint64(2**64 - 1), np.uint8(255), np.bool_(True)]
+    msg = ("ok", {"info": values, "obs": np.arange(3.0), "nested": [{"x": np.float32(2.5)}], "plain": 1.5})
+    back = pickle.loads(_Pickler.dumps(msg))
+    for a, b in zip(values, back[1]["info"], strict=True):
+        assert type(a) is type(b) and a.tobytes() == b.tobytes()
+    assert type(back[1]["nested"][0]["x"]) is np.float32 and back[1]["plain"] == 1.5
+    assert np.array_equal(back[1]["obs"], msg[1]["obs"])
+
+
+def test_spin_returns_once_a_message_is_there_or_the_time_is_up():
+    import multiprocessing as mp
+
+    a, b = mp.Pipe()
+    t = time.perf_counter()
+    _spin(a, 0.05)
+    assert time.perf_counter() - t >= 0.05 and not a.poll(0)
+    b.send("x")
+    t = time.perf_counter()
+    _spin(a, 60.0)
+    assert time.perf_counter() - t < 30.0 and a.recv() == "x"
+
+
+def test_actions_as_a_list_or_an_array_give_the_same_steps():
+    def run(as_list):
+        venv = ProcVecEnv([lambda: gym.make("Pendulum-v1")] * 4, n_workers=1)
+        try:
+            venv.seed(3)
+            venv.reset()
+            acts = np.linspace(-2, 2, 4 * 5, dtype=np.float32).reshape(5, 4, 1)
+            return [venv.step(list(a) if as_list else a)[0] for a in acts]
+        finally:
+            venv.close()
+
+    assert all(np.array_equal(x, y) for x, y in zip(run(True), run(False), strict=True))
