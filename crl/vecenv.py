@@ -49,10 +49,11 @@ __all__ = ["ProcVecEnv"]
 
 def _scalar_reducers() -> dict[type, Callable[[Any], tuple[Any, tuple[Any]]]]:
     """Pickle reducers of NumPy's scalar types through a Python number: ``np.float64(x)``
-    becomes ``(np.float64, (float(x),))``. The value and the type come back exactly (a float32,
-    float16 or integer fits a Python float or int exactly), at a fraction of the cost of NumPy's
-    own reducer (which pickles the dtype and the raw bytes): an Ant step's ``info`` holds ten
-    NumPy scalars, and pickling 8 envs' results took 89 us with NumPy's reducer, 37 us with these.
+    becomes ``(np.float64, (float(x),))``. The value and the type come back exactly (every float16,
+    float32 and float64 is a Python float, every fixed-size integer a Python int), at a fraction of
+    the cost of NumPy's own reducer (which pickles the dtype and the raw bytes): an Ant step's
+    ``info`` holds ten NumPy scalars, and pickling 8 envs' results took 97 us with
+    multiprocessing's pickler, 37 us with these.
     """
     table: dict[type, Callable[[Any], tuple[Any, tuple[Any]]]] = {}
     for t in (np.float16, np.float32, np.float64):
@@ -316,6 +317,8 @@ class ProcVecEnv(VecEnv):
         self.n_workers, self.in_main = n_workers, in_main
         if spin is None:  # spin only where every process has a core of its own
             spin = self.SPIN if usable_cores() >= shares else 0.0
+        if not spin >= 0:
+            raise ValueError(f"spin must be a non-negative number of seconds, got {spin!r}")
         self.spin = float(spin)
         self._env_fns = list(env_fns)
         self.rebalance = rebalance and in_main and n_workers == 1

@@ -202,6 +202,8 @@ def _rollout_from(venv, steps):
 def test_bad_worker_counts():
     with pytest.raises(ValueError, match="n_workers must be in"):
         ProcVecEnv([_factory] * 2, n_workers=2)  # 2 workers + the main process > 2 envs
+    with pytest.raises(ValueError, match="spin must be a non-negative"):
+        ProcVecEnv([_factory] * 2, n_workers=1, spin=-1.0)
 
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
