@@ -197,11 +197,8 @@ def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int, sp
     for c in inherited:  # pipe ends of the parent (and of earlier workers) copied by fork
         c.close()
     share = _Envs(cloudpickle.loads(payload))
-    spin = 0.0  # after a step: the next step's actions usually follow within a millisecond
     try:
         while True:
-            if spin:
-                _spin(conn, spin)
             while not conn.poll(1.0):
                 if os.getppid() != parent_pid:
                     return
@@ -213,7 +210,8 @@ def _worker(conn: Any, inherited: list[Any], payload: bytes, parent_pid: int, sp
             conn.send_bytes(reply)
             if cmd == "step":  # the balance compares it with the main process's own finish
                 share.sent = time.perf_counter()
-                spin = spin_s
+                if spin_s:  # the next step's actions usually follow within a millisecond
+                    _spin(conn, spin_s)
             if cmd == "close":
                 return
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
