@@ -4,7 +4,9 @@
 ``model.zip`` loads with ``PPO.load``) whose :meth:`FastPPO.train` and
 :meth:`FastPPO.collect_rollouts` differ only in overheads:
 
-- the rollout is converted to torch tensors once per update, not once per minibatch;
+- the rollout is converted to torch tensors once per update, not once per minibatch, and each
+  epoch's rows are gathered in minibatch order once (a minibatch is then a slice) with the
+  advantages of all its minibatches normalised in one batched reduction;
 - the per-minibatch statistics stay tensors (no ``.item()`` / ``.cpu().numpy()`` sync per
   minibatch); clip fraction and approximate KL are computed for all minibatches at once after
   the update, for the logger;
@@ -153,6 +155,28 @@ def _set_grads_to_none(opt: th.optim.Optimizer) -> None:
     for group in opt.param_groups:
         for p in group["params"]:
             p.grad = None
+
+
+def _normalized_minibatches(adv: th.Tensor, batch_size: int) -> th.Tensor:
+    """An epoch's advantages (in minibatch order) with every minibatch of ``batch_size`` rows
+    normalised as SB3's ``PPO.train`` normalises one, ``(a - a.mean()) / (a.std() + 1e-8)``,
+    the full minibatches in one batched reduction (the same numbers as one at a time) and a short
+    last one by itself (left as it is when it has a single row, as SB3 does).
+
+    Example:
+        >>> adv = th.tensor([1.0, 3.0, 0.0, 4.0, 7.0])
+        >>> _normalized_minibatches(adv, 2)
+        tensor([-0.7071,  0.7071, -0.7071,  0.7071,  7.0000])
+    """
+    full = len(adv) // batch_size * batch_size
+    out = adv.clone()
+    if batch_size > 1 and full:
+        rows = adv[:full].view(-1, batch_size)
+        out[:full] = ((rows - rows.mean(dim=1, keepdim=True)) / (rows.std(dim=1, keepdim=True) + 1e-8)).view(-1)
+    rest = adv[full:]
+    if len(rest) > 1:
+        out[full:] = (rest - rest.mean()) / (rest.std() + 1e-8)
+    return out
 
 
 def _update_stats(losses: th.Tensor, log_ratios: list[th.Tensor], clip_range: float) -> th.Tensor:
@@ -309,9 +333,13 @@ class FastPPO(PPO):
             idx = th.from_numpy(np.random.permutation(n)).to(self.device)
             if worker is not None:
                 worker.epoch(idx)
+            # the epoch's rows in minibatch order, gathered once: a minibatch is a slice (a view)
+            e_obs, e_acts, e_old, e_adv, e_ret = obs[idx], acts[idx], old_lp[idx], adv_all[idx], ret[idx]
+            if self.normalize_advantage:
+                e_adv = _normalized_minibatches(e_adv, self.batch_size)
             for start in range(0, n, self.batch_size):
-                b = idx[start : start + self.batch_size]
-                old = old_lp[b]
+                b = slice(start, min(start + self.batch_size, n))
+                old = e_old[b]
                 if worker is not None and not worker.serves(policy):
                     worker = None  # the critic changed within this update: one process from here
                 if zero_grad is not None:
@@ -320,19 +348,17 @@ class FastPPO(PPO):
                     opt.zero_grad()
                 values = None
                 if worker is not None:  # the critic's half runs in the worker meanwhile
-                    worker.submit(start, start + len(b))
+                    worker.submit(b.start, b.stop)
                     if gaussian:
-                        _, log_prob, entropy = _gaussian_terms(policy, obs[b], acts[b], entropy_grad, critic=False)
+                        _, log_prob, entropy = _gaussian_terms(policy, e_obs[b], e_acts[b], entropy_grad, critic=False)
                     else:
-                        dist = policy.get_distribution(obs[b])
-                        log_prob, entropy = dist.log_prob(acts[b]), dist.entropy()
+                        dist = policy.get_distribution(e_obs[b])
+                        log_prob, entropy = dist.log_prob(e_acts[b]), dist.entropy()
                 elif gaussian:
-                    values, log_prob, entropy = _gaussian_terms(policy, obs[b], acts[b], entropy_grad, critic=True)
+                    values, log_prob, entropy = _gaussian_terms(policy, e_obs[b], e_acts[b], entropy_grad, critic=True)
                 else:
-                    values, log_prob, entropy = policy.evaluate_actions(obs[b], acts[b])
-                advantages = adv_all[b]
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                    values, log_prob, entropy = policy.evaluate_actions(e_obs[b], e_acts[b])
+                advantages = e_adv[b]
                 log_ratio = log_prob - old
                 ratio = th.exp(log_ratio)
                 policy_loss = -th.min(
@@ -346,7 +372,7 @@ class FastPPO(PPO):
                     value_loss = worker.collect()
                 else:
                     assert values is not None
-                    value_loss = F.mse_loss(ret[b], values.flatten())
+                    value_loss = F.mse_loss(e_ret[b], values.flatten())
                     (actor_loss + self.vf_coef * value_loss).backward()
                 if clip:
                     th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)

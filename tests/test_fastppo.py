@@ -171,3 +171,20 @@ def test_an_optimizer_with_its_own_zero_grad_is_called():
     model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
     model.learn(256)
     assert len(calls) == 3 * 256 // 64  # every minibatch of the 3 epochs
+
+
+@pytest.mark.parametrize(("n", "batch_size"), [(256, 64), (250, 64), (257, 64), (5, 1), (7, 8)])
+def test_minibatch_advantages_are_normalised_as_sb3_does(n, batch_size):
+    """The epoch's advantages normalised in one batched op equal SB3's one minibatch at a time
+    (a short last minibatch by itself, a single row left as it is).
+    """
+    from crl.fastppo import _normalized_minibatches
+
+    adv = torch.randn(n, generator=torch.Generator().manual_seed(n)) * 3 + 1
+    expected = []
+    for start in range(0, n, batch_size):
+        a = adv[start : start + batch_size]
+        expected.append((a - a.mean()) / (a.std() + 1e-8) if len(a) > 1 else a)
+    got = _normalized_minibatches(adv, batch_size)
+    torch.testing.assert_close(got, torch.cat(expected), rtol=1e-6, atol=1e-7)
+    assert not torch.equal(got, adv) or batch_size == 1
