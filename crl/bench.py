@@ -250,6 +250,9 @@ def _root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+#: Above this spread of the speed probes (see :func:`throughput`), the table warns.
+SPREAD_WARN = 0.10
+
 #: Default contenders: plain SB3, then crl agents.
 CONTENDERS = ("sb3", "ppo", "ppo-cbp")
 
@@ -264,16 +267,30 @@ def throughput(
     log: Callable[[str], None] | None = None,
     vec_env: str = "auto",
     train_threads: int = 0,
+    probe_steps: int = 1000,
 ) -> dict[str, Any]:
-    """Alternate ``repeats`` rounds of every contender; summarise by median steps/s."""
+    """Alternate ``repeats`` rounds of every contender; summarise by median steps/s.
+
+    With ``probe_steps`` > 0, a short raw MuJoCo run (:func:`raw_mujoco_rate`) before every round
+    and after the last one tracks the machine's own speed: on a shared machine it can change by
+    tens of percent within minutes, and ``speed_spread`` (the probes' range over their maximum)
+    says how far the side-by-side ratios can be trusted. ``round_ratios`` are each round's
+    steps/s over the first contender's in the same round.
+    """
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
+    probes: list[float] = []
     for rep in range(repeats):
+        if probe_steps > 0:
+            probes.append(raw_mujoco_rate(probe_steps))
         for c in contenders:
             r = measure(c, steps, seed + rep, n_envs, vec_env, train_threads)
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
-    base = statistics.median(r["sps"] for r in runs[contenders[0]])
+    if probe_steps > 0:
+        probes.append(raw_mujoco_rate(probe_steps))
+    first = runs[contenders[0]]
+    base = statistics.median(r["sps"] for r in first)
     rows = {}
     for c, rs in runs.items():
         sps = statistics.median(r["sps"] for r in rs)
@@ -282,6 +299,7 @@ def throughput(
             "steps_per_s": sps,
             "all_steps_per_s": [r["sps"] for r in rs],
             "ratio": sps / base,
+            "round_ratios": [r["sps"] / b["sps"] for r, b in zip(rs, first, strict=True)],
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
             "sim_frac": sum(r["sim"] for r in rs) / tot,
             "act_frac": sum(r["act"] for r in rs) / tot,
@@ -297,6 +315,8 @@ def throughput(
         "train_threads": train_threads,
         "cpus": usable_cores(),
         "loadavg": os.getloadavg(),
+        "speed_probes": probes,
+        "speed_spread": (max(probes) - min(probes)) / max(probes) if probes else None,
         "results": rows,
     }
 
@@ -308,23 +328,40 @@ def _print_table(res: dict[str, Any]) -> None:
     title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
     crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
     t = Table(title=f"{title}, {crl_setup}")
-    for col in ("contender", "steps/s", "ratio to sb3", "peak RSS MB", "sim %", "act %", "learn %"):
-        t.add_column(col, justify="right")
-    for c, r in res["results"].items():
+    for col in ("contender", "steps/s", "ratio to sb3", "ratio per round", "peak RSS MB", "sim %", "act %", "learn %"):
+        t.add_column(col, justify="right", no_wrap=col == "contender")
+    for i, (c, r) in enumerate(res["results"].items()):
+        rr = r["round_ratios"]
         t.add_row(
             c,
             f"{r['steps_per_s']:.0f}",
             f"{r['ratio']:.2f}x",
+            "" if i == 0 else f"{min(rr):.2f}x" if len(rr) == 1 else f"{min(rr):.2f}-{max(rr):.2f}x",
             f"{r['peak_rss_mb']:.0f}",
             f"{100 * r['sim_frac']:.0f}",
             f"{100 * r['act_frac']:.0f}",
             f"{100 * r['learn_frac']:.0f}",
         )
-    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", "", "", "", "", "")
+    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", *[""] * 6)
     all_cores = f"raw MuJoCo Ant ({res['cpus']} processes at once)"
-    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", "", "", "", "", "")
-    Console().print(t)
+    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", *[""] * 6)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows on one line
+        console = Console(width=120)
+    console.print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
+    probes = res["speed_probes"]
+    if probes:
+        spread = res["speed_spread"]
+        print(
+            f"machine speed during the bench (raw MuJoCo Ant, 1 core, before every round and after the last): "
+            f"{min(probes):.0f}-{max(probes):.0f} steps/s, spread {100 * spread:.0f} %"
+        )
+        if spread > SPREAD_WARN:
+            print(
+                f"warning: the machine's speed changed by more than {100 * SPREAD_WARN:.0f} % during the bench; "
+                "the ratios are less reliable (repeat with more --repeats or on a quieter machine)"
+            )
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -349,6 +386,12 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
     )
     p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
+    p.add_argument(
+        "--probe-steps",
+        type=int,
+        default=1000,
+        help="steps of the raw MuJoCo speed probe before every round and after the last (0: none; default 1000)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -357,6 +400,8 @@ def _bench(a: argparse.Namespace) -> int:
 
     if a.steps < 1 or a.repeats < 1:
         raise ConfigError(f"--steps and --repeats must be >= 1, got {a.steps} and {a.repeats}")
+    if a.probe_steps < 0:
+        raise ConfigError(f"--probe-steps must be >= 0, got {a.probe_steps}")
     if a.n_envs < 1 or 2048 % a.n_envs:
         raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
     agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
@@ -373,6 +418,7 @@ def _bench(a: argparse.Namespace) -> int:
         log=None if a.json else lambda s: print(s, file=sys.stderr),
         vec_env=a.vec_env,
         train_threads=a.train_threads,
+        probe_steps=a.probe_steps,
     )
     if a.json:
         print(json.dumps(res, indent=2))

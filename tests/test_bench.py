@@ -16,16 +16,62 @@ def test_measure_splits_time_and_counts_steps():
 
 
 def test_cli_json_tiny(crl_cli):
-    args = ("--steps", "64", "--repeats", "1", "--agent", "ppo", "--n-envs", "2", "--raw-steps", "50", "--json")
-    p = crl_cli("bench", "throughput", *args, timeout=120)
+    args = ("--steps", "64", "--repeats", "2", "--agent", "ppo", "--n-envs", "2", "--raw-steps", "50")
+    p = crl_cli("bench", "throughput", *args, "--probe-steps", "100", "--json", timeout=180)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
     assert set(res["results"]) == {"sb3", "ppo"}
     assert res["results"]["sb3"]["ratio"] == 1.0
+    assert res["results"]["sb3"]["round_ratios"] == [1.0, 1.0]
     for r in res["results"].values():
         assert r["steps_per_s"] > 0
         assert r["sim_frac"] + r["act_frac"] + r["learn_frac"] == pytest.approx(1.0, abs=1e-6)
+    ppo = res["results"]["ppo"]
+    for ratio, sps, base in zip(ppo["round_ratios"], ppo["all_steps_per_s"], res["results"]["sb3"]["all_steps_per_s"]):
+        assert ratio == pytest.approx(sps / base)
     assert res["raw_mujoco_steps_per_s_per_core"] > 0 and res["raw_mujoco_steps_per_s_all_cores"] > 0
+    probes = res["speed_probes"]
+    assert len(probes) == 3 and min(probes) > 0  # before each of the 2 rounds and after the last
+    assert res["speed_spread"] == pytest.approx((max(probes) - min(probes)) / max(probes))
+
+
+def _result(probes):
+    row = {"steps_per_s": 100.0, "ratio": 1.0, "round_ratios": [1.0, 1.0], "peak_rss_mb": 500.0}
+    row.update(sim_frac=0.4, act_frac=0.3, learn_frac=0.3)
+    crl = {**row, "steps_per_s": 250.0, "ratio": 2.5, "round_ratios": [2.4, 2.6]}
+    return {
+        "steps": 64,
+        "repeats": 2,
+        "n_envs": 2,
+        "vec_env": "auto",
+        "train_threads": 0,
+        "results": {"sb3": row, "ppo": crl},
+        "raw_mujoco_steps_per_s_per_core": 5000.0,
+        "raw_mujoco_steps_per_s_all_cores": 10000.0,
+        "cpus": 2,
+        "loadavg": (0.1, 0.2, 0.3),
+        "speed_probes": probes,
+        "speed_spread": (max(probes) - min(probes)) / max(probes) if probes else None,
+    }
+
+
+def test_table_shows_round_ratios_and_warns_when_the_machine_speed_moved(capsys):
+    from crl.bench import _print_table
+
+    _print_table(_result([5000.0, 5100.0, 4950.0]))
+    out = capsys.readouterr().out
+    assert "2.40-2.60x" in out
+    assert "4950-5100 steps/s, spread 3 %" in out and "warning" not in out
+    _print_table(_result([5000.0, 3500.0, 4000.0]))
+    out = capsys.readouterr().out
+    assert "spread 30 %" in out and "warning: the machine's speed changed by more than 10 %" in out
+    _print_table(_result([]))
+    assert "machine speed" not in capsys.readouterr().out
+
+
+def test_cli_rejects_negative_probe_steps(crl_cli):
+    p = crl_cli("bench", "throughput", "--probe-steps", "-1", timeout=60)
+    assert p.returncode != 0 and "--probe-steps must be >= 0, got -1" in p.stderr
 
 
 def test_cli_rejects_bad_n_envs(crl_cli):
