@@ -271,11 +271,12 @@ def throughput(
 ) -> dict[str, Any]:
     """Alternate ``repeats`` rounds of every contender; summarise by median steps/s.
 
-    With ``probe_steps`` > 0, a short raw MuJoCo run (:func:`raw_mujoco_rate`) before every round
-    and after the last one tracks the machine's own speed: on a shared machine it can change by
-    tens of percent within minutes, and ``speed_spread`` (the probes' range over their maximum)
-    says how far the side-by-side ratios can be trusted. ``round_ratios`` are each round's
-    steps/s over the first contender's in the same round.
+    With ``probe_steps`` > 0, a short raw MuJoCo run (:func:`raw_mujoco_rate`) before every
+    round, and the ceiling row's ``raw_steps`` run after the last round, track the machine's own
+    speed: on a shared machine it can change by tens of percent within minutes, and
+    ``speed_spread`` (the probes' range over their maximum) says how far the side-by-side ratios
+    can be trusted. ``round_ratios`` are each round's steps/s over the first contender's in the
+    same round.
     """
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     probes: list[float] = []
@@ -287,8 +288,9 @@ def throughput(
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
+    raw = raw_mujoco_rate(raw_steps)  # the ceiling row, and the probe after the last round
     if probe_steps > 0:
-        probes.append(raw_mujoco_rate(probe_steps))
+        probes.append(raw)
     first = runs[contenders[0]]
     base = statistics.median(r["sps"] for r in first)
     rows = {}
@@ -308,7 +310,7 @@ def throughput(
     return {
         "steps": steps,
         "repeats": repeats,
-        "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
+        "raw_mujoco_steps_per_s_per_core": raw,
         "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
         "n_envs": n_envs,
         "vec_env": vec_env,
@@ -390,7 +392,8 @@ def _add(p: argparse.ArgumentParser) -> None:
         "--probe-steps",
         type=int,
         default=1000,
-        help="steps of the raw MuJoCo speed probe before every round and after the last (0: none; default 1000)",
+        help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
+        "one after the last; 0: no probes; default 1000)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

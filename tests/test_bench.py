@@ -32,6 +32,7 @@ def test_cli_json_tiny(crl_cli):
     assert res["raw_mujoco_steps_per_s_per_core"] > 0 and res["raw_mujoco_steps_per_s_all_cores"] > 0
     probes = res["speed_probes"]
     assert len(probes) == 3 and min(probes) > 0  # before each of the 2 rounds and after the last
+    assert probes[-1] == res["raw_mujoco_steps_per_s_per_core"]  # the last one is the ceiling row's run
     assert res["speed_spread"] == pytest.approx((max(probes) - min(probes)) / max(probes))
 
 
