@@ -1,9 +1,11 @@
 """The PPO update alone: FastPPO.train on one Ant-sized rollout (README, "Performance").
 
 One update (2048 samples, 10 epochs of minibatches of 128) of Dohare's 256x256 ReLU policy and
-value nets, from the same random rollout, with torch's per-tensor or fused Adam, in one process or
-with the critic worker; alternating, best of ``REPS``. Prints seconds per update and whether the
-parameters after the update are bitwise equal to the one-process update's (same optimizer).
+value nets, from the same random rollout, with torch's fused Adam, in one process or with the
+critic worker, with autograd or hand-written gradients (``hand_gradients``, crl.fastmlp);
+alternating, best of ``REPS``. Prints seconds per update, whether the parameters after the update
+are bitwise equal to the one-process update's (same gradients), and how far the hand-written
+gradients' update is from autograd's.
 
     PYTHONPATH=. python benchmarks/update_step.py [REPS]
 """
@@ -33,7 +35,7 @@ class _Shape(gym.Env):
         return np.zeros(OBS, np.float32), 0.0, False, False, {}
 
 
-def model(parallel: bool, fused: bool) -> FastPPO:
+def model(parallel: bool, hand: bool) -> FastPPO:
     """A FastPPO with Dohare's nets and a filled random rollout buffer."""
     torch.manual_seed(0)
     m = FastPPO(
@@ -48,10 +50,11 @@ def model(parallel: bool, fused: bool) -> FastPPO:
         max_grad_norm=float("inf"),
         seed=0,
         parallel_update=parallel,
+        hand_gradients=hand,
         policy_kwargs=dict(
             net_arch=dict(pi=[256, 256], vf=[256, 256]),
             activation_fn=torch.nn.ReLU,
-            optimizer_kwargs={"fused": True} if fused else {"foreach": False},
+            optimizer_kwargs={"fused": True},
         ),
     )
     m.set_logger(Logger(folder=None, output_formats=[]))
@@ -80,14 +83,14 @@ def main(reps: int) -> None:
     """Alternate the four setups ``reps`` times; print the best time of each."""
     torch.set_num_threads(1)
     setups = {
-        "per-tensor Adam, one process": (False, False),
-        "fused Adam, one process": (False, True),
-        "per-tensor Adam, critic worker": (True, False),
-        "fused Adam, critic worker": (True, True),
+        "autograd, one process": (False, False),
+        "hand, one process": (False, True),
+        "autograd, critic worker": (True, False),
+        "hand, critic worker": (True, True),
     }
     models = {k: model(*v) for k, v in setups.items()}
     fields = ("observations", "actions", "log_probs", "advantages", "returns", "values")
-    data = {f: getattr(models["fused Adam, one process"].rollout_buffer, f).copy() for f in fields}
+    data = {f: getattr(models["autograd, one process"].rollout_buffer, f).copy() for f in fields}
     start = {k: [p.detach().clone() for p in m.policy.parameters()] for k, m in models.items()}
     times: dict[str, list[float]] = {k: [] for k in setups}
     params = {}
@@ -100,10 +103,14 @@ def main(reps: int) -> None:
             times[k].append(one_update(m, data))
             params[k] = torch.cat([p.detach().flatten() for p in m.policy.parameters()])
     for k in setups:
-        print(f"{k:32s} {min(times[k]):.3f} s per update (runs: {', '.join(f'{t:.3f}' for t in times[k])})")
-    for adam in ("per-tensor", "fused"):
-        same = torch.equal(params[f"{adam} Adam, one process"], params[f"{adam} Adam, critic worker"])
-        print(f"{adam} Adam: critic worker bitwise equal to one process: {same}")
+        print(f"{k:26s} {min(times[k]):.3f} s per update (runs: {', '.join(f'{t:.3f}' for t in times[k])})")
+    for grads in ("autograd", "hand"):
+        same = torch.equal(params[f"{grads}, one process"], params[f"{grads}, critic worker"])
+        print(f"{grads}: critic worker bitwise equal to one process: {same}")
+    a, h = params["autograd, one process"], params["hand, one process"]
+    moved = (a - torch.cat([p.flatten() for p in start["autograd, one process"]])).abs().max().item()
+    print(f"hand vs autograd: parameters after the update differ by at most {(a - h).abs().max().item():.3g}")
+    print(f"(the update itself moved them by up to {moved:.3g})")
     for m in models.values():
         m.close_workers()
 

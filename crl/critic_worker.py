@@ -59,7 +59,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["CriticWorker", "critic_modules"]
+from crl.fastmlp import MlpPlan
+
+__all__ = ["CriticWorker", "critic_modules", "hand_critic_step"]
 
 _BEGIN, _MINIBATCH, _QUIT, _DONE, _ERROR = b"B", b"M", b"Q", b"D", b"E"
 
@@ -67,6 +69,22 @@ _BEGIN, _MINIBATCH, _QUIT, _DONE, _ERROR = b"B", b"M", b"Q", b"D", b"E"
 def critic_modules(policy: Any) -> tuple[nn.Module, nn.Module]:
     """The critic of an SB3 ``ActorCriticPolicy``: its hidden layers and its value head."""
     return policy.mlp_extractor.value_net, policy.value_net
+
+
+def hand_critic_step(
+    plan: MlpPlan, features: torch.Tensor, returns: torch.Tensor, vf_coef: float
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """PPO's value loss ``mse_loss(returns, values)`` of the critic ``plan`` (a
+    :class:`crl.fastmlp.MlpPlan`) and the gradients of ``vf_coef * value_loss``, one per
+    parameter of :attr:`~crl.fastmlp.MlpPlan.params`, computed by hand (the same math as
+    autograd, up to float rounding).
+    """
+    values, inputs = plan.forward(features)
+    with torch.no_grad():
+        values = values.flatten()
+        value_loss = F.mse_loss(returns, values)
+        grad_values = (values - returns) * (2.0 * vf_coef / values.numel())
+    return value_loss, plan.param_grads(inputs, grad_values[:, None])
 
 
 def _is_feature_hook(fn: Any) -> bool:
@@ -202,11 +220,16 @@ class CriticWorker:
         return body is self.body and head is self.head
 
     # -- protocol --------------------------------------------------------------
-    def begin(self, features: torch.Tensor, returns: torch.Tensor, vf_coef: float, training: bool) -> None:
-        """Start an update on the critic ``features`` (rows x features) and ``returns``."""
+    def begin(
+        self, features: torch.Tensor, returns: torch.Tensor, vf_coef: float, training: bool, hand: bool = True
+    ) -> None:
+        """Start an update on the critic ``features`` (rows x features) and ``returns``; with
+        ``hand``, the worker computes the gradients by hand (:func:`hand_critic_step`) where
+        :class:`crl.fastmlp.MlpPlan` covers the critic, else with autograd.
+        """
         self._feats.copy_(features)
         self._returns.copy_(returns)
-        self._send(_BEGIN + struct.pack("<d?", float(vf_coef), bool(training)))
+        self._send(_BEGIN + struct.pack("<d??", float(vf_coef), bool(training), bool(hand)))
 
     def epoch(self, order: torch.Tensor) -> None:
         """The minibatch order of the next epoch (a permutation of the rows)."""
@@ -299,7 +322,10 @@ def _serve(
         def tap(module: nn.Module, args: Any, out: torch.Tensor, buf: torch.Tensor = buf) -> None:
             buf[: out.shape[0]].copy_(out.detach())  # returns None: the output itself is unchanged
 
+        tap._crl_features = True  # type: ignore[attr-defined]  # MlpPlan calls it as it calls the trainer's
         modules[i].register_forward_hook(tap)
+    hand_plan = MlpPlan.of(body, head)
+    plan = None
     vf_coef = 1.0
     try:
         while True:
@@ -312,17 +338,21 @@ def _serve(
                 return
             try:
                 if op == _BEGIN:
-                    vf_coef, training = struct.unpack("<d?", msg[1:])
+                    vf_coef, training, hand = struct.unpack("<d??", msg[1:])
+                    plan = hand_plan if hand else None
                     body.train(training)
                     head.train(training)
                     continue
                 start, stop = struct.unpack("<qq", msg[1:])
                 idx = order[start:stop]
-                values = head(body(feats[idx]))
-                value_loss = F.mse_loss(returns[idx], values.flatten())
-                new = torch.autograd.grad(vf_coef * value_loss, params)
+                if plan is not None:
+                    value_loss, new = hand_critic_step(plan, feats[idx], returns[idx], vf_coef)
+                else:
+                    values = head(body(feats[idx]))
+                    value_loss = F.mse_loss(returns[idx], values.flatten())
+                    new = list(torch.autograd.grad(vf_coef * value_loss, params))
                 with torch.no_grad():
-                    torch._foreach_copy_(grads, list(new))
+                    torch._foreach_copy_(grads, new)
                     loss_buf.copy_(value_loss.detach())
                 conn.send_bytes(_DONE)
             except Exception as e:

@@ -17,7 +17,8 @@ from stable_baselines3 import PPO
 import crl  # noqa: F401  (registers the crl/ env ids)
 from crl.agents import build_model
 from crl.catalog import resolve_agent
-from crl.critic_worker import CriticWorker
+from crl.critic_worker import CriticWorker, hand_critic_step
+from crl.fastmlp import MlpPlan
 from crl.fastppo import PARALLEL_MIN_WORK, FastPPO
 
 KW = dict(
@@ -250,27 +251,37 @@ def _alive(pid):
         return False
 
 
-def test_worker_protocol_matches_a_direct_computation():
+@pytest.mark.parametrize("hand", [True, False])
+def test_worker_protocol_matches_a_direct_computation(hand):
     torch.manual_seed(0)
     model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=32, seed=0)
     policy = model.policy
     worker = CriticWorker(policy, n=64, batch_size=32)
     try:
         feats, returns = torch.randn(64, 3), torch.randn(64)
-        worker.begin(feats, returns, vf_coef=0.5, training=True)
+        worker.begin(feats, returns, vf_coef=0.5, training=True, hand=hand)
         order = torch.from_numpy(np.random.default_rng(0).permutation(64))
         worker.epoch(order)
         worker.submit(32, 64)
         loss = worker.collect()
         rows = order[32:64]
-        params = [*policy.mlp_extractor.value_net.parameters(), *policy.value_net.parameters()]
+        body, head = policy.mlp_extractor.value_net, policy.value_net
+        params = [*body.parameters(), *head.parameters()]
         grads = [p.grad.clone() for p in params]
         for p in params:
             p.grad = None
-        values = policy.value_net(policy.mlp_extractor.forward_critic(feats[rows])).flatten()
+        values = head(body(feats[rows])).flatten()
         expected = torch.nn.functional.mse_loss(returns[rows], values)
         (0.5 * expected).backward()
-        assert torch.equal(loss, expected.detach())
-        assert all(torch.equal(g, p.grad) for g, p in zip(grads, params, strict=True))
+        if hand:  # bitwise the trainer's own hand-written step, autograd's up to float rounding
+            own_loss, own_grads = hand_critic_step(MlpPlan.of(body, head), feats[rows], returns[rows], 0.5)
+            assert torch.equal(loss, own_loss)
+            assert all(torch.equal(g, h) for g, h in zip(grads, own_grads, strict=True))
+            torch.testing.assert_close(loss, expected.detach(), rtol=1e-5, atol=1e-7)
+            for g, p in zip(grads, params, strict=True):
+                torch.testing.assert_close(g, p.grad, rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.equal(loss, expected.detach())
+            assert all(torch.equal(g, p.grad) for g, p in zip(grads, params, strict=True))
     finally:
         worker.close()

@@ -28,19 +28,37 @@ def _params(model):
     return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
 
 
-def test_same_updates_as_sb3():
+def _count_hand_steps(monkeypatch):
+    """Count FastPPO's hand-written actor steps (crl.fastmlp) from now on."""
+    from crl import fastppo
+
+    calls = []
+    real = fastppo._hand_actor_step
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastppo, "_hand_actor_step", spy)
+    return lambda: len(calls)
+
+
+@pytest.mark.parametrize("hand", [True, False])
+def test_same_updates_as_sb3(hand, monkeypatch):
     torch.set_num_threads(1)
+    hand_steps = _count_hand_steps(monkeypatch)
     # SB3 seeds the global RNGs at construction: build and train one model after the other
     a = PPO("MlpPolicy", gym.make("Pendulum-v1"), **KW)
     a0 = _params(a)
     a.learn(512)
-    b = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    b = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), hand_gradients=hand, **KW)
     torch.testing.assert_close(a0, _params(b), rtol=0, atol=0)
     b.learn(512)
     assert a._n_updates == b._n_updates == 6
     assert a.num_timesteps == b.num_timesteps == 512
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-5, atol=1e-6)
     assert not torch.equal(_params(b), _params(FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **KW)))
+    assert hand_steps() == (6 * 4 if hand else 0)  # 6 updates of 4 minibatches
 
 
 def test_finite_grad_clip_matches_sb3():
@@ -52,12 +70,20 @@ def test_finite_grad_clip_matches_sb3():
     torch.testing.assert_close(_params(a), _params(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("share", [True, False])
-def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path, share):
-    """Run one SB3 minibatch step and one FastPPO minibatch step from the same state and rollout."""
+@pytest.mark.parametrize(
+    "share,hand,arch",
+    [(True, True, "tanh32"), (False, True, "tanh32"), (True, False, "tanh32"), (False, True, "relu256")],
+)
+def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path, share, hand, arch, monkeypatch):
+    """Run one SB3 minibatch step and one FastPPO minibatch step from the same state and rollout
+    (SB3's default Tanh nets, and Dohare's 256x256 ReLU ones).
+    """
+    hand_steps = _count_hand_steps(monkeypatch)
     pk = {**KW["policy_kwargs"], "share_features_extractor": share}
+    if arch == "relu256":
+        pk.update(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=torch.nn.ReLU)
     kw = {**KW, "n_epochs": 1, "batch_size": 256, "policy_kwargs": pk}  # one minibatch per update
-    b = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+    b = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), hand_gradients=hand, parallel_update=False, **kw)
     a = PPO("MlpPolicy", gym.make("Pendulum-v1"), **kw)
     a.learn(256)  # fills the rollout buffer, one update
     b.policy.load_state_dict(a.policy.state_dict())
@@ -78,6 +104,7 @@ def test_one_minibatch_loss_and_grads_equal_sb3(tmp_path, share):
         grads[name + "_loss"] = m.logger.name_to_value["train/loss"]
     torch.testing.assert_close(grads["sb3"], grads["fast"], rtol=1e-5, atol=1e-7)
     assert abs(grads["sb3_loss"] - grads["fast_loss"]) < 1e-5
+    assert hand_steps() == int(hand)
     assert grads["sb3"].abs().sum() > 0
 
 
