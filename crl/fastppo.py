@@ -64,6 +64,7 @@ from torch.nn import functional as F
 
 from crl.critic_worker import CriticWorker, critic_modules, hand_critic_step
 from crl.fastmlp import MlpPlan
+from crl.plasticity.optimizers import step as optim_step
 from crl.system import usable_cores
 
 __all__ = ["FastPPO", "PARALLEL_MIN_WORK"]
@@ -430,10 +431,16 @@ class FastPPO(PPO):
             idx = th.from_numpy(np.random.permutation(n)).to(self.device)
             if worker is not None:
                 worker.epoch(idx)
-            # the epoch's rows in minibatch order, gathered once: a minibatch is a slice (a view)
-            e_obs, e_acts, e_old, e_adv, e_ret = obs[idx], acts[idx], old_lp[idx], adv_all[idx], ret[idx]
-            e_pi = pi_features[idx] if actor_plan is not None else e_obs
-            e_vf = vf_features[idx] if critic_plan is not None else e_obs
+            # the epoch's rows in minibatch order, gathered once: a minibatch is a slice (a view);
+            # observations and returns only where this process's autograd path needs them
+            e_acts, e_old, e_adv = acts[idx], old_lp[idx], adv_all[idx]
+            e_obs = e_ret = None
+            if actor_plan is None or (worker is None and critic_plan is None):
+                e_obs = obs[idx]
+            if worker is None:
+                e_ret = ret[idx]
+            e_pi = pi_features[idx] if actor_plan is not None else None
+            e_vf = vf_features[idx] if critic_plan is not None else None
             if self.normalize_advantage:
                 e_adv = _normalized_minibatches(e_adv, self.batch_size)
             for start in range(0, n, self.batch_size):
@@ -442,11 +449,14 @@ class FastPPO(PPO):
                 # then on, what no longer applies steps aside for the single-process autograd path
                 if worker is not None and not worker.serves(policy):
                     worker = None
+                    e_ret = ret[idx]
                 actor = policy.mlp_extractor.policy_net, policy.action_net
                 if actor_plan is not None and not actor_plan.matches(*actor):
                     actor_plan = None
                 if critic_plan is not None and not critic_plan.matches(*critic_modules(policy)):
                     critic_plan = None
+                if e_obs is None and (actor_plan is None or (worker is None and critic_plan is None)):
+                    e_obs = obs[idx]
                 if zero_grad is not None:
                     zero_grad(opt)
                 else:
@@ -500,7 +510,7 @@ class FastPPO(PPO):
                     (loss if actor_loss is None else actor_loss + loss).backward()
                 if clip:
                     th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-                opt.step()
+                optim_step(opt)
                 losses.append(th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach()]))
                 log_ratios.append(log_ratio.detach())
             self._n_updates += 1
