@@ -271,14 +271,15 @@ class ProcVecEnv(VecEnv):
             instead of waiting idle (on 2 cores: one worker and the main process).
         start_method: multiprocessing start method (default ``fork`` where available).
         rebalance: with one worker and ``in_main``, move one env at a time between the worker
-            and the main process so that both finish a step at the same time (checked every
-            :attr:`BALANCE_EVERY` steps): towards the main process while, on average, the
-            worker's reply is sent later than the main process finished its own envs by more
-            than what a move changes (one env's step in each process), towards the worker while
-            it is sent that much earlier. So a move never overshoots and the split does not
-            swing between two neighbours (a move builds an env: 15-30 ms for Ant). Messaging
-            makes an env cost more in a worker than in the main process, so an even split can
-            leave the main process waiting. A move hands the env's exact state over
+            and the main process (checked every :attr:`BALANCE_EVERY` steps) when the move
+            shortens the main process's part of a step (stepping its own envs, then waiting for
+            the worker's reply), as predicted from the measured time of one env's step on each
+            side and how much earlier or later than the main process the worker finished, by
+            more than a quarter of an env's step. The prediction of the move back is then worse,
+            so the split does not swing between two neighbours (a move builds an env: 15-30 ms
+            for Ant). The main process's policy call and batching leave the worker idle every
+            step, so the best split gives the worker more envs than the main process; messaging
+            makes an env cost more in a worker. A move hands the env's exact state over
             (:func:`crl.checkpoint.get_env_state`), so transitions stay exactly those of
             ``DummyVecEnv``.
         spin: seconds a process polls the pipe without sleeping before it blocks: the main
@@ -445,10 +446,17 @@ class ProcVecEnv(VecEnv):
         self._bal = _Balance(last_end=b.last_end)
         gap = b.gap / b.gaps  # > 0: the main process waited for the worker
         main, worker = len(self._blocks[-1]), len(self._blocks[-2])
-        move = (b.own / main + b.busy / worker) / b.steps  # what one move changes the gap by
-        if gap > move and worker > 1:  # a move never overshoots, so it is not undone on the next check
+        own, busy = b.own / (main * b.steps), b.busy / (worker * b.steps)  # one env's step, each side
+        move = own + busy  # what one move changes the gap by
+
+        def cost(m: int, g: float) -> float:  # the main process's time per step: its envs, then waiting
+            return m * own + max(g, 0.0)
+
+        now = cost(main, gap)
+        margin = own / 4  # no move for less (a move costs an env build: ~20 ms for Ant)
+        if worker > 1 and cost(main + 1, gap - move) < now - margin:
             self.move_to_main()
-        elif gap < -move and main > 1:
+        elif main > 1 and cost(main - 1, gap + move) < now - margin:
             self.move_to_worker()
 
     def close(self) -> None:

@@ -153,12 +153,16 @@ def test_rebalance_moves_envs_back_to_a_worker_when_the_main_process_is_slow():
 
 @pytest.mark.parametrize(
     ("gap_ms", "main_envs"),
-    [(0.0, 3), (2.5, 3), (-2.5, 3), (3.5, 4), (-3.5, 2)],  # one move changes the gap by 1 + 2 = 3 ms
+    # one move changes the gap by 1 + 2 = 3 ms; the main process's time per step is 3 ms of
+    # its own envs plus the wait: 0 -> 3 ms (stay: 5 or 4 ms after a move), 1 -> 4 (stay: 4
+    # after a move to the main process, no gain), 2.5 -> 5.5 (4 with a 4th env in the main
+    # process), -1.5 -> 3 (3.5 with an env less), -2.5 -> 3 (2.5 with an env less)
+    [(0.0, 3), (1.0, 3), (2.5, 4), (3.5, 4), (-1.5, 3), (-2.5, 2), (-3.5, 2)],
 )
-def test_balance_moves_only_when_a_move_cannot_overshoot(gap_ms, main_envs):
-    """Main process 1 ms per env, worker 2 ms per env: a move changes the gap between their
-    finishing times by 3 ms, so only a gap beyond 3 ms moves an env (a move back on the next
-    check would undo it)."""
+def test_balance_moves_when_the_main_process_gains(gap_ms, main_envs):
+    """Main process 1 ms per env, worker 2 ms per env, 3 envs each: a move is made when it
+    shortens the main process's part of a step (its envs plus waiting for the worker) by more
+    than a quarter of an env's step."""
     from crl.vecenv import _Balance
 
     proc = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 6, n_workers=1)
@@ -168,6 +172,11 @@ def test_balance_moves_only_when_a_move_cannot_overshoot(gap_ms, main_envs):
         proc._bal = _Balance(own=3 * 1e-3 * n, busy=3 * 2e-3 * n, gap=gap_ms * 1e-3 * n, gaps=n, steps=n)
         proc._balance()
         assert proc.main_envs == main_envs and proc.moves == int(main_envs != 3)
+        if proc.moves:  # the move back is predicted worse: no swing between two neighbours
+            proc._bal = _Balance(own=main_envs * 1e-3 * n, busy=(6 - main_envs) * 2e-3 * n, gaps=n, steps=n)
+            proc._bal.gap = (gap_ms + (-3.0 if main_envs > 3 else 3.0)) * 1e-3 * n
+            proc._balance()
+            assert proc.main_envs == main_envs and proc.moves == 1
     finally:
         proc.close()
 
