@@ -114,8 +114,15 @@ class MlpPlan:
         self.linears: list[nn.Linear] = [*mods[0::2], head]  # type: ignore[list-item]
         self.acts: list[nn.Module] = mods[1::2]
         self.kinds = [_ACTIVATIONS[type(a)] for a in self.acts]
-        self.params = [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
+        self._modules = [body, *mods, head]
         self._signature = self._hooks()
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The parameters, in the order of ``body.parameters()`` then ``head.parameters()``
+        (read at every call: a parameter replaced by a new one gets the gradient).
+        """
+        return [p for lin in self.linears for p in (lin.weight, lin.bias) if p is not None]
 
     @staticmethod
     def unsupported(body: nn.Module, head: nn.Module) -> str | None:
@@ -161,12 +168,12 @@ class MlpPlan:
     def _hooks(self) -> tuple[Any, ...]:
         from torch.nn.modules import module as _module
 
-        mods = [self.body, *self.body.children(), self.head]
         return (
             bool(_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks),
+            tuple(list(self.body.children())),  # a layer swapped inside the body
             tuple(
                 (tuple(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
-                for m in mods
+                for m in self._modules
             ),
         )
 
@@ -205,9 +212,7 @@ class MlpPlan:
             _accumulate(p, g)
 
     def param_grads(self, inputs: list[torch.Tensor], grad_out: torch.Tensor) -> list[torch.Tensor]:
-        """The gradients of ``(head(body(x)) * grad_out).sum()``, one per tensor of
-        :attr:`params` (the order of ``body.parameters()`` then ``head.parameters()``).
-        """
+        """The gradients of ``(head(body(x)) * grad_out).sum()``, one per tensor of :attr:`params`."""
         per_layer: list[list[torch.Tensor]] = []
         threshold_backward, tanh_backward = torch.ops.aten.threshold_backward, torch.ops.aten.tanh_backward
         with torch.no_grad():

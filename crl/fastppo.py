@@ -209,20 +209,21 @@ def _hand_actor_step(
         diff = actions - mean
         sq = diff * diff
         log_ratio = (-sq / (2 * var) - log_scale - _LOG_SQRT_2PI).sum(dim=1) - old_log_prob  # as SB3
-        inv_var = var.reciprocal()
-        z2 = sq * inv_var
         ratio = log_ratio.exp()
+        clipped = ratio.clamp(1 - clip_range, 1 + clip_range)
         surr1 = advantages * ratio
-        surr2 = advantages * ratio.clamp(1 - clip_range, 1 + clip_range)
+        surr2 = advantages * clipped
         policy_loss = -th.minimum(surr1, surr2).mean()
         entropy_loss = -(_ENTROPY_CONST + log_scale).sum()  # the same entropy on every row
-        # d(policy_loss)/d(ratio) / (-advantages / n): surr1's share of the minimum, plus surr2's
-        # (the same value) where the clamp passes the gradient
-        share = ((surr1 <= surr2).float() + (surr1 < surr2).float()) * 0.5
-        share = th.where((ratio >= 1 - clip_range) & (ratio <= 1 + clip_range), 1.0, share)
-        g_log_prob = share * advantages * ratio * (-1.0 / n)
-        g_mean = g_log_prob[:, None] * diff * inv_var
-        g_log_std = (g_log_prob[:, None] * (z2 - 1)).sum(dim=0)
+        # d(policy_loss)/d(ratio) = -advantages / n times surr1's share of the minimum (1, a
+        # tie's 0.5, or 0: (sign(surr2 - surr1) + 1) / 2), plus surr2's where the clamp passes
+        # the gradient (inside its bounds, where it returns the ratio itself: both halves of a tie)
+        share = th.where(clipped == ratio, 1.0, (surr2 - surr1).sign_().add_(1.0).mul_(0.5))
+        g_log_prob = share.mul_(surr1).mul_(-1.0 / n)[:, None]  # d/d(log_prob) = d/d(ratio) * ratio
+        d_mean = diff.div_(var)  # d(log_prob)/d(mean) = (a - mean) / var
+        g_mean = g_log_prob * d_mean
+        # d(log_prob)/d(log_std) = (a - mean)^2 / var - 1 (through std = exp(log_std))
+        g_log_std = (g_log_prob * (sq.div_(var).sub_(1.0))).sum(dim=0)
         if ent_coef != 0.0:
             g_log_std = g_log_std - ent_coef
     plan.backward(inputs, g_mean)

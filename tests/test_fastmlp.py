@@ -131,6 +131,21 @@ def test_feature_capture_hooks_see_the_activations_and_changes_are_noticed():
     assert not plan.matches(body, head)  # a hook added after the plan was made
     handle.remove()
     assert plan.matches(body, head) and not plan.matches(nn.Sequential(*body), head)
+    body[2] = nn.Linear(8, 8)  # a layer swapped inside the body
+    assert not plan.matches(body, head)
+
+
+def test_a_replaced_parameter_gets_the_gradient():
+    body, head = _net([4, 8], nn.ReLU, 2)
+    plan = MlpPlan.of(body, head)
+    old = head.weight
+    head.weight = nn.Parameter(old.detach() * 2)
+    x, g = torch.randn(3, 4), torch.randn(3, 2)
+    _, saved = plan.forward(x)
+    plan.backward(saved, g)
+    assert old.grad is None and head.weight.grad is not None
+    _, want = _autograd(body, head, x, g)
+    torch.testing.assert_close(plan.param_grads(saved, g)[2], want[2])
 
 
 def _ppo_terms(policy, obs, acts, old, adv, clip, ent_coef):

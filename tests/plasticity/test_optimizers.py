@@ -266,7 +266,7 @@ def test_lean_fused_step_is_bitwise_opt_step(cls, kw):
 
 
 def test_lean_step_leaves_other_optimizers_to_their_own_step():
-    from crl.plasticity.optimizers import _fused_adam_groups, step
+    from crl.plasticity.optimizers import _fused_adam_args, _fused_adam_eligible, step
 
     configs = [
         (torch.optim.Adam, {"foreach": False}),
@@ -281,13 +281,13 @@ def test_lean_step_leaves_other_optimizers_to_their_own_step():
                 p.grad = torch.tensor([1.0, -2.0])
             step(opts[0])
             opts[1].step()
-            assert _fused_adam_groups(opts[0]) is None, (cls, kw)
+            assert not _fused_adam_eligible(opts[0]), (cls, kw)
         assert torch.equal(ps[0], ps[1]) and not torch.equal(ps[0], torch.ones(2))
     p = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.Adam([p], lr=0.1, fused=True)
     p.grad = torch.ones(2)
-    assert _fused_adam_groups(opt) is None  # no Adam state yet: opt.step() creates it
-    step(opt)
-    assert _fused_adam_groups(opt) is not None
+    assert _fused_adam_eligible(opt) and _fused_adam_args(opt) is None  # no Adam state yet
+    step(opt)  # torch's own step body creates it
+    assert _fused_adam_args(opt) is not None and opt.state[p]["step"].item() == 1
     opt.step = lambda: None  # patched on the instance (as an LR scheduler does): left to it
-    assert _fused_adam_groups(opt) is None
+    assert not _fused_adam_eligible(opt)
