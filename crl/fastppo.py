@@ -288,7 +288,8 @@ class FastPPO(PPO):
         hand_gradients: compute the forward and backward passes of plain MLP actors and critics
             (``Linear`` + ``ReLU``/``Tanh`` with a Gaussian policy) by hand, with oneDNN's
             matrix products where torch has them (:mod:`crl.fastmlp`): the same gradients as
-            autograd up to float rounding, in ~40 % less time. ``False``: autograd throughout.
+            autograd up to float rounding; the update of Dohare's nets takes ~30 % less time
+            (``benchmarks/update_step.py``). ``False``: autograd throughout.
         *args, **kwargs: those of :class:`~stable_baselines3.PPO`.
     """
 
