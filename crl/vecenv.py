@@ -33,7 +33,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -253,8 +253,7 @@ class _Balance:
 
     own: float = 0.0  # the main process stepping its envs
     busy: float = 0.0  # the worker stepping its envs
-    gap: float = 0.0  # the worker's reply sent minus the main process done, summed
-    gaps: int = 0
+    gaps: list[float] = field(default_factory=list)  # per step: the worker's reply sent minus the main process done
     steps: int = 0
     last_end: float | None = None  # the main process done, last step
 
@@ -271,15 +270,15 @@ class ProcVecEnv(VecEnv):
             instead of waiting idle (on 2 cores: one worker and the main process).
         start_method: multiprocessing start method (default ``fork`` where available).
         rebalance: with one worker and ``in_main``, move one env at a time between the worker
-            and the main process (checked every :attr:`BALANCE_EVERY` steps) when the move
-            shortens the main process's part of a step (stepping its own envs, then waiting for
-            the worker's reply), as predicted from the measured time of one env's step on each
-            side and how much earlier or later than the main process the worker finished, by
-            more than a quarter of an env's step. The prediction of the move back is then worse,
-            so the split does not swing between two neighbours (a move builds an env: 15-30 ms
-            for Ant). The main process's policy call and batching leave the worker idle every
-            step, so the best split gives the worker more envs than the main process; messaging
-            makes an env cost more in a worker. A move hands the env's exact state over
+            and the main process when the move shortens the main process's part of a step
+            (stepping its own envs, then waiting for the worker's reply) by more than half an
+            env's step, as predicted from the measured time of one env's step on each side
+            and the median of how much later than the main process the worker finished, over
+            :attr:`BALANCE_EVERY` steps, and only when two such checks in a row agree (twice as
+            many after each move back: training's timings are noisy, single steps up to 3 ms
+            late, and a move builds an env, 15-30 ms for Ant). Messaging
+            makes an env cost more in a worker, so the best split can leave it fewer envs than
+            the main process. A move hands the env's exact state over
             (:func:`crl.checkpoint.get_env_state`), so transitions stay exactly those of
             ``DummyVecEnv``.
         spin: seconds a process polls the pipe without sleeping before it blocks: the main
@@ -322,6 +321,9 @@ class ProcVecEnv(VecEnv):
         self._env_fns = list(env_fns)
         self.rebalance = rebalance and in_main and n_workers == 1
         self._bal = _Balance()
+        # balance checks in a row that wish a move (+: an env to the main process, -: to the
+        # worker), how many must agree, and the last move's direction
+        self._votes, self._needed, self._last_move = 0, 2, 0
         self.moves = 0  #: envs moved between processes so far (by the balance or by hand)
         self._main_end = 0.0  # when the main process finished its own envs in the current step
         self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
@@ -432,19 +434,18 @@ class ProcVecEnv(VecEnv):
         (_, busy, sent), (_, own, _) = parts
         b = self._bal
         if b.last_end is not None and sent > 0.0:  # ``sent`` is the worker's for the last step
-            b.gap += sent - b.last_end
-            b.gaps += 1
+            b.gaps.append(sent - b.last_end)
         b.last_end = self._main_end
         b.own += own
         b.busy += busy
         b.steps += 1
-        if b.steps >= self.BALANCE_EVERY and b.gaps > 0:
+        if b.steps >= self.BALANCE_EVERY and b.gaps:
             self._balance()
 
     def _balance(self) -> None:
         b = self._bal
         self._bal = _Balance(last_end=b.last_end)
-        gap = b.gap / b.gaps  # > 0: the main process waited for the worker
+        gap = float(np.median(b.gaps))  # > 0: the main process waited for the worker
         main, worker = len(self._blocks[-1]), len(self._blocks[-2])
         own, busy = b.own / (main * b.steps), b.busy / (worker * b.steps)  # one env's step, each side
         move = own + busy  # what one move changes the gap by
@@ -453,11 +454,18 @@ class ProcVecEnv(VecEnv):
             return m * own + max(g, 0.0)
 
         now = cost(main, gap)
-        margin = own / 4  # no move for less (a move costs an env build: ~20 ms for Ant)
+        margin = own / 2  # no move for less: half an env's step per step (a move builds an env: ~20 ms for Ant)
+        vote = 0
         if worker > 1 and cost(main + 1, gap - move) < now - margin:
-            self.move_to_main()
+            vote = 1
         elif main > 1 and cost(main - 1, gap + move) < now - margin:
-            self.move_to_worker()
+            vote = -1
+        self._votes = self._votes + vote if vote and (self._votes > 0) == (vote > 0) else vote
+        back = vote == -self._last_move != 0  # undoing the last move: twice as many checks, from now on
+        need = min(2 * self._needed, 64) if back else self._needed
+        if vote and abs(self._votes) >= need:  # enough checks in a row agree: move
+            self._votes, self._last_move, self._needed = 0, vote, need
+            self.move_to_main() if vote > 0 else self.move_to_worker()
 
     def close(self) -> None:
         if self.closed:

@@ -154,29 +154,41 @@ def test_rebalance_moves_envs_back_to_a_worker_when_the_main_process_is_slow():
 @pytest.mark.parametrize(
     ("gap_ms", "main_envs"),
     # one move changes the gap by 1 + 2 = 3 ms; the main process's time per step is 3 ms of
-    # its own envs plus the wait: 0 -> 3 ms (stay: 5 or 4 ms after a move), 1 -> 4 (stay: 4
-    # after a move to the main process, no gain), 2.5 -> 5.5 (4 with a 4th env in the main
-    # process), -1.5 -> 3 (3.5 with an env less), -2.5 -> 3 (2.5 with an env less)
-    [(0.0, 3), (1.0, 3), (2.5, 4), (3.5, 4), (-1.5, 3), (-2.5, 2), (-3.5, 2)],
+    # its own envs plus the wait, and a move must save more than half an env's step (0.5 ms):
+    # 0 -> 3 ms (5 or 4 after a move), 1 -> 4 (4 with a 4th env), 2.5 -> 5.5 (4: moves),
+    # 3.5 -> 6.5 (4.5: moves), -2.5 -> 3 (2.5 with an env less: too little), -4.5 -> 3 (2: moves)
+    [(0.0, 3), (1.0, 3), (2.5, 4), (3.5, 4), (-2.5, 3), (-4.5, 2)],
 )
 def test_balance_moves_when_the_main_process_gains(gap_ms, main_envs):
     """Main process 1 ms per env, worker 2 ms per env, 3 envs each: a move is made when it
-    shortens the main process's part of a step (its envs plus waiting for the worker) by more
-    than a quarter of an env's step."""
+    shortens the main process's part of a step (its envs plus waiting for the worker, from the
+    median gap) by more than half an env's step, and two checks in a row agree."""
     from crl.vecenv import _Balance
 
     proc = ProcVecEnv([lambda: gym.make("CartPole-v1")] * 6, n_workers=1)
     try:
         proc.reset()
         n = 10  # steps since the last check, 3 envs on each side
-        proc._bal = _Balance(own=3 * 1e-3 * n, busy=3 * 2e-3 * n, gap=gap_ms * 1e-3 * n, gaps=n, steps=n)
-        proc._balance()
+
+        def check(main, gap):
+            gaps = [gap * 1e-3] * (n - 2) + [0.05, -0.05]  # two outliers: the median ignores them
+            proc._bal = _Balance(own=main * 1e-3 * n, busy=(6 - main) * 2e-3 * n, gaps=gaps, steps=n)
+            proc._balance()
+
+        check(3, gap_ms)
+        assert proc.main_envs == 3 and proc.moves == 0  # one check alone does not move
+        check(3, gap_ms)
         assert proc.main_envs == main_envs and proc.moves == int(main_envs != 3)
         if proc.moves:  # the move back is predicted worse: no swing between two neighbours
-            proc._bal = _Balance(own=main_envs * 1e-3 * n, busy=(6 - main_envs) * 2e-3 * n, gaps=n, steps=n)
-            proc._bal.gap = (gap_ms + (-3.0 if main_envs > 3 else 3.0)) * 1e-3 * n
-            proc._balance()
+            for _ in range(2):
+                check(main_envs, gap_ms + (-3.0 if main_envs > 3 else 3.0))
             assert proc.main_envs == main_envs and proc.moves == 1
+            # a measurement that wants the move back (noise) needs four checks in a row now
+            back = -6.0 if main_envs > 3 else 6.0
+            for k in range(4):
+                assert proc.main_envs == main_envs, k
+                check(main_envs, back)
+            assert proc.main_envs == 3 and proc.moves == 2 and proc._needed == 4
     finally:
         proc.close()
 
