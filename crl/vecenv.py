@@ -276,9 +276,9 @@ class ProcVecEnv(VecEnv):
             and the median of how much later than the main process the worker finished, over
             :attr:`BALANCE_EVERY` steps, and only when two such checks in a row agree (twice as
             many after each move back: training's timings are noisy, single steps up to 3 ms
-            late, and a move builds an env, 15-30 ms for Ant). Messaging
-            makes an env cost more in a worker, so the best split can leave it fewer envs than
-            the main process. A move hands the env's exact state over
+            late, and a move builds an env, 15-30 ms for Ant). Messaging makes an env cost more
+            in a worker, so the best split can leave it fewer envs than the main process. A move
+            hands the env's exact state over
             (:func:`crl.checkpoint.get_env_state`), so transitions stay exactly those of
             ``DummyVecEnv``.
         spin: seconds a process polls the pipe without sleeping before it blocks: the main
@@ -465,7 +465,10 @@ class ProcVecEnv(VecEnv):
         need = min(2 * self._needed, 64) if back else self._needed
         if vote and abs(self._votes) >= need:  # enough checks in a row agree: move
             self._votes, self._last_move, self._needed = 0, vote, need
-            self.move_to_main() if vote > 0 else self.move_to_worker()
+            if vote > 0:
+                self.move_to_main()
+            else:
+                self.move_to_worker()
 
     def close(self) -> None:
         if self.closed:
