@@ -59,7 +59,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crl.fastmlp import MlpPlan
+from crl.fastmlp import MlpPlan, global_module_hooks, has_grad_hooks, is_feature_hook
 
 __all__ = ["CriticWorker", "critic_modules", "hand_critic_step"]
 
@@ -85,10 +85,6 @@ def hand_critic_step(
         value_loss = F.mse_loss(returns, values)
         grad_values = (values - returns) * (2.0 * vf_coef / values.numel())
     return value_loss, plan.param_grads(inputs, grad_values[:, None])
-
-
-def _is_feature_hook(fn: Any) -> bool:
-    return bool(getattr(fn, "_crl_features", False))
 
 
 def _taps(body: nn.Module) -> list[int]:
@@ -182,19 +178,17 @@ class CriticWorker:
             return "actor and critic share parameters"
         if any(p.dtype != torch.float32 for p in [*body.parameters(), *head.parameters()]):
             return "critic parameters are not float32"
-        from torch.nn.modules import module as _module
-
-        if _module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks:
+        if global_module_hooks():
             return "global module hooks are registered"
         if head._forward_hooks:
             return "the value head has forward hooks"
         for m in [*body.modules(), *head.modules()]:
             if m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
                 return f"{type(m).__name__} of the critic has pre-forward or backward hooks"
-            if any(not _is_feature_hook(h) for h in m._forward_hooks.values()):
+            if any(not is_feature_hook(h) for h in m._forward_hooks.values()):
                 return f"{type(m).__name__} of the critic has a forward hook other than crl's feature capture"
         for p in [*body.parameters(), *head.parameters()]:
-            if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None):
+            if has_grad_hooks(p):
                 return "a critic parameter has gradient hooks"
         return None
 

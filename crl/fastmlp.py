@@ -44,7 +44,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MlpPlan", "onednn_linear_available"]
+__all__ = [
+    "MlpPlan",
+    "accumulate_grad",
+    "global_module_hooks",
+    "has_grad_hooks",
+    "is_feature_hook",
+    "onednn_linear_available",
+]
 
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Tanh: "tanh"}
 _NO_SCALARS: list[Any] = []
@@ -88,7 +95,7 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool
     return out.relu_() if relu else out
 
 
-def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
+def accumulate_grad(p: torch.Tensor, g: torch.Tensor) -> None:
     """Add ``g`` to ``p.grad`` as autograd does (``g`` becomes the gradient when there is none)."""
     if p.grad is None:
         p.grad = g
@@ -96,8 +103,21 @@ def _accumulate(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
-def _is_feature_hook(fn: Any) -> bool:
+def is_feature_hook(fn: Any) -> bool:
+    """Whether the forward hook ``fn`` is crl's feature capture (:func:`crl.plasticity.nets.capture_features`)."""
     return bool(getattr(fn, "_crl_features", False))
+
+
+def global_module_hooks() -> bool:
+    """Whether module hooks are registered for every module (they would see no module call here)."""
+    from torch.nn.modules import module as _module
+
+    return bool(_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks)
+
+
+def has_grad_hooks(p: torch.Tensor) -> bool:
+    """Whether the parameter ``p`` has gradient hooks (autograd would call them)."""
+    return bool(p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None))
 
 
 class MlpPlan:
@@ -127,9 +147,7 @@ class MlpPlan:
     @staticmethod
     def unsupported(body: nn.Module, head: nn.Module) -> str | None:
         """Why ``head(body(x))`` is not covered (``None`` when it is)."""
-        from torch.nn.modules import module as _module
-
-        if _module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks:
+        if global_module_hooks():
             return "global module hooks are registered"
         if type(head) is not nn.Linear:
             return f"head {type(head).__name__} is not a Linear layer"
@@ -149,12 +167,12 @@ class MlpPlan:
                 return f"{type(m).__name__} has pre-forward or backward hooks"
             if m._forward_hooks and id(m) not in acts:
                 return f"{type(m).__name__} has forward hooks (only activations' feature capture is replayed)"
-            if any(not _is_feature_hook(h) for h in m._forward_hooks.values()):
+            if any(not is_feature_hook(h) for h in m._forward_hooks.values()):
                 return f"{type(m).__name__} has a forward hook other than crl's feature capture"
         for p in [*body.parameters(), *head.parameters()]:
             if p.dtype != torch.float32 or p.device.type != "cpu" or not p.requires_grad:
                 return "parameters must be float32, on the CPU and trainable"
-            if p._backward_hooks or getattr(p, "_post_accumulate_grad_hooks", None):
+            if has_grad_hooks(p):
                 return "a parameter has gradient hooks"
         return None
 
@@ -166,10 +184,8 @@ class MlpPlan:
         return cls(body, head)  # type: ignore[arg-type]
 
     def _hooks(self) -> tuple[Any, ...]:
-        from torch.nn.modules import module as _module
-
         return (
-            bool(_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks),
+            global_module_hooks(),
             tuple(list(self.body.children())),  # a layer swapped inside the body
             tuple(
                 (tuple(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks), len(m._backward_pre_hooks))
@@ -209,7 +225,7 @@ class MlpPlan:
         (``inputs`` from :meth:`forward` on ``x``), as ``out.backward(grad_out)`` would.
         """
         for p, g in zip(self.params, self.param_grads(inputs, grad_out), strict=True):
-            _accumulate(p, g)
+            accumulate_grad(p, g)
 
     def param_grads(self, inputs: list[torch.Tensor], grad_out: torch.Tensor) -> list[torch.Tensor]:
         """The gradients of ``(head(body(x)) * grad_out).sum()``, one per tensor of :attr:`params`."""

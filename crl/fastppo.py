@@ -63,7 +63,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from crl.critic_worker import CriticWorker, critic_modules, hand_critic_step
-from crl.fastmlp import MlpPlan
+from crl.fastmlp import MlpPlan, accumulate_grad, has_grad_hooks
 from crl.plasticity.optimizers import step as optim_step
 from crl.system import usable_cores
 
@@ -168,9 +168,7 @@ def _actor_plan(policy: Any) -> MlpPlan | None:
     if type(policy.pi_features_extractor) is not FlattenExtractor:
         return None
     log_std = policy.log_std
-    if log_std.dtype != th.float32 or log_std.device.type != "cpu" or log_std._backward_hooks:
-        return None
-    if getattr(log_std, "_post_accumulate_grad_hooks", None):
+    if log_std.dtype != th.float32 or log_std.device.type != "cpu" or has_grad_hooks(log_std):
         return None
     return MlpPlan.of(policy.mlp_extractor.policy_net, policy.action_net)
 
@@ -227,10 +225,7 @@ def _hand_actor_step(
         if ent_coef != 0.0:
             g_log_std = g_log_std - ent_coef
     plan.backward(inputs, g_mean)
-    if log_std.grad is None:
-        log_std.grad = g_log_std
-    else:
-        log_std.grad.add_(g_log_std)
+    accumulate_grad(log_std, g_log_std)
     return policy_loss, entropy_loss, log_ratio
 
 
@@ -497,7 +492,7 @@ class FastPPO(PPO):
                 elif critic_plan is not None:
                     value_loss, grads = hand_critic_step(critic_plan, e_vf[b], e_ret[b], self.vf_coef)
                     for p, g in zip(critic_plan.params, grads, strict=True):
-                        p.grad = g if p.grad is None else p.grad.add_(g)
+                        accumulate_grad(p, g)
                     if actor_loss is not None:
                         actor_loss.backward()
                 else:
