@@ -275,6 +275,10 @@ class RunCallback(BaseCallback):
     Its counters live here (the trainer side), not in the interventions.
     """
 
+    #: Its ``on_step`` changes the policy only through interventions on a regime change, after
+    #: :meth:`crl.fastppo.FastPPO.policy_will_change` (FastPPO's rollouts may then defer work).
+    rollout_safe = True
+
     def __init__(self, runner: _Runner) -> None:
         super().__init__()
         self.runner = runner
@@ -419,6 +423,9 @@ class RunCallback(BaseCallback):
             return  # another env already opened this segment
         start = self.regimes[-1]["end_step"] if self.regimes and self.regimes[-1]["end_step"] else step
         self._open_regime(seg, info, start)
+        will_change = getattr(self.model, "policy_will_change", None)
+        if will_change is not None:  # FastPPO: this rollout's values so far, with the weights before
+            will_change()
         self.runner.interventions.on_regime_change(int(info["regime"]))
         self.runner.tracker.log(start, {"regime/boundary": seg, "regime/index": int(info["regime"])})
 

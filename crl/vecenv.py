@@ -354,9 +354,11 @@ class ProcVecEnv(VecEnv):
         sliced = isinstance(actions, np.ndarray) and actions.shape[:1] == (self.num_envs,)
         for conn, block in zip(self._conns, self._blocks, strict=True):  # blocks are contiguous
             conn.send(("step", actions[block[0] : block[-1] + 1] if sliced else [actions[i] for i in block]))
-        self._main_end = time.perf_counter()  # the last send ran the main process's own share
 
     def step_wait(self) -> Any:
+        # the main process's part of the step ends here: its own envs (the last send ran them),
+        # then whatever its caller did before waiting
+        self._main_end = time.perf_counter()
         if self.spin:
             for conn in self._conns[: self.n_workers]:
                 _spin(conn, self.spin)

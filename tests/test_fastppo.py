@@ -127,45 +127,101 @@ class _Record(BaseCallback):
         return self.stop_at is None or len(self.seen) < self.stop_at
 
 
-@pytest.mark.parametrize(("n_envs", "share"), [(1, True), (3, True), (2, False)])
-def test_rollouts_are_bitwise_those_of_sb3(n_envs, share):
+class _SafeRecord(_Record):
+    rollout_safe = True  # FastPPO defers the values and log-probabilities to the rollout's end
+
+
+class _Halving(_SafeRecord):
+    """Halves the policy's weights (through ``.data``, which no version counter sees) at one
+    step of the rollout, after ``policy_will_change`` as a rollout-safe callback must.
+    """
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def _on_step(self):
+        if len(self.seen) == self.at:
+            if hasattr(self.model, "policy_will_change"):
+                self.model.policy_will_change()
+            for p in self.model.policy.parameters():
+                p.data.mul_(0.5)
+        return super()._on_step()
+
+
+_FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
+
+
+def _rollout(cls, rec, n_envs=1, share=True, width=32, n_steps=256):
+    """``cls``'s first rollout (Pendulum, seeded) recorded by the callback ``rec``: the model and
+    whether ``collect_rollouts`` finished.
+    """
+    torch.manual_seed(0)
+    pk = {"net_arch": dict(pi=[width, width], vf=[width, width]), "share_features_extractor": share}
+    venv = make_vec_env("Pendulum-v1", n_envs=n_envs, seed=5)
+    model = cls("MlpPolicy", venv, **{**KW, "n_steps": n_steps, "policy_kwargs": pk})
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    with torch.no_grad():  # a std whose log(exp(.)) is not exact, unlike the initial 1.0
+        model.policy.log_std.copy_(torch.tensor([0.3]))
+    model._setup_learn(n_steps * n_envs, rec)
+    rec.init_callback(model)
+    done = model.collect_rollouts(model.env, rec, model.rollout_buffer, n_steps)
+    return model, done
+
+
+@pytest.mark.parametrize("record", [_Record, _SafeRecord])
+@pytest.mark.parametrize(("n_envs", "share", "width"), [(1, True, 32), (3, True, 32), (2, False, 32), (4, True, 256)])
+def test_rollouts_are_bitwise_those_of_sb3(n_envs, share, width, record):
     """FastPPO's leaner rollout loop gives SB3's buffer exactly, time-out bootstrapping included
-    (Pendulum's episodes are cut by the 200-step time limit inside the 256-step rollout).
+    (Pendulum's episodes are cut by the 200-step time limit inside the 256-step rollout), with
+    the values and log-probabilities computed at every step or after the rollout (in one batch
+    where that gives the same numbers here, as with the 256-unit nets on the 2-core AMD machine).
     """
     buffers, seen = {}, {}
     for name, cls in (("sb3", PPO), ("fast", FastPPO)):
-        torch.manual_seed(0)
-        pk = {**KW["policy_kwargs"], "share_features_extractor": share}
-        venv = make_vec_env("Pendulum-v1", n_envs=n_envs, seed=5)
-        model = cls("MlpPolicy", venv, **{**KW, "n_steps": 256, "policy_kwargs": pk})
-        model.set_logger(Logger(folder=None, output_formats=[]))
-        with torch.no_grad():  # a std whose log(exp(.)) is not exact, unlike the initial 1.0
-            model.policy.log_std.copy_(torch.tensor([0.3]))
-        rec = _Record()
-        model._setup_learn(256 * n_envs, rec)
-        rec.init_callback(model)
-        assert model.collect_rollouts(model.env, rec, model.rollout_buffer, 256)
-        buf = model.rollout_buffer
-        fields = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages")
-        buffers[name] = {f: getattr(buf, f).copy() for f in (*fields, "returns")}
+        rec = record()
+        model, done = _rollout(cls, rec, n_envs, share, width)
+        assert done
+        if cls is FastPPO:  # which loop ran: the deferred one records its batches' checks
+            assert bool(model._deferred_exact) is (record is _SafeRecord) and model._deferred is None
+        buffers[name] = {f: getattr(model.rollout_buffer, f).copy() for f in _FIELDS}
         seen[name] = rec.seen
     assert any(info.get("TimeLimit.truncated") for step in seen["sb3"] for info in step["infos"])
-    for f, arr in buffers["sb3"].items():
-        np.testing.assert_array_equal(arr, buffers["fast"][f], err_msg=f)
+    for f in _FIELDS:
+        np.testing.assert_array_equal(buffers["sb3"][f], buffers["fast"][f], err_msg=f)
     assert len(seen["sb3"]) == len(seen["fast"]) == 256
     for a, b in zip(seen["sb3"], seen["fast"], strict=True):
         np.testing.assert_array_equal(a["clipped_actions"], b["clipped_actions"])
         np.testing.assert_array_equal(a["rewards"], b["rewards"])
 
 
-def test_a_callback_can_stop_the_rollout():
-    model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), **KW)
-    model.set_logger(Logger(folder=None, output_formats=[]))
-    rec = _Record(stop_at=5)
-    model._setup_learn(256, rec)
-    rec.init_callback(model)
-    assert not model.collect_rollouts(model.env, rec, model.rollout_buffer, 256)
-    assert len(rec.seen) == 5 and model.num_timesteps == 5
+@pytest.mark.parametrize("width", [32, 256])
+def test_weights_changed_inside_a_rollout_after_policy_will_change(width):
+    """A rollout-safe callback that changes the weights mid-rollout (after
+    ``policy_will_change``) gets SB3's buffer: the steps before the change keep the values and
+    log-probabilities of the weights that acted.
+    """
+    got = {}
+    for cls in (PPO, FastPPO):
+        model, done = _rollout(cls, _Halving(at=100), n_envs=2, width=width)
+        assert done
+        got[cls] = model.rollout_buffer
+    for f in _FIELDS:
+        np.testing.assert_array_equal(getattr(got[PPO], f), getattr(got[FastPPO], f), err_msg=f)
+
+
+@pytest.mark.parametrize("record", [_Record, _SafeRecord])
+def test_a_callback_can_stop_the_rollout(record):
+    """The steps taken before the stop have SB3's values and log-probabilities."""
+    got = {}
+    for cls in (PPO, FastPPO):
+        rec = record(stop_at=5)
+        model, done = _rollout(cls, rec, n_envs=2)
+        assert not done and len(rec.seen) == 5 and model.num_timesteps == 10
+        got[cls] = model.rollout_buffer
+    assert got[FastPPO].pos == got[PPO].pos == 4
+    for f in ("values", "log_probs"):
+        np.testing.assert_array_equal(getattr(got[PPO], f)[:4], getattr(got[FastPPO], f)[:4], err_msg=f)
 
 
 @pytest.mark.parametrize("n_steps", [256, 250])  # 250: a short last minibatch
@@ -215,3 +271,18 @@ def test_minibatch_advantages_are_normalised_as_sb3_does(n, batch_size):
     got = _normalized_minibatches(adv, batch_size)
     torch.testing.assert_close(got, torch.cat(expected), rtol=1e-6, atol=1e-7)
     assert not torch.equal(got, adv) or batch_size == 1
+
+
+def test_which_callbacks_are_rollout_safe():
+    """Only callbacks known not to change the weights inside a rollout let FastPPO defer work."""
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, ConvertCallback, EvalCallback
+
+    from crl.fastppo import _rollout_safe
+    from crl.run import RunCallback
+
+    assert RunCallback.rollout_safe is True
+    assert _rollout_safe(ConvertCallback(None))
+    assert _rollout_safe(CallbackList([_SafeRecord(), CheckpointCallback(10, "unused")]))
+    assert not _rollout_safe(_Record())
+    assert not _rollout_safe(CallbackList([_SafeRecord(), CallbackList([_Record()])]))
+    assert not _rollout_safe(EvalCallback(gym.make("Pendulum-v1")))  # it may hold callbacks of its own

@@ -252,3 +252,43 @@ def test_a_run_from_before_a_new_agent_field_still_resumes(tmp_path):
     (r.dir / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(ConfigError, match="different config"):
         _Runner(cfg).prepare_dir(False)
+
+
+def test_a_reset_at_a_regime_change_comes_after_the_rollouts_values_so_far(tmp_path, monkeypatch):
+    """A boundary-aware reset changes the weights inside a rollout (the regime changes every
+    300 steps, at the next episode's start; the rollouts are 256 steps long): crl's run
+    callback first has FastPPO compute the values and log-probabilities of the steps taken so
+    far (its rollouts defer them), with the weights that acted.
+    """
+    from crl.fastppo import FastPPO
+    from crl.plasticity.base import InterventionSet
+
+    events = []
+    real_will, real_change = FastPPO.policy_will_change, InterventionSet.on_regime_change
+
+    def will_change(self):
+        real_will(self)
+        d = self._deferred
+        events.append(("will_change", d is not None and 0 < d.filled == d.taken))
+
+    def on_regime_change(self, regime):
+        events.append(("regime_change", regime))
+        real_change(self, regime)
+
+    monkeypatch.setattr(FastPPO, "policy_will_change", will_change)
+    monkeypatch.setattr(InterventionSet, "on_regime_change", on_regime_change)
+    cfg = RunConfig(
+        env="slippery-ant",
+        agent="ppo-reset",
+        seed=1,
+        steps=1024,
+        env_kwargs={"change_every": 300, "episode_steps": 200},
+        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+        wandb="disabled",
+        progress=False,
+        run_dir=str(tmp_path),
+    )
+    train(cfg)
+    assert len(events) >= 4
+    assert [kind for kind, _ in events] == ["will_change", "regime_change"] * (len(events) // 2)
+    assert all(flushed for kind, flushed in events if kind == "will_change")
