@@ -624,93 +624,104 @@ class FastPPO(PPO):
             worker.begin(vf_features, ret, self.vf_coef, training=True, hand=self.hand_gradients)
         if actor_plan is not None:
             pi_features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
-        for _ in range(self.n_epochs):
-            idx = th.from_numpy(np.random.permutation(n)).to(self.device)
-            if worker is not None:
-                worker.epoch(idx)
-            # the epoch's rows in minibatch order, gathered once: a minibatch is a slice (a view);
-            # observations and returns only where this process's autograd path needs them
-            e_acts, e_old, e_adv = acts[idx], old_lp[idx], adv_all[idx]
-            e_obs = e_ret = None
-            if actor_plan is None or (worker is None and critic_plan is None):
-                e_obs = obs[idx]
-            if worker is None:
-                e_ret = ret[idx]
-            e_pi = pi_features[idx] if actor_plan is not None else None
-            e_vf = vf_features[idx] if critic_plan is not None else None
-            if self.normalize_advantage:
-                e_adv = _normalized_minibatches(e_adv, self.batch_size)
-            for start in range(0, n, self.batch_size):
-                b = slice(start, min(start + self.batch_size, n))
-                # an intervention may swap modules or add hooks between two minibatches: from
-                # then on, what no longer applies steps aside for the single-process autograd path
-                if worker is not None and not worker.serves(policy):
-                    worker = None
-                    e_ret = ret[idx]
-                actor = policy.mlp_extractor.policy_net, policy.action_net
-                if actor_plan is not None and not actor_plan.matches(*actor):
-                    actor_plan = None
-                if critic_plan is not None and not critic_plan.matches(*critic_modules(policy)):
-                    critic_plan = None
-                if e_obs is None and (actor_plan is None or (worker is None and critic_plan is None)):
-                    e_obs = obs[idx]
-                if zero_grad is not None:
-                    zero_grad(opt)
-                else:
-                    opt.zero_grad()
-                if worker is not None:  # the critic's half runs in the worker meanwhile
-                    worker.submit(b.start, b.stop)
-                values, actor_loss = None, None
-                if actor_plan is not None:
-                    policy_loss, entropy_loss, log_ratio = _hand_actor_step(
-                        actor_plan, policy.log_std, e_pi[b], e_acts[b], e_old[b], e_adv[b], clip_range, self.ent_coef
-                    )
-                else:
-                    with_critic = worker is None and critic_plan is None
-                    if gaussian:
-                        values, log_prob, entropy = _gaussian_terms(
-                            policy, e_obs[b], e_acts[b], entropy_grad, critic=with_critic
-                        )
-                    elif with_critic:
-                        values, log_prob, entropy = policy.evaluate_actions(e_obs[b], e_acts[b])
-                    else:
-                        dist = policy.get_distribution(e_obs[b])
-                        log_prob, entropy = dist.log_prob(e_acts[b]), dist.entropy()
-                    advantages = e_adv[b]
-                    log_ratio = log_prob - e_old[b]
-                    ratio = th.exp(log_ratio)
-                    policy_loss = -th.min(
-                        advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                    ).mean()
-                    entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
-                    # with ent_coef == 0 the entropy term adds exact zeros to the gradient: leave it out
-                    actor_loss = policy_loss + self.ent_coef * entropy_loss if entropy_grad else policy_loss
+        try:
+            for _ in range(self.n_epochs):
+                idx = th.from_numpy(np.random.permutation(n)).to(self.device)
                 if worker is not None:
-                    if actor_loss is not None:
-                        actor_loss.backward()
-                    value_loss = worker.collect()
-                elif critic_plan is not None:
-                    value_loss, grads = hand_critic_step(critic_plan, e_vf[b], e_ret[b], self.vf_coef)
-                    for p, g in zip(critic_plan.params, grads, strict=True):
-                        accumulate_grad(p, g)
-                    if actor_loss is not None:
-                        actor_loss.backward()
-                else:
-                    if values is None:  # the actor's half was by hand: the critic's alone
-                        values = policy.value_net(
-                            policy.mlp_extractor.forward_critic(
-                                BasePolicy.extract_features(policy, e_obs[b], policy.vf_features_extractor)
-                            )
+                    worker.epoch(idx)
+                # the epoch's rows in minibatch order, gathered once: a minibatch is a slice (a view);
+                # observations and returns only where this process's autograd path needs them
+                e_acts, e_old, e_adv = acts[idx], old_lp[idx], adv_all[idx]
+                e_obs = e_ret = None
+                if actor_plan is None or (worker is None and critic_plan is None):
+                    e_obs = obs[idx]
+                if worker is None:
+                    e_ret = ret[idx]
+                e_pi = pi_features[idx] if actor_plan is not None else None
+                e_vf = vf_features[idx] if critic_plan is not None else None
+                if self.normalize_advantage:
+                    e_adv = _normalized_minibatches(e_adv, self.batch_size)
+                for start in range(0, n, self.batch_size):
+                    b = slice(start, min(start + self.batch_size, n))
+                    # an intervention may swap modules or add hooks between two minibatches: from
+                    # then on, what no longer applies steps aside for the single-process autograd path
+                    if worker is not None and not worker.serves(policy):
+                        worker = None
+                        e_ret = ret[idx]
+                    actor = policy.mlp_extractor.policy_net, policy.action_net
+                    if actor_plan is not None and not actor_plan.matches(*actor):
+                        actor_plan = None
+                    if critic_plan is not None and not critic_plan.matches(*critic_modules(policy)):
+                        critic_plan = None
+                    if e_obs is None and (actor_plan is None or (worker is None and critic_plan is None)):
+                        e_obs = obs[idx]
+                    if zero_grad is not None:
+                        zero_grad(opt)
+                    else:
+                        opt.zero_grad()
+                    if worker is not None:  # the critic's half runs in the worker meanwhile
+                        worker.submit(b.start, b.stop)
+                    values, actor_loss = None, None
+                    if actor_plan is not None:
+                        policy_loss, entropy_loss, log_ratio = _hand_actor_step(
+                            actor_plan,
+                            policy.log_std,
+                            e_pi[b],
+                            e_acts[b],
+                            e_old[b],
+                            e_adv[b],
+                            clip_range,
+                            self.ent_coef,
                         )
-                    value_loss = F.mse_loss(e_ret[b], values.flatten())
-                    loss = self.vf_coef * value_loss
-                    (loss if actor_loss is None else actor_loss + loss).backward()
-                if clip:
-                    th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
-                optim_step(opt)
-                losses.append(th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach()]))
-                log_ratios.append(log_ratio.detach())
-            self._n_updates += 1
+                    else:
+                        with_critic = worker is None and critic_plan is None
+                        if gaussian:
+                            values, log_prob, entropy = _gaussian_terms(
+                                policy, e_obs[b], e_acts[b], entropy_grad, critic=with_critic
+                            )
+                        elif with_critic:
+                            values, log_prob, entropy = policy.evaluate_actions(e_obs[b], e_acts[b])
+                        else:
+                            dist = policy.get_distribution(e_obs[b])
+                            log_prob, entropy = dist.log_prob(e_acts[b]), dist.entropy()
+                        advantages = e_adv[b]
+                        log_ratio = log_prob - e_old[b]
+                        ratio = th.exp(log_ratio)
+                        policy_loss = -th.min(
+                            advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                        ).mean()
+                        entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                        # with ent_coef == 0 the entropy term adds exact zeros to the gradient: leave it out
+                        actor_loss = policy_loss + self.ent_coef * entropy_loss if entropy_grad else policy_loss
+                    if worker is not None:
+                        if actor_loss is not None:
+                            actor_loss.backward()
+                        value_loss = worker.collect()
+                    elif critic_plan is not None:
+                        value_loss, grads = hand_critic_step(critic_plan, e_vf[b], e_ret[b], self.vf_coef)
+                        for p, g in zip(critic_plan.params, grads, strict=True):
+                            accumulate_grad(p, g)
+                        if actor_loss is not None:
+                            actor_loss.backward()
+                    else:
+                        if values is None:  # the actor's half was by hand: the critic's alone
+                            values = policy.value_net(
+                                policy.mlp_extractor.forward_critic(
+                                    BasePolicy.extract_features(policy, e_obs[b], policy.vf_features_extractor)
+                                )
+                            )
+                        value_loss = F.mse_loss(e_ret[b], values.flatten())
+                        loss = self.vf_coef * value_loss
+                        (loss if actor_loss is None else actor_loss + loss).backward()
+                    if clip:
+                        th.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+                    optim_step(opt)
+                    losses.append(th.stack([policy_loss.detach(), value_loss.detach(), entropy_loss.detach()]))
+                    log_ratios.append(log_ratio.detach())
+                self._n_updates += 1
+        finally:
+            if self._critic_worker is not None and not self._critic_worker.closed:
+                self._critic_worker.end()  # a spinning worker stops polling until the next update
         loss = losses[-1][0] + self.ent_coef * losses[-1][2] + self.vf_coef * losses[-1][1]
         self._log_update(_update_stats(th.stack(losses), log_ratios, clip_range).double(), loss, clip_range, n)
 

@@ -251,12 +251,13 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.parametrize("spin", [True, False])
 @pytest.mark.parametrize("hand", [True, False])
-def test_worker_protocol_matches_a_direct_computation(hand):
+def test_worker_protocol_matches_a_direct_computation(hand, spin):
     torch.manual_seed(0)
     model = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=32, seed=0)
     policy = model.policy
-    worker = CriticWorker(policy, n=64, batch_size=32)
+    worker = CriticWorker(policy, n=64, batch_size=32, spin=spin)
     try:
         feats, returns = torch.randn(64, 3), torch.randn(64)
         worker.begin(feats, returns, vf_coef=0.5, training=True, hand=hand)
@@ -283,5 +284,81 @@ def test_worker_protocol_matches_a_direct_computation(hand):
         else:
             assert torch.equal(loss, expected.detach())
             assert all(torch.equal(g, p.grad) for g, p in zip(grads, params, strict=True))
+    finally:
+        worker.close()
+
+
+def _worker_and_data(**kw):
+    torch.manual_seed(0)
+    policy = FastPPO("MlpPolicy", gym.make("Pendulum-v1"), n_steps=64, batch_size=32, seed=0).policy
+    worker = CriticWorker(policy, n=64, batch_size=32, **kw)
+    feats, returns = torch.randn(64, 3), torch.randn(64)
+    return policy, worker, feats, returns
+
+
+def _value_loss(policy, feats, returns, rows):
+    values = policy.value_net(policy.mlp_extractor.value_net(feats[rows])).flatten()
+    return torch.nn.functional.mse_loss(returns[rows], values).detach()
+
+
+def test_a_spinning_worker_back_on_its_pipe_is_woken(monkeypatch):
+    """A worker that stopped polling (no minibatch for ``SPIN_IDLE`` seconds) misses a
+    submission through shared memory; the trainer wakes it through the pipe.
+    """
+    monkeypatch.setattr(CriticWorker, "SPIN_IDLE", 0.01)
+    policy, worker, feats, returns = _worker_and_data(spin=True)
+    try:
+        worker.begin(feats, returns, vf_coef=1.0, training=True, hand=False)
+        worker.epoch(torch.arange(64))
+        for rows in (slice(0, 32), slice(32, 64)):
+            time.sleep(0.2)  # the worker goes back to its pipe
+            worker.submit(rows.start, rows.stop)
+            assert torch.equal(worker.collect(), _value_loss(policy, feats, returns, rows))
+    finally:
+        worker.close()
+
+
+def test_a_spinning_workers_error_is_raised_with_its_traceback():
+    _, worker, feats, returns = _worker_and_data(spin=True)
+    try:
+        worker.begin(feats, returns, vf_coef=1.0, training=True, hand=True)
+        worker.epoch(torch.full((64,), 10**6))  # rows the worker does not have
+        worker.submit(0, 32)
+        with pytest.raises(RuntimeError, match="critic worker failed: IndexError"):
+            worker.collect()
+        assert worker.closed
+    finally:
+        worker.close()
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_spinning_worker_polls_only_inside_an_update():
+    """Between ``begin`` and ``end`` the worker polls shared memory (it has a core of its own
+    then); after ``end`` it blocks on its pipe and takes no CPU time while rollouts run.
+    """
+    policy, worker, feats, returns = _worker_and_data(spin=True)
+    pid = worker._proc.pid
+    try:
+        worker.begin(feats, returns, vf_coef=1.0, training=True, hand=True)
+        worker.epoch(torch.arange(64))
+        worker.submit(0, 32)
+        worker.collect()
+        before = _cpu_seconds(pid)
+        time.sleep(0.3)
+        polling = _cpu_seconds(pid) - before
+        worker.end()
+        time.sleep(0.05)
+        before = _cpu_seconds(pid)
+        time.sleep(0.3)
+        idle = _cpu_seconds(pid) - before
+        assert polling > 0.1 and idle <= 0.02
+        worker.begin(feats, returns, vf_coef=1.0, training=True, hand=True)  # and it comes back
+        worker.submit(32, 64)
+        torch.testing.assert_close(worker.collect(), _value_loss(policy, feats, returns, slice(32, 64)))
     finally:
         worker.close()
