@@ -188,8 +188,8 @@ def _critic_values(policy: Any, obs: th.Tensor) -> th.Tensor:
     return policy.value_net(policy.mlp_extractor.forward_critic(features)).flatten()
 
 
-#: SB3's callbacks whose ``on_step`` does not change the policy's weights (see :attr:`FastPPO.rollout_safe`).
-_SAFE_CALLBACKS = (ConvertCallback, CheckpointCallback, ProgressBarCallback, StopTrainingOnMaxEpisodes)
+#: SB3's callbacks whose ``on_step`` does not change the policy's weights (see :func:`_rollout_safe`).
+_SAFE_CALLBACKS = (CheckpointCallback, ProgressBarCallback, StopTrainingOnMaxEpisodes)
 
 
 def _rollout_safe(callback: BaseCallback) -> bool:
@@ -199,6 +199,8 @@ def _rollout_safe(callback: BaseCallback) -> bool:
     """
     if type(callback) is CallbackList:
         return all(_rollout_safe(c) for c in callback.callbacks)
+    if type(callback) is ConvertCallback:  # what SB3 makes of ``callback=None`` (or of a function)
+        return callback.callback is None
     return type(callback) in _SAFE_CALLBACKS or getattr(type(callback), "rollout_safe", False) is True
 
 

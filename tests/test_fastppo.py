@@ -282,6 +282,7 @@ def test_which_callbacks_are_rollout_safe():
 
     assert RunCallback.rollout_safe is True
     assert _rollout_safe(ConvertCallback(None))
+    assert not _rollout_safe(ConvertCallback(lambda _locals, _globals: True))  # a function may do anything
     assert _rollout_safe(CallbackList([_SafeRecord(), CheckpointCallback(10, "unused")]))
     assert not _rollout_safe(_Record())
     assert not _rollout_safe(CallbackList([_SafeRecord(), CallbackList([_Record()])]))
