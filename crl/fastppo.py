@@ -79,6 +79,7 @@ from torch.nn import functional as F
 from crl.critic_worker import CriticWorker, critic_modules, hand_critic_step
 from crl.fastmlp import MlpPlan, accumulate_grad, has_grad_hooks
 from crl.plasticity.optimizers import step as optim_step
+from crl.policies import ArchMlpExtractor
 from crl.system import usable_cores
 
 __all__ = ["FastPPO", "PARALLEL_MIN_WORK"]
@@ -175,8 +176,8 @@ def _gaussian_act(policy: Any, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th
 
 def _actor_mean(policy: Any, obs: th.Tensor) -> th.Tensor:
     """The Gaussian policy's mean action, with the operations of the actor's half of
-    ``ActorCriticPolicy.forward`` (for an ``MlpExtractor``, whose ``forward`` is
-    ``forward_actor`` and ``forward_critic`` side by side).
+    ``ActorCriticPolicy.forward`` (for an ``MlpExtractor`` or crl's ``ArchMlpExtractor``, whose
+    ``forward`` is ``forward_actor`` and ``forward_critic`` side by side).
     """
     features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
     return policy.action_net(policy.mlp_extractor.forward_actor(features))
@@ -458,8 +459,8 @@ class FastPPO(PPO):
         checked), and the callbacks see ``values`` and ``log_probs`` as ``None``. A callback
         class declares itself rollout-safe with a class attribute ``rollout_safe = True``: its
         ``on_step`` does not change the policy's weights, or calls :meth:`policy_will_change`
-        first (crl's run callback does; so do SB3's checkpoint, progress-bar and
-        max-episodes callbacks).
+        first (crl's run callback is one). SB3's checkpoint, progress-bar and max-episodes
+        callbacks, and ``callback=None``, count as rollout-safe.
         """
         policy = self.policy
         box = isinstance(self.action_space, spaces.Box)
@@ -556,7 +557,7 @@ class FastPPO(PPO):
             _rollout_safe(callback)
             and type(buffer) is RolloutBuffer
             and isinstance(space, spaces.Box)
-            and type(policy.mlp_extractor) is MlpExtractor
+            and type(policy.mlp_extractor) in (MlpExtractor, ArchMlpExtractor)
             and type(policy.pi_features_extractor) is FlattenExtractor
             and type(policy.vf_features_extractor) is FlattenExtractor
         ):

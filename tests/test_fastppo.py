@@ -152,14 +152,14 @@ class _Halving(_SafeRecord):
 _FIELDS = ("observations", "actions", "rewards", "episode_starts", "values", "log_probs", "advantages", "returns")
 
 
-def _rollout(cls, rec, n_envs=1, share=True, width=32, n_steps=256):
+def _rollout(cls, rec, n_envs=1, share=True, width=32, n_steps=256, policy="MlpPolicy", **policy_kwargs):
     """``cls``'s first rollout (Pendulum, seeded) recorded by the callback ``rec``: the model and
     whether ``collect_rollouts`` finished.
     """
     torch.manual_seed(0)
-    pk = {"net_arch": dict(pi=[width, width], vf=[width, width]), "share_features_extractor": share}
+    pk = {"net_arch": dict(pi=[width, width], vf=[width, width]), "share_features_extractor": share, **policy_kwargs}
     venv = make_vec_env("Pendulum-v1", n_envs=n_envs, seed=5)
-    model = cls("MlpPolicy", venv, **{**KW, "n_steps": n_steps, "policy_kwargs": pk})
+    model = cls(policy, venv, **{**KW, "n_steps": n_steps, "policy_kwargs": pk})
     model.set_logger(Logger(folder=None, output_formats=[]))
     with torch.no_grad():  # a std whose log(exp(.)) is not exact, unlike the initial 1.0
         model.policy.log_std.copy_(torch.tensor([0.3]))
@@ -193,6 +193,21 @@ def test_rollouts_are_bitwise_those_of_sb3(n_envs, share, width, record):
     for a, b in zip(seen["sb3"], seen["fast"], strict=True):
         np.testing.assert_array_equal(a["clipped_actions"], b["clipped_actions"])
         np.testing.assert_array_equal(a["rewards"], b["rewards"])
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_layernorm_policy_rollouts_are_bitwise_those_of_sb3(width):
+    """crl's ``ArchActorCriticPolicy`` (here with LayerNorm) takes the deferred loop too."""
+    from crl.policies import ArchActorCriticPolicy
+
+    got = {}
+    for cls in (PPO, FastPPO):
+        model, done = _rollout(cls, _SafeRecord(), 4, width=width, policy=ArchActorCriticPolicy, layer_norm=True)
+        assert done
+        got[cls] = model
+    assert got[FastPPO]._deferred_exact  # the deferred loop ran
+    for f in _FIELDS:
+        np.testing.assert_array_equal(getattr(got[PPO].rollout_buffer, f), getattr(got[FastPPO].rollout_buffer, f))
 
 
 @pytest.mark.parametrize("width", [32, 256])
