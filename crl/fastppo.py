@@ -268,7 +268,8 @@ class _Deferred:
                     self.values[t : t + 1], self.log_probs[t : t + 1] = self._outputs(policy, t, t + 1)
                 if not (th.equal(self.values[t], values[t - a]) and th.equal(self.log_probs[t], log_probs[t - a])):
                     self.exact[key] = False
-                    self._one_by_one(policy, a, b)
+                    if exact is not None:  # spot-checked: the steps between were not computed one by one
+                        self._one_by_one(policy, a, b)
                     return
             self.exact[key] = True
             self.values[a:b], self.log_probs[a:b] = values, log_probs
@@ -497,7 +498,7 @@ class FastPPO(PPO):
             self.num_timesteps += env.num_envs
             callback.update_locals(locals())  # callbacks read SB3's names: infos, dones, rewards, ...
             if not callback.on_step():
-                self._fill_deferred()
+                self._fill_deferred(rollout_buffer)
                 return False
             n_steps += 1
             if deferred is not None:
@@ -507,7 +508,7 @@ class FastPPO(PPO):
             self._last_episode_starts = dones
         if last is not None:
             self._write_step(rollout_buffer, *last)
-        self._fill_deferred()
+        self._fill_deferred(rollout_buffer)
         with th.no_grad():
             values = policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
@@ -567,13 +568,13 @@ class FastPPO(PPO):
             self._deferred_exact = {}
         return _Deferred(n_steps, env.num_envs, space.shape, act_dim, self._deferred_exact)
 
-    def _fill_deferred(self) -> None:
-        """Write the deferred values and log-probabilities of the rollout's steps into the buffer."""
+    def _fill_deferred(self, buf: RolloutBuffer) -> None:
+        """Write the deferred values and log-probabilities of the rollout's steps into ``buf``."""
         d = self._deferred
         if d is None:
             return
         d.fill(self.policy)
-        buf, n = self.rollout_buffer, d.taken
+        n = d.taken
         buf.values[:n] = d.values[:n].numpy()
         buf.log_probs[:n] = d.log_probs[:n].numpy()
         self._deferred = None
