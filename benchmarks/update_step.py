@@ -2,10 +2,11 @@
 
 One update (2048 samples, 10 epochs of minibatches of 128) of Dohare's 256x256 ReLU policy and
 value nets, from the same random rollout, with torch's fused Adam, in one process or with the
-critic worker, with autograd or hand-written gradients (``hand_gradients``, crl.fastmlp);
-alternating, best of ``REPS``. Prints seconds per update, whether the parameters after the update
-are bitwise equal to the one-process update's (same gradients), and how far the hand-written
-gradients' update is from autograd's.
+critic worker (its minibatches handed over through shared memory, the default on x86-64 with 2+
+cores, or through its pipe), with autograd or hand-written gradients (``hand_gradients``,
+crl.fastmlp); alternating, best of ``REPS``. Prints seconds per update, whether the parameters
+after the update are bitwise equal to the one-process update's (same gradients), the pipe's
+time over the handshake's, and how far the hand-written gradients' update is from autograd's.
 
     PYTHONPATH=. python benchmarks/update_step.py [REPS]
 """
@@ -19,6 +20,7 @@ import torch
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from crl.critic_worker import CriticWorker
 from crl.fastppo import FastPPO
 
 OBS, ACT, ENVS = 105, 8, 16  # Ant-v5
@@ -80,15 +82,20 @@ def one_update(m: FastPPO, data: dict[str, np.ndarray]) -> float:
 
 
 def main(reps: int) -> None:
-    """Alternate the four setups ``reps`` times; print the best time of each."""
+    """Alternate the five setups ``reps`` times; print the best time of each."""
     torch.set_num_threads(1)
     setups = {
         "autograd, one process": (False, False),
         "hand, one process": (False, True),
         "autograd, critic worker": (True, False),
         "hand, critic worker": (True, True),
+        "hand, worker by pipe": (True, True),
     }
     models = {k: model(*v) for k, v in setups.items()}
+    # the shared-memory handshake is the worker's default on x86-64 with 2+ cores: this one
+    # hands its minibatches over through the pipe instead
+    piped = models["hand, worker by pipe"]
+    piped._critic_worker = CriticWorker(piped.policy, n=2048, batch_size=128, spin=False)
     fields = ("observations", "actions", "log_probs", "advantages", "returns", "values")
     data = {f: getattr(models["autograd, one process"].rollout_buffer, f).copy() for f in fields}
     start = {k: [p.detach().clone() for p in m.policy.parameters()] for k, m in models.items()}
@@ -107,6 +114,10 @@ def main(reps: int) -> None:
     for grads in ("autograd", "hand"):
         same = torch.equal(params[f"{grads}, one process"], params[f"{grads}, critic worker"])
         print(f"{grads}: critic worker bitwise equal to one process: {same}")
+    same = torch.equal(params["hand, worker by pipe"], params["hand, critic worker"])
+    spin = models["hand, critic worker"]._critic_worker.spin
+    ratio = min(times["hand, worker by pipe"]) / min(times["hand, critic worker"])
+    print(f"worker by pipe / critic worker (shared-memory handshake: {spin}): {ratio:.3f}, bitwise equal: {same}")
     a, h = params["autograd, one process"], params["hand, one process"]
     moved = (a - torch.cat([p.flatten() for p in start["autograd, one process"]])).abs().max().item()
     print(f"hand vs autograd: parameters after the update differ by at most {(a - h).abs().max().item():.3g}")
