@@ -362,3 +362,19 @@ def test_a_spinning_worker_polls_only_inside_an_update():
         torch.testing.assert_close(worker.collect(), _value_loss(policy, feats, returns, slice(32, 64)))
     finally:
         worker.close()
+
+
+def test_a_spawned_spinning_worker_shares_the_control_block():
+    """With the ``spawn`` start method (macOS's and Windows' default) the shared buffers, the
+    control block included, reach the worker by handle.
+    """
+    policy, worker, feats, returns = _worker_and_data(spin=True, start_method="spawn")
+    try:
+        worker.begin(feats, returns, vf_coef=1.0, training=True, hand=False)
+        worker.epoch(torch.arange(64))
+        for rows in (slice(0, 32), slice(32, 64)):
+            worker.submit(rows.start, rows.stop)
+            assert torch.equal(worker.collect(), _value_loss(policy, feats, returns, rows))
+        worker.end()
+    finally:
+        worker.close()
