@@ -95,7 +95,8 @@ def main(reps: int) -> None:
     # the shared-memory handshake is the worker's default on x86-64 with 2+ cores: this one
     # hands its minibatches over through the pipe instead
     piped = models["hand, worker by pipe"]
-    piped._critic_worker = CriticWorker(piped.policy, n=2048, batch_size=128, spin=False)
+    rows = piped.n_steps * piped.n_envs  # the worker's signature: FastPPO keeps a worker built for it
+    piped._critic_worker = CriticWorker(piped.policy, n=rows, batch_size=piped.batch_size, spin=False)
     fields = ("observations", "actions", "log_probs", "advantages", "returns", "values")
     data = {f: getattr(models["autograd, one process"].rollout_buffer, f).copy() for f in fields}
     start = {k: [p.detach().clone() for p in m.policy.parameters()] for k, m in models.items()}
@@ -116,6 +117,7 @@ def main(reps: int) -> None:
         print(f"{grads}: critic worker bitwise equal to one process: {same}")
     same = torch.equal(params["hand, worker by pipe"], params["hand, critic worker"])
     spin = models["hand, critic worker"]._critic_worker.spin
+    assert not piped._critic_worker.spin, "the piped model's worker was rebuilt"
     ratio = min(times["hand, worker by pipe"]) / min(times["hand, critic worker"])
     print(f"worker by pipe / critic worker (shared-memory handshake: {spin}): {ratio:.3f}, bitwise equal: {same}")
     a, h = params["autograd, one process"], params["hand, one process"]

@@ -54,6 +54,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,13 @@ def _latents(policy: Any, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     return policy.mlp_extractor.forward_actor(features[0]), policy.mlp_extractor.forward_critic(features[1])
 
 
+def _gaussian_std(policy: Any, mean: th.Tensor) -> th.Tensor:
+    """The standard deviation of SB3's ``DiagGaussianDistribution`` for the mean actions
+    ``mean``: ``exp(log_std)`` spread over ``mean``'s shape, op for op as SB3 computes it.
+    """
+    return th.ones_like(mean) * policy.log_std.exp()
+
+
 def _gaussian_log_prob(mean: th.Tensor, std: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
     """``Normal(mean, std).log_prob(actions)`` summed over action dimensions, op for op as
     torch computes it, and ``log(std)``.
@@ -154,7 +162,7 @@ def _gaussian_terms(
             BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
         )
     mean = policy.action_net(latent_pi)
-    log_prob, log_scale = _gaussian_log_prob(mean, th.ones_like(mean) * policy.log_std.exp(), actions)
+    log_prob, log_scale = _gaussian_log_prob(mean, _gaussian_std(policy, mean), actions)
     with th.set_grad_enabled(entropy_grad and th.is_grad_enabled()):
         entropy = (_ENTROPY_CONST + log_scale).sum(dim=1)
     return values, log_prob, entropy
@@ -168,7 +176,7 @@ def _gaussian_act(policy: Any, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th
     latent_pi, latent_vf = _latents(policy, obs)
     values = policy.value_net(latent_vf)
     mean = policy.action_net(latent_pi)
-    std = th.ones_like(mean) * policy.log_std.exp()
+    std = _gaussian_std(policy, mean)
     actions = th.normal(mean, std)  # torch.distributions.Normal.sample's draw
     log_prob, _ = _gaussian_log_prob(mean, std, actions)
     return actions.reshape((-1, *policy.action_space.shape)), values, log_prob
@@ -240,7 +248,7 @@ class _Deferred:
         n = b - a
         obs = self.obs[a:b].flatten(0, 1)
         mean, actions = self.means[a:b].flatten(0, 1), self.actions[a:b].flatten(0, 1)
-        log_prob, _ = _gaussian_log_prob(mean, th.ones_like(mean) * policy.log_std.exp(), actions)
+        log_prob, _ = _gaussian_log_prob(mean, _gaussian_std(policy, mean), actions)
         return _critic_values(policy, obs).view(n, -1), log_prob.view(n, -1)
 
     def _one_by_one(self, policy: Any, a: int, b: int) -> None:
@@ -255,24 +263,26 @@ class _Deferred:
             return
         key = (b - a, tuple(p.shape for p in policy.parameters()))
         with th.no_grad():
-            exact = self.exact.get(key) if b - a > 1 else False
-            if exact is False:
+            known = self.exact.get(key) if b - a > 1 else False
+            if known is False:
                 self._one_by_one(policy, a, b)
                 return
             values, log_probs = self._outputs(policy, a, b)
-            checked = range(a, b) if exact is None else (a, b - 1)
-            if exact is None:  # the first batch of this size: every step both ways
+            if known is None:  # the first batch of this size: every step both ways, compared row by row
                 self._one_by_one(policy, a, b)
-            for t in checked:
-                if exact is not None:
-                    self.values[t : t + 1], self.log_probs[t : t + 1] = self._outputs(policy, t, t + 1)
-                if not (th.equal(self.values[t], values[t - a]) and th.equal(self.log_probs[t], log_probs[t - a])):
-                    self.exact[key] = False
-                    if exact is not None:  # spot-checked: the steps between were not computed one by one
-                        self._one_by_one(policy, a, b)
-                    return
-            self.exact[key] = True
-            self.values[a:b], self.log_probs[a:b] = values, log_probs
+                rows: Sequence[int] = range(a, b)
+            else:  # a size that matched before: spot-check its first and last step
+                rows = (a, b - 1)
+                for t in rows:
+                    self._one_by_one(policy, t, t + 1)
+            same = all(
+                th.equal(self.values[t], values[t - a]) and th.equal(self.log_probs[t], log_probs[t - a]) for t in rows
+            )
+            self.exact[key] = same
+            if same:
+                self.values[a:b], self.log_probs[a:b] = values, log_probs
+            elif known:  # the steps between the spot checks were not computed one by one
+                self._one_by_one(policy, a, b)
 
 
 def _actor_plan(policy: Any) -> MlpPlan | None:
@@ -484,7 +494,7 @@ class FastPPO(PPO):
                     actions_t, values, log_probs = _gaussian_act(policy, obs_tensor)
                 else:
                     mean = _actor_mean(policy, obs_tensor)
-                    actions_t = th.normal(mean, th.ones_like(mean) * policy.log_std.exp())  # as _gaussian_act
+                    actions_t = th.normal(mean, _gaussian_std(policy, mean))  # _gaussian_act's draw
                     deferred.keep(obs_tensor, mean, actions_t)
                     values = log_probs = None
                     actions_t = actions_t.reshape((-1, *policy.action_space.shape))

@@ -325,7 +325,7 @@ class ProcVecEnv(VecEnv):
         # worker), how many must agree, and the last move's direction
         self._votes, self._needed, self._last_move = 0, 2, 0
         self.moves = 0  #: envs moved between processes so far (by the balance or by hand)
-        self._main_end = 0.0  # when the main process finished its own envs in the current step
+        self._main_end = 0.0  # when the main process started waiting for the workers in the current step
         self._blocks = [list(range(k * n // shares, (k + 1) * n // shares)) for k in range(shares)]
         self._index_blocks()
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
