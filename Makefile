@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine (see README):
-#   make quickstart   set up .venv, run experiments/quickstart.yaml, print where the results are
-#   make test         set up .venv, run the default test suite
+#   make quickstart   set up .venv, run experiments/quickstart.yaml (wandb offline, files under
+#                     runs/quickstart/), print where the results are
+#   make test         set up .venv, lint (ruff check + ruff format --check), run the default tests
+LINT_PATHS := crl tests benchmarks
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,9 +22,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/crl sweep experiments/quickstart.yaml
+	$(BIN)/crl sweep experiments/quickstart.yaml --wandb offline
 
-test: $(STAMP)
+test: lint
 	@command -v chromium >/dev/null 2>&1 || { \
 	  (command -v apt-get >/dev/null 2>&1 && (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1) \
 	  || echo "note: chromium could not be installed; browser tests will be skipped"; }
@@ -32,7 +34,8 @@ expensive: $(STAMP)
 	$(BIN)/python -m pytest -m expensive
 
 lint: $(STAMP)
-	$(BIN)/ruff check crl tests && $(BIN)/ruff format --check crl tests
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -4,7 +4,7 @@ One update (2048 samples, 10 epochs of minibatches of 128) of Dohare's 256x256 R
 value nets, from the same random rollout, with torch's fused Adam, in one process or with the
 critic worker (its minibatches handed over through shared memory, the default on x86-64 with 2+
 cores, or through its pipe), with autograd or hand-written gradients (``hand_gradients``,
-crl.fastmlp); alternating, best of ``REPS``. Prints seconds per update, whether the parameters
+crl.fast.mlp); alternating, best of ``REPS``. Prints seconds per update, whether the parameters
 after the update are bitwise equal to the one-process update's (same gradients), the pipe's
 time over the handshake's, and how far the hand-written gradients' update is from autograd's.
 
@@ -20,8 +20,8 @@ import torch
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from crl.critic_worker import CriticWorker
-from crl.fastppo import FastPPO
+from crl.fast.critic_worker import CriticWorker
+from crl.fast.ppo import FastPPO
 
 OBS, ACT, ENVS = 105, 8, 16  # Ant-v5
 

@@ -1,19 +1,17 @@
-"""Agent specs (``agents/*.yaml``) and how they become stable-baselines3 models.
+"""The builder: an agent spec (:class:`crl.spec.AgentSpec`) becomes a stable-baselines3 model.
 
-An agent spec is complete and readable: algorithm, every hyperparameter that differs
-from SB3's default and those that matter for the paper being followed, the network
-(sizes, activation, initialisation), the optimizer with its arguments, and the
-plasticity interventions. :func:`build_model` turns it into an SB3 ``PPO``/``SAC`` built
-with ``policy_kwargs`` (``optimizer_class``/``optimizer_kwargs``): no fork of SB3.
+:func:`build_model` turns a spec into an SB3 ``PPO``/``SAC`` built with ``policy_kwargs``
+(``optimizer_class``/``optimizer_kwargs``, no fork of SB3) and attaches its plasticity
+interventions. The name tables of :mod:`crl.spec` (algorithms, activations,
+initialisations) map to classes and functions here; :func:`check` does the checks that
+need them.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from stable_baselines3 import SAC
@@ -21,27 +19,33 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from torch import nn
 
-from crl.config import from_mapping, init_keywords
-from crl.errors import ConfigError, UnknownNameError
-from crl.fastppo import FastPPO
-from crl.plasticity import InterventionSet, attach
+from crl.config import init_keywords
+from crl.errors import ConfigError
+from crl.fast import FastPPO
+from crl.plasticity import Intervention, InterventionSet, nets
+from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
-from crl.policies import ArchActorCriticPolicy, CReLU
+from crl.plasticity.policies import ArchActorCriticPolicy
+from crl.plasticity.replay import make_replay_buffer_class
+from crl.spec import AgentSpec
 
-__all__ = ["AgentSpec", "NetworkSpec", "ALGOS", "ACTIVATIONS", "INITS", "build_model", "apply_init"]
+__all__ = [
+    "ALGOS",
+    "ACTIVATIONS",
+    "INITS",
+    "SET_BY_CRL",
+    "apply_init",
+    "build_model",
+    "check",
+    "hyperparameter_keywords",
+    "policy_kwargs",
+]
 
 #: SB3 algorithms by name.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC}  # bench: FastPPO = PPO, leaner train()
 
-#: Activation modules by name.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "crelu": CReLU,
-}
+#: Activation modules by name: the one table of :mod:`crl.plasticity.nets` (names: :data:`crl.spec.ACTIVATION_NAMES`).
+ACTIVATIONS: dict[str, type[nn.Module]] = nets.ACTIVATIONS
 
 
 def _lecun_uniform(layer: nn.Linear) -> None:
@@ -60,7 +64,7 @@ def _xavier_uniform(layer: nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
-#: Initialisation of every Linear layer by name. ``orthogonal`` is SB3's own
+#: Initialisation of every Linear layer by name (the names are :data:`crl.spec.INIT_NAMES`). ``orthogonal`` is SB3's own
 #: (``ortho_init=True``: gain sqrt(2) hidden, 0.01 policy head, 1 value head);
 #: ``torch_default`` keeps PyTorch's.
 INITS: dict[str, Callable[[nn.Linear], None] | None] = {
@@ -72,123 +76,70 @@ INITS: dict[str, Callable[[nn.Linear], None] | None] = {
 }
 
 
-@dataclass
-class NetworkSpec:
-    """The policy architecture."""
-
-    pi: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer sizes of the policy (actor) network."""
-    vf: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer sizes of the value network (PPO)."""
-    qf: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer sizes of each Q network (SAC)."""
-    activation: str = "relu"
-    """Activation after every hidden Linear: one of :data:`ACTIVATIONS`."""
-    init: str = "lecun_uniform"
-    """Initialisation of every Linear: one of :data:`INITS`."""
-    log_std_init: float = 0.0
-    """Initial value of the state-independent log standard deviation (PPO)."""
-    layer_norm: bool = False
-    """LayerNorm after every hidden Linear, before the activation (PPO)."""
+#: Keyword arguments of the SB3 algorithm that crl sets itself (not agent hyperparameters).
+SET_BY_CRL = (
+    "policy",
+    "env",
+    "policy_kwargs",
+    "seed",
+    "device",
+    "verbose",
+    "_init_setup_model",
+    "tensorboard_log",
+    "replay_buffer_class",
+)
 
 
-@dataclass
-class AgentSpec:
-    """A complete agent: what ``agents/<name>.yaml`` holds."""
+def hyperparameter_keywords(algo: str) -> list[str]:
+    """The keyword arguments an agent's ``hyperparameters`` may set: read from the SB3
+    algorithm's signature when asked (so they follow the installed SB3), less :data:`SET_BY_CRL`.
 
-    description: str
-    """One line (or a few) saying what the agent is and where its numbers come from."""
-    algo: Literal["ppo", "sac"] = "ppo"
-    """The SB3 algorithm."""
-    policy: str = "MlpPolicy"
-    """The SB3 policy class name."""
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the SB3 algorithm (checked against its signature)."""
-    network: NetworkSpec = field(default_factory=NetworkSpec)
-    """Network sizes, activation, initialisation."""
-    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam"})
-    """``name`` (one of :data:`crl.plasticity.OPTIMIZERS`) plus its keyword arguments."""
-    interventions: list[Any] = field(default_factory=list)
-    """Plasticity interventions, ``[{name: {arguments}}, ...]``."""
-    boundary_aware: bool = False
-    """Whether the agent is told when the regime changes (``on_regime_change`` hooks)."""
-    replay_buffer: str = "fifo"
-    """SAC only: ``fifo`` (SB3's buffer) or ``reservoir`` (keeps a uniform sample of every
-    regime seen; :class:`crl.plasticity.replay.ReservoirReplayBuffer`)."""
-    name: str = ""
-    """Catalog name (filled in by the loader)."""
+    Example:
+        >>> "n_steps" in hyperparameter_keywords("ppo"), "seed" in hyperparameter_keywords("ppo")
+        (True, False)
+    """
+    return [k for k in init_keywords(ALGOS[algo]) if k not in SET_BY_CRL]
 
-    @classmethod
-    def from_dict(cls, data: Any, where: str, name: str = "") -> AgentSpec:
-        """Parse and validate a spec (unknown keys, types, names, hyperparameters)."""
-        spec = from_mapping(cls, data, where)
-        spec.name = name or spec.name
-        spec.validate(where)
-        return spec
 
-    def validate(self, where: str) -> None:
-        """Check names and hyperparameters; raise ConfigError naming ``where``."""
-        try:
-            algo_cls = ALGOS[self.algo]
-            valid = [
-                k
-                for k in init_keywords(algo_cls)
-                if k
-                not in (
-                    "self",
-                    "policy",
-                    "env",
-                    "policy_kwargs",
-                    "seed",
-                    "device",
-                    "verbose",
-                    "_init_setup_model",
-                    "tensorboard_log",
-                    "replay_buffer_class",
+def check(spec: AgentSpec, where: str | None = None) -> list[Intervention]:
+    """The checks of ``spec`` that need SB3 and torch, done once; returns its interventions, built.
+
+    :meth:`AgentSpec.from_dict <crl.spec.AgentSpec.from_dict>` checked what the spec alone
+    decides; this checks the rest: hyperparameter names (SB3's signature), the replay
+    buffer, the optimizer's name and values (a throw-away instance), and the interventions
+    (built, so their constructors check the values; then boundaries and replay needs).
+    Errors are one-line :class:`~crl.errors.ConfigError` naming ``where`` (default: the
+    agent's name).
+
+    Example:
+        >>> from crl.spec import AgentSpec
+        >>> spec = AgentSpec.from_dict({"description": "x", "interventions": [{"cbp": {"maturity": -1}}]}, "a.yaml")
+        >>> check(spec, "a.yaml")
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: a.yaml: intervention 'cbp': maturity must be a non-negative integer, got -1
+    """
+    try:
+        valid = hyperparameter_keywords(spec.algo)
+        for k in spec.hyperparameters:
+            if k not in valid:
+                raise ConfigError(f"hyperparameters: unknown key {k!r} for {spec.algo}; valid: {', '.join(valid)}")
+        if spec.replay_buffer != "fifo":
+            make_replay_buffer_class(spec.replay_buffer)
+        opt = dict(spec.optimizer)
+        check_optimizer_kwargs(opt.pop("name"), opt)
+        interventions = build(spec.interventions)
+        check_boundaries(interventions, spec.boundary_aware)
+        for iv in interventions:
+            if spec.replay_buffer != "fifo" and iv.needs_states:
+                raise ConfigError(
+                    f"intervention {iv.name!r} computes its importances from the most recent "
+                    f"transitions, which a {spec.replay_buffer!r} replay buffer does not keep in order; "
+                    "use replay_buffer: fifo"
                 )
-            ]
-            for k, v in self.hyperparameters.items():
-                if k not in valid:
-                    raise ConfigError(f"hyperparameters: unknown key {k!r} for {self.algo}; valid: {', '.join(valid)}")
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
-                    raise ConfigError(f"hyperparameters: {k} must not be negative, got {v!r}")
-            if self.network.activation not in ACTIVATIONS:
-                raise UnknownNameError("activation", self.network.activation, list(ACTIVATIONS))
-            if self.network.init not in INITS:
-                raise UnknownNameError("init", self.network.init, list(INITS))
-            if self.algo != "ppo" and (self.network.layer_norm or self.network.activation == "crelu"):
-                raise ConfigError("network: layer_norm and crelu are available for ppo only")
-            for key in ("pi", "vf", "qf"):
-                sizes = getattr(self.network, key)
-                if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
-                    raise ConfigError(f"network: {key} must be a list of positive integers, got {sizes!r}")
-            from crl.plasticity.replay import make_replay_buffer_class
-
-            make_replay_buffer_class(self.replay_buffer)
-            if self.algo != "sac" and self.replay_buffer != "fifo":
-                raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac agents only")
-            opt = dict(self.optimizer)
-            name = opt.pop("name", None)
-            if not isinstance(name, str):
-                raise ConfigError("optimizer: needs a 'name'")
-            check_optimizer_kwargs(name, opt)
-            from crl.plasticity.base import build, check_boundaries
-
-            built = build(self.interventions)
-            check_boundaries(built, self.boundary_aware)
-            for iv in built:
-                if self.replay_buffer != "fifo" and getattr(iv, "needs_states", False):
-                    raise ConfigError(
-                        f"intervention {iv.name!r} computes its importances from the most recent "
-                        f"transitions, which a {self.replay_buffer!r} replay buffer does not keep in order; "
-                        "use replay_buffer: fifo"
-                    )
-        except ConfigError as e:
-            raise ConfigError(f"{where}: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as plain data (what config.yaml shows)."""
-        return dataclasses.asdict(self)
+    except ConfigError as e:
+        raise ConfigError(f"{where or spec.name or 'agent'}: {e}") from None
+    return interventions
 
 
 def apply_init(module: nn.Module, init: str) -> None:
@@ -224,13 +175,18 @@ def build_model(
 ) -> tuple[BaseAlgorithm, InterventionSet]:
     """Build the SB3 model of ``spec`` on ``env`` and attach its interventions.
 
+    The spec is checked first (:func:`check`), so any :class:`~crl.spec.AgentSpec` may be
+    given, also one changed in Python after it was read.
+
     Example:
         >>> import gymnasium as gym
+        >>> from crl.spec import AgentSpec
         >>> spec = AgentSpec.from_dict({"description": "tiny", "hyperparameters": {"n_steps": 64}}, "x")
         >>> model, interventions = build_model(spec, gym.make("Pendulum-v1"), seed=0)
         >>> type(model).__name__, model.n_steps, interventions.names
         ('FastPPO', 64, [])
     """
+    interventions = check(spec)
     cls = ALGOS[spec.algo]
     hp = dict(spec.hyperparameters)
     torch.manual_seed(seed)
@@ -240,8 +196,6 @@ def build_model(
         policy = ArchActorCriticPolicy
         pkw["layer_norm"] = spec.network.layer_norm
     if spec.replay_buffer != "fifo":
-        from crl.plasticity.replay import make_replay_buffer_class
-
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": seed, **(hp.get("replay_buffer_kwargs") or {})}
     model = cls(policy, env, policy_kwargs=pkw, seed=seed, device=device, verbose=verbose, **hp)
@@ -254,5 +208,4 @@ def build_model(
             model.critic_target.load_state_dict(model.critic.state_dict())
     # SB3's default logger makes a temporary folder per learn() call; crl tracks metrics itself
     model.set_logger(Logger(folder=None, output_formats=[]))
-    interventions = attach(model, spec.interventions, boundary_aware=spec.boundary_aware)
-    return model, interventions
+    return model, InterventionSet(interventions, boundary_aware=spec.boundary_aware).attach(model)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -36,7 +35,7 @@ import gymnasium as gym
 
 from crl.system import usable_cores
 
-__all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "register_cli", "CONTENDERS"]
+__all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "print_table", "CONTENDERS"]
 
 ENV_ID = "crl/SlipperyAnt-v0"
 ENV_NAME = "slippery-ant"
@@ -175,16 +174,18 @@ def _run_crl(
 ) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
+    from crl.run.callbacks import CrlCallback
+
+    class TimeVecEnv(CrlCallback):
+        """Wraps the run's vec env in :func:`_time_vec_env` when training starts."""
+
+        def _init_callback(self) -> None:
+            _time_vec_env(self.training_env)
+
+        def _on_step(self) -> bool:
+            return True
 
     learn = _time_train(ALGOS["ppo"])
-    orig = run.make_vec_env
-
-    def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> Any:
-        venv = orig(env_id, make_kwargs, n_envs, kind)
-        _time_vec_env(venv)
-        return venv
-
-    run.make_vec_env = make_vec_env
     with tempfile.TemporaryDirectory() as d:
         cfg = run.RunConfig(
             env=ENV_NAME,
@@ -201,7 +202,7 @@ def _run_crl(
             agent_kwargs={"n_steps": 2048 // n_envs},
         )  # 2048 samples per update, as SB3's
         wall = _time_learn()
-        res = run.train(cfg)
+        res = run.train(cfg, callbacks=[TimeVecEnv()])
     return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
 
 
@@ -323,7 +324,8 @@ def throughput(
     }
 
 
-def _print_table(res: dict[str, Any]) -> None:
+def print_table(res: dict[str, Any]) -> None:
+    """Print the result of :func:`throughput` as a table (ratios to plain SB3, split of the time)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -364,82 +366,3 @@ def _print_table(res: dict[str, Any]) -> None:
                 f"warning: the machine's speed changed by more than {100 * SPREAD_WARN:.0f} % during the bench; "
                 "the ratios are less reliable (repeat with more --repeats or on a quieter machine)"
             )
-
-
-def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kind", choices=["throughput"], help="what to benchmark")
-    p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
-    p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
-    p.add_argument(
-        "--agent",
-        action="append",
-        default=None,
-        help="crl agents to compare (default: ppo, ppo-cbp); AGENT:VEC_ENV pins the vec env (ppo:dummy)",
-    )
-    p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
-    p.add_argument(
-        "--train-threads",
-        type=int,
-        default=0,
-        help="torch threads of crl's updates (default 0: one, as acting; 2 helps ~10%% on free cores "
-        "and collapses when other jobs hold them)",
-    )
-    p.add_argument(
-        "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
-    )
-    p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
-    p.add_argument(
-        "--probe-steps",
-        type=int,
-        default=1000,
-        help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
-        "one after the last; 0: no probes; default 1000)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def _bench(a: argparse.Namespace) -> int:
-    from crl.errors import ConfigError
-
-    if a.steps < 1 or a.repeats < 1:
-        raise ConfigError(f"--steps and --repeats must be >= 1, got {a.steps} and {a.repeats}")
-    if a.probe_steps < 0:
-        raise ConfigError(f"--probe-steps must be >= 0, got {a.probe_steps}")
-    if a.n_envs < 1 or 2048 % a.n_envs:
-        raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
-    agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
-    for c in agents:
-        kind = c.partition(":")[2]
-        if ":" in c and kind not in ("auto", "dummy", "proc"):
-            raise ConfigError(f"--agent {c}: vec env must be one of auto, dummy, proc; got {kind!r}")
-    res = throughput(
-        a.steps,
-        a.repeats,
-        ("sb3", *agents),
-        raw_steps=a.raw_steps,
-        n_envs=a.n_envs,
-        log=None if a.json else lambda s: print(s, file=sys.stderr),
-        vec_env=a.vec_env,
-        train_threads=a.train_threads,
-        probe_steps=a.probe_steps,
-    )
-    if a.json:
-        print(json.dumps(res, indent=2))
-    else:
-        _print_table(res)
-    return 0
-
-
-def _agent_exists(name: str) -> bool:
-    from crl.catalog import resolve_agent
-
-    try:
-        resolve_agent(name)
-    except Exception:
-        return False
-    return True
-
-
-def register_cli(command: Callable[..., Any]) -> None:
-    """Add ``crl bench`` to the CLI."""
-    command("bench", "benchmark crl's training throughput against plain SB3", _add)(_bench)

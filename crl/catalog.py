@@ -1,4 +1,4 @@
-"""The env and agent catalogs: YAML files found in catalog folders.
+"""The env and agent catalogs: YAML files found in catalog folders, read into specs.
 
 A catalog folder holds ``envs/*.yaml`` and/or ``agents/*.yaml`` (and ``experiments/``);
 the file stem is the catalog name. The built-in catalog ships with crl (the repo's
@@ -8,30 +8,30 @@ variable ``CRL_CATALOG`` (folders separated by ``os.pathsep``).
 
 Env YAML keys: ``description``, ``id`` (the Gymnasium id to register), ``base``,
 ``base_kwargs``, ``drifts``, ``schedule``, ``max_episode_steps``. Every env file goes
-through :func:`crl.drift.register_drifting`.
+through :func:`crl.drift.register_drifting`. The specs are :mod:`crl.spec`'s dataclasses;
+listing and reading them imports neither torch nor stable-baselines3, and only
+:func:`resolve_agent` (the agent about to be built) runs the builder's checks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium as gym
 
-from crl.config import from_mapping, load_yaml
+from crl.config import apply_overrides, load_yaml
 from crl.drift import register_drifting
 from crl.errors import ConfigError, CrlError, UnknownNameError
-
-if TYPE_CHECKING:  # agents pull in torch and SB3; `import crl` must not (drifts work from any RL code)
-    from crl.agents import AgentSpec
+from crl.spec import AgentSpec, EnvSpec
 
 __all__ = [
-    "EnvSpec",
     "catalog_dirs",
+    "added_catalogs",
     "builtin_dir",
     "env_specs",
     "agent_specs",
@@ -39,66 +39,31 @@ __all__ = [
     "resolve_env",
     "resolve_agent",
     "add_catalog",
+    "extra_catalogs",
     "register_catalog_envs",
+    "register_env",
 ]
 
 _EXTRA_DIRS: list[Path] = []
 
 
-@dataclass
-class EnvSpec:
-    """A drifting environment of the catalog (``envs/<name>.yaml``)."""
-
-    description: str
-    """Where the environment comes from and what drifts."""
-    id: str
-    """The Gymnasium id registered for it (``gymnasium.make(id)``)."""
-    base: str | None = None
-    """The wrapped environment's id; None for an env registered elsewhere."""
-    base_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Default keyword arguments of the base env."""
-    drifts: list[Any] = field(default_factory=list)
-    """Drift specs, ``[{name: {arguments}}, ...]``."""
-    schedule: dict[str, Any] | None = None
-    """When regimes change, ``{name: {arguments}}``."""
-    max_episode_steps: int | None = None
-    """Episode limit (default: the base env's)."""
-    name: str = ""
-    """Catalog name (the file stem)."""
-    path: str = ""
-    """The YAML file it was read from."""
-
-    def register(self) -> None:
-        """Register :attr:`id` with Gymnasium (through :func:`crl.drift.register_drifting`)."""
-        if self.base is None:
-            return
-        try:
-            register_drifting(
-                self.id,
-                base=self.base,
-                drifts=self.drifts,
-                schedule=self.schedule,
-                max_episode_steps=self.max_episode_steps,
-                **self.base_kwargs,
-            )
-        except ConfigError as e:
-            raise ConfigError(f"{self.path or self.name}: {e}") from None
-
-    def make_kwargs(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The fully resolved keyword arguments of ``gymnasium.make(self.id, ...)``."""
-        registered = gym.spec(self.id).kwargs if self.id in gym.registry else {}
-        out = {k: v for k, v in registered.items() if k not in ("base", "drifts", "schedule")}
-        if self.base is not None:
-            from crl.drift.registration import split_make_kwargs
-
-            drifts, schedule, wkw, base_kw = split_make_kwargs(
-                registered.get("drifts", self.drifts), registered.get("schedule", self.schedule), overrides or {}
-            )
-            out = {**{k: v for k, v in out.items() if k not in base_kw}, **base_kw}
-            out.update({"drifts": drifts, "schedule": schedule, "drift_seed": 0, "num_envs": 1, **wkw})
-        else:
-            out.update(overrides or {})
-        return out
+def register_env(spec: EnvSpec) -> None:
+    """Register ``spec.id`` with Gymnasium through :func:`crl.drift.register_drifting`, which
+    checks the drifts and the schedule (an env without a ``base`` is registered elsewhere).
+    """
+    if spec.base is None:
+        return
+    try:
+        register_drifting(
+            spec.id,
+            base=spec.base,
+            drifts=spec.drifts,
+            schedule=spec.schedule,
+            max_episode_steps=spec.max_episode_steps,
+            **spec.base_kwargs,
+        )
+    except ConfigError as e:
+        raise ConfigError(f"{spec.path or spec.name}: {e}") from None
 
 
 def builtin_dir() -> Path:
@@ -118,7 +83,12 @@ def add_catalog(path: str | Path) -> None:
     if p not in _EXTRA_DIRS:
         _EXTRA_DIRS.append(p)
     for spec in _load_envs(p).values():
-        spec.register()
+        register_env(spec)
+
+
+def extra_catalogs() -> list[Path]:
+    """The folders added with :func:`add_catalog` (``--catalog``), in order."""
+    return list(_EXTRA_DIRS)
 
 
 def catalog_dirs() -> list[Path]:
@@ -131,6 +101,11 @@ def catalog_dirs() -> list[Path]:
     return dirs
 
 
+def added_catalogs() -> list[Path]:
+    """The folders added with :func:`add_catalog` (``--catalog``), in order."""
+    return list(_EXTRA_DIRS)
+
+
 def _yaml_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) if folder.is_dir() else []
 
@@ -138,9 +113,7 @@ def _yaml_files(folder: Path) -> list[Path]:
 def _load_envs(catalog: Path) -> dict[str, EnvSpec]:
     out = {}
     for path in _yaml_files(catalog / "envs"):
-        spec = from_mapping(EnvSpec, load_yaml(path), str(path))
-        spec.name, spec.path = path.stem, str(path)
-        out[spec.name] = spec
+        out[path.stem] = EnvSpec.from_dict(load_yaml(path), str(path), name=path.stem, path=str(path))
     return out
 
 
@@ -153,9 +126,11 @@ def env_specs() -> dict[str, EnvSpec]:
 
 
 def agent_specs() -> dict[str, AgentSpec]:
-    """All agent specs by catalog name (later folders override earlier ones)."""
-    from crl.agents import AgentSpec
+    """All agent specs by catalog name (later folders override earlier ones).
 
+    Each is checked as far as the spec alone decides (:meth:`AgentSpec.from_dict`), without
+    importing torch or SB3; :func:`resolve_agent` checks the agent to be built in full.
+    """
     out: dict[str, AgentSpec] = {}
     for d in catalog_dirs():
         for path in _yaml_files(d / "agents"):
@@ -190,9 +165,8 @@ def resolve_env(name: str) -> EnvSpec:
         return specs[name]
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
-        spec = from_mapping(EnvSpec, load_yaml(path), str(path))
-        spec.name, spec.path = path.stem, str(path)
-        spec.register()
+        spec = EnvSpec.from_dict(load_yaml(path), str(path), name=path.stem, path=str(path))
+        register_env(spec)
         return spec
     for spec in specs.values():
         if spec.id == name:
@@ -202,17 +176,42 @@ def resolve_env(name: str) -> EnvSpec:
     raise UnknownNameError("env", name, list(specs))
 
 
-def resolve_agent(name: str) -> AgentSpec:
-    """An agent by catalog name or YAML path."""
-    from crl.agents import AgentSpec
+def resolve_agent(name: str, overrides: dict[str, Any] | None = None) -> AgentSpec:
+    """The agent to build, by catalog name or YAML path, checked in full (once).
 
+    Args:
+        name: a catalog name (``ppo-cbp``) or the path of an agent YAML file.
+        overrides: ``{key: value}`` set in the spec before it is checked; dotted keys reach
+            inside (``optimizer.betas``), and a key that is not a field of
+            :class:`~crl.spec.AgentSpec` is a hyperparameter (``n_steps`` means
+            ``hyperparameters.n_steps``), as ``--agent-kwargs`` writes them.
+
+    Runs :func:`crl.agents.check` (importing torch and SB3), so a bad hyperparameter,
+    optimizer value or intervention argument fails here, naming the file.
+
+    Example:
+        >>> spec = resolve_agent("ppo", {"n_steps": 64, "network.activation": "tanh"})
+        >>> spec.hyperparameters["n_steps"], spec.network.activation
+        (64, 'tanh')
+    """
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
-        return AgentSpec.from_dict(load_yaml(path), str(path), name=path.stem)
-    files = {p.stem: p for d in catalog_dirs() for p in _yaml_files(d / "agents")}
-    if name in files:  # read only this file: a broken file elsewhere in a catalog does not matter here
-        return AgentSpec.from_dict(load_yaml(files[name]), str(files[name]), name=name)
-    raise UnknownNameError("agent", name, list(files))
+    else:  # read only this file: a broken file elsewhere in a catalog does not matter here
+        files = {p.stem: p for d in catalog_dirs() for p in _yaml_files(d / "agents")}
+        if name not in files:
+            raise UnknownNameError("agent", name, list(files))
+        path = files[name]
+    data, where = load_yaml(path), str(path)
+    if overrides and isinstance(data, dict):  # not a mapping: from_dict says so
+        fields = {f.name for f in dataclasses.fields(AgentSpec)}
+        routed = {(k if k.split(".")[0] in fields else f"hyperparameters.{k}"): v for k, v in overrides.items()}
+        data = apply_overrides(data, routed)
+        where = f"{where} with overrides"
+    spec = AgentSpec.from_dict(data, where, name=path.stem)
+    from crl.agents import check  # the builder: torch and SB3
+
+    check(spec, where)
+    return spec
 
 
 def register_catalog_envs() -> None:
@@ -225,7 +224,7 @@ def register_catalog_envs() -> None:
         try:
             specs = _load_envs(d)
             for spec in specs.values():
-                spec.register()
+                register_env(spec)
         except CrlError as e:
             if d == builtin_dir():
                 raise

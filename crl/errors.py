@@ -3,15 +3,20 @@
 Every error that a user can cause (a bad name, a bad YAML key or value, a missing
 file) is a :class:`CrlError`; the command line prints its message on one line and
 exits with status 2, so nothing else needs to catch them.
+
+The two argument checks of crl live here too, beside the error they raise:
+:func:`check_int` (every count, step, seed and size) and :func:`check_non_negative`
+(every rate, strength, scale and range). Both name the parameter, the value and what is
+valid, on one line.
 """
 
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["CrlError", "ConfigError", "UnknownNameError", "NonFiniteLossError", "check_non_negative"]
+__all__ = ["CrlError", "ConfigError", "UnknownNameError", "NonFiniteLossError", "check_int", "check_non_negative"]
 
 
 class CrlError(Exception):
@@ -70,3 +75,41 @@ def check_non_negative(name: str, value: Any, strict: bool = False) -> float:
     if not (ok and (value > 0 if strict else value >= 0)):
         raise ConfigError(f"{name} must be {'> 0' if strict else '>= 0'} and finite, got {value!r}")
     return float(value)
+
+
+def check_int(name: str, value: Any, minimum: int | None = 0, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer in ``[minimum, maximum]`` (``None``: unbounded).
+
+    Otherwise a one-line :class:`ConfigError` naming the parameter, the value and what is
+    valid. Booleans, floats (even ``2.0``) and strings are refused; numpy integers are
+    accepted. The check of every count, step, seed and layer size in crl.
+
+    Example:
+        >>> check_int("change_every", 500, minimum=1)
+        500
+        >>> check_int("change_every", 0, minimum=1)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: change_every must be a positive integer, got 0
+        >>> check_int("maturity", 2.0)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: maturity must be a non-negative integer, got 2.0
+        >>> check_int("window", 300, minimum=1, maximum=200)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: window must be an integer in [1, 200], got 300
+    """
+    ok = isinstance(value, Integral) and not isinstance(value, bool)
+    if ok and (minimum is None or value >= minimum) and (maximum is None or value <= maximum):
+        return int(value)
+    raise ConfigError(f"{name} must be {_integer_range(minimum, maximum)}, got {value!r}")
+
+
+def _integer_range(minimum: int | None, maximum: int | None) -> str:
+    """``'a positive integer'``, ``'an integer in [1, 5]'``, ... (what :func:`check_int` accepts)."""
+    if maximum is not None:
+        return f"an integer <= {maximum}" if minimum is None else f"an integer in [{minimum}, {maximum}]"
+    return {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}"
+    )

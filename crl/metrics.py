@@ -43,6 +43,7 @@ __all__ = [
     "forgetting",
     "plasticity_score",
     "run_metrics",
+    "format_value",
 ]
 
 RET = "charts/episodic_return"
@@ -218,11 +219,17 @@ def run_metrics(run_dir: str | Path, reference_dirs: list[str | Path] | None = N
     return out
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A metric value as table text: floats to 4 significant digits (NaN as ``-``), lists and dicts joined.
+
+    Example:
+        >>> format_value({"0": 1.23456, "1": float("nan")})
+        '0: 1.235, 1: -'
+    """
     if isinstance(v, dict):
-        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) or "-"
+        return ", ".join(f"{k}: {format_value(x)}" for k, x in v.items()) or "-"
     if isinstance(v, list):
-        return ", ".join(_fmt(x) for x in v)
+        return ", ".join(format_value(x) for x in v)
     if isinstance(v, float):
         return "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)

@@ -27,10 +27,7 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -42,7 +39,7 @@ import numpy as np
 
 from crl.system import usable_cores
 
-__all__ = ["METHODS", "TASKS", "run_probe", "train_method", "register_cli"]
+__all__ = ["METHODS", "TASKS", "run_probe", "train_method", "write_figure", "print_table", "early_late"]
 
 
 @dataclass(frozen=True)
@@ -271,9 +268,9 @@ def run_probe(
     bin_size = bin_size or change_every or TASKS[task].default_change_every  # one bin per task
     if seeds < 1 or examples < bin_size or bin_size < 1:
         raise ConfigError(f"need seeds >= 1 and examples >= bin size >= 1, got {seeds}, {examples}, {bin_size}")
-    from crl.stats import _rliable, iqm_curve
+    from crl.stats import import_rliable, iqm_curve
 
-    _rliable()  # the summary's statistics: fail now, not after the training
+    import_rliable()  # the summary's statistics: fail now, not after the training
     args = [(task, m, seeds, examples, step_size, change_every, bin_size, seed, known[m]) for m in methods]
     workers = max(1, min(workers or usable_cores(), len(methods)))
     t0 = time.perf_counter()
@@ -344,7 +341,8 @@ def write_figure(res: dict[str, Any], out: Path) -> Path:
     return path
 
 
-def _print_table(res: dict[str, Any]) -> None:
+def print_table(res: dict[str, Any]) -> None:
+    """Print the result of :func:`run_probe` as a table (error bins per method)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -363,56 +361,3 @@ def _print_table(res: dict[str, Any]) -> None:
         cells = [f"{m['bins'][b]['iqm']:.3g} [{m['bins'][b]['lo']:.3g}, {m['bins'][b]['hi']:.3g}]" for b in picks]
         t.add_row(name, *cells, f"{late / early:.2f}" if early > 0 else "n/a")
     Console().print(t)
-
-
-def _add(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="bit-flipping", help=f"one of {', '.join(TASKS)}")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    p.add_argument("--seeds", type=int, default=10, help="networks per method (default 10)")
-    p.add_argument(
-        "--examples",
-        type=int,
-        default=200_000,
-        help="examples per network (default 200000, a fifth of Dohare's 1M: enough for plain backprop's error "
-        "to rise clearly on bit-flipping at step size 0.01, in about 5 minutes on 2 cores for all six methods; "
-        "the paper's full curves need --examples 1000000)",
-    )
-    p.add_argument("--step-size", type=float, default=None, help="SGD step size (default: the task's, 0.01)")
-    p.add_argument("--change-every", type=int, default=None, help="examples per task (default 10000 / 5000)")
-    p.add_argument(
-        "--bin-size", type=int, default=None, help="examples per error bin (default: one task, --change-every)"
-    )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/probe", help="folder of the figure and results.json")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def _probe(a: argparse.Namespace) -> int:
-    res = run_probe(
-        a.task,
-        [m.strip() for m in a.methods.split(",") if m.strip()],
-        seeds=a.seeds,
-        examples=a.examples,
-        step_size=a.step_size,
-        change_every=a.change_every,
-        bin_size=a.bin_size,
-        workers=a.workers,
-        seed=a.seed,
-        log=None if a.json else lambda s: print(s, file=sys.stderr),
-    )
-    out = Path(a.out)
-    fig = write_figure(res, out)
-    saved = out / f"probe-{res['task']}.json"
-    saved.write_text(json.dumps(res, indent=1))
-    if a.json:
-        print(json.dumps(res, indent=1))
-    else:
-        _print_table(res)
-        print(f"{res['seconds']:.0f} s; figure {fig}; results {saved}")
-    return 0
-
-
-def register_cli(command: Callable[..., Any]) -> None:
-    """Add ``crl probe`` to the CLI."""
-    command("probe", "loss of plasticity in a supervised stream (bit-flipping, permuted digits)", _add)(_probe)

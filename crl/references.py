@@ -1,4 +1,4 @@
-"""From-scratch reference runs for forward transfer, and the ``crl metrics`` command.
+"""From-scratch reference runs for forward transfer (``crl metrics --make-references``).
 
 :mod:`crl.metrics` only reads run folders; launching reference runs trains agents, so it
 lives here, one layer up (``references -> run``, ``references -> metrics``).
@@ -6,13 +6,11 @@ lives here, one layer up (``references -> run``, ``references -> metrics``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from crl.metrics import _fmt, load_run, run_metrics
+from crl.metrics import load_run
 
-__all__ = ["make_references", "register_cli"]
+__all__ = ["make_references"]
 
 
 def make_references(run_dir: str | Path, steps: int | None = None, experiment: str | None = None) -> list[Path]:
@@ -57,54 +55,3 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
         )
         out.append(res.run_dir)
     return out
-
-
-# -- CLI ------------------------------------------------------------------------
-def register_cli(command: Any) -> None:
-    """Add ``crl metrics`` to the CLI."""
-
-    def add(p: Any) -> None:
-        p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
-        p.add_argument(
-            "--reference",
-            action="append",
-            default=[],
-            metavar="DIR",
-            help="from-scratch reference run (one per regime), for forward transfer",
-        )
-        p.add_argument(
-            "--make-references",
-            action="store_true",
-            help="launch from-scratch reference runs on each regime of each run first",
-        )
-        p.add_argument("--frac", type=float, default=0.1, help="share of a regime giving its final return")
-        p.add_argument("--json", action="store_true", help="print JSON")
-
-    @command("metrics", "continual-learning metrics of run folders", add)
-    def _metrics(a: Any) -> int:
-        results = {}
-        for d in a.run_dirs:
-            refs = list(a.reference)
-            if a.make_references:
-                refs += [str(p) for p in make_references(d)]
-            results[d] = run_metrics(d, refs or None, frac=a.frac)
-        if a.json:
-            print(json.dumps(results, indent=1, default=float))
-            return 0
-        from rich.console import Console
-        from rich.table import Table
-
-        keys = [
-            "average_performance",
-            "mean_forgetting",
-            "mean_forward_transfer",
-            "plasticity_score",
-            "forgetting",
-            "forward_transfer",
-            "source",
-        ]
-        t = Table("metric", *(Path(d).name for d in results))
-        for k in keys:
-            t.add_row(k, *(_fmt(r[k]) for r in results.values()))
-        Console().print(t)
-        return 0

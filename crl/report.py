@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
@@ -40,9 +39,6 @@ __all__ = [
     "build_report",
     "print_compare",
     "log_report_to_wandb",
-    "add_report_commands",
-    "cmd_report",
-    "cmd_compare",
 ]
 
 RETURN = "charts/episodic_return"
@@ -610,65 +606,3 @@ def print_compare(
         for _, row in tables[key].iterrows():
             t.add_row(*[f"[{styles[str(row[c])]}]{row[c]}[/]" if str(row[c]) in styles else str(row[c]) for c in cols])
         console.print(t)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """CLI handler of ``crl report``: build the report and print its path."""
-    path = build_report(
-        args.runs_dir,
-        args.out,
-        bin_steps=args.bin_steps,
-        late_fraction=args.late_fraction,
-        poi=args.poi,
-        reps=args.reps,
-        wandb=args.wandb,
-        wandb_project=args.wandb_project,
-        wandb_mode=args.wandb_mode,
-    )
-    print(path)
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """CLI handler of ``crl compare``: print the tables."""
-    print_compare(args.runs_dir, poi=args.poi, late_fraction=args.late_fraction, reps=args.reps)
-    return 0
-
-
-def _report_args(rp: argparse.ArgumentParser) -> None:
-    rp.add_argument("runs_dir")
-    rp.add_argument("-o", "--out", default=None, help="output folder (default RUNS_DIR/report)")
-    rp.add_argument("--bin-steps", type=int, default=10_000, help="width of the return bins in steps")
-    rp.add_argument("--late-fraction", type=float, default=0.25, help="late part of each regime, as a fraction")
-    rp.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
-    rp.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
-    rp.add_argument("--wandb", action="store_true", help="also log figures and tables as a wandb report run")
-    rp.add_argument("--wandb-project", default="crl")
-    rp.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"])
-    rp.set_defaults(func=cmd_report)
-
-
-def _compare_args(cp: argparse.ArgumentParser) -> None:
-    cp.add_argument("runs_dir")
-    cp.add_argument("--late-fraction", type=float, default=0.25)
-    cp.add_argument("--poi", action="store_true")
-    cp.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
-    cp.set_defaults(func=cmd_compare)
-
-
-def add_report_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``report`` and ``compare`` on an argparse sub-parser set (handler in ``args.func``).
-
-    Example:
-        >>> p = argparse.ArgumentParser(); add_report_commands(p.add_subparsers(dest="cmd"))
-        >>> p.parse_args(["compare", "runs"]).func is cmd_compare
-        True
-    """
-    _report_args(subparsers.add_parser("report", help="build the HTML comparison report from run directories"))
-    _compare_args(subparsers.add_parser("compare", help="print the comparison tables in the terminal"))
-
-
-def register_cli(command: Any) -> None:
-    """Add ``crl report`` and ``crl compare`` to the ``crl`` command (see :mod:`crl.cli`)."""
-    command("report", "build the HTML comparison report from run directories", _report_args)(cmd_report)
-    command("compare", "print the comparison tables in the terminal", _compare_args)(cmd_compare)

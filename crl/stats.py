@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["iqm", "iqm_ci", "iqm_curve", "slope", "probability_of_improvement"]
+__all__ = ["import_rliable", "iqm", "iqm_ci", "iqm_curve", "slope", "probability_of_improvement"]
 
 
 def iqm(x: np.ndarray) -> float:
@@ -31,7 +31,7 @@ def iqm(x: np.ndarray) -> float:
     return float(trim_mean(x, 0.25))
 
 
-def _rliable():
+def import_rliable():
     """Import ``rliable.library`` and ``rliable.metrics``.
 
     ``arch`` 7.2 (a dependency of rliable) calls pandas' private ``deprecate_kwarg`` with the
@@ -59,7 +59,7 @@ def _rliable():
 
 
 def _interval(scores: np.ndarray, func: Callable[[np.ndarray], np.ndarray], reps: int, seed: int):
-    rly, _ = _rliable()
+    rly, _ = import_rliable()
     np.random.seed(seed)  # rliable draws from numpy's global generator
     point, ci = rly.get_interval_estimates({"a": scores}, func, reps=reps)
     return np.atleast_1d(point["a"]), np.asarray(ci["a"]).reshape(2, -1)
@@ -141,7 +141,7 @@ def probability_of_improvement(
         >>> probability_of_improvement(np.array([2.0, 3.0]), np.array([0.0, 1.0]), reps=50)[0]
         1.0
     """
-    rly, metrics = _rliable()
+    rly, metrics = import_rliable()
     a = np.asarray(x, dtype=float).reshape(-1, 1)
     b = np.asarray(y, dtype=float).reshape(-1, 1)
     np.random.seed(seed)

@@ -38,13 +38,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crl.config import from_mapping, load_yaml
 from crl.errors import ConfigError
-from crl.run import CHECKPOINT, RunConfig, read_status
+from crl.run.status import RUN_STATES, checkpoint_step, mark_stopped, read_status, run_state
+from crl.spec import RunConfig, SweepSpec
 from crl.system import CORES_ENV, usable_cores
 
 __all__ = [
@@ -61,9 +62,6 @@ __all__ = [
     "GRID_KEYS",
 ]
 
-#: States of a run before a sweep starts (what ``--dry-run`` prints).
-RUN_STATES = ("new", "finished", "resumable", "failed")
-
 #: RunConfig fields that the sweep file sets through its own keys (not through ``run:``).
 GRID_KEYS = (
     "env",
@@ -79,50 +77,6 @@ GRID_KEYS = (
     "wandb",
     "command",
 )
-
-
-@dataclass
-class SweepSpec:
-    """A sweep file.
-
-    Example:
-        >>> spec = SweepSpec(description="demo", envs=["CartPole-v1"], agents=["ppo"], seeds=2, steps=1000)
-        >>> [(c.env, c.agent, c.seed) for c in expand(spec, run_dir="/tmp/runs")]
-        [('CartPole-v1', 'ppo', 0), ('CartPole-v1', 'ppo', 1)]
-    """
-
-    description: str
-    """What the sweep compares, where it comes from, and its measured cost."""
-    envs: list[str]
-    """Env names (catalog names, YAML paths or Gymnasium ids)."""
-    agents: list[str]
-    """Agent names (catalog names or YAML paths)."""
-    seeds: list[int] | int = 1
-    """Seeds, or a count n meaning seeds 0..n-1."""
-    steps: int = 100_000
-    """Environment steps per run."""
-    experiment: str = ""
-    """Folder under the runs dir (default: the file's stem)."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Overrides applied to every env."""
-    agent_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Overrides applied to every agent."""
-    n_envs: int = 1
-    """Parallel envs per run (also the CPUs a Ray task declares)."""
-    checkpoint_every: int = 50_000
-    """Steps between checkpoints."""
-    wandb: str = "auto"
-    """wandb mode of every run."""
-    report: bool = False
-    """Build the HTML report of the experiment at the end."""
-    retries: int | None = None
-    """Times a failed run is retried (default: 0 locally, 2 on Ray); ``--retries`` overrides."""
-    run: dict[str, Any] = field(default_factory=dict)
-    """Other :class:`~crl.run.RunConfig` fields for every run (``loss_log_every``, ``wandb_project``...)."""
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
 
 def _check_run_extras(extras: dict[str, Any], where: str) -> dict[str, Any]:
@@ -192,67 +146,33 @@ def expand(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, **o
 
 
 def train_command(cfg: RunConfig) -> str:
-    """The ``crl train`` command line equivalent to ``cfg`` (recorded in config.yaml)."""
+    """The ``crl train`` command line equivalent to ``cfg`` (recorded in config.yaml).
+
+    Every :class:`~crl.spec.RunConfig` field is a ``crl train`` option (``--field-name``):
+    the run's identity is always written, the other fields where they differ from the default.
+
+    Example:
+        >>> cmd = train_command(RunConfig(env="slippery-ant", agent="ppo", n_envs=4, env_kwargs={"change_every": 500}))
+        >>> cmd[:45], cmd[-40:]
+        ('crl train --env slippery-ant --agent ppo --se', '--env-kwargs change_every=500 --n-envs 4')
+    """
     import shlex
 
     import yaml
 
-    def kv(d: dict[str, Any]) -> list[str]:
-        return [
-            f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-            for k, v in d.items()
-        ]
+    def value(v: Any) -> str:
+        return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
-    parts = [
-        "crl",
-        "train",
-        "--env",
-        cfg.env,
-        "--agent",
-        cfg.agent,
-        "--seed",
-        str(cfg.seed),
-        "--steps",
-        str(cfg.steps),
-        "--experiment",
-        cfg.experiment,
-        "--run-dir",
-        cfg.run_dir,
-        "--n-envs",
-        str(cfg.n_envs),
-        "--checkpoint-every",
-        str(cfg.checkpoint_every),
-        "--wandb",
-        cfg.wandb,
-    ]
-    if cfg.vec_env != "auto":
-        parts += ["--vec-env", cfg.vec_env]
-    if cfg.torch_threads != 1:
-        parts += ["--torch-threads", str(cfg.torch_threads)]
-    if cfg.train_threads:
-        parts += ["--train-threads", str(cfg.train_threads)]
-    if cfg.env_kwargs:
-        parts += ["--env-kwargs", *kv(cfg.env_kwargs)]
-    if cfg.agent_kwargs:
-        parts += ["--agent-kwargs", *kv(cfg.agent_kwargs)]
+    always = ("env", "agent", "seed", "steps", "experiment", "run_dir")
+    parts = ["crl", "train"]
+    for f in dataclasses.fields(RunConfig):
+        v = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in ("command", "progress") or (f.name not in always and v == default):
+            continue
+        opt = "--" + f.name.replace("_", "-")
+        parts += [opt, *(f"{k}={value(x)}" for k, x in v.items())] if isinstance(v, dict) else [opt, str(v)]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def run_state(run_dir: str | Path) -> str:
-    """State of a run folder before a sweep starts it: one of :data:`RUN_STATES`.
-
-    ``finished`` (skipped), ``failed`` (retried; resumes from its checkpoint if any),
-    ``resumable`` (unfinished with a checkpoint: interrupted, killed) or ``new``
-    (nothing there, or started without reaching a checkpoint: starts from scratch).
-
-    Example:
-        >>> run_state("/nonexistent/run")
-        'new'
-    """
-    status = (read_status(run_dir) or {}).get("status")
-    if status in ("finished", "failed"):
-        return status
-    return "resumable" if (Path(run_dir) / CHECKPOINT).exists() else "new"
 
 
 @dataclass
@@ -271,14 +191,14 @@ def plan(spec: SweepSpec, run_dir: str = "runs", wandb: str | None = None, **ove
     Every (env, agent) pair is checked first, so a bad name or argument is a
     :class:`~crl.errors.ConfigError` before anything starts.
     """
-    from crl.run import _Runner, run_name
+    from crl.run import Runner, run_name
 
-    checked: dict[tuple[str, str], Any] = {}
+    checked: dict[tuple[str, str], Runner] = {}
     out = []
     for cfg in expand(spec, run_dir, wandb, **overrides):
         key = (cfg.env, cfg.agent)
         if key not in checked:
-            checked[key] = _Runner(cfg)
+            checked[key] = Runner(cfg)  # resolves and checks everything; writes nothing
         r = checked[key]
         name = run_name(r.env_spec, r.agent_spec, cfg.seed)
         d = Path(cfg.run_dir) / cfg.experiment / name
@@ -319,7 +239,7 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: i
     import warnings
 
     from crl.catalog import add_catalog
-    from crl.run import _write_status, train
+    from crl.run import train
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     if cores is not None:
@@ -336,7 +256,7 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: i
         d = _run_dir_of(cfg)
         st = read_status(d) if d else None
         if d is not None and st is not None and st.get("status") == "running":
-            _write_status(d, status="interrupted", error="interrupted (the last checkpoint is kept)")
+            mark_stopped(d, "interrupted", "interrupted (the last checkpoint is kept)")
         return RunOutcome(
             "interrupted",
             int((st or {}).get("global_step", 0)),
@@ -351,10 +271,11 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: i
 
 def _run_dir_of(cfg: RunConfig) -> Path | None:
     try:
-        from crl.catalog import resolve_env
-        from crl.run import _resolve_agent, run_name
+        from crl.catalog import resolve_agent
+        from crl.run import env_of, run_name
 
-        return Path(cfg.run_dir) / cfg.experiment / run_name(resolve_env(cfg.env), _resolve_agent(cfg), cfg.seed)
+        agent = resolve_agent(cfg.agent, cfg.agent_kwargs)
+        return Path(cfg.run_dir) / cfg.experiment / run_name(env_of(cfg.env), agent, cfg.seed)
     except Exception:
         return None
 
@@ -447,7 +368,7 @@ class _Book:
     def __init__(self, runs: list[PlannedRun], retries: int, progress: bool, experiment: str) -> None:
         self.runs, self.retries = runs, retries
         self.progress = _Progress(experiment, len(runs), progress, self.steps)
-        self.start_step = [_checkpoint_step(r.dir) for r in runs]
+        self.start_step = [checkpoint_step(r.dir) for r in runs]
         self.attempts = [0] * len(runs)
         self.wall_s = [0.0] * len(runs)
         self.outcomes: list[RunOutcome | None] = [None] * len(runs)
@@ -495,20 +416,18 @@ class _Book:
         self.outcomes[i] = out
         self.progress.update(**self.counts())
 
+    def stopped(self, i: int, out: RunOutcome | None, t0: float) -> None:
+        """Record a run stopped by an interrupt (``out``: what it reported, None if nothing)."""
+        if out is None:
+            out = RunOutcome("interrupted", 0, time.time() - t0, "interrupted")
+            mark_stopped(self.runs[i].dir, "interrupted", "interrupted")
+        self.running.discard(i)
+        self.wall_s[i] += out.wall_s
+        self.outcomes[i] = out
 
-def _checkpoint_step(run_dir: Path) -> int:
-    if not (run_dir / CHECKPOINT).exists():
-        return 0
-    return int((read_status(run_dir) or {}).get("checkpoint_step", 0))
-
-
-def _mark_failed(run: PlannedRun, error: str) -> None:
-    """Write ``failed`` into the status of a run whose process died without writing it."""
-    from crl.run import _write_status
-
-    st = read_status(run.dir)
-    if st is not None and st.get("status") in ("running", None):
-        _write_status(run.dir, status="failed", error=error)
+    def announce_interrupt(self, what: str) -> None:
+        """Tell the user that the sweep stops ``what`` (its last checkpoints are kept)."""
+        print(f"[sweep] interrupted: {what}; their last checkpoints are kept", file=sys.stderr, flush=True)
 
 
 def _signal_name(code: int | None) -> str:
@@ -518,6 +437,16 @@ def _signal_name(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exited with status {code}"
+
+
+def _received(conn: Any) -> RunOutcome | None:
+    """The outcome a local worker sent through its pipe (None if it sent nothing)."""
+    try:
+        if conn.poll():
+            return RunOutcome(**conn.recv())
+    except (EOFError, OSError):
+        pass
+    return None
 
 
 def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -> bool:
@@ -547,16 +476,11 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 if p.is_alive():
                     continue
                 p.join()
-                out = None
-                try:
-                    if conn.poll():
-                        out = RunOutcome(**conn.recv())
-                except (EOFError, OSError):
-                    out = None
+                out = _received(conn)
                 conn.close()
                 if out is None:
                     err = f"worker process {_signal_name(p.exitcode)} (a crash or a kill, not a Python error)"
-                    _mark_failed(book.runs[i], err)
+                    mark_stopped(book.runs[i].dir, "failed", err)
                     st = read_status(book.runs[i].dir) or {}
                     out = RunOutcome("failed", int(st.get("global_step", 0)), time.time() - t0, err)
                 del procs[i]
@@ -564,11 +488,7 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
                 book.progress.update(**book.counts())
         return True
     except KeyboardInterrupt:
-        print(
-            f"[sweep] interrupted: stopping {len(procs)} running run(s); their last checkpoints are kept",
-            file=sys.stderr,
-            flush=True,
-        )
+        book.announce_interrupt(f"stopping {len(procs)} running run(s)")
         for p, _, _ in procs.values():
             if p.is_alive():
                 os.kill(p.pid, signal.SIGTERM)
@@ -578,22 +498,7 @@ def _run_local(book: _Book, workers: int, catalogs: list[str], grace_s: float) -
             if p.is_alive():
                 p.kill()
                 p.join()
-            out = None
-            try:
-                if conn.poll():
-                    out = RunOutcome(**conn.recv())
-            except (EOFError, OSError):
-                pass
-            if out is None:
-                out = RunOutcome("interrupted", 0, time.time() - t0, "interrupted")
-                from crl.run import _write_status
-
-                st = read_status(book.runs[i].dir)
-                if st is not None and st.get("status") == "running":
-                    _write_status(book.runs[i].dir, status="interrupted", error="interrupted")
-            book.running.discard(i)
-            book.wall_s[i] += out.wall_s
-            book.outcomes[i] = out
+            book.stopped(i, _received(conn), t0)
         return False
 
 
@@ -625,26 +530,20 @@ def _run_ray(book: _Book, address: str, catalogs: list[str]) -> bool:
                     out = ray.get(ref)
                 except Exception as e:
                     err = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                    _mark_failed(book.runs[i], err)
+                    mark_stopped(book.runs[i].dir, "failed", err)
                     out = RunOutcome("failed", 0, time.time() - t0, err)
                 book.ended(i, out)
         return True
     except KeyboardInterrupt:
-        print(
-            f"[sweep] interrupted: cancelling {len(refs)} Ray task(s); their last checkpoints are kept",
-            file=sys.stderr,
-            flush=True,
-        )
+        book.announce_interrupt(f"cancelling {len(refs)} Ray task(s)")
         for ref in refs:
             ray.cancel(ref, force=False)
         for ref, (i, t0) in refs.items():
             try:
                 out = ray.get(ref, timeout=120)
             except Exception:
-                out = RunOutcome("interrupted", 0, time.time() - t0, "interrupted")
-            book.running.discard(i)
-            book.wall_s[i] += out.wall_s
-            book.outcomes[i] = out
+                out = None
+            book.stopped(i, out, t0)
         return False
 
 
@@ -698,9 +597,9 @@ def run_sweep(
     if retries < 0:
         raise ConfigError(f"--retries must be >= 0, got {retries}")
     if catalogs is None:
-        from crl import catalog
+        from crl.catalog import extra_catalogs
 
-        catalogs = [str(Path(d).resolve()) for d in getattr(catalog, "_EXTRA_DIRS", [])]
+        catalogs = [str(Path(d).resolve()) for d in extra_catalogs()]
     runs = plan(spec, run_dir, wandb, progress=False, **overrides)
     before = {r.name: r.state for r in runs}
     t0 = time.time()

@@ -77,3 +77,35 @@ def check_resumes_exactly(
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert rows(run / "regimes.csv") == rows(reference / "regimes.csv")
     assert rows(run / "metrics.csv") == rows(reference / "metrics.csv")
+
+
+#: Small PPO hyperparameters of the resume tests.
+SMALL = ["--agent-kwargs", "n_steps=256", "batch_size=64", "n_epochs=2"]
+
+
+def train_args(
+    run_dir: Path, steps: int, *extra: str, agent: str = "ppo", seed: int = 3, agent_kwargs: tuple[str, ...] = ()
+) -> list[str]:
+    """``crl train`` of a small PPO agent on Slippery Ant (friction redrawn every 700 steps)."""
+    return [
+        "train",
+        "--env",
+        "slippery-ant",
+        "--agent",
+        agent,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--env-kwargs",
+        "change_every=700",
+        "episode_steps=200",
+        *SMALL,
+        *agent_kwargs,
+        "--run-dir",
+        str(run_dir),
+        "--checkpoint-every",
+        "256",
+        "--no-progress",
+        *extra,
+    ]

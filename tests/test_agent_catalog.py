@@ -65,20 +65,20 @@ def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
 
     steps = SIZES["ppo" if agent.startswith("ppo") else "sac"][0]
     stop_at = int(steps * 0.6)
-    original = crl.run.RunCallback._on_step
+    original = crl.run.RegimeLogger._on_step
 
     def interrupting(self):
         if self.num_timesteps >= stop_at:
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(crl.run.RunCallback, "_on_step", interrupting)
+    monkeypatch.setattr(crl.run.RegimeLogger, "_on_step", interrupting)
     assert main(_args(agent, tmp_path)) == 130
     (run,) = (tmp_path / "default").iterdir()
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "interrupted" and status["checkpoint_step"] < stop_at
 
-    monkeypatch.setattr(crl.run.RunCallback, "_on_step", original)
+    monkeypatch.setattr(crl.run.RegimeLogger, "_on_step", original)
     assert main(_args(agent, tmp_path)) == 0
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "finished" and status["global_step"] >= steps
@@ -109,16 +109,16 @@ def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     import crl.run
 
     assert main(_args(agent, tmp_path / "ref", SMALL)) == 0
-    original = crl.run.RunCallback._on_step
+    original = crl.run.RegimeLogger._on_step
 
     def interrupting(self):
         if self.num_timesteps >= (450 if agent.startswith("ppo") else 250):
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(crl.run.RunCallback, "_on_step", interrupting)
+    monkeypatch.setattr(crl.run.RegimeLogger, "_on_step", interrupting)
     assert main(_args(agent, tmp_path / "cut", SMALL)) == 130
-    monkeypatch.setattr(crl.run.RunCallback, "_on_step", original)
+    monkeypatch.setattr(crl.run.RegimeLogger, "_on_step", original)
     assert main(_args(agent, tmp_path / "cut", SMALL)) == 0
     (ref,) = (tmp_path / "ref" / "default").iterdir()
     (cut,) = (tmp_path / "cut" / "default").iterdir()

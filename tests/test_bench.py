@@ -57,16 +57,16 @@ def _result(probes):
 
 
 def test_table_shows_round_ratios_and_warns_when_the_machine_speed_moved(capsys):
-    from crl.bench import _print_table
+    from crl.bench import print_table
 
-    _print_table(_result([5000.0, 5100.0, 4950.0]))
+    print_table(_result([5000.0, 5100.0, 4950.0]))
     out = capsys.readouterr().out
     assert "2.40-2.60x" in out
     assert "4950-5100 steps/s, spread 3 %" in out and "warning" not in out
-    _print_table(_result([5000.0, 3500.0, 4000.0]))
+    print_table(_result([5000.0, 3500.0, 4000.0]))
     out = capsys.readouterr().out
     assert "spread 30 %" in out and "warning: the machine's speed changed by more than 10 %" in out
-    _print_table(_result([]))
+    print_table(_result([]))
     assert "machine speed" not in capsys.readouterr().out
 
 

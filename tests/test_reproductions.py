@@ -1,4 +1,4 @@
-"""The reproduction sweep files expand to what they claim, and the README's Results figures
+"""The reproduction sweep files expand to what they claim, and the figures of docs/results.md
 are what the commands shown beside them produce."""
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ import yaml
 from crl.sweep import expand, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-RESULTS = README[README.index("## Results") :].split("\n## ", 1)[0]
-SECTIONS = [s for s in RESULTS.split("\n### ")[1:] if "```bash" in s and "crl sweep" in s]
-PROBES = [s for s in RESULTS.split("\n### ")[1:] if "```bash\ncrl probe" in s]
+RESULTS = (ROOT / "docs" / "results.md").read_text()
+SECTIONS = [s for s in RESULTS.split("\n## ")[1:] if "```bash" in s and "crl sweep" in s]
+PROBES = [s for s in RESULTS.split("\n## ")[1:] if "```bash\ncrl probe" in s]
+
+
+def _images(section: str) -> list[str]:
+    """The section's figures, as paths from the repository root (the page links them from docs/)."""
+    return [f"docs/{image}" for image in re.findall(r"\]\((results/[\w.-]+\.png)\)", section)]
+
 
 #: File stem -> (agents, envs, seeds, runs) each file claims in its description.
 CLAIMS = {
@@ -54,7 +59,7 @@ def test_every_results_section_shows_its_commands_and_figures():
         report = re.search(r"crl report runs/([\w-]+)( --bin-steps \d+)?", section)
         assert sweep and report
         assert report.group(1) == load_sweep(ROOT / f"experiments/{sweep.group(1)}.yaml").experiment
-        for image in re.findall(r"\]\((docs/results/[\w.-]+\.png)\)", section):
+        for image in _images(section):
             assert (ROOT / image).is_file(), image
             stem = Path(image).stem
             assert stem.startswith(sweep.group(1).removeprefix("repro-")), image
@@ -71,7 +76,7 @@ def test_the_results_have_probe_sections():
 def test_the_probe_section_shows_the_figure_its_command_writes(section):
     command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", section)
     assert command
-    (image,) = re.findall(r"\]\((docs/results/[\w.-]+\.png)\)", section)
+    (image,) = _images(section)
     assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
     results = json.loads((ROOT / image).with_suffix(".json").read_text())
     table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", section, flags=re.M))
@@ -85,7 +90,7 @@ def test_the_probe_section_shows_the_figure_its_command_writes(section):
 
 def test_the_shown_commands_write_the_figures(tmp_path, crl_cli):
     """Run the CartPole reproduction's sweep file at a tiny size, then the exact report command
-    of the README: it writes the two figures the README shows."""
+    of docs/results.md: it writes the two figures the page shows."""
     section = next(s for s in SECTIONS if "repro-level-shift-cartpole" in s)
     data = yaml.safe_load((ROOT / "experiments/repro-level-shift-cartpole.yaml").read_text())
     data.update(steps=1024, seeds=1, agents=data["agents"][:2], env_kwargs={"change_every": 400}, report=False)

@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from crl.drift.schedules import Schedule, make_schedule
-from crl.errors import ConfigError
+from crl.errors import check_int
 
 __all__ = ["DriftWrapper", "log_uniform"]
 
@@ -81,13 +81,9 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             num_envs=num_envs,
         )
         gym.Wrapper.__init__(self, env)
-        if isinstance(drift_seed, bool) or not isinstance(drift_seed, (int, np.integer)) or drift_seed < 0:
-            raise ConfigError(f"drift_seed must be a non-negative integer, got {drift_seed!r}")
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ConfigError(f"num_envs must be a positive integer, got {num_envs!r}")
+        self.drift_seed = check_int("drift_seed", drift_seed)
+        self.num_envs = check_int("num_envs", num_envs, minimum=1)
         self.schedule = make_schedule(schedule)
-        self.drift_seed = int(drift_seed)
-        self.num_envs = int(num_envs)
         self.schedule.seed(self.drift_seed)
         self._held: int | None = None
         self._params_cache: dict[int, Params] = {}
@@ -153,11 +149,10 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         With ``hold=True`` (the default) the regime stays pinned and the schedule is
         ignored until :meth:`release` (use it to evaluate a policy on a past regime).
         """
-        if isinstance(regime, bool) or not isinstance(regime, (int, np.integer)) or regime < 0:
-            raise ConfigError(f"regime must be a non-negative integer, got {regime!r}")
-        self._held = int(regime) if hold else None
+        regime = check_int("regime", regime)
+        self._held = regime if hold else None
         if not hold:
-            self.schedule.segment = self.schedule.segment_of(int(regime))
+            self.schedule.segment = self.schedule.segment_of(regime)
             self.schedule.since_change = 0
         self._refresh()
 

@@ -50,7 +50,8 @@ from crl.drift.permutation import ActionPermutation, ObservationPermutation
 from crl.drift.reward import TargetVelocity
 from crl.drift.schedules import SCHEDULES, Schedule, make_schedule
 from crl.drift.task_sequence import TaskSequence
-from crl.errors import ConfigError, UnknownNameError
+from crl.errors import ConfigError
+from crl.named import check_arguments, parse_named_list
 
 __all__ = ["DRIFTS", "register_drift", "wrap_drifts", "make_drifting", "register_drifting", "split_make_kwargs"]
 
@@ -78,22 +79,14 @@ def register_drift(cls: type[DriftWrapper]) -> type[DriftWrapper]:
     return cls
 
 
-def _drift_items(drifts: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    if not isinstance(drifts, (list, tuple)):
-        raise ConfigError(f"drifts must be a list of {{name: {{arguments}}}}, got {drifts!r}")
-    items = []
-    for d in drifts:
-        if isinstance(d, str):
-            d = {d: {}}
-        if not isinstance(d, dict) or len(d) != 1:
-            raise ConfigError(f"a drift is written {{name: {{arguments}}}}, got {d!r}")
-        ((name, args),) = d.items()
-        if name not in DRIFTS:
-            raise UnknownNameError("drift", name, list(DRIFTS))
-        if args is not None and not isinstance(args, dict):
-            raise ConfigError(f"drift {name!r}: arguments must be a mapping, got {args!r}")
-        items.append((name, dict(args or {})))
-    return items
+def _drift_items(drifts: Any) -> list[tuple[str, dict[str, Any]]]:
+    return parse_named_list(drifts, "drift", DRIFTS)
+
+
+def _drift_arguments(cls: type[DriftWrapper]) -> list[str]:
+    """The arguments a drift's spec may set (those shared by all drifts are set once)."""
+    shared = ("self", "env", "schedule", "drift_seed", "num_envs")
+    return [k for k in inspect.signature(cls.__init__).parameters if k not in shared]
 
 
 def wrap_drifts(
@@ -118,11 +111,7 @@ def wrap_drifts(
 def _make_drift(
     cls: type[DriftWrapper], env: gym.Env, args: dict[str, Any], schedule: Schedule, drift_seed: int, num_envs: int
 ) -> DriftWrapper:
-    params = inspect.signature(cls.__init__).parameters
-    valid = [k for k in params if k not in ("self", "env", "schedule", "drift_seed", "num_envs")]
-    unknown = sorted(set(args) - set(valid))
-    if unknown:
-        raise ConfigError(f"drift {cls.name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
+    check_arguments(f"drift {cls.name!r}", args, _drift_arguments(cls))
     try:
         return cls(env, schedule=schedule, drift_seed=drift_seed, num_envs=num_envs, **args)
     except ConfigError as e:
@@ -155,7 +144,7 @@ def split_make_kwargs(
     # per-drift overrides: <drift>_<arg>
     for item in items:
         ((dname, dargs),) = item.items()
-        dparams = inspect.signature(DRIFTS[dname].__init__).parameters
+        dparams = _drift_arguments(DRIFTS[dname])
         for k in list(kwargs):
             prefix = f"{dname}_"
             if k.startswith(prefix) and k[len(prefix) :] in dparams:
@@ -209,14 +198,7 @@ def register_drifting(
     items = _drift_items(drifts or [])
     sched = make_schedule(schedule) if schedule is not None else None
     for name, args in items:  # check arguments now; values are checked by the wrappers at make
-        valid = [
-            k
-            for k in inspect.signature(DRIFTS[name].__init__).parameters
-            if k not in ("self", "env", "schedule", "drift_seed", "num_envs")
-        ]
-        unknown = sorted(set(args) - set(valid))
-        if unknown:
-            raise ConfigError(f"drift {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
+        check_arguments(f"drift {name!r}", args, _drift_arguments(DRIFTS[name]))
     base_kwargs = dict(make_kwargs)
     if max_episode_steps is not None:
         base_kwargs["episode_steps"] = max_episode_steps

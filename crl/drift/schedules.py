@@ -28,7 +28,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from crl.errors import ConfigError, UnknownNameError
+from crl.errors import ConfigError, check_int, check_non_negative
+from crl.named import check_arguments, parse_named
 
 __all__ = [
     "SCHEDULES",
@@ -147,11 +148,9 @@ class EveryNSteps(Schedule):
 
     def __init__(self, change_every: int = 2_000_000, align: Literal["episode_end", "exact"] = "episode_end") -> None:
         super().__init__()
-        if isinstance(change_every, bool) or not isinstance(change_every, int) or change_every < 1:
-            raise ConfigError(f"change_every must be a positive integer, got {change_every!r}")
+        self.change_every = check_int("change_every", change_every, minimum=1)
         if align not in ("episode_end", "exact"):
             raise ConfigError(f"align must be 'episode_end' or 'exact', got {align!r}")
-        self.change_every = change_every
         self.align = align
 
     def _due(self, episode_end: bool) -> bool:
@@ -181,16 +180,7 @@ def make_schedule(spec: Schedule | dict[str, Any] | str | None) -> Schedule:
         return Schedule()
     if isinstance(spec, Schedule):
         return copy.deepcopy(spec)
-    if isinstance(spec, str):
-        spec = {spec: {}}
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise ConfigError(f"a schedule is written {{name: {{arguments}}}}, got {spec!r}")
-    ((name, args),) = spec.items()
-    if name not in SCHEDULES:
-        raise UnknownNameError("schedule", name, list(SCHEDULES))
-    args = args or {}
-    if not isinstance(args, dict):
-        raise ConfigError(f"schedule {name!r}: arguments must be a mapping, got {args!r}")
+    name, args = parse_named(spec, "schedule", SCHEDULES)
     return _construct(SCHEDULES[name], args, f"schedule {name!r}")
 
 
@@ -200,9 +190,7 @@ def _construct(cls: type, args: dict[str, Any], what: str) -> Any:
     has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     valid = [k for k, p in params.items() if k not in ("self", "env") and p.kind is not inspect.Parameter.VAR_KEYWORD]
     if not has_var_kw:
-        unknown = sorted(set(args) - set(valid))
-        if unknown:
-            raise ConfigError(f"{what}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
+        check_arguments(what, args, valid)
     try:
         return cls(**args)
     except ConfigError as e:
@@ -238,10 +226,9 @@ class Cyclic(EveryNSteps):
         align: Literal["episode_end", "exact"] = "episode_end",
     ) -> None:
         super().__init__(change_every=change_every, align=align)
-        cycle = [0, 1] if cycle is None else list(cycle)
-        if not cycle or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cycle):
-            raise ConfigError(f"cycle must be a non-empty list of non-negative integers, got {cycle!r}")
-        self.cycle = cycle
+        if cycle is not None and (not isinstance(cycle, (list, tuple)) or not cycle):
+            raise ConfigError(f"cycle must be a non-empty list of regime ids, got {cycle!r}")
+        self.cycle = [check_int(f"cycle[{i}]", c) for i, c in enumerate([0, 1] if cycle is None else cycle)]
 
     def regime(self, segment: int | None = None) -> int:
         seg = self.segment if segment is None else segment
@@ -279,12 +266,8 @@ class Gradual(Schedule):
 
     def __init__(self, change_every: int = 2_000_000, window: int = 200_000) -> None:
         super().__init__()
-        if isinstance(change_every, bool) or not isinstance(change_every, int) or change_every < 1:
-            raise ConfigError(f"change_every must be a positive integer, got {change_every!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or not 0 < window <= change_every:
-            raise ConfigError(f"window must be an integer in (0, change_every], got {window!r}")
-        self.change_every = change_every
-        self.window = window
+        self.change_every = check_int("change_every", change_every, minimum=1)
+        self.window = check_int("window", window, minimum=1, maximum=self.change_every)
 
     def _due(self, episode_end: bool) -> bool:
         return self.since_change >= self.change_every
@@ -327,19 +310,10 @@ class RandomWalk(Schedule):
         self, every: int = 10_000, step: float = 0.05, low: float = 0.0, high: float = 1.0, start: float = 0.5
     ) -> None:
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigError(f"every must be a positive integer, got {every!r}")
-        if not (isinstance(step, (int, float)) and step > 0):
-            raise ConfigError(f"step must be a positive number, got {step!r}")
+        every, step = check_int("every", every, minimum=1), check_non_negative("step", step, strict=True)
         if not 0.0 <= low < high <= 1.0 or not low <= start <= high:
             raise ConfigError(f"need 0 <= low < high <= 1 and low <= start <= high; got {low}, {high}, {start}")
-        self.every, self.step, self.low, self.high, self.start = (
-            every,
-            float(step),
-            float(low),
-            float(high),
-            float(start),
-        )
+        self.every, self.step, self.low, self.high, self.start = every, step, float(low), float(high), float(start)
         self.position = self.start
         self._rng = np.random.default_rng(0)
 
@@ -390,14 +364,17 @@ class Explicit(Schedule):
         self, changes: list[list[int]] | None = None, initial: int = 0, align: Literal["episode_end", "exact"] = "exact"
     ) -> None:
         super().__init__()
-        changes = [list(c) for c in (changes or [])]
-        if any(len(c) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in c) for c in changes):
-            raise ConfigError(f"changes must be [[step, regime], ...] of non-negative integers, got {changes!r}")
+        pairs = list(changes or [])
+        if any(not isinstance(c, (list, tuple)) or len(c) != 2 for c in pairs):
+            raise ConfigError(f"changes must be [[step, regime], ...], got {changes!r}")
+        changes = [
+            [check_int(f"changes[{i}] step", a), check_int(f"changes[{i}] regime", b)] for i, (a, b) in enumerate(pairs)
+        ]
         if any(b[0] <= a[0] for a, b in itertools.pairwise(changes)):
             raise ConfigError("changes: steps must be strictly increasing")
         if align not in ("episode_end", "exact"):
             raise ConfigError(f"align must be 'episode_end' or 'exact', got {align!r}")
-        self.changes, self.initial, self.align = changes, int(initial), align
+        self.changes, self.initial, self.align = changes, check_int("initial", initial), align
 
     def _due(self, episode_end: bool) -> bool:
         if self.segment >= len(self.changes) or self.total_steps < self.changes[self.segment][0]:

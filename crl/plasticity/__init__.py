@@ -4,7 +4,14 @@
 internals; it imports neither :mod:`crl.drift` nor :mod:`crl.run`.
 """
 
-from crl.plasticity.base import INTERVENTIONS, Intervention, InterventionSet, attach, register_intervention
+from crl.plasticity.base import (
+    INTERVENTIONS,
+    Intervention,
+    InterventionSet,
+    attach,
+    interventions_of,
+    register_intervention,
+)
 from crl.plasticity.forgetting import EWC, MAS, L2Prev
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
@@ -28,6 +35,7 @@ __all__ = [
     "Intervention",
     "InterventionSet",
     "attach",
+    "interventions_of",
     "make_optimizer_class",
     "register_intervention",
 ]

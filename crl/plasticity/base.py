@@ -9,13 +9,24 @@ a method overrides only the hooks it needs. Interventions are selected by name t
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, ClassVar
 
 from torch import nn
 
-from crl.errors import ConfigError, UnknownNameError
+from crl.config import init_keywords
+from crl.errors import ConfigError
+from crl.named import check_arguments, parse_named_list
 
-__all__ = ["Intervention", "InterventionSet", "INTERVENTIONS", "register_intervention", "attach", "check_boundaries"]
+__all__ = [
+    "Intervention",
+    "InterventionSet",
+    "INTERVENTIONS",
+    "register_intervention",
+    "attach",
+    "check_boundaries",
+    "interventions_of",
+]
 
 
 class Intervention:
@@ -29,6 +40,9 @@ class Intervention:
     name: ClassVar[str] = "none"
     #: Whether the method only makes sense when told about regime changes (EWC, moment resets).
     needs_boundaries: ClassVar[bool] = False
+    #: Whether the method reads the most recent transitions in order (EWC, MAS importances),
+    #: which a reservoir replay buffer does not keep.
+    needs_states: ClassVar[bool] = False
 
     def attach(self, model: Any) -> None:
         """Attach to ``model`` (an SB3 algorithm or a module with an ``optimizer``)."""
@@ -70,8 +84,16 @@ class InterventionSet:
     """The interventions of one agent, driven together."""
 
     def __init__(self, interventions: list[Intervention], boundary_aware: bool = False) -> None:
+        check_boundaries(interventions, boundary_aware)
         self.interventions = interventions
         self.boundary_aware = boundary_aware
+
+    def attach(self, model: Any | nn.Module) -> InterventionSet:
+        """Attach every intervention to ``model`` (:func:`interventions_of` finds them); returns ``self``."""
+        for i in self.interventions:
+            i.attach(model)
+        _ATTACHED[model] = self
+        return self
 
     @property
     def names(self) -> list[str]:
@@ -96,25 +118,24 @@ class InterventionSet:
             i.load_state_dict(s)
 
 
-def build(specs: list[Any]) -> list[Intervention]:
-    """Instantiate interventions from ``[{name: {args}}, ...]`` specs."""
-    import inspect
+def build(specs: list[Any] | None) -> list[Intervention]:
+    """Instantiate interventions from ``[{name: {args}}, ...]`` specs (not attached yet).
 
+    The spec's shape is read by :func:`crl.named.parse_named_list`; each class's constructor
+    checks its argument values. Errors are one-line :class:`~crl.errors.ConfigError`.
+
+    Example:
+        >>> [type(i).__name__ for i in build(["none", {"none": {}}])]
+        ['Intervention', 'Intervention']
+        >>> build([{"none": {"strength": 1}}])
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: intervention 'none': unknown argument 'strength'; valid: (none)
+    """
     out = []
-    for spec in specs or []:
-        if isinstance(spec, str):
-            spec = {spec: {}}
-        if not isinstance(spec, dict) or len(spec) != 1:
-            raise ConfigError(f"an intervention is written {{name: {{arguments}}}}, got {spec!r}")
-        ((name, args),) = spec.items()
-        if name not in INTERVENTIONS:
-            raise UnknownNameError("intervention", name, list(INTERVENTIONS))
+    for name, args in parse_named_list(specs, "intervention", INTERVENTIONS):
         cls = INTERVENTIONS[name]
-        args = args or {}
-        valid = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
-        unknown = sorted(set(args) - set(valid))
-        if unknown:
-            raise ConfigError(f"intervention {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(valid)}")
+        check_arguments(f"intervention {name!r}", args, init_keywords(cls))
         try:
             out.append(cls(**args))
         except (TypeError, ValueError, OverflowError) as e:
@@ -131,8 +152,16 @@ def check_boundaries(interventions: list[Intervention], boundary_aware: bool) ->
 
 def attach(model: Any | nn.Module, specs: list[Any], boundary_aware: bool = False) -> InterventionSet:
     """Build the interventions named in ``specs`` and attach them to ``model``."""
-    interventions = build(specs)
-    check_boundaries(interventions, boundary_aware)
-    for i in interventions:
-        i.attach(model)
-    return InterventionSet(interventions, boundary_aware=boundary_aware)
+    return InterventionSet(build(specs), boundary_aware=boundary_aware).attach(model)
+
+
+_ATTACHED: weakref.WeakKeyDictionary[Any, InterventionSet] = weakref.WeakKeyDictionary()
+
+
+def interventions_of(model: Any) -> InterventionSet:
+    """The interventions :func:`attach` attached to ``model`` (an empty set for any other model).
+
+    Lets callbacks (regime boundaries, rollout ends) reach an agent's interventions from
+    the model alone, e.g. in a plain SB3 script using :func:`crl.make_agent`.
+    """
+    return _ATTACHED.get(model) or InterventionSet([])

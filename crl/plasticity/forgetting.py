@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from crl.errors import ConfigError, check_non_negative
+from crl.errors import ConfigError, check_int, check_non_negative
 from crl.plasticity.base import register_intervention
 from crl.plasticity.regularisers import ParamIntervention
 
@@ -116,9 +116,7 @@ class AnchorPenalty(ParamIntervention):
         strength = check_non_negative("strength", strength)
         if not 0.0 <= float(decay) <= 1.0:
             raise ConfigError(f"decay must be in [0, 1], got {decay!r}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError(f"samples must be a positive integer, got {samples!r}")
-        self.strength, self.decay, self.samples = strength, float(decay), samples
+        self.strength, self.decay, self.samples = strength, float(decay), check_int("samples", samples, minimum=1)
         self.omega: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self.consolidations = 0

@@ -1,9 +1,27 @@
-"""Views of MLPs (Linear + activation) inside SB3 models and plain ``nn.Sequential``.
+"""The one MLP walker: which modules are activations, and how ``Linear`` [+ ``LayerNorm``] +
+activation modules form the hidden layers of an MLP inside SB3 models and plain ``nn.Sequential``.
 
-An intervention never needs to know whether it acts on PPO's policy, SAC's critics or the
-supervised probe: it gets :class:`MLPView` objects, each a chain of :class:`HiddenLayer`
-(incoming ``nn.Linear``, the activation module after it, the outgoing ``nn.Linear`` s
-that read its units) and the optimizer that updates it.
+Everything in crl that looks at hidden layers walks them here: the interventions
+(:mod:`crl.plasticity.units`, :mod:`crl.plasticity.regularisers`, :mod:`crl.plasticity.forgetting`),
+the diagnostics (:mod:`crl.diagnostics`), the agents' activation names and the fast path's
+hand-written passes.
+
+* :data:`ACTIVATIONS`: activation modules by name (what ``network.activation`` of an agent
+  names); :func:`is_activation` and :func:`activation_name` read it.
+* :func:`hidden_layers`: the :class:`HiddenLayer` s of one module, in registration order: each
+  ``Linear`` followed (after an optional ``LayerNorm``) by an activation. The layer's features
+  are the activation's output; :class:`CReLU` doubles their width (unit ``i`` feeds outputs
+  ``i`` and ``i + width``).
+* :func:`find_mlps`: the :class:`MLPView` s of an SB3 model (PPO's policy and value nets, SAC's
+  actor and critics) or an ``nn.Sequential``. An intervention never needs to know whether it
+  acts on PPO's policy, SAC's critics or the supervised probe: it gets views, each a chain of
+  hidden layers (incoming ``nn.Linear``, the activation module after it, the outgoing
+  ``nn.Linear`` s that read its units) and the optimizer that updates it.
+
+Example:
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), CReLU(), nn.Linear(8, 1))
+    >>> [(layer.path, layer.width, activation_name(layer.act), layer.doubled) for layer in hidden_layers(net)]
+    [('0', 4, 'crelu', True)]
 """
 
 from __future__ import annotations
@@ -16,7 +34,20 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["BatchedLinear", "CReLU", "HiddenLayer", "MLPView", "find_mlps", "init_rows", "INIT_FNS"]
+__all__ = [
+    "ACTIVATIONS",
+    "BatchedLinear",
+    "CReLU",
+    "HiddenLayer",
+    "INIT_FNS",
+    "MLPView",
+    "activation_name",
+    "capture_features",
+    "find_mlps",
+    "hidden_layers",
+    "init_rows",
+    "is_activation",
+]
 
 
 class CReLU(nn.Module):
@@ -59,8 +90,55 @@ class BatchedLinear(nn.Linear):
         return out if self.bias is None else out + self.bias.unsqueeze(1)
 
 
-_ACTIVATIONS = (nn.ReLU, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, CReLU)
-_NON_NEGATIVE = (nn.ReLU, nn.Sigmoid, CReLU)
+#: Activation modules by name: the names an agent's ``network.activation`` may take, and
+#: every module class the walker treats as an activation. Add an entry to make a new
+#: activation known to the agents, the interventions and the diagnostics at once.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+    "mish": nn.Mish,
+    "crelu": CReLU,
+}
+
+#: Activations whose outputs are never negative (the ``abs`` of their features is a no-op).
+_NON_NEGATIVE = ("relu", "sigmoid", "softplus", "crelu")
+
+
+def is_activation(module: nn.Module) -> bool:
+    """Whether ``module`` is an activation: an instance of a class in :data:`ACTIVATIONS`
+    (subclasses included).
+
+    Example:
+        >>> is_activation(nn.ReLU()), is_activation(CReLU()), is_activation(nn.LayerNorm(3))
+        (True, True, False)
+    """
+    return isinstance(module, tuple(ACTIVATIONS.values()))
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The :data:`ACTIVATIONS` name of ``module``'s exact class, or ``None``.
+
+    A subclass has no name (it may compute something else): code that computes an activation
+    by its name (the fast path's hand-written passes) must leave it alone.
+
+    Example:
+        >>> activation_name(nn.Tanh()), activation_name(CReLU()), activation_name(nn.Linear(1, 1))
+        ('tanh', 'crelu', None)
+        >>> class MyReLU(nn.ReLU): ...
+        >>> activation_name(MyReLU()), is_activation(MyReLU())
+        (None, True)
+    """
+    return next((name for name, cls in ACTIVATIONS.items() if type(module) is cls), None)
+
+
+def _never_negative(module: nn.Module) -> bool:
+    return any(isinstance(module, ACTIVATIONS[name]) for name in _NON_NEGATIVE)
 
 
 def _lecun_uniform_rows(w: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,7 +174,11 @@ def init_rows(weight: torch.Tensor, rows: torch.Tensor, init: str, gen: torch.Ge
 
 @dataclass
 class HiddenLayer:
-    """One hidden layer: ``act(inp(x))``, read by ``outs``."""
+    """One hidden layer: ``act(norm(inp(x)))``, read by ``outs``.
+
+    Its features (what :func:`capture_features` and the diagnostics record) are the
+    activation's output: ``width`` columns, ``2 * width`` for :class:`CReLU`.
+    """
 
     inp: nn.Linear
     act: nn.Module
@@ -106,9 +188,12 @@ class HiddenLayer:
     """Post-activation features of the last training-mode forward pass (batch x outputs)."""
     norm: nn.LayerNorm | None = None
     """A LayerNorm between ``inp`` and ``act``, if any."""
+    path: str = ""
+    """The name of ``inp`` in the module walked (``named_modules``), e.g. ``"latent_pi.0"``."""
 
     @property
     def width(self) -> int:
+        """The number of units (rows of ``inp``)."""
         return self.inp.out_features
 
     @property
@@ -121,15 +206,27 @@ class HiddenLayer:
         """Whether the activation doubles the width (CReLU): unit i feeds outputs i and i + width."""
         return isinstance(self.act, CReLU)
 
+    def units(self, h: Any) -> Any:
+        """Features per unit (``... x units``): ``h`` itself, or CReLU's two halves added
+        (``relu(x) + relu(-x) = |x|``, so a CReLU unit is inactive only where ``x = 0``).
+        Works on torch tensors and numpy arrays.
+
+        Example:
+            >>> (layer,) = hidden_layers(nn.Sequential(nn.Linear(1, 2), CReLU()))
+            >>> layer.units(torch.tensor([[1.0, 0.0, 0.0, 3.0]]))
+            tensor([[1., 3.]])
+        """
+        return h[..., : self.width] + h[..., self.width :] if self.doubled else h
+
     def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
         """|features| per unit (batch x units, or nets x batch x units); CReLU's halves added.
         Activations whose outputs are never negative (ReLU, CReLU, sigmoid) skip the ``abs``:
         the same numbers, one pass over the features less.
         """
         a = h if self.batched else h.reshape(-1, h.shape[-1])
-        if not isinstance(self.act, _NON_NEGATIVE):
+        if not _never_negative(self.act):
             a = a.abs()
-        return a[..., : self.width] + a[..., self.width :] if self.doubled else a
+        return self.units(a)
 
     def out_columns(self, idx: torch.Tensor) -> torch.Tensor:
         """Columns of the outgoing weights that read units ``idx``."""
@@ -166,27 +263,43 @@ class MLPView:
         return ps
 
 
-def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) -> MLPView:
+def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
+    """The hidden layers of ``net`` and the ``Linear`` after the last of them, if any."""
     layers: list[HiddenLayer] = []
     current: nn.Linear | None = None  # a Linear not yet followed by an activation
-    norm: nn.LayerNorm | None = None
-    output: list[nn.Linear] = []
-    for m in seq.modules():
+    path, norm = "", None
+    for name, m in net.named_modules():
         if isinstance(m, nn.Linear):
             if layers and not layers[-1].outs:
                 layers[-1].outs.append(m)
-            current, norm = m, None
+            current, path, norm = m, name, None
         elif isinstance(m, nn.LayerNorm) and current is not None:
             norm = m
-        elif isinstance(m, _ACTIVATIONS) and current is not None:
-            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers)), norm=norm))
+        elif is_activation(m) and current is not None:
+            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers)), norm=norm, path=path))
             current = None
-    if current is not None:  # the sequence ends with its output Linear
-        output = [current, *heads]
+    return layers, current
+
+
+def hidden_layers(net: nn.Module) -> list[HiddenLayer]:
+    """The hidden layers of ``net``: every ``Linear`` (in registration order) followed, after
+    an optional ``LayerNorm``, by an activation (:func:`is_activation`). Each layer's ``outs``
+    holds the next ``Linear`` of ``net``, if any; ``name`` is its index, ``path`` the name of
+    its ``Linear`` in ``net``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh())
+        >>> [(layer.name, layer.path, layer.norm is net[1]) for layer in hidden_layers(net)]
+        [('0', '0', True), ('1', '3', False)]
+    """
+    return _walk(net)[0]
+
+
+def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) -> MLPView:
+    layers, last = _walk(seq)
     if layers and not layers[-1].outs:
         layers[-1].outs.extend(heads)
-    if current is None:
-        output = list(heads)
+    output = [last, *heads] if last is not None else list(heads)  # the sequence may end with its output Linear
     return MLPView(name=name, layers=layers, optimizer=optimizer, output=output, module=seq)
 
 
@@ -235,6 +348,6 @@ def capture_features(views: list[MLPView]) -> list[Any]:
                 if module.training and torch.is_grad_enabled():
                     layer.features = out.detach()
 
-            hook._crl_features = True  # type: ignore[attr-defined]  # crl.critic_worker replays these
+            hook._crl_features = True  # type: ignore[attr-defined]  # crl.fast.critic_worker replays these
             handles.append(layer.act.register_forward_hook(hook))
     return handles

@@ -1,15 +1,15 @@
-"""Optimizers by name, passed to SB3 as ``optimizer_class``, and :func:`step`, the lean step of
-torch's fused Adam/AdamW that ``FastPPO`` takes.
+"""Optimizers by name, passed to SB3 as ``optimizer_class``, and their checked arguments.
+
+The lean step of torch's fused Adam/AdamW that ``FastPPO`` takes is speed code: it lives in
+:mod:`crl.fast.adam`.
 """
 
 from __future__ import annotations
 
 import functools
-from itertools import chain
 from typing import Any
 
 import torch
-from torch.optim import optimizer as _optim
 
 from crl.config import init_keywords
 from crl.errors import ConfigError, UnknownNameError
@@ -22,7 +22,6 @@ __all__ = [
     "make_optimizer_class",
     "check_optimizer_kwargs",
     "optimizer_kwargs",
-    "step",
 ]
 
 #: Registry of optimizer classes by name.
@@ -129,102 +128,3 @@ def optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     if name in fused_optimizers() and "fused" not in kw and "foreach" not in kw:
         kw["fused"] = True
     return kw
-
-
-def _fused_adam_eligible(opt: torch.optim.Optimizer) -> bool:
-    """Whether :func:`step` may run ``opt``'s step itself: torch's fused Adam/AdamW on the CPU
-    without the options its kernel call here leaves out, and no step patched on the instance
-    (an LR scheduler's counter) or gradient scaler attached.
-    """
-    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW) or "step" in vars(opt):
-        return False
-    if getattr(opt, "grad_scale", None) is not None or getattr(opt, "found_inf", None) is not None:
-        return False
-    for group in opt.param_groups:
-        if not group.get("fused") or group["amsgrad"] or group["maximize"] or group["capturable"]:
-            return False
-        if group["differentiable"] or isinstance(group["lr"], torch.Tensor):
-            return False
-    return True
-
-
-def _fused_adam_args(opt: torch.optim.Optimizer) -> list[tuple[dict[str, Any], list[list[torch.Tensor]]]] | None:
-    """Per parameter group, the argument lists of torch's fused Adam kernel (parameters with a
-    gradient, their gradients, first and second moments, step counters), or ``None`` where a
-    parameter has no Adam state yet (the optimizer's own step creates it) or a gradient is
-    sparse, or a tensor is off the CPU or not float32.
-    """
-    state, out = opt.state, []
-    f32 = torch.float32
-    for group in opt.param_groups:
-        params, grads, exp_avgs, exp_avg_sqs, steps = lists = [[], [], [], [], []]
-        for p in group["params"]:
-            g = p.grad
-            if g is None:
-                continue
-            st = state.get(p)
-            if not st or "exp_avg" not in st or g.dtype != f32 or p.dtype != f32 or g.is_sparse:
-                return None
-            if p.device.type != "cpu":
-                return None
-            params.append(p)
-            grads.append(g)
-            exp_avgs.append(st["exp_avg"])
-            exp_avg_sqs.append(st["exp_avg_sq"])
-            steps.append(st["step"])
-        out.append((group, lists))
-    return out
-
-
-def step(opt: torch.optim.Optimizer) -> None:
-    """``opt.step()``, and for torch's fused Adam/AdamW on the CPU the same step without most of
-    its per-call overheads (profiler record, grouping the tensors by device, per-call checks):
-    the step pre-hooks (global, then the optimizer's), the same fused kernel on the same tensors
-    (bitwise the same parameters and state), then the post-hooks.
-
-    Example:
-        >>> p = torch.nn.Parameter(torch.ones(3))
-        >>> opt = torch.optim.Adam([p], lr=0.1, fused=True)
-        >>> for _ in range(2):
-        ...     p.grad = torch.ones(3)
-        ...     step(opt)
-        >>> p.detach(), opt.state[p]["step"]
-        (tensor([0.8000, 0.8000, 0.8000]), tensor(2.))
-    """
-    if not _fused_adam_eligible(opt):
-        opt.step()
-        return
-    for pre_hook in chain(_optim._global_optimizer_pre_hooks.values(), opt._optimizer_step_pre_hooks.values()):
-        result = pre_hook(opt, (opt,), {})
-        if result is not None and not (isinstance(result, tuple) and len(result) == 2):
-            raise RuntimeError(f"an optimizer step pre-hook must return None or (args, kwargs), got {result}")
-    groups = _fused_adam_args(opt)
-    if groups is None:  # the first step (it creates the Adam state), or unusual tensors
-        type(opt).step.__wrapped__(opt)  # torch's step without its hook wrapper: the hooks ran here
-    else:
-        with torch.no_grad():
-            for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in groups:
-                if not params:
-                    continue
-                torch._foreach_add_(steps, 1)
-                kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
-                beta1, beta2 = group["betas"]
-                kernel(
-                    params,
-                    grads,
-                    exp_avgs,
-                    exp_avg_sqs,
-                    [],
-                    steps,
-                    amsgrad=False,
-                    lr=group["lr"],
-                    beta1=float(beta1),
-                    beta2=float(beta2),
-                    weight_decay=group["weight_decay"],
-                    eps=group["eps"],
-                    maximize=False,
-                    grad_scale=None,
-                    found_inf=None,
-                )
-    for post_hook in chain(opt._optimizer_step_post_hooks.values(), _optim._global_optimizer_post_hooks.values()):
-        post_hook(opt, (opt,), {})

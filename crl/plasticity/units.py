@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crl.errors import ConfigError, check_non_negative
+from crl.errors import ConfigError, check_int, check_non_negative
 from crl.plasticity.base import Intervention, register_intervention
 from crl.plasticity.nets import INIT_FNS, HiddenLayer, MLPView, capture_features, find_mlps, init_rows
 
@@ -247,6 +247,11 @@ class ContinualBackprop(UnitIntervention):
        0, outgoing weights 0, age, utility and running mean 0 (and, with
        ``reset_optimizer_state``, zero Adam moments; Dohare's RL runs leave them).
 
+    On CReLU layers (:class:`~crl.plasticity.nets.CReLU`) unit ``i`` is read through outputs
+    ``i`` and ``i + width``: ``h_i`` is their sum ``relu(x_i) + relu(-x_i) = |x_i|`` and
+    ``W_out[k, i]`` the mean of its two columns; a replaced unit's two columns are zeroed. On
+    LayerNorm layers a replaced unit's gain and shift go back to 1 and 0.
+
     Args:
         replacement_rate: rho (RL: 1e-4).
         maturity: m, in optimizer steps (RL: 10,000).
@@ -271,8 +276,7 @@ class ContinualBackprop(UnitIntervention):
     ) -> None:
         if not 0.0 <= replacement_rate <= 1.0:
             raise ConfigError(f"replacement_rate must be in [0, 1], got {replacement_rate!r}")
-        if isinstance(maturity, bool) or not isinstance(maturity, int) or maturity < 0:
-            raise ConfigError(f"maturity must be a non-negative integer, got {maturity!r}")
+        maturity = check_int("maturity", maturity)
         if not 0.0 <= decay < 1.0:
             raise ConfigError(f"decay must be in [0, 1), got {decay!r}")
         if utility not in ("contribution", "adaptable_contribution"):
@@ -358,7 +362,7 @@ class ContinualBackprop(UnitIntervention):
         if self.utility == "contribution":
             inst = w_out * layer.unit_activity(h.float()).mean(-2)
         else:
-            h = (h if layer.batched else h.reshape(-1, layer.width)).float()
+            h = layer.units(h if layer.batched else h.reshape(-1, h.shape[-1])).float()  # CReLU: |x| per unit
             self.mean[key].mul_(eta).add_((1 - eta) * h.mean(-2))
             f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
             w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
@@ -436,8 +440,7 @@ class ReDo(UnitIntervention):
 
     def __init__(self, tau: float = 0.1, every: int = 100, init: str = "lecun_uniform", seed: int = 0) -> None:
         tau = check_non_negative("tau", tau)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ConfigError(f"every must be a positive integer, got {every!r}")
+        every = check_int("every", every, minimum=1)
         super().__init__(seed=seed, init=init)
         self.tau, self.every = tau, every
         self.recycled = 0
@@ -548,10 +551,12 @@ class Reset(UnitIntervention):
         init: str = "lecun_uniform",
         seed: int = 0,
     ) -> None:
-        if not (layers == "all" or (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1)):
-            raise ConfigError(f"layers must be a positive integer or 'all', got {layers!r}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ConfigError(f"every must be a non-negative integer, got {every!r}")
+        if layers != "all":
+            try:
+                layers = check_int("layers", layers, minimum=1)
+            except ConfigError:
+                raise ConfigError(f"layers must be a positive integer or 'all', got {layers!r}") from None
+        every = check_int("every", every)
         super().__init__(seed=seed, init=init)
         self.layers, self.every, self.at_regime_change = layers, every, at_regime_change
         self.resets = 0
@@ -655,8 +660,7 @@ class Injection(UnitIntervention):
     def __init__(
         self, at_step: int = 0, at_regime_change: bool = True, init: str = "lecun_uniform", seed: int = 0
     ) -> None:
-        if isinstance(at_step, bool) or not isinstance(at_step, int) or at_step < 0:
-            raise ConfigError(f"at_step must be a non-negative integer, got {at_step!r}")
+        at_step = check_int("at_step", at_step)
         super().__init__(seed=seed, init=init)
         self.at_step, self.at_regime_change = at_step, at_regime_change
         self.injections = 0

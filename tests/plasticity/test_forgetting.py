@@ -105,7 +105,8 @@ def test_no_penalty_before_the_first_regime_ends():
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 @pytest.mark.parametrize("name", ["ewc", "mas"])
 def test_importances_on_real_sb3_models(algo, name):
-    from crl.agents import AgentSpec, build_model
+    from crl.agents import build_model
+    from crl.spec import AgentSpec
 
     hp = (
         {"n_steps": 64, "batch_size": 32, "n_epochs": 1}

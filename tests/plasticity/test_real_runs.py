@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests._resume import check_resumes_exactly, rows
-from tests.test_run import _train_args
+from tests._resume import check_resumes_exactly, rows, train_args
 
 FAST_IV = {
     "cbp": "[{cbp: {replacement_rate: 0.01, maturity: 20}}]",
@@ -100,7 +99,7 @@ def test_sac_head_interventions_cross_regime_changes_and_resume_exactly(tmp_path
 def test_ppo_cbp_killed_and_resumed_matches_uninterrupted(tmp_path, crl_cli):
     def args(root):
         iv = "interventions=[{cbp: {replacement_rate: 0.01, maturity: 20}}]"
-        return _train_args(root, 3072, "--wandb", "disabled", agent="ppo-cbp", seed=2, agent_kwargs=(iv,))
+        return train_args(root, 3072, "--wandb", "disabled", agent="ppo-cbp", seed=2, agent_kwargs=(iv,))
 
     crl_cli(*args(tmp_path / "ref"), check=True)
     run = tmp_path / "killed" / "default" / "slippery-ant__ppo-cbp__s2"
@@ -141,6 +140,8 @@ def test_trac_agents_train_and_resume(tmp_path, crl_cli, agent):
 
     ckpt = load(run / "checkpoints" / "last.pt")
     opt_states = [
-        v for k, v in ckpt["params"].items() if k in ("policy.optimizer", "actor.optimizer", "critic.optimizer")
+        v
+        for k, v in ckpt["model"]["params"].items()
+        if k in ("policy.optimizer", "actor.optimizer", "critic.optimizer")
     ]
     assert opt_states and all("trac" in s for s in opt_states)

@@ -8,9 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from crl.agents import AgentSpec
+from crl.agents import check
 from crl.errors import ConfigError
 from crl.plasticity.replay import ReservoirReplayBuffer
+from crl.spec import AgentSpec
 
 SPACE = gym.spaces.Box(-1e9, 1e9, (1,))
 
@@ -49,15 +50,15 @@ def test_seeded_and_picklable_mid_stream():
 def test_refusals():
     with pytest.raises(ValueError, match="optimize_memory_usage"):
         ReservoirReplayBuffer(10, SPACE, SPACE, optimize_memory_usage=True)
-    with pytest.raises(ConfigError, match="replay buffer 'ring'"):
-        AgentSpec.from_dict({"description": "x", "algo": "sac", "replay_buffer": "ring"}, "a.yaml")
-    with pytest.raises(ConfigError, match="for sac agents only"):
+    with pytest.raises(ConfigError, match="replay buffer 'ring'"):  # a name of the builder's registry
+        check(AgentSpec.from_dict({"description": "x", "algo": "sac", "replay_buffer": "ring"}, "a.yaml"))
+    with pytest.raises(ConfigError, match="for sac agents only"):  # the spec alone says so
         AgentSpec.from_dict({"description": "x", "algo": "ppo", "replay_buffer": "reservoir"}, "a.yaml")
     sac = {"description": "x", "algo": "sac", "replay_buffer": "reservoir", "boundary_aware": True}
     for name in ("ewc", "mas"):  # their importances read the most recent transitions
         with pytest.raises(ConfigError, match=f"intervention '{name}' computes its importances"):
-            AgentSpec.from_dict({**sac, "interventions": [name]}, "a.yaml")
-    AgentSpec.from_dict({**sac, "interventions": ["l2_prev"]}, "a.yaml")  # needs no states
+            check(AgentSpec.from_dict({**sac, "interventions": [name]}, "a.yaml"))
+    check(AgentSpec.from_dict({**sac, "interventions": ["l2_prev"]}, "a.yaml"))  # needs no states
 
 
 def test_sac_replay_agent_uses_it():

@@ -235,3 +235,83 @@ def test_injection_into_sac_critics_injects_into_their_targets_too():
     polyak_update(online, target, 0.5)
     model.learn(60, reset_num_timesteps=False)  # SB3's own Polyak updates pair them too
     assert ivs.interventions[0].injections == 1
+
+
+# -- CReLU and LayerNorm layers (crl.plasticity.nets walks them; the interventions handle them) --
+def _crelu_net(norm: bool = False) -> nn.Sequential:
+    from crl.plasticity.nets import CReLU
+
+    torch.manual_seed(0)
+    mods: list[nn.Module] = [nn.Linear(3, 4), *([nn.LayerNorm(4)] if norm else []), CReLU(), nn.Linear(8, 2)]
+    net = nn.Sequential(*mods)
+    net.optimizer = torch.optim.Adam(net.parameters(), lr=0.0)  # weights move only by surgery
+    return net
+
+
+def test_redo_on_crelu_scores_units_by_both_halves_and_zeroes_both_columns():
+    net = _crelu_net()
+    with torch.no_grad():
+        net[0].weight[1] = 0.0  # unit 1: x = 0 on every input, so relu(x) = relu(-x) = 0
+        net[0].bias[1] = 0.0
+        net[0].weight[2] = 1.0  # unit 2: x > 0 (only its first half is ever active): not dormant
+        net[0].bias[2] = 1.0
+    ivs = attach(net, [{"redo": {"tau": 0.0, "every": 1}}])
+    redo = ivs.interventions[0]
+    (layer,) = redo.views[0].layers
+    assert layer.doubled and layer.width == 4
+    x = torch.rand(16, 3)
+    out_before = net(x).detach()
+    _step(net, x)
+    assert redo.recycled == 1  # unit 1 only
+    assert torch.all(net[2].weight[:, [1, 5]] == 0) and torch.all(net[2].weight[:, [2, 6]] != 0)
+    torch.testing.assert_close(net(x), out_before)  # zero outgoing weights: outputs unchanged
+
+
+@pytest.mark.parametrize("utility", ["contribution", "adaptable_contribution"])
+def test_cbp_on_crelu_and_layernorm_keeps_per_unit_state_and_outputs(utility):
+    net = _crelu_net(norm=True)
+    spec = {"replacement_rate": 1.0, "maturity": 2, "decay": 0.9, "utility": utility}
+    cbp = attach(net, [{"cbp": spec}]).interventions[0]
+    (layer,) = cbp.views[0].layers
+    assert layer.norm is net[1] and layer.outs == [net[3]]
+    with torch.no_grad():
+        net[1].weight.fill_(2.0)
+    x = torch.rand(8, 3)
+    _step(net, x)
+    if utility == "adaptable_contribution":  # the running mean of each unit's |x| (both halves added)
+        pre = net[1](net[0](x)).detach()
+        torch.testing.assert_close(cbp.mean["net/0"], 0.1 * pre.abs().mean(0))
+    _step(net, x)
+    assert cbp.util["net/0"].shape == (4,) and cbp.replaced == 0
+    out_before = net(x).detach()
+    _step(net, x)  # all 4 units mature, r = 4: every unit replaced
+    assert cbp.replaced == 4
+    assert torch.all(net[3].weight == 0) and torch.all(net[1].weight == 1.0) and torch.all(net[1].bias == 0)
+    torch.testing.assert_close(net(x), torch.zeros_like(out_before) + net[3].bias)
+
+
+@pytest.mark.parametrize("agent", ["ppo-crelu", "ppo-layernorm"])
+@pytest.mark.parametrize(
+    "intervention",
+    [{"redo": {"tau": 0.5, "every": 1}}, {"cbp": {"replacement_rate": 0.5, "maturity": 1, "decay": 0.9}}],
+    ids=["redo", "cbp"],
+)
+def test_redo_and_cbp_train_catalog_crelu_and_layernorm_agents(agent, intervention):
+    import dataclasses
+
+    import gymnasium as gym
+
+    from crl.agents import build_model
+    from crl.catalog import agent_specs
+
+    spec = agent_specs()[agent]
+    hp = {**spec.hyperparameters, "n_steps": 64, "batch_size": 32, "n_epochs": 1}
+    spec = dataclasses.replace(spec, hyperparameters=hp, interventions=[intervention])
+    model, ivs = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    (iv,) = ivs.interventions
+    assert [len(view.layers) for view in iv.views] == [2, 2]
+    layer = iv.views[0].layers[0]
+    assert layer.doubled == (agent == "ppo-crelu") and (layer.norm is not None) == (agent == "ppo-layernorm")
+    model.learn(128)
+    assert (iv.recycled if isinstance(iv, ReDo) else iv.replaced) > 0
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())

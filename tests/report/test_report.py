@@ -175,18 +175,13 @@ def test_wandb_report_run(built):
 
 
 def test_cli_commands(runs_dir, tmp_path, capsys):
-    import argparse
+    from crl.cli import main
 
-    parser = argparse.ArgumentParser()
-    report.add_report_commands(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(
-        ["report", str(runs_dir / "exp"), "-o", str(tmp_path / "o"), "--bin-steps", "5000", "--reps", "100"]
-    )
-    assert args.func(args) == 0
+    args = ["report", str(runs_dir / "exp"), "-o", str(tmp_path / "o"), "--bin-steps", "5000", "--reps", "100"]
+    assert main(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "index.html")
     assert (tmp_path / "o" / "returns.svg").is_file() and not (tmp_path / "o" / "wandb").exists()
-    args = parser.parse_args(["compare", str(runs_dir), "--poi", "--reps", "100"])
-    assert args.func(args) == 0
+    assert main(["compare", str(runs_dir), "--poi", "--reps", "100"]) == 0
     assert "Probability of improvement" in capsys.readouterr().out
 
 

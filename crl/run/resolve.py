@@ -1,0 +1,83 @@
+"""From a :class:`~crl.run.RunConfig` to what the run builds: the env (``module:EnvId`` too), the
+env's ``gymnasium.make`` arguments, the run's name and its fully resolved config. (The agent
+with its overrides is :func:`crl.catalog.resolve_agent`.)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from crl.catalog import resolve_env
+from crl.config import to_plain
+from crl.errors import ConfigError
+from crl.spec import AgentSpec, EnvSpec, RunConfig
+
+__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config"]
+
+
+def env_of(name: str) -> EnvSpec:
+    """The env spec of ``name``; ``module:EnvId`` imports ``module`` first (it registers ``EnvId``),
+    Gymnasium's own convention for envs of the user's package.
+
+    Example:
+        >>> env_of("gymnasium.envs.classic_control:CartPole-v1").id
+        'CartPole-v1'
+    """
+    module, sep, env_id = name.partition(":")
+    if sep and module and env_id and "/" not in module:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            raise ConfigError(f"--env {name}: cannot import module {module!r} ({e})") from None
+        return resolve_env(env_id)
+    return resolve_env(name)
+
+
+def make_kwargs(env: EnvSpec, cfg: RunConfig, num_envs: int | None = None) -> dict[str, Any]:
+    """The fully resolved ``gymnasium.make`` keyword arguments of ``env`` in run ``cfg``.
+
+    A drifting env's ``drift_seed`` defaults to the run seed, so every agent of seed ``s``
+    sees the same regimes; ``num_envs`` is the envs stepped together (default ``cfg.n_envs``).
+    """
+    kwargs = dict(cfg.env_kwargs)
+    if env.base is None:
+        return kwargs
+    kwargs.setdefault("drift_seed", cfg.seed)
+    kwargs["num_envs"] = cfg.n_envs if num_envs is None else num_envs
+    return env.make_kwargs(kwargs)
+
+
+def run_name(env: EnvSpec, agent: AgentSpec, seed: int) -> str:
+    """Folder name of a run: ``<env>__<agent>__s<seed>``."""
+    return f"{env.name}__{agent.name}__s{seed}"
+
+
+def resolved_config(cfg: RunConfig, env: EnvSpec, agent: AgentSpec, kwargs: dict[str, Any], wandb_mode: str) -> dict:
+    """The run's fully resolved config (what ``config.yaml`` holds)."""
+    from crl import __version__
+
+    return to_plain(
+        {
+            "experiment": cfg.experiment,
+            "env": {"name": env.name, "id": env.id, "description": env.description, "make_kwargs": kwargs},
+            "agent": agent.to_dict(),
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "n_envs": cfg.n_envs,
+            "vec_env": cfg.vec_env,
+            "checkpoint_every": cfg.checkpoint_every,
+            "device": cfg.device,
+            "torch_threads": cfg.torch_threads,
+            "train_threads": cfg.train_threads,
+            "wandb": {"mode": wandb_mode, "project": cfg.wandb_project, "entity": cfg.wandb_entity},
+            "diagnostics": {
+                "every": cfg.diagnostics_every,
+                "eval_every": cfg.eval_every,
+                "eval_episodes": cfg.eval_episodes,
+                "summary_last_frac": cfg.summary_last_frac,
+            },
+            "command": cfg.command,
+            "crl_version": __version__,
+        }
+    )
