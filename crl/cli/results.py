@@ -15,7 +15,14 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl report``."""
     p.add_argument("runs_dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default RUNS_DIR/report)")
-    p.add_argument("--bin-steps", type=int, default=10_000, help="width of the return bins in steps")
+    p.add_argument(
+        "--bin",
+        "--bin-steps",
+        dest="bin_steps",
+        type=int,
+        default=None,
+        help="curve bin width in steps (default: a tenth of the regime length)",
+    )
     p.add_argument("--late-fraction", type=float, default=0.25, help="late part of each regime, as a fraction")
     p.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
     p.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
