@@ -35,7 +35,7 @@ __all__ = [
     "binned_returns",
     "late_regime_returns",
     "compare_tables",
-    "segment_table",
+    "segment_scores",
     "regime_length",
     "default_bin_steps",
     "per_regime_table",
@@ -280,7 +280,7 @@ def compare_tables(
 # ---------------------------------------------------------------- per-segment scores (from crl.metrics)
 
 
-def segment_table(runs: list[Run]) -> tuple[pd.DataFrame, list[str]]:
+def segment_scores(runs: list[Run]) -> tuple[pd.DataFrame, list[str]]:
     """One row per (run, regime segment): its score from :mod:`crl.metrics` and whether it is too short.
 
     Columns: ``env, agent, seed, run, segment, regime, start_step, end_step, score, short``.

@@ -1,10 +1,10 @@
 """The report's figures: matplotlib figures from loaded runs and their per-segment scores.
 
 Every function takes the runs (:class:`crl.report.Run`) and/or the long per-segment table of
-:func:`crl.report.segment_table` (one row per run and regime segment, with its ``score`` and a
+:func:`crl.report.segment_scores` (one row per run and regime segment, with its ``score`` and a
 ``short`` flag) and returns a matplotlib figure, or ``None`` when there is nothing to draw.
 Nothing here computes a continual-learning score: the scores come from :mod:`crl.metrics`
-through :func:`crl.report.segment_table`; this module only aggregates them over seeds (IQM and
+through :func:`crl.report.segment_scores`; this module only aggregates them over seeds (IQM and
 stratified-bootstrap CIs, :mod:`crl.stats` and rliable) and draws them.
 
 Short segments (``short`` true: shorter than the fraction of the intended regime length that
@@ -276,8 +276,9 @@ def fig_profiles(scores: dict[str, np.ndarray], col: dict, reps: int):
         xlabel=r"normalised score $\tau$",
         ax=ax,
     )
-    for a in agents:
-        ax.plot([], [], color=col[a], label=_n_label(a, scores[a].shape[0]))
+    for line in ax.get_lines():
+        if line.get_label() in scores:
+            line.set_label(_n_label(line.get_label(), scores[line.get_label()].shape[0]))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from crl import report_figures as rf
-from crl.report import STATUS_MARK, Run, per_regime_table, segment_table
+from crl.report import STATUS_MARK, Run, per_regime_table, segment_scores
 
 __all__ = ["SECTIONS", "ReportInput", "write", "table_html"]
 
@@ -169,7 +169,7 @@ def write(p: ReportInput, out: Path) -> tuple[Path, dict[str, dict[str, Path]]]:
 
     matplotlib.use("Agg")
     page = _Page(out)
-    table, notes = segment_table(p.runs)
+    table, notes = segment_scores(p.runs)
     col = rf.colours(sorted({r.agent for r in p.runs}))
     counts = rf.seed_counts(p.runs)
     seeds = "seeds: " + ", ".join(f"{e}/{a} n={n}" for (e, a), n in sorted(counts.items()))
