@@ -270,7 +270,10 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list
         if not p.is_dir():
             notes.append(f"skipped {p}: no such folder")
             continue
-        for d in _walk(p, notes):
+        found = _walk(p, notes)
+        if not found and not any(n.startswith(f"skipped {p}") for n in notes):
+            notes.append(f"skipped {p}: not a run folder (no config.yaml or metrics.csv at or below it)")
+        for d in found:
             if d.resolve() in seen:
                 continue
             seen.add(d.resolve())

@@ -279,7 +279,7 @@ def test_nothing_to_compare_is_exit_2(tmp_path, capsys):
     for cmd in (["compare", str(tmp_path / "empty")], ["metrics", str(tmp_path / "empty")]):
         res = subprocess.run([sys.executable, "-m", "crl", *cmd], capture_output=True, text=True)
         assert res.returncode == 2, res
-        assert res.stderr.strip().startswith("crl: error: no run folders"), res.stderr
+        assert res.stderr.strip().startswith(f"crl: error: {tmp_path / 'empty'}: not a run folder"), res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
     res = subprocess.run(
         [sys.executable, "-m", "crl", "compare", str(tmp_path / "nope")], capture_output=True, text=True

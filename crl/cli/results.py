@@ -99,9 +99,14 @@ def _load(paths: list[str]):
     from crl.metrics import find_runs
 
     runs, notes = find_runs(paths)
+    given = tuple(f"skipped {p}: " for p in paths)
     for n in notes:
-        print(f"crl: note: {n}", file=sys.stderr)
+        if runs or not n.startswith(given):  # with nothing found, the error below says it for the paths given
+            print(f"crl: note: {n}", file=sys.stderr)
     if not runs:
+        why = [n.removeprefix("skipped ") for n in notes if n.startswith(given)]
+        if len(paths) == 1 and len(why) == 1:
+            raise ConfigError(f"{why[0]}: nothing to compare")
         raise ConfigError(f"no run folders (with config.yaml or metrics.csv) in {', '.join(paths)}")
     return runs
 
@@ -189,16 +194,13 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     _score_arguments(p)
 
 
-#: The rows of ``crl metrics``' table.
-METRIC_ROWS = (
+#: The columns of ``crl metrics``' table, after the run (``--json`` has every part).
+METRIC_COLUMNS = (
     "average_performance",
     "forgetting",
     "forward_transfer",
     "plasticity_score",
     "performance",
-    "forgetting_by_regime",
-    "forward_transfer_by_regime",
-    "late_returns",
     "short_segments",
     "source",
 )
@@ -228,9 +230,9 @@ def run_metrics(a: argparse.Namespace) -> int:
     from rich.table import Table
 
     root = _root(a.run_dirs)
-    t = Table("metric", *(_relative(d, root) for d in results))
-    for k in METRIC_ROWS:
-        t.add_row(k, *(format_value(r[k]) for r in results.values()))
+    t = Table("run", *METRIC_COLUMNS, title="Continual-learning scores per run (definitions: docs/metrics.md)")
+    for d, r in results.items():
+        t.add_row(_relative(d, root), *(format_value(r[k]) for k in METRIC_COLUMNS))
     Console().print(t)
     return 0
 
