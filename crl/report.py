@@ -14,20 +14,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from crl.config import yaml_load
+import crl.metrics as metrics
 from crl.errors import ConfigError
-from crl.metrics import run_metrics
-from crl.stats import iqm_ci, probability_of_improvement, slope
+from crl.stats import iqm_estimate
 
 __all__ = [
     "Run",
@@ -48,71 +45,23 @@ RETURN = "charts/episodic_return"
 STATUS_MARK = {"finished": "finished", "running": "RUNNING", "failed": "FAILED", "interrupted": "INTERRUPTED"}
 
 
-@dataclass
-class Run:
-    """One run directory, loaded."""
-
-    path: Path
-    config: dict[str, Any]
-    metrics: pd.DataFrame
-    regimes: pd.DataFrame
-    status: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def env(self) -> str:
-        env = self.config.get("env", {})
-        return str(env.get("name", "?") if isinstance(env, dict) else env)
-
-    @property
-    def agent(self) -> str:
-        agent = self.config.get("agent", {})
-        return str(agent.get("name", "?") if isinstance(agent, dict) else agent)
-
-    @property
-    def seed(self) -> int:
-        return int(self.config.get("seed", 0))
-
-    @property
-    def state(self) -> str:
-        return str(self.status.get("status", "unknown"))
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    if not path.is_file() or path.stat().st_size == 0:
-        return pd.DataFrame()
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame()
+#: One run folder, read (the same class as :class:`crl.metrics.Run`).
+Run = metrics.Run
 
 
 def load_runs(runs_dir: str | Path) -> list[Run]:
-    """Load every run (a folder with ``config.yaml``) below ``runs_dir``, sorted by env, agent, seed.
+    """Load every run (a folder with ``config.yaml`` or ``metrics.csv``) below ``runs_dir``, sorted by
+    env, agent, seed (:func:`crl.metrics.find_runs`); a folder that cannot be read is skipped with
+    one line on stderr.
 
     Raises ``ConfigError`` if ``runs_dir`` is not a directory.
     """
     root = Path(runs_dir)
     if not root.is_dir():
         raise ConfigError(f"runs directory {str(root)!r} does not exist or is not a directory")
-    runs = []
-    for cfg in sorted(root.rglob("config.yaml")):
-        d = cfg.parent
-        try:
-            config = yaml_load(cfg.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg}: not valid YAML ({e})") from e
-        status = {}
-        if (d / "status.json").is_file():
-            try:
-                status = json.loads((d / "status.json").read_text())
-            except json.JSONDecodeError:
-                status = {"status": "unknown"}
-        runs.append(Run(d, config, _read_csv(d / "metrics.csv"), _read_csv(d / "regimes.csv"), status))
-    runs.sort(key=lambda r: (r.env, r.agent, r.seed, str(r.path)))
+    runs, notes = metrics.find_runs(root)
+    for note in notes:
+        print(f"crl: note: {note}", file=sys.stderr)
     return runs
 
 
@@ -157,176 +106,57 @@ def _segments(run: Run) -> pd.DataFrame:
     return r
 
 
-def late_regime_returns(run: Run, late_fraction: float = 0.25) -> pd.DataFrame:
-    """Per segment: mean return of the episodes ending in the last ``late_fraction`` of the segment.
-
-    Also returns the early return (first ``late_fraction``), used for forgetting on revisits.
-    Columns: segment, regime, start_step, end_step, late_return, early_return.
-    """
-    seg = _segments(run)
-    ep = _episodes(run)
-    steps = ep["global_step"].to_numpy(dtype=float)
-    vals = ep[RETURN].to_numpy(dtype=float)
-    late, early = [], []
-    for _, s in seg.iterrows():
-        a, b = float(s["start_step"]), float(s["end_step"])
-        cut_hi = b - late_fraction * (b - a)
-        cut_lo = a + late_fraction * (b - a)
-        sel_late = vals[(steps > cut_hi) & (steps <= b)]
-        sel_early = vals[(steps > a) & (steps <= cut_lo)]
-        late.append(sel_late.mean() if sel_late.size else np.nan)
-        early.append(sel_early.mean() if sel_early.size else np.nan)
-    seg = seg[["segment", "regime", "start_step", "end_step"]].copy()
-    seg["late_return"] = late
-    seg["early_return"] = early
-    return seg
-
-
-def _run_scores(run: Run, late_fraction: float) -> dict[str, float]:
-    lr = late_regime_returns(run, late_fraction)
-    scores = {"average": float(np.nanmean(lr["late_return"])) if lr["late_return"].notna().any() else math.nan}
-    scores["plasticity"] = slope(lr["segment"].to_numpy(), lr["late_return"].to_numpy())
-    # forgetting on revisits: late return at the previous visit's end minus early return at the revisit
-    drops = []
-    for i in range(len(lr)):
-        prev = lr.iloc[:i][lr.iloc[:i]["regime"] == lr.iloc[i]["regime"]]
-        if len(prev):
-            drops.append(prev.iloc[-1]["late_return"] - lr.iloc[i]["early_return"])
-    # forgetting from evaluation columns: best eval on regime k before the end minus the final eval
-    evals = [c for c in run.metrics.columns if c.startswith("eval/regime_")] if not run.metrics.empty else []
-    ev = []
-    for c in evals:
-        s = run.metrics[["global_step", c]].dropna().sort_values("global_step")
-        if len(s) >= 2:
-            ev.append(float(s[c].iloc[:-1].max() - s[c].iloc[-1]))
-    if ev:
-        scores["forgetting"] = float(np.mean(ev))
-        finals = [run.metrics[c].dropna().iloc[-1] for c in evals if run.metrics[c].notna().any()]
-        scores["average"] = float(np.mean(finals))
-    else:
-        scores["forgetting"] = float(np.nanmean(drops)) if drops and np.isfinite(drops).any() else math.nan
-    return scores
-
-
-def _groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
-    out: dict[tuple[str, str], list[Run]] = {}
-    for r in runs:
-        out.setdefault((r.env, r.agent), []).append(r)
-    return out
-
-
-def _fmt(x: float, lo: float, hi: float) -> str:
-    if not np.isfinite(x):
-        return "n/a"
-    return f"{x:.3g} [{lo:.3g}, {hi:.3g}]"
+def late_regime_returns(run: Run, late_fraction: float = metrics.LATE_FRACTION) -> pd.DataFrame:
+    """Per segment: late and early return and whether it is too short to score (:func:`crl.metrics.segment_table`)."""
+    return metrics.segment_table(run, late_fraction)
 
 
 def compare_tables(
-    runs_dir: str | Path, late_fraction: float = 0.25, poi: bool = False, reps: int = 2000
+    runs_dir: str | Path | list[Run], late_fraction: float = metrics.LATE_FRACTION, poi: bool = False, reps: int = 2000
 ) -> dict[str, pd.DataFrame]:
-    """The comparison tables: ``summary`` (per env and agent), ``runs`` (status, command), optional ``poi``.
-
-    ``summary`` has, per (env, agent): number of seeds, IQM and 95 % stratified-bootstrap CI of the
-    average performance (late-regime return averaged over segments, or the final evaluation
-    returns when ``eval/regime_<k>/return`` columns exist), the plasticity score (slope of the
-    late-regime return against the segment index; negative = loss of plasticity) and forgetting
-    (on revisited regimes or from evaluation columns). Forward transfer needs reference runs
-    trained from scratch on each regime; it is reported as n/a otherwise.
+    """The comparison tables: ``summary`` (:func:`crl.metrics.summary_table`), ``runs``
+    (:func:`crl.metrics.run_table`) and, with ``poi``, ``poi`` (:func:`crl.metrics.improvement_table`).
     """
     runs = runs_dir if isinstance(runs_dir, list) else load_runs(runs_dir)
-    rows, raw = [], {}
-    for (env, agent), rs in _groups(runs).items():
-        sc = [_run_scores(r, late_fraction) for r in rs]
-        row: dict[str, Any] = {"env": env, "agent": agent, "seeds": len(rs)}
-        row["status"] = ", ".join(f"{n} {s}" for s, n in pd.Series([r.state for r in rs]).value_counts().items())
-        for key in ("average", "plasticity", "forgetting"):
-            vals = np.array([s[key] for s in sc], dtype=float)
-            raw[(env, agent, key)] = vals
-            m, lo, hi = iqm_ci(vals, reps=reps)
-            row[f"{key}_iqm"], row[f"{key}_lo"], row[f"{key}_hi"] = m, lo, hi
-            row[key] = _fmt(m, lo, hi)
-        row["forward_transfer"] = "n/a"
-        rows.append(row)
-    tables = {"summary": pd.DataFrame(rows)}
-    tables["runs"] = pd.DataFrame(
-        [
-            {
-                "run": str(r.path.relative_to(Path(runs_dir))) if not isinstance(runs_dir, list) else r.name,
-                "env": r.env,
-                "agent": r.agent,
-                "seed": r.seed,
-                "status": STATUS_MARK.get(r.state, r.state.upper()),
-                "step": f"{r.status.get('global_step', '?')}/{r.status.get('steps', r.config.get('steps', '?'))}",
-                "error": r.status.get("error") or "",
-                "command": r.config.get("command", ""),
-            }
-            for r in runs
-        ]
-    )
+    tables = {
+        "summary": metrics.summary_table(runs, reps=reps, late_fraction=late_fraction),
+        "runs": metrics.run_table(runs, None if isinstance(runs_dir, list) else runs_dir),
+    }
     if poi:
-        prow = []
-        for env in sorted({r.env for r in runs}):
-            agents = sorted({r.agent for r in runs if r.env == env})
-            for i, a in enumerate(agents):
-                for b in agents[i + 1 :]:
-                    p, lo, hi = probability_of_improvement(
-                        raw[(env, a, "average")], raw[(env, b, "average")], reps=min(reps, 1000)
-                    )
-                    prow.append({"env": env, "X": a, "Y": b, "P(X > Y)": _fmt(p, lo, hi), "p": p})
-        tables["poi"] = pd.DataFrame(prow)
+        tables["poi"] = metrics.improvement_table(runs, reps=min(reps, 1000), late_fraction=late_fraction)
     return tables
 
 
 # ---------------------------------------------------------------- per-segment scores (from crl.metrics)
 
 
-def segment_scores(runs: list[Run]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per (run, regime segment): its score from :mod:`crl.metrics` and whether it is too short.
+def segment_scores(runs: list[Run], late_fraction: float = metrics.LATE_FRACTION) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (run, regime segment): its late return and whether it is too short (:mod:`crl.metrics`).
 
-    Columns: ``env, agent, seed, run, segment, regime, start_step, end_step, score, short``.
-    ``score`` is the segment's final return as :func:`crl.metrics.run_metrics` defines it; the
-    report, ``crl compare`` and ``crl metrics`` read the same numbers. Returns the table and one
-    note per run that has no scores (no ``regimes.csv``, no episodes, unreadable files).
+    Columns: ``env, agent, seed, run, segment, regime, start_step, end_step, score, short``;
+    ``score`` is :func:`crl.metrics.segment_table`'s ``late_return`` (NaN for a short segment,
+    which every score leaves out), so the report, ``crl compare`` and ``crl metrics`` read the
+    same numbers. Returns the table and one note per run without segments (no ``regimes.csv``).
     """
-    rows, notes = [], []
-    for r in runs:
-        try:
-            res = run_metrics(r.path)
-        except (ConfigError, ValueError, KeyError, OSError) as e:
-            notes.append(f"{r.name}: no per-segment scores ({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-            continue
-        seg = _segments(r)
-        finals = list(res.get("final_returns", []))
-        shorts = set(res.get("short_segments", []))
-        for i, s in enumerate(seg.itertuples(index=False)):
-            score = float(finals[i]) if i < len(finals) and finals[i] is not None else math.nan
-            rows.append(
-                {
-                    "env": r.env,
-                    "agent": r.agent,
-                    "seed": r.seed,
-                    "run": r.name,
-                    "segment": int(s.segment),
-                    "regime": int(s.regime),
-                    "start_step": float(s.start_step),
-                    "end_step": float(s.end_step),
-                    "score": score,
-                    "short": int(s.segment) in shorts,
-                }
-            )
     cols = ["env", "agent", "seed", "run", "segment", "regime", "start_step", "end_step", "score", "short"]
-    return pd.DataFrame(rows, columns=cols), notes
+    frames, notes = [], []
+    for r in runs:
+        seg = metrics.segment_table(r, late_fraction)
+        if seg.empty:
+            notes.append(f"{r.name}: no regime segments (no regimes.csv rows), left out of the per-regime scores")
+            continue
+        seg = seg.assign(env=r.env, agent=r.agent, seed=r.seed, run=r.name)
+        seg["score"] = seg["late_return"].where(~seg["short"].astype(bool))
+        frames.append(seg[cols])
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    table["short"] = table["short"].astype(bool)
+    return table, notes
 
 
 def regime_length(runs: list[Run]) -> float:
-    """The intended regime length in steps: the median length of the closed segments of all runs (NaN if none)."""
-    lengths = [
-        float(e - s)
-        for r in runs
-        if not r.regimes.empty and {"start_step", "end_step"} <= set(r.regimes.columns)
-        for s, e in zip(r.regimes["start_step"], r.regimes["end_step"], strict=True)
-        if pd.notna(e) and e > s
-    ]
+    """The intended regime length in steps: the median over runs of :func:`crl.metrics.intended_segment_length`."""
+    lengths = [metrics.intended_segment_length(r) for r in runs]
+    lengths = [x for x in lengths if math.isfinite(x) and x > 0]
     return float(np.median(lengths)) if lengths else math.nan
 
 
@@ -342,7 +172,8 @@ def default_bin_steps(runs: list[Run], per_regime: int = 10) -> int:
 def per_regime_table(table: pd.DataFrame, reps: int = 1000) -> pd.DataFrame:
     """Regime segment x agent: IQM [95 % CI] of the segment scores over seeds, with n; short segments marked.
 
-    One seed gives the value and ``n/a (1 seed)`` for the interval.
+    One seed gives the value and ``CI n/a (1 seed)`` (:class:`crl.stats.Estimate`); a segment
+    too short in every run reads ``too short: left out``.
     """
     out = []
     for (env, seg, regime), t in table.groupby(["env", "segment", "regime"], sort=True):
@@ -350,15 +181,12 @@ def per_regime_table(table: pd.DataFrame, reps: int = 1000) -> pd.DataFrame:
         for agent, a in t.groupby("agent", sort=True):
             vals = a["score"].to_numpy(float)
             n = int(np.isfinite(vals).sum())
-            if a["short"].any():
+            if a["short"].all():
                 row[agent] = "too short: left out"
             elif n == 0:
                 row[agent] = "n/a (no episodes)"
-            elif n == 1:
-                row[agent] = f"{vals[np.isfinite(vals)][0]:.3g} [n/a (1 seed)] (n=1)"
             else:
-                m, lo, hi = iqm_ci(vals, reps=reps)
-                row[agent] = f"{m:.3g} [{lo:.3g}, {hi:.3g}] (n={n})"
+                row[agent] = iqm_estimate(vals, reps=reps).text(digits=3)
         out.append(row)
     return pd.DataFrame(out).fillna("-")
 
@@ -381,7 +209,7 @@ def build_report(
     default a tenth of the regime length (:func:`default_bin_steps`). ``poi`` adds the
     probability-of-improvement table; the figure is drawn whenever every agent has >= 3 seeds.
     """
-    from crl import report_page
+    from crl.report_page import ReportInput, write
 
     if bin_steps is not None and bin_steps <= 0:
         raise ConfigError(f"bin_steps must be a positive number of steps, got {bin_steps}")
@@ -395,8 +223,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     tables = compare_tables(runs, late_fraction=late_fraction, poi=poi, reps=reps)
     tables["runs"]["run"] = [str(r.path.relative_to(runs_dir)) for r in runs]
-    page = report_page.ReportInput(runs, runs_dir, tables, bin_steps or default_bin_steps(runs), late_fraction, reps)
-    index, figures = report_page.write(page, out)
+    page = ReportInput(runs, runs_dir, tables, bin_steps or default_bin_steps(runs), late_fraction, reps)
+    index, figures = write(page, out)
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
     if wandb:
@@ -441,7 +269,7 @@ def print_compare(
     specs = {
         "summary": (
             "Per agent (IQM [95% CI] over seeds)",
-            ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"],
+            ["env", "agent", "seeds", "status", *metrics.SCORES, "short_segments"],
         ),
         "poi": ("Probability of improvement", ["env", "X", "Y", "P(X > Y)"]),
         "runs": ("Runs", ["run", "status", "step", "error", "command"]),

@@ -8,7 +8,7 @@ through :func:`crl.report.segment_scores`; this module only aggregates them over
 stratified-bootstrap CIs, :mod:`crl.stats` and rliable) and draws them.
 
 Short segments (``short`` true: shorter than the fraction of the intended regime length that
-:mod:`crl.metrics` documents) are left out of every aggregate and drawn hatched in the bars.
+:mod:`crl.metrics` documents) are left out of every aggregate and marked "too short" in the bars.
 """
 
 from __future__ import annotations
@@ -157,19 +157,21 @@ def fig_regime_bars(table: pd.DataFrame, col: dict, reps: int):
             n = t.loc[t["agent"] == agent, "run"].nunique()
             for k, (seg, _) in enumerate(segs):
                 cell = t[(t["agent"] == agent) & (t["segment"] == seg)]
-                short = bool(cell["short"].any())
+                x = k - 0.4 + width * (j + 0.5)
+                if len(cell) and cell["short"].all():
+                    ax.text(x, 0, "too short", rotation=90, ha="center", va="bottom", fontsize=7, color=col[agent])
+                    continue
                 m, lo, hi = iqm_ci(cell["score"].to_numpy(float), reps=reps)
                 if not np.isfinite(m):
                     continue
-                x = k - 0.4 + width * (j + 0.5)
-                err = [[m - lo], [hi - m]] if n > 1 and not short else None
-                ax.bar(x, m, width, color=col[agent], alpha=0.35 if short else 0.9, hatch="//" if short else None)
-                if err is not None:
+                ax.bar(x, m, width, color=col[agent], alpha=0.9)
+                if n > 1:
+                    err = [[m - lo], [hi - m]]
                     ax.errorbar(x, m, yerr=err, color="black", capsize=2, lw=0.8)
             ax.bar(np.nan, np.nan, color=col[agent], label=_n_label(agent, n))
         ax.set_xticks(range(len(segs)), [f"seg {s}\n(regime {g})" for s, g in segs], fontsize=8)
         ax.set_ylabel("late-segment return")
-        ax.set_title(f"{env}: return at the end of each regime segment (IQM, 95% CI; hatched: too short)", fontsize=10)
+        ax.set_title(f"{env}: return at the end of each regime segment (IQM, 95% CI)", fontsize=10)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from crl import report_figures as rf
+from crl.metrics import SCORES
 from crl.report import STATUS_MARK, Run, per_regime_table, segment_scores
 
 __all__ = ["SECTIONS", "ReportInput", "write", "table_html"]
@@ -174,7 +175,7 @@ def write(p: ReportInput, out: Path) -> tuple[Path, dict[str, dict[str, Path]]]:
     counts = rf.seed_counts(p.runs)
     seeds = "seeds: " + ", ".join(f"{e}/{a} n={n}" for (e, a), n in sorted(counts.items()))
     s = p.tables["summary"]
-    cols = ["env", "agent", "seeds", "status", "average", "plasticity", "forgetting", "forward_transfer"]
+    cols = ["env", "agent", "seeds", "status", *SCORES, "short_segments"]
     page.section("summary", "Per agent (IQM [95% CI] over seeds)", table_html(s, cols) + _notes(notes))
     page.section(
         "per-regime-table",

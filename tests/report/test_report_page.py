@@ -19,13 +19,14 @@ METRICS = ("dormant_tau", "srank", "effective_rank", "weight_change")
 
 
 def write_run(root: Path, agent: str, seed: int, level: float) -> Path:
-    """A finished run: 3 segments of 4000 steps, an episode every 200 steps, diagnostics every 1000."""
+    """A finished run: 3 segments of 4000 steps and a 200-step stub (too short to score), an episode
+    every 200 steps, diagnostics every 1000."""
     d = root / "exp" / f"cp__{agent}__s{seed}"
     d.mkdir(parents=True)
     cfg = {"experiment": "exp", "env": {"name": "cp"}, "agent": {"name": agent}, "seed": seed, "steps": N_SEG * SEG}
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
     rows = []
-    for s in range(200, N_SEG * SEG + 1, 200):
+    for s in range(200, N_SEG * SEG + 201, 200):
         seg = (s - 1) // SEG
         rows.append({"global_step": s, "charts/episodic_return": level + seg + seed, "regime/segment": seg})
         if s % 1000 == 0:
@@ -33,8 +34,11 @@ def write_run(root: Path, agent: str, seed: int, level: float) -> Path:
             rows.append({"global_step": s, **diag})
     pd.DataFrame(rows).to_csv(d / "metrics.csv", index=False)
     segs = [{"segment": k, "regime": k, "start_step": k * SEG, "end_step": (k + 1) * SEG, "level": k} for k in range(3)]
+    segs.append({"segment": 3, "regime": 3, "start_step": N_SEG * SEG, "end_step": None, "level": 3})
     pd.DataFrame(segs).to_csv(d / "regimes.csv", index=False)
-    (d / "status.json").write_text(json.dumps({"status": "finished", "global_step": N_SEG * SEG, "steps": N_SEG * SEG}))
+    (d / "status.json").write_text(
+        json.dumps({"status": "finished", "global_step": N_SEG * SEG + 200, "steps": N_SEG * SEG})
+    )
     return d
 
 
@@ -57,8 +61,11 @@ def test_one_seed_page_says_na(one_seed, tmp_path):
     text = index.read_text()
     assert "bins of 400 steps" in text
     # per-regime table: the value and no interval
-    assert "10 [n/a (1 seed)] (n=1)" in text and "20 [n/a (1 seed)] (n=1)" in text
+    assert "<td>10, CI n/a (1 seed)</td>" in text and "<td>20, CI n/a (1 seed)</td>" in text
     assert "intervals n/a (1 seed)" in text
+    # the 200-step stub: marked in the table, not a task of the aggregates (3 segments)
+    assert text.count("<td>too short: left out</td>") == 2
+    assert "Aggregates over 3 tasks (env, regime segment)" in text
     assert "Probability of improvement needs &gt;= 3 seeds for every agent" in text
     assert not (tmp_path / "out" / "poi.png").exists()
     for sid in ("diagnostics-policy", "diagnostics-value"):
@@ -92,6 +99,6 @@ def test_every_diagnostics_panel_with_regime_lines(one_seed):
         assert titles == {f"layer {k}: {m}" for k in (0, 1) for m in METRICS}
         for a in axes:
             vlines = sorted(ln.get_xdata()[0] for ln in a.get_lines() if ln.get_linestyle() == "--")
-            assert vlines == [SEG, 2 * SEG]
+            assert vlines == [SEG, 2 * SEG, 3 * SEG]
             data = [ln for ln in a.get_lines() if ln.get_linestyle() == "-"]
             assert len(data) == 2 and np.allclose(data[0].get_ydata(), np.arange(1, 13))
