@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from crl import report_figures as rf
+import crl.report_figures as rf
 from crl.metrics import SCORES
 from crl.report import STATUS_MARK, Run, per_regime_table, segment_scores
 

@@ -42,6 +42,8 @@ def _modules(sub: str) -> list[Path]:
         ("fast", ("crl.fast", "crl.plasticity", "crl.system", "crl.checkpoint")),
         ("track", ("crl.track", "crl.errors", "crl.config")),
         ("report", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
+        ("report_page", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
+        ("report_figures", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
         ("metrics", ("crl.metrics", "crl.stats", "crl.errors", "crl.config")),
     ],
 )
@@ -59,7 +61,7 @@ def test_import_crl_does_not_load_torch():
 
 def test_report_and_metrics_do_not_load_torch():
     code = (
-        "import importlib, sys\nfor m in ('crl.report', 'crl.metrics'):\n"
+        "import importlib, sys\nfor m in ('crl.report', 'crl.report_page', 'crl.report_figures', 'crl.metrics'):\n"
         "    try: importlib.import_module(m)\n    except ModuleNotFoundError: pass\n"
         "print('torch' in sys.modules)"
     )
