@@ -22,7 +22,6 @@ Guarantees that every drift inherits:
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
@@ -30,6 +29,7 @@ import numpy as np
 
 from crl.drift.schedules import Schedule, make_schedule
 from crl.errors import check_int
+from crl.seeding import generator
 
 __all__ = ["DriftWrapper", "find_drifts", "log_uniform"]
 
@@ -135,10 +135,11 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     # -- regime parameters ---------------------------------------------------
     def regime_params(self, regime: int) -> Params:
-        """The (cached) parameters of regime id ``regime``: a pure function of the seed."""
+        """The (cached) parameters of regime id ``regime``: a pure function of the drift seed, drawn
+        from ``crl.seeding.generator(drift_seed, <class name>, regime)``.
+        """
         if regime not in self._params_cache:
-            salt = zlib.crc32(type(self).__name__.encode())
-            rng = np.random.default_rng([self.drift_seed, salt, int(regime)])
+            rng = generator(self.drift_seed, type(self).__name__, int(regime))
             self._params_cache[regime] = self.sample_params(rng, int(regime))
         return self._params_cache[regime]
 

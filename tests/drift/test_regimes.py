@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 import crl
+from crl.api import make_agent
+from crl.diagnostics import evaluate_regimes
 from crl.drift import GravityDrift, MassDrift, find_drifts
 from crl.errors import ConfigError
+from crl.seeding import derive
 
 crl.register_drifting("test/GM-v0", base="Walker2d-v5", drifts=[{"gravity": {}}, {"mass": {}}])
 MASS0 = gym.make("Walker2d-v5").unwrapped.model.body_mass.copy()
@@ -85,3 +88,25 @@ def test_a_refused_regime_changes_no_drift():
         env.set_regime(9, hold=False)
     assert [(d.regime, d.schedule.segment) for d in find_drifts(env)] == [(4, 1)] * 2
     _assert_physics_of(env, 4)
+
+
+def test_evaluation_on_a_regime_pins_every_drift_and_uses_derived_episode_seeds():
+    """``eval/regime_3/return`` equals episodes run where both drifts are at regime 3 from the
+    start (an explicit schedule), reset with ``derive(seed, "evaluation", 3, j)``.
+    """
+    policy = make_agent("ppo", "Walker2d-v5", seed=0, n_steps=64, batch_size=64)
+    row = evaluate_regimes(policy, gym.make("test/GM-v0"), [0, 3], episodes=2, seed=7)
+    assert set(row) == {"eval/regime_0/return", "eval/regime_3/return"}
+    for k in (0, 3):
+        env = gym.make("test/GM-v0", schedule={"explicit": {"changes": [], "initial": k}})
+        returns = []
+        for j in range(2):
+            obs, _ = env.reset(seed=derive(7, "evaluation", k, j))
+            _assert_physics_of(env, k)
+            done, ret = False, 0.0
+            while not done:
+                obs, r, term, trunc, _ = env.step(policy.predict(obs, deterministic=True)[0])
+                ret, done = ret + float(r), term or trunc
+            returns.append(ret)
+        assert row[f"eval/regime_{k}/return"] == pytest.approx(np.mean(returns), rel=1e-12)
+    assert row["eval/regime_0/return"] != row["eval/regime_3/return"]

@@ -154,7 +154,7 @@ def callbacks(
         diagnostics_every: steps between ``plasticity/*`` rows (0: none).
         eval_every: steps between evaluations on every regime seen (0: none).
         eval_episodes: episodes per regime and evaluation.
-        eval_seed: seed base of the evaluation episodes.
+        eval_seed: the run seed (evaluation episode seeds are derived from it, see crl.seeding).
         eval_env: builds the evaluation env (default: the training env's Gymnasium spec).
         wandb: ``disabled``, ``offline`` or ``online``.
         wandb_init: keyword arguments of ``wandb.init`` (project, group, name...).

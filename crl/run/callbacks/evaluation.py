@@ -19,7 +19,7 @@ class RegimeEvalCallback(CrlCallback):
     """Every ``every`` steps, evaluate the policy (deterministic actions) on each regime seen.
 
     The evaluation env is a separate copy (``make_env()``), pinned to each regime in turn
-    with its drift's ``set_regime``; the global random states are restored afterwards, so
+    with its drift's ``set_regime`` (every drift of a stacked env); the global random states are restored afterwards, so
     training continues as without evaluation.
 
     Args:
@@ -29,7 +29,8 @@ class RegimeEvalCallback(CrlCallback):
         regimes: returns the regime ids seen so far (e.g. :attr:`RegimeLogger.seen_regimes`).
         every: steps between evaluations.
         episodes: episodes per regime.
-        seed: seed base of the evaluation episodes.
+        seed: the run seed; episode ``j`` on regime ``k`` is reset with
+            ``crl.seeding.derive(seed, "evaluation", k, j)``.
     """
 
     def __init__(
