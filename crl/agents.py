@@ -9,6 +9,7 @@ need them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -145,7 +146,7 @@ def check(spec: AgentSpec, where: str | None = None) -> list[Intervention]:
     return interventions
 
 
-def seeded_interventions(specs: list[Any] | None, seed: int) -> list[dict[str, dict[str, Any]]]:
+def seeded_interventions(specs: list[Any] | None, seed: int) -> list[Any] | None:
     """The intervention specs of an agent in a run of ``seed``: intervention ``i`` that takes a
     ``seed`` and is given none gets ``crl.seeding.derive(seed, "intervention", i)``, so every
     run seed has its own replacement draws (a ``seed`` written in the spec is kept).
@@ -156,8 +157,12 @@ def seeded_interventions(specs: list[Any] | None, seed: int) -> list[dict[str, d
         >>> out[0]["cbp"]["seed"] == derive(3, "intervention", 0), out[1], out[2]
         (True, {'l2_init': {}}, {'redo': {'seed': 7}})
     """
+    try:
+        items = parse_named_list(specs, "intervention", INTERVENTIONS)
+    except ConfigError:
+        return specs  # not a valid list: check() says so, naming the agent
     out = []
-    for i, (name, args) in enumerate(parse_named_list(specs, "intervention", INTERVENTIONS)):
+    for i, (name, args) in enumerate(items):
         if "seed" in init_keywords(INTERVENTIONS[name]) and "seed" not in args:
             args = {**args, "seed": derive(seed, "intervention", i)}
         out.append({name: args})
@@ -208,8 +213,7 @@ def build_model(
         >>> type(model).__name__, model.n_steps, interventions.names
         ('FastPPO', 64, [])
     """
-    check(spec)
-    interventions = build(seeded_interventions(spec.interventions, seed))
+    interventions = check(dataclasses.replace(spec, interventions=seeded_interventions(spec.interventions, seed)))
     cls = ALGOS[spec.algo]
     hp = dict(spec.hyperparameters)
     torch.manual_seed(seed)
