@@ -19,8 +19,8 @@ class RegimeEvalCallback(CrlCallback):
     """Every ``every`` steps, evaluate the policy (deterministic actions) on each regime seen.
 
     The evaluation env is a separate copy (``make_env()``), pinned to each regime in turn
-    with its drift's ``set_regime`` (every drift of a stacked env); the global random states are restored afterwards, so
-    training continues as without evaluation.
+    with its drift's ``set_regime`` (which pins every drift of a stacked env); the global
+    random states are restored afterwards, so training continues as without evaluation.
 
     Args:
         sink: where rows go.
