@@ -30,7 +30,8 @@ class RegimeEvalCallback(CrlCallback):
         every: steps between evaluations.
         episodes: episodes per regime.
         seed: the run seed; episode ``j`` on regime ``k`` is reset with
-            ``crl.seeding.derive(seed, "evaluation", k, j)``.
+            ``crl.seeding.derive(seed, "evaluation", k, j)``. None: the model's ``seed`` (0 if
+            it has none).
     """
 
     def __init__(
@@ -40,11 +41,12 @@ class RegimeEvalCallback(CrlCallback):
         regimes: Callable[[], list[int]],
         every: int,
         episodes: int = 3,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.sink, self.make_env, self.regimes = sink, make_env, regimes
-        self.every, self.episodes, self.seed = int(every), int(episodes), int(seed)
+        self.every, self.episodes = int(every), int(episodes)
+        self.seed = None if seed is None else int(seed)
         self.env: gym.Env | None = None
         self.last = 0
 
@@ -66,7 +68,8 @@ class RegimeEvalCallback(CrlCallback):
             return
         if self.env is None:
             self.env = self.make_env() if self.make_env is not None else self._copy_of_training_env()
-        row = evaluate_regimes(self.model, self.env, regimes, self.episodes, self.seed)
+        seed = self.seed if self.seed is not None else int(getattr(self.model, "seed", None) or 0)
+        row = evaluate_regimes(self.model, self.env, regimes, self.episodes, seed)
         if row:
             self.sink.log(step, row)
         self.last = step
@@ -78,7 +81,8 @@ class RegimeEvalCallback(CrlCallback):
         kwargs = dict(spec.kwargs)
         if "num_envs" in kwargs:
             kwargs["num_envs"] = 1
-        return gym.make(dataclasses.replace(spec, kwargs=kwargs))
+        # the registered env alone: not the wrappers added around it (SB3's Monitor cannot be remade)
+        return gym.make(dataclasses.replace(spec, kwargs=kwargs, additional_wrappers=()))
 
     def _on_training_end(self) -> None:
         if self.env is not None:
