@@ -33,12 +33,13 @@ def _modules(sub: str) -> list[Path]:
 @pytest.mark.parametrize(
     ("sub", "allowed"),
     [
-        ("drift", ("crl.drift", "crl.errors", "crl.named")),
+        ("drift", ("crl.drift", "crl.errors", "crl.named", "crl.seeding")),
+        ("seeding", ("crl.seeding",)),
         ("plasticity", ("crl.plasticity", "crl.errors", "crl.named", "crl.config")),
         ("named", ("crl.errors",)),
         # pure specs; gymnasium's registry and crl.drift's routing are read only in EnvSpec.make_kwargs
         ("spec", ("crl.spec", "crl.config", "crl.errors", "crl.named", "crl.drift")),
-        ("diagnostics", ("crl.diagnostics", "crl.plasticity.nets", "crl.errors", "crl.checkpoint")),
+        ("diagnostics", ("crl.diagnostics", "crl.plasticity.nets", "crl.errors", "crl.checkpoint", "crl.seeding")),
         ("fast", ("crl.fast", "crl.plasticity", "crl.system", "crl.checkpoint")),
         ("track", ("crl.track", "crl.errors", "crl.config")),
         ("report", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
