@@ -102,7 +102,9 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("agent", ["ppo-ewc", "ppo-si", "ppo-upgd", "sac", "sac-ewc", "sac-si", "sac-replay"])
+@pytest.mark.parametrize(
+    "agent", ["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"]
+)
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all
     come back from the checkpoint: the resumed run logs exactly what the uninterrupted one did."""
