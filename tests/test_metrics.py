@@ -158,6 +158,13 @@ def test_all_outputs_agree(experiment, capsys):
     assert t.loc["a", "plasticity_score_iqm"] == pytest.approx(-0.5)
     assert t.loc["b", "average_performance"] == "15, CI n/a (1 seed)"
     assert t.loc["a", "forgetting"] == "6 [6, 6] (n=3)"
+    # the report page and its summary.csv
+    index = report.build_report(experiment, experiment.parent / "out", reps=200)
+    page = index.read_text()
+    assert "15, CI n/a (1 seed)" in page and "6 [6, 6] (n=3)" in page
+    csv_summary = {r["agent"]: r for r in csv.DictReader((index.parent / "summary.csv").open())}
+    assert float(csv_summary["a"]["average_performance_iqm"]) == pytest.approx(14.5)
+    assert float(csv_summary["a"]["plasticity_score_iqm"]) == pytest.approx(-0.5)
 
 
 def _no_nan(name: str):
