@@ -267,6 +267,18 @@ def test_readers_give_one_line_per_bad_folder_and_go_on(damaged):
     assert all("\n" not in n for n in notes)
 
 
+def test_report_on_damaged_folders(damaged, capsys):
+    from crl import report
+
+    root, bad = damaged
+    good = root / "toy__a__s1" / "metrics.csv"
+    good.write_text(good.read_text().replace("20.0", "2x\u00e90", 1) + good.read_text())  # a bad cell, header twice
+    index = report.build_report(root, root.parent / "out", reps=50)
+    err = capsys.readouterr().err
+    assert index.is_file() and "Traceback" not in err
+    assert sum(str(bad["binary"]) in line for line in err.splitlines()) == 1
+
+
 @pytest.mark.parametrize("command", ["metrics", "compare"])
 def test_cli_on_damaged_folders(damaged, command, capsys):
     root, bad = damaged
