@@ -158,7 +158,10 @@ def _text(path: Path, what: str) -> str:
 
 
 def _read_csv(path: Path, notes: list[str], numeric: tuple[str, ...]) -> pd.DataFrame:
-    """A run's CSV; a half-written last row and ragged rows are dropped with a note."""
+    """A run's CSV; a half-written last row and ragged rows are dropped with a note, damaged numbers become NaN.
+
+    ``metrics.csv`` holds numbers only; a ``regimes.csv`` column without a single number (a task's name) stays text.
+    """
     if not path.is_file():
         return pd.DataFrame()
     text = _text(path, path.name)
@@ -174,9 +177,11 @@ def _read_csv(path: Path, notes: list[str], numeric: tuple[str, ...]) -> pd.Data
         raise RunReadError(f"{path.parent}: {path.name} is not a CSV table ({str(e).splitlines()[0]})") from e
     if bad:
         notes.append(f"{path}: left out {len(bad)} malformed row(s)")
-    for col in numeric:
-        if col in df:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
+    for col in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            num = pd.to_numeric(df[col], errors="coerce")
+            if col in numeric or num.notna().any() or path.name == "metrics.csv":  # a damaged cell, not a text column
+                df[col] = num
     return df
 
 

@@ -158,6 +158,13 @@ def test_all_outputs_agree(experiment, capsys):
     assert t.loc["a", "plasticity_score_iqm"] == pytest.approx(-0.5)
     assert t.loc["b", "average_performance"] == "15, CI n/a (1 seed)"
     assert t.loc["a", "forgetting"] == "6 [6, 6] (n=3)"
+    # the report page and its summary.csv
+    index = report.build_report(experiment, experiment.parent / "out", reps=200)
+    page = index.read_text()
+    assert "15, CI n/a (1 seed)" in page and "6 [6, 6] (n=3)" in page
+    csv_summary = {r["agent"]: r for r in csv.DictReader((index.parent / "summary.csv").open())}
+    assert float(csv_summary["a"]["average_performance_iqm"]) == pytest.approx(14.5)
+    assert float(csv_summary["a"]["plasticity_score_iqm"]) == pytest.approx(-0.5)
 
 
 def _no_nan(name: str):
@@ -258,6 +265,18 @@ def test_readers_give_one_line_per_bad_folder_and_go_on(damaged):
     assert f"skipped {bad['no_files']}: not a run folder" in text
     assert f"{bad['half'] / 'metrics.csv'}: left out a half-written last row" in text
     assert all("\n" not in n for n in notes)
+
+
+def test_report_on_damaged_folders(damaged, capsys):
+    from crl import report
+
+    root, bad = damaged
+    good = root / "toy__a__s1" / "metrics.csv"
+    good.write_text(good.read_text().replace("20.0", "2x\u00e90", 1) + good.read_text())  # a bad cell, header twice
+    index = report.build_report(root, root.parent / "out", reps=50)
+    err = capsys.readouterr().err
+    assert index.is_file() and "Traceback" not in err
+    assert sum(str(bad["binary"]) in line for line in err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", ["metrics", "compare"])
