@@ -174,7 +174,7 @@ def test_a_6k_step_sac_checkpoint_with_the_default_1m_buffer_is_a_few_megabytes(
 @pytest.mark.parametrize(
     ("agent", "hp"),
     [
-        ("sac", ("learning_starts=100", "buffer_size=250", "batch_size=32")),  # FIFO wraps before 400
+        ("sac", ("learning_starts=100", "buffer_size=150", "batch_size=32")),  # FIFO wrapped at every checkpoint
         ("sac-replay", ("learning_starts=100", "buffer_size=150", "batch_size=32")),  # reservoir full
     ],
 )
