@@ -184,3 +184,25 @@ def test_sac_killed_at_random_resumes_with_the_rows_of_the_uninterrupted_run(tmp
     assert len(rows(ref / "metrics.csv")) > 3
     run = tmp_path / "killed" / "default" / f"slippery-hopper__{agent}__s0"
     check_resumes_exactly(_sac(tmp_path / "killed", agent, 800, *hp), run, ref, steps=(250, 550))
+
+
+@pytest.mark.parametrize("agent", ["sac", "sac-replay"])
+def test_model_state_round_trip_and_a_crl_0_2_checkpoint_still_resumes(agent):
+    """``model_state`` of a real SAC model restores bit for bit into a fresh one; the pickled
+    whole buffer of crl 0.2.0 checkpoints is still read."""
+    import pickle
+
+    import crl
+    from crl.run.state import model_state, restore_model_state
+
+    def fresh():
+        return crl.make_agent(agent, "slippery-hopper", seed=1, buffer_size=500, learning_starts=50, batch_size=16)
+
+    model = fresh()
+    model.learn(120)
+    state = model_state(model)
+    assert state["replay_buffer"]["rows"] == 121
+    for saved in (state["replay_buffer"], pickle.dumps(model.replay_buffer)):
+        other = fresh()
+        restore_model_state(other, {**state, "replay_buffer": saved})
+        _assert_equal(model.replay_buffer, other.replay_buffer)
