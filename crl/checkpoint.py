@@ -252,14 +252,18 @@ def read_checkpoint(path: str | Path) -> tuple[Any, int]:
         data = path.read_bytes()
     except OSError as e:
         raise DamagedCheckpoint(path, e.strerror or type(e).__name__) from None
+    if not data:
+        raise DamagedCheckpoint(path, "empty file")
     if data.startswith(MAGIC):
         header, payload = _split(path, data)
         if len(payload) != header["size"]:
             raise DamagedCheckpoint(path, f"{len(payload):,} of {header['size']:,} bytes")
         if hashlib.sha256(payload).hexdigest() != header["sha256"]:
             raise DamagedCheckpoint(path, "checksum mismatch")
-    else:
+    elif data.startswith(b"PK"):  # a zip file of torch.save without the frame
         payload, header = data, None
+    else:
+        raise DamagedCheckpoint(path, "no checkpoint header")
     try:
         obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
     except Exception as e:  # a legacy file cut short: zip, pickle or EOF errors
