@@ -139,8 +139,11 @@ class RunLock:
         os.write(self._fd, f"{os.getpid()}\n".encode())
 
     def _try_lock(self) -> bool:
-        self._create_folder()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._create_folder()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a file in the way, a read-only folder
+            raise ConfigError(f"cannot write the run folder {self.folder}: {e.strerror or e}") from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
