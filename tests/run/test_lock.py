@@ -54,12 +54,13 @@ def test_a_second_train_on_a_running_folder_names_the_holder_and_touches_nothing
         assert first.poll() is None, first.communicate()
         first.send_signal(signal.SIGSTOP)  # frozen mid-run: nothing changes in the folder but by the second
         before = _files(run)
-        second = crl_cli(*args)
-        assert second.returncode == 2, second.stderr
-        lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("crl: error: "), second.stderr
-        assert f"in use by process {first.pid}" in lines[0] and str(run) in lines[0]
-        assert _files(run) == before  # not a byte, not a timestamp
+        for extra in ((), ("--overwrite",), ("--resume",)):
+            second = crl_cli(*args, *extra)
+            assert second.returncode == 2, second.stderr
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("crl: error: "), second.stderr
+            assert f"in use by process {first.pid}" in lines[0] and str(run) in lines[0]
+            assert _files(run) == before  # not a byte, not a timestamp
         assert run_state(run) == "running" and holder(run) == first.pid
     finally:
         first.send_signal(signal.SIGCONT)
