@@ -155,7 +155,7 @@ class Runner:
                 diagnostics_every=cfg.diagnostics_every,
                 eval_every=cfg.eval_every,
                 eval_episodes=cfg.eval_episodes,
-                eval_seed=10_000 + cfg.seed,
+                eval_seed=cfg.seed,  # episode seeds: crl.seeding.derive(seed, 'evaluation', k, j)
                 make_eval_env=self._make_eval_env,
                 loss_log_every=cfg.loss_log_every,
                 last_frac=cfg.summary_last_frac,
