@@ -46,9 +46,10 @@ class UnknownNameError(ConfigError, KeyError):
 class NonFiniteLossError(CrlError, FloatingPointError):
     """A loss or a parameter became NaN or infinite during training."""
 
-    def __init__(self, step: int, what: str) -> None:
+    def __init__(self, step: int, what: str, detail: str = "") -> None:
         self.step = step
-        super().__init__(f"non-finite {what} at global step {step}; the last good checkpoint was kept")
+        self.what = what
+        super().__init__(f"non-finite {what} at global step {step}" + (f"; {detail}" if detail else ""))
 
 
 def check_non_negative(name: str, value: Any, strict: bool = False) -> float:
