@@ -6,14 +6,16 @@ with its overrides is :func:`crl.catalog.resolve_agent`.)
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from crl.catalog import resolve_env
 from crl.config import to_plain
 from crl.errors import ConfigError
-from crl.spec import AgentSpec, EnvSpec, RunConfig
+from crl.hyperparameters import check_rollout_size
+from crl.spec import AgentSpec, EnvSpec, RunConfig, check_run_dir
 
-__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config"]
+__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config", "check_run"]
 
 
 def env_of(name: str) -> EnvSpec:
@@ -51,6 +53,19 @@ def make_kwargs(env: EnvSpec, cfg: RunConfig, num_envs: int | None = None) -> di
 def run_name(env: EnvSpec, agent: AgentSpec, seed: int) -> str:
     """Folder name of a run: ``<env>__<agent>__s<seed>``."""
     return f"{env.name}__{agent.name}__s{seed}"
+
+
+def check_run(cfg: RunConfig, agent: AgentSpec, folder: Path) -> None:
+    """The checks of a run that need both its config and its resolved agent or folder, before
+    anything is written: PPO's rollout size with ``n_envs`` (an ``assert`` in SB3), and the
+    run folder (``folder``, under ``cfg.run_dir``) can be made and written. One-line
+    :class:`~crl.errors.ConfigError`.
+    """
+    try:
+        check_rollout_size(agent.algo, agent.hyperparameters, cfg.n_envs)
+    except ConfigError as e:
+        raise ConfigError(f"{agent.name}: hyperparameters: {e}") from None
+    check_run_dir(cfg.run_dir, str(folder.relative_to(cfg.run_dir)))
 
 
 def resolved_config(cfg: RunConfig, env: EnvSpec, agent: AgentSpec, kwargs: dict[str, Any], wandb_mode: str) -> dict:

@@ -44,7 +44,7 @@ from crl.run.callbacks import (
 )
 from crl.run.envs import check_env_make, make_vec_env
 from crl.run.folder import RunFolder
-from crl.run.resolve import env_of, make_kwargs, resolved_config, run_name
+from crl.run.resolve import check_run, env_of, make_kwargs, resolved_config, run_name
 from crl.run.state import model_state, restore_model_state
 from crl.run.status import now, write_status
 from crl.spec import RunConfig, check_run_config
@@ -93,6 +93,7 @@ class Runner:
         check_env_make(self.env_spec.id, self.make_kwargs)
         self.name = run_name(self.env_spec, self.agent_spec, cfg.seed)
         self.folder = RunFolder(Path(cfg.run_dir) / cfg.experiment / self.name)
+        check_run(cfg, self.agent_spec, self.folder.path)
         self.dir = self.folder.path
         self.wandb_mode = wandb_default_mode() if cfg.wandb == "auto" else cfg.wandb
         self.resolved = resolved_config(cfg, self.env_spec, self.agent_spec, self.make_kwargs, self.wandb_mode)
