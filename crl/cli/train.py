@@ -83,8 +83,11 @@ def config_of(a: argparse.Namespace, command: str = "") -> RunConfig:
 
 def run(a: argparse.Namespace) -> int:
     """Train the run; print where it is."""
+    from crl.errors import ConfigError
     from crl.run import command_line, train
 
+    if a.resume and a.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite deletes it first; give one of them")
     result = train(config_of(a, command_line()), resume=True if a.resume else None, overwrite=a.overwrite)
     if result.skipped:
         print(f"already finished: {result.run_dir}")

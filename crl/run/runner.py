@@ -193,6 +193,8 @@ class Runner:
     # -- running -----------------------------------------------------------------
     def start(self, resume: bool | None, overwrite: bool) -> RunResult | None:
         """Prepare the folder and build the run; a :class:`RunResult` if there is nothing to train."""
+        if resume is True and not overwrite and not self.folder.checkpoint.exists():  # before anything is made
+            raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         can_resume, status = self.folder.prepare(self.resolved, overwrite)
         if status.get("status") == "finished" and not overwrite:
             return RunResult(self.dir, "finished", int(status.get("global_step", 0)), skipped=True)
