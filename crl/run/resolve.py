@@ -15,7 +15,7 @@ from crl.errors import ConfigError
 from crl.hyperparameters import check_rollout_size
 from crl.spec import AgentSpec, EnvSpec, RunConfig, check_run_dir
 
-__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config", "check_run"]
+__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config", "check_run", "check_extension", "checkpoint_step"]
 
 
 def env_of(name: str) -> EnvSpec:
@@ -66,6 +66,36 @@ def check_run(cfg: RunConfig, agent: AgentSpec, folder: Path) -> None:
     except ConfigError as e:
         raise ConfigError(f"{agent.name}: hyperparameters: {e}") from None
     check_run_dir(cfg.run_dir, str(folder.relative_to(cfg.run_dir)))
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path`` (None: none, or unreadable)."""
+    if not path.is_file():
+        return None
+    from crl.checkpoint import load
+
+    try:
+        return int(load(path)["model"]["num_timesteps"])
+    except Exception:  # a damaged checkpoint: the resume itself reports it
+        return None
+
+
+def check_extension(folder: Path, done: int, steps: int, resume: bool, ckpt_step: int | None) -> None:
+    """Whether the run in ``folder``, finished at step ``done``, may train on to ``steps``
+    (``> done``): only when asked (``resume``), and only from a checkpoint taken at its end
+    (crl takes one when a run finishes). Else a one-line :class:`ConfigError` saying how.
+    """
+    if not resume:
+        raise ConfigError(
+            f"{folder} finished at step {done:,}; to train it on to {steps:,} steps add --resume "
+            "(or start again with --overwrite)"
+        )
+    if ckpt_step != done:
+        where = "no checkpoint" if ckpt_step is None else f"its last checkpoint is at step {ckpt_step:,}"
+        raise ConfigError(
+            f"{folder} finished at step {done:,} but {where}, so it cannot be extended exactly "
+            "(it finished before crl kept a checkpoint of the end); start again with --overwrite"
+        )
 
 
 def resolved_config(cfg: RunConfig, env: EnvSpec, agent: AgentSpec, kwargs: dict[str, Any], wandb_mode: str) -> dict:

@@ -42,9 +42,10 @@ from crl.run.callbacks import (
     TrainThreads,
     logging_callbacks,
 )
+from crl.run.callbacks.checkpoints import FinalCheckpoint
 from crl.run.envs import check_env_make, make_vec_env
 from crl.run.folder import RunFolder
-from crl.run.resolve import check_run, env_of, make_kwargs, resolved_config, run_name
+from crl.run.resolve import check_extension, check_run, checkpoint_step, env_of, make_kwargs, resolved_config, run_name
 from crl.run.state import model_state, restore_model_state
 from crl.run.status import now, write_status
 from crl.spec import RunConfig, check_run_config
@@ -135,7 +136,7 @@ class Runner:
 
     def _callbacks(self) -> CrlCallbacks:
         cfg = self.cfg
-        parts: dict[str, BaseCallback] = {}
+        parts: dict[str, BaseCallback] = {"final_checkpoint": FinalCheckpoint(cfg.steps, self.save_checkpoint)}
         if cfg.train_threads:
             parts["threads"] = TrainThreads(cfg.torch_threads, cfg.train_threads)
         parts.update(
@@ -197,7 +198,10 @@ class Runner:
             raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         can_resume, status = self.folder.prepare(self.resolved, overwrite)
         if status.get("status") == "finished" and not overwrite:
-            return RunResult(self.dir, "finished", int(status.get("global_step", 0)), skipped=True)
+            done = int(status.get("global_step", 0))
+            if self.cfg.steps <= done:
+                return RunResult(self.dir, "finished", done, skipped=True)
+            check_extension(self.dir, done, self.cfg.steps, resume is True, checkpoint_step(self.folder.checkpoint))
         if resume is True and not can_resume:
             raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         if resume is False and status and not overwrite:
