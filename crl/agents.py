@@ -21,7 +21,7 @@ from stable_baselines3.common.logger import Logger
 from torch import nn
 
 from crl.config import init_keywords
-from crl.errors import ConfigError
+from crl.errors import ConfigError, did_you_mean
 from crl.fast import FastPPO
 from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
@@ -127,11 +127,18 @@ def check(spec: AgentSpec, where: str | None = None) -> list[Intervention]:
         valid = hyperparameter_keywords(spec.algo)
         for k in spec.hyperparameters:
             if k not in valid:
-                raise ConfigError(f"hyperparameters: unknown key {k!r} for {spec.algo}; valid: {', '.join(valid)}")
+                known = ", ".join(valid) + did_you_mean(k, valid)
+                raise ConfigError(f"hyperparameters: unknown key {k!r} for {spec.algo}; valid: {known}")
         if spec.replay_buffer != "fifo":
             make_replay_buffer_class(spec.replay_buffer)
         opt = dict(spec.optimizer)
-        check_optimizer_kwargs(opt.pop("name"), opt)
+        name = opt.pop("name")
+        try:
+            check_optimizer_kwargs(name, opt)
+        except ConfigError:
+            raise
+        except (IndexError, KeyError, AttributeError, OverflowError) as e:  # what torch's checks miss
+            raise ConfigError(f"optimizer {name!r}: bad arguments {opt!r} ({type(e).__name__}: {e})") from None
         interventions = build(spec.interventions)
         check_boundaries(interventions, spec.boundary_aware)
         for iv in interventions:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from crl.config import from_mapping, load_yaml
-from crl.errors import ConfigError
+from crl.errors import ConfigError, CrlError
 from crl.run.status import RUN_STATES, checkpoint_step, mark_stopped, read_status, run_state
 from crl.spec import RunConfig, SweepSpec
 from crl.system import CORES_ENV, usable_cores
@@ -223,6 +223,8 @@ class RunOutcome:
     wall_s: float = 0.0
     error: str | None = None
     skipped: bool = False
+    config_error: bool = False
+    """The run failed on bad input (a :class:`~crl.errors.CrlError`): retrying cannot help."""
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -268,7 +270,8 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: i
     except Exception as e:
         d = _run_dir_of(cfg)
         st = (read_status(d) if d else None) or {}
-        return RunOutcome("failed", int(st.get("global_step", 0)), time.time() - t0, f"{type(e).__name__}: {e}")
+        step, error = int(st.get("global_step", 0)), f"{type(e).__name__}: {e}"
+        return RunOutcome("failed", step, time.time() - t0, error, config_error=isinstance(e, CrlError))
 
 
 def _run_dir_of(cfg: RunConfig) -> Path | None:
@@ -411,7 +414,7 @@ class _Book:
         run = self.runs[i]
         if out.status == "failed":
             print(f"[sweep] {run.name} failed (attempt {self.attempts[i]}): {out.error}", file=sys.stderr, flush=True)
-            if self.attempts[i] <= self.retries and not (out.error or "").startswith("ConfigError"):
+            if self.attempts[i] <= self.retries and not out.config_error:  # bad input: never retried
                 self.queue.append(i)
                 self.progress.update(**self.counts())
                 return

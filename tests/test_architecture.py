@@ -38,7 +38,8 @@ def _modules(sub: str) -> list[Path]:
         ("plasticity", ("crl.plasticity", "crl.errors", "crl.named", "crl.config")),
         ("named", ("crl.errors",)),
         # pure specs; gymnasium's registry and crl.drift's routing are read only in EnvSpec.make_kwargs
-        ("spec", ("crl.spec", "crl.config", "crl.errors", "crl.named", "crl.drift")),
+        ("spec", ("crl.spec", "crl.config", "crl.errors", "crl.named", "crl.drift", "crl.hyperparameters")),
+        ("hyperparameters", ("crl.errors",)),  # pure data, read by the spec
         ("diagnostics", ("crl.diagnostics", "crl.plasticity.nets", "crl.errors", "crl.checkpoint", "crl.seeding")),
         ("fast", ("crl.fast", "crl.plasticity", "crl.system", "crl.checkpoint")),
         ("track", ("crl.track", "crl.errors", "crl.config")),

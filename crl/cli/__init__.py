@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from crl.cli import bench, catalog, probe, results, sweep, train
+from crl.cli.common import OneLineParser
 from crl.errors import CrlError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
@@ -57,9 +58,9 @@ COMMANDS: dict[str, Command] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``crl``."""
-    parser = argparse.ArgumentParser(prog="crl", description="Continual reinforcement learning on drifting tasks.")
+    parser = OneLineParser(prog="crl", description="Continual reinforcement learning on drifting tasks.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, cmd in COMMANDS.items():
         cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
     return parser

@@ -50,12 +50,13 @@ from crl.run.callbacks import (
     TrainThreads,
     logging_callbacks,
 )
+from crl.run.callbacks.checkpoints import FinalCheckpoint
 from crl.run.envs import check_env_make, make_vec_env
 from crl.run.folder import RunFolder
 from crl.run.lock import RunLock
-from crl.run.resolve import env_of, make_kwargs, resolved_config, run_name
+from crl.run.resolve import check_extension, check_run, env_of, make_kwargs, resolved_config, run_name
 from crl.run.state import model_state, restore_model_state
-from crl.run.status import checkpoint_step, now, write_status
+from crl.run.status import checkpoint_step, has_checkpoint, now, write_status
 from crl.spec import RunConfig, check_run_config
 from crl.track import Tracker, flatten, wandb_default_mode
 
@@ -102,6 +103,7 @@ class Runner:
         check_env_make(self.env_spec.id, self.make_kwargs)
         self.name = run_name(self.env_spec, self.agent_spec, cfg.seed)
         self.folder = RunFolder(Path(cfg.run_dir) / cfg.experiment / self.name)
+        check_run(cfg, self.agent_spec, self.folder.path)
         self.dir = self.folder.path
         self.lock = RunLock(self.dir)
         self.wandb_mode = wandb_default_mode() if cfg.wandb == "auto" else cfg.wandb
@@ -144,7 +146,7 @@ class Runner:
 
     def _callbacks(self) -> CrlCallbacks:
         cfg = self.cfg
-        parts: dict[str, BaseCallback] = {}
+        parts: dict[str, BaseCallback] = {"final_checkpoint": FinalCheckpoint(cfg.steps, self.save_checkpoint)}
         if cfg.train_threads:
             parts["threads"] = TrainThreads(cfg.torch_threads, cfg.train_threads)
         parts.update(
@@ -230,10 +232,19 @@ class Runner:
         return None
 
     def _prepare(self, resume: bool | None, overwrite: bool) -> tuple[dict[str, Any] | None, int, dict[str, Any]]:
-        """Check the folder against the run; the checkpoint to resume from (verified) and its step."""
+        """Check the folder against the run; the checkpoint to resume from (verified) and its step.
+
+        A finished run given more ``steps`` trains on from the checkpoint of its end, when asked
+        (``resume``); with as many steps or fewer there is nothing to train.
+        """
+        if resume is True and not overwrite and not has_checkpoint(self.dir):  # before anything is made
+            raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         can_resume, status = self.folder.prepare(self.resolved, overwrite)
         if status.get("status") == "finished" and not overwrite:
-            return None, 0, status
+            done = int(status.get("global_step", 0))
+            if self.cfg.steps <= done:
+                return None, 0, status
+            check_extension(self.dir, done, self.cfg.steps, resume is True, checkpoint_step(self.dir) or None)
         if resume is True and not can_resume:
             raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         if resume is False and status and not overwrite:
