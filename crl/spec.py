@@ -56,6 +56,7 @@ __all__ = [
     "VEC_ENVS",
     "WANDB_MODES",
     "check_run_config",
+    "check_wandb_names",
     "field_docs",
     "parse_named",
     "parse_named_list",
@@ -302,6 +303,10 @@ class RunConfig:
     """wandb project name."""
     wandb_entity: str | None = None
     """wandb entity (user or team); None for the default."""
+    wandb_group: str | None = None
+    """wandb group; None for ``<experiment>__<env>__<agent>`` (the seeds of one agent in one experiment)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra wandb tags, besides the experiment, env, agent and interventions that every run has."""
     device: str = "cpu"
     """torch device."""
     torch_threads: int = 1
@@ -342,8 +347,33 @@ def check_run_config(cfg: RunConfig) -> None:
         raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}; got {cfg.vec_env!r}")
     if cfg.wandb not in WANDB_MODES:
         raise ConfigError(f"wandb must be one of {', '.join(WANDB_MODES)}; got {cfg.wandb!r}")
+    check_wandb_names(cfg)
     if not isinstance(cfg.summary_last_frac, (int, float)) or not 0.0 < cfg.summary_last_frac <= 1.0:
         raise ConfigError(f"summary_last_frac must be in (0, 1], got {cfg.summary_last_frac!r}")
+
+
+def check_wandb_names(cfg: RunConfig) -> None:
+    """Check ``wandb_project``, ``wandb_entity``, ``wandb_group`` and ``tags`` (wandb's own limits).
+
+    Example:
+        >>> check_wandb_names(RunConfig(env="x", agent="ppo", tags=["ablation", ""]))
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: tags: each tag must be a string of 1 to 64 characters, got ''
+    """
+    for key in ("wandb_project", "wandb_entity", "wandb_group"):
+        v = getattr(cfg, key)
+        if v is None and key != "wandb_project":
+            continue
+        bad = "/\\#?%:" if key != "wandb_group" else ""
+        if not isinstance(v, str) or not v.strip() or len(v) > 128 or any(c in v for c in bad):
+            without = f" without {' '.join(bad)}" if bad else ""
+            raise ConfigError(f"{key} must be a string of 1 to 128 characters{without}, got {v!r}")
+    if not isinstance(cfg.tags, list):
+        raise ConfigError(f"tags must be a list of strings, got {cfg.tags!r}")
+    for t in cfg.tags:
+        if not isinstance(t, str) or not t.strip() or len(t) > 64:
+            raise ConfigError(f"tags: each tag must be a string of 1 to 64 characters, got {t!r}")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "wandb_default_mode", "flatten"]
+__all__ = ["Tracker", "wandb_default_mode", "flatten", "wandb_config", "wandb_init_kwargs", "default_group"]
 
 
 def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -38,6 +38,88 @@ def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, An
         else:
             out[key] = v
     return out
+
+
+def _named_list(v: Any) -> bool:
+    """Whether ``v`` is a ``[{name: {arguments}}, ...]`` list (drifts, interventions)."""
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) and len(x) == 1 for x in v)
+
+
+def wandb_config(resolved: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's resolved config as flat wandb config keys, every setting filterable.
+
+    Like :func:`flatten`, and a ``[{name: {arguments}}, ...]`` list (drifts, interventions,
+    schedules) becomes one key per argument under its name plus the list of names, so a
+    dashboard can filter on ``agent.interventions.cbp.replacement_rate`` or
+    ``env.make_kwargs.drifts.friction.low``. ``extra`` is merged first (e.g. ``env.base``).
+
+    Example:
+        >>> cfg = wandb_config({"agent": {"interventions": [{"cbp": {"decay": 0.99}}, "l2"]},
+        ...                     "env": {"make_kwargs": {"drifts": [{"friction": {"low": 0.02}}]}}})
+        >>> cfg["agent.interventions"], cfg["env.make_kwargs.drifts"], cfg["env.make_kwargs.drifts.friction.low"]
+        (['cbp', 'l2'], ['friction'], 0.02)
+    """
+    out: dict[str, Any] = {}
+
+    def walk(v: Any, key: str) -> None:
+        items = v if isinstance(v, list) else []
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(x, f"{key}.{k}" if key else str(k))
+        elif items and all(isinstance(x, str) or (isinstance(x, dict) and len(x) == 1) for x in items):
+            out[key] = [x if isinstance(x, str) else next(iter(x)) for x in items]
+            for x in items:
+                if isinstance(x, dict):
+                    name, args = next(iter(x.items()))
+                    walk(args if isinstance(args, dict) else {"value": args}, f"{key}.{name}")
+        else:
+            out[key] = v
+
+    walk(extra or {}, "")
+    walk(resolved, "")
+    return out
+
+
+def default_group(experiment: str, env: str, agent: str) -> str:
+    """The wandb group of a run: ``<experiment>__<env>__<agent>`` (its seeds, in one experiment).
+
+    Example:
+        >>> default_group("quickstart", "slippery-ant", "ppo")
+        'quickstart__slippery-ant__ppo'
+    """
+    return f"{experiment}__{env}__{agent}"
+
+
+def wandb_init_kwargs(cfg: Any, env: Any, agent: Any, resolved: dict[str, Any], name: str, run_id: str) -> dict:
+    """The ``wandb.init`` keyword arguments of a run.
+
+    Args:
+        cfg: the run's :class:`~crl.spec.RunConfig`.
+        env: its :class:`~crl.spec.EnvSpec`.
+        agent: its :class:`~crl.spec.AgentSpec`.
+        resolved: the resolved config (what ``config.yaml`` holds).
+        name: the run's name.
+        run_id: its wandb id.
+
+    The group is ``cfg.wandb_group`` or :func:`default_group`; tags are the experiment,
+    env, agent, interventions and ``cfg.tags``; the config is :func:`wandb_config` of the
+    resolved config with the env's base and the run's group and tags.
+    """
+    interventions = [next(iter(i)) if isinstance(i, dict) else str(i) for i in agent.interventions]
+    group = cfg.wandb_group or default_group(cfg.experiment, env.name, agent.name)
+    tags = list(dict.fromkeys([cfg.experiment, env.name, agent.name, *interventions, *cfg.tags]))
+    extra = {"env": {"base": env.base, "base_kwargs": env.base_kwargs}, "wandb": {"group": group, "tags": tags}}
+    config = wandb_config(resolved, extra)
+    return {
+        "project": cfg.wandb_project,
+        "entity": cfg.wandb_entity,
+        "id": run_id,
+        "group": group,
+        "name": name,
+        "job_type": "train",
+        "tags": tags,
+        "config": config,
+    }
 
 
 def wandb_default_mode() -> str:

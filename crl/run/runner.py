@@ -48,7 +48,7 @@ from crl.run.resolve import env_of, make_kwargs, resolved_config, run_name
 from crl.run.state import model_state, restore_model_state
 from crl.run.status import now, write_status
 from crl.spec import RunConfig, check_run_config
-from crl.track import Tracker, flatten, wandb_default_mode
+from crl.track import Tracker, wandb_default_mode, wandb_init_kwargs
 
 __all__ = ["Runner", "RunResult", "train", "command_line", "CHECKPOINT_FORMAT"]
 
@@ -117,17 +117,7 @@ class Runner:
         self.callbacks = self._callbacks()
 
     def _wandb_init(self) -> dict[str, Any]:
-        interventions = [next(iter(i)) if isinstance(i, dict) else str(i) for i in self.agent_spec.interventions]
-        return {
-            "project": self.cfg.wandb_project,
-            "entity": self.cfg.wandb_entity,
-            "id": self.wandb_id,
-            "group": f"{self.env_spec.name}__{self.agent_spec.name}",
-            "name": self.name,
-            "job_type": "train",
-            "tags": [self.env_spec.name, self.agent_spec.name, self.cfg.experiment, *interventions],
-            "config": flatten(self.resolved),
-        }
+        return wandb_init_kwargs(self.cfg, self.env_spec, self.agent_spec, self.resolved, self.name, self.wandb_id)
 
     def _make_eval_env(self) -> gym.Env:
         return gym.make(self.env_spec.id, **make_kwargs(self.env_spec, self.cfg, num_envs=1))
