@@ -9,6 +9,21 @@ header grows and the file is rewritten once.
 The tracker is a sink: it receives metrics and never reaches into agents. Its position
 (:meth:`Tracker.state`) is saved in checkpoints; :meth:`Tracker.restore` truncates the
 file back to it on resume, so a resumed run has no duplicated or missing rows.
+
+wandb mirrors the CSV row for row: row ``i`` of ``metrics.csv`` is wandb step ``i`` (the
+history's ``_step``), with ``global_step`` as every metric's x-axis. A resumed run must
+give one wandb history holding exactly the CSV's rows, while the process that stopped may
+have logged rows past its checkpoint that the CSV then discards. Offline (the default),
+each process writes its own ``wandb/offline-run-*-<id>`` folder, and ``wandb sync`` of
+two folders of one id appends the second history to the first (overlapping steps, the
+discarded rows kept). So on resume the tracker removes the run's earlier offline folders
+and replays the kept CSV rows into the new one (:meth:`Tracker.restore`): the run has one
+offline folder whose history is the CSV, row for row, and ``wandb sync`` uploads exactly
+that. (The CSV is the source of truth, so nothing is lost; replaying costs about 0.6 ms
+a row.) Online, the history is already on the server, so the resumed process rewinds the
+run to the checkpoint's row with wandb's ``resume_from="<id>?_step=<row>"``; where the
+server refuses (rewinding is not enabled everywhere) it resumes with ``resume="allow"``,
+says so, and the history may keep the discarded rows.
 """
 
 from __future__ import annotations
@@ -16,11 +31,21 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "wandb_default_mode", "flatten", "wandb_config", "wandb_init_kwargs", "default_group"]
+__all__ = [
+    "Tracker",
+    "wandb_default_mode",
+    "flatten",
+    "wandb_config",
+    "wandb_init_kwargs",
+    "default_group",
+    "run_scores",
+]
 
 
 def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -188,11 +213,12 @@ class Tracker:
         self._writer: Any = None
         self.wandb_run: Any = None
         self.wandb_mode = wandb_mode
+        self._wandb_init_args = dict(wandb_init or {})
+        self._wandb_pending = wandb_mode != "disabled"  # started at restore() or the first row
+        self._wandb_steps = True  # log row i as wandb step i
         if self.path.exists():
             self._load_existing()
         self._open("a")
-        if wandb_mode != "disabled":
-            self._init_wandb(wandb_mode, wandb_init or {})
 
     # -- files ---------------------------------------------------------------
     def _load_existing(self) -> None:
@@ -240,18 +266,20 @@ class Tracker:
             self._rewrite(self.columns + new)
         values = {"global_step": global_step, **metrics}
         self._writer.writerow([_fmt(values.get(c)) for c in self.columns])
+        run = self._wandb()
+        if run is not None:
+            run.log(values, step=self.rows if self._wandb_steps else None)
         self.rows += 1
-        if self.wandb_run is not None:
-            self.wandb_run.log({"global_step": global_step, **metrics})
         now = time.monotonic()
         if now - self._last_flush > self.flush_every:
             self.flush()
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set wandb summary values (the local files hold their own summaries)."""
-        if self.wandb_run is not None:
+        run = self._wandb()
+        if run is not None:
             for k, v in values.items():
-                self.wandb_run.summary[k] = v
+                run.summary[k] = v
 
     def flush(self) -> None:
         """Flush the CSV to disk."""
@@ -267,26 +295,119 @@ class Tracker:
         return {"columns": list(self.columns), "rows": self.rows}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Truncate ``metrics.csv`` back to a checkpointed :meth:`state`."""
+        """Truncate ``metrics.csv`` back to a checkpointed :meth:`state`; start wandb at that row.
+
+        Offline, the run's earlier offline folders are removed and the kept rows replayed into
+        the new one (see the module docstring).
+        """
         self._rewrite(list(state["columns"]), keep_rows=int(state["rows"]))
+        if self._wandb_pending:
+            self._start_wandb()
+            if self.wandb_mode == "offline":
+                self._replace_offline_history()
 
     # -- wandb ---------------------------------------------------------------
-    def _init_wandb(self, mode: str, init: dict[str, Any]) -> None:
+    def _wandb(self) -> Any:
+        """The wandb run, started on first use (None when disabled)."""
+        if self._wandb_pending:
+            self._start_wandb()
+        return self.wandb_run
+
+    def _start_wandb(self) -> None:
         import wandb
 
+        self._wandb_pending = False
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.wandb_run = wandb.init(mode=mode, dir=str(self.run_dir), resume="allow", **init)
+        init = {"mode": self.wandb_mode, "dir": str(self.run_dir), **self._wandb_init_args}
+        run_id = init.get("id")
+        if self.wandb_mode == "online" and self.rows and run_id:
+            rewind = {k: v for k, v in init.items() if k != "id"}
+            try:
+                self.wandb_run = wandb.init(resume_from=f"{run_id}?_step={self.rows}", **rewind)
+            except Exception as e:  # rewinding is not enabled on every server
+                print(
+                    f"crl: wandb could not rewind run {run_id} to row {self.rows} ({e}); resuming it", file=sys.stderr
+                )
+                self._wandb_steps = False
+        if self.wandb_run is None:
+            self.wandb_run = wandb.init(resume="allow", **init)
         self.wandb_run.define_metric("global_step")
         self.wandb_run.define_metric("*", step_metric="global_step")
 
+    def _replace_offline_history(self) -> None:
+        """Remove this run's earlier offline folders and replay the CSV's rows into the current one."""
+        run = self.wandb_run
+        current = Path(run.dir).parent.resolve()
+        for old in (self.run_dir / "wandb").glob(f"offline-run-*-{run.id}"):
+            if old.resolve() != current:
+                shutil.rmtree(old, ignore_errors=True)
+        self.flush()
+        with self.path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for i, row in enumerate(reader):
+                run.log({k: _parse(v) for k, v in zip(header, row, strict=False) if v != ""}, step=i)
+
     def close(self, status: str | None = None) -> None:
-        """Flush and close the file; finish the wandb run (exit code 1 unless finished)."""
+        """Flush and close the file; finish the wandb run (exit code 1 unless finished).
+
+        The wandb run gets ``regimes.csv`` as the table ``regimes`` and, for a finished run,
+        its continual-learning scores (:func:`run_scores`) in its summary.
+        """
         if self._file is not None:
             self.flush()
             self._file.close()
             self._file = None
-        if self.wandb_run is not None:
+        run = self._wandb()
+        if run is not None:
             if status:
-                self.wandb_run.summary["status"] = status
-            self.wandb_run.finish(exit_code=0 if status in (None, "finished") else 1)
+                run.summary["status"] = status
+            self._final_summary(run, finished=status in (None, "finished"))
+            run.finish(exit_code=0 if status in (None, "finished") else 1)
             self.wandb_run = None
+
+    def _final_summary(self, run: Any, finished: bool) -> None:
+        import wandb
+
+        regimes = self.run_dir / "regimes.csv"
+        if regimes.is_file() and regimes.stat().st_size:
+            import pandas as pd
+
+            run.summary["regimes"] = wandb.Table(dataframe=pd.read_csv(regimes))
+        if finished:
+            for k, v in run_scores(self.run_dir).items():
+                run.summary[f"scores/{k}"] = v
+
+
+def _parse(text: str) -> Any:
+    """A CSV cell back as the value :func:`_fmt` wrote (int, float, or the string)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_scores(run_dir: str | Path) -> dict[str, float]:
+    """The continual-learning scores of a run folder as flat numbers (the wandb run summary).
+
+    Uses :func:`crl.metrics.run_scores` where it exists, else the numbers of
+    :func:`crl.metrics.run_metrics`; non-finite scores are left out, and a run whose scores
+    cannot be computed (no ``regimes.csv``, not a drifting env) gives ``{}``.
+    """
+    import crl.metrics as metrics
+    from crl.errors import ConfigError
+
+    scores = getattr(metrics, "run_scores", None)
+    try:
+        if scores is not None:
+            values = dict(scores(run_dir))
+        else:
+            values = {k: v for k, v in metrics.run_metrics(run_dir).items() if isinstance(v, float)}
+    except ConfigError:
+        return {}
+    except Exception as e:  # the summary mirrors the files: a reader's failure must not fail the run
+        print(f"crl: no scores in the wandb summary of {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+        return {}
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import random
 import shlex
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +17,10 @@ from crl.cli.train import config_of
 from crl.errors import ConfigError
 from crl.spec import RunConfig, check_run_config
 from crl.sweep import expand, load_sweep, train_command
-from crl.track import default_group, wandb_config
+from crl.track import Tracker, default_group, run_scores, wandb_config
+from crl.wandb_offline import OfflineRun, offline_runs, read_offline_run
+from tests._resume import kill_at_random, train_args
+from tests.conftest import run_crl
 
 
 def test_train_options_reach_the_run_config():
@@ -77,3 +86,84 @@ def test_wandb_config_has_every_drift_and_intervention_setting():
     assert cfg["env.make_kwargs.drifts"] == ["gravity", "mass"]
     assert cfg["env.make_kwargs.drifts.gravity.scale"] == 2
     assert cfg["env.make_kwargs.schedule.cyclic"] == {}
+
+
+# -- the offline history of a resumed run -------------------------------------------------------
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def same_value(cell: str, value: object) -> bool:
+    x = float(cell)
+    return (math.isnan(x) and math.isnan(float(value))) or x == float(value)
+
+
+def assert_history_is_the_csv(run_dir: Path) -> OfflineRun:
+    """One offline run whose history is metrics.csv row for row (step i = row i, every value equal)."""
+    folders = offline_runs(run_dir)
+    assert len(folders) == 1, folders
+    run = read_offline_run(folders[0])
+    rows = csv_rows(run_dir / "metrics.csv")
+    assert len(run.history) == len(rows) > 0
+    for i, (row, logged) in enumerate(zip(rows, run.history, strict=True)):
+        assert logged["_step"] == i
+        cells = {k: v for k, v in row.items() if v != ""}
+        assert set(cells) == {k for k in logged if not k.startswith("_")}, i
+        assert all(same_value(v, logged[k]) for k, v in cells.items()), (i, cells, logged)
+    return run
+
+
+def test_tracker_resume_replaces_the_discarded_rows_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    init = {"project": "crl-test", "id": "resume0test", "group": "g"}
+    first = Tracker(tmp_path, wandb_mode="offline", wandb_init=init)
+    first.restore({"columns": ["global_step"], "rows": 0})
+    for step in range(5):
+        first.log(10 * step, {"charts/episodic_return": step + 0.5})
+        if step == 2:
+            checkpoint = first.state()  # rows 3 and 4 come after it: the resume discards them
+    first.log(50, {"losses/value_loss": float("nan")})
+    first.close("interrupted")
+    (old,) = offline_runs(tmp_path)
+    assert len(read_offline_run(old).history) == 6
+
+    second = Tracker(tmp_path, wandb_mode="offline", wandb_init=init)
+    second.restore(checkpoint)
+    second.log(30, {"charts/episodic_return": 7.0})
+    second.log(40, {"losses/value_loss": 0.25})
+    second.close("finished")
+    run = assert_history_is_the_csv(tmp_path)
+    assert [r["global_step"] for r in run.history] == [0, 10, 20, 30, 40]
+    assert run.run_id == "resume0test" and run.exit_code == 0
+    assert not old.exists()
+
+
+def test_killed_run_resumed_offline_gives_one_history_with_the_csv_rows(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the child processes inherit it
+    cmd = train_args(tmp_path, 2048, "--wandb", "offline", "--experiment", "kill", "--tags", "resume-test")
+    run_dir = tmp_path / "kill" / "slippery-ant__ppo__s3"
+    rng = random.Random(0)
+    for _ in range(3):
+        kill_at_random(cmd, run_dir, rng, steps=(600, 1500))
+        if json.loads((run_dir / "status.json").read_text())["status"] == "running":
+            break
+        shutil.rmtree(run_dir)  # finished before the kill: try again
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+    (killed,) = offline_runs(run_dir)  # its .wandb file may end anywhere: wandb writes it asynchronously
+    run_crl(*cmd, check=True)
+    run = assert_history_is_the_csv(run_dir)
+    assert run.group == "kill__slippery-ant__ppo" and "resume-test" in run.tags and run.job_type == "train"
+    assert killed.name.endswith(f"-{run.run_id}") and not killed.exists()
+    assert run.config["env.make_kwargs.schedule.every_n_steps.change_every"] == 700
+    assert run.config["agent.hyperparameters.n_steps"] == 256
+    # the summary: status, regimes.csv as a table, the CL scores
+    assert run.summary["status"] == "finished"
+    assert run.summary["regimes"]["_type"] == "table-file"
+    assert run.summary["regimes"]["nrows"] == len(csv_rows(run_dir / "regimes.csv"))
+    table = json.loads((offline_runs(run_dir)[0] / "files" / run.summary["regimes"]["path"]).read_text())
+    assert table["columns"][:2] == ["segment", "regime"]
+    scores = run_scores(run_dir)
+    assert scores and {f"scores/{k}": v for k, v in scores.items()}.items() <= run.summary.items()
