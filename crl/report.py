@@ -550,7 +550,7 @@ def build_report(
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
     if wandb:
-        log_report_to_wandb(out, figures, tables, project=wandb_project, mode=wandb_mode)
+        log_report_to_wandb(out, figures, tables, project=wandb_project, mode=wandb_mode, runs_dir=runs_dir)
     return index
 
 
@@ -560,11 +560,19 @@ def log_report_to_wandb(
     tables: dict[str, pd.DataFrame],
     project: str = "crl",
     mode: str = "offline",
+    runs_dir: str | Path | None = None,
 ) -> Path:
-    """Log the figures (``wandb.Image``) and tables (``wandb.Table``) as a ``job_type="report"`` run; return its dir."""
+    """Log the figures (``wandb.Image``) and tables (``wandb.Table``) as a ``job_type="report"`` run; return its dir.
+
+    With ``runs_dir``, the run is grouped, tagged and configured like the runs it reports
+    (:func:`crl.track.report_wandb_init`).
+    """
     import wandb
 
-    run = wandb.init(project=project, mode=mode, dir=str(out_dir), job_type="report", name="report", reinit=True)
+    from crl.track import report_wandb_init
+
+    init = {"job_type": "report", "name": "report", **(report_wandb_init(runs_dir) if runs_dir is not None else {})}
+    run = wandb.init(project=project, mode=mode, dir=str(out_dir), reinit=True, **init)
     try:
         for name, paths in figures.items():
             run.log({f"report/{name}": wandb.Image(str(paths["png"]))})

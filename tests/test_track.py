@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import random
@@ -15,6 +16,7 @@ import pytest
 from crl.cli import build_parser
 from crl.cli.train import config_of
 from crl.errors import ConfigError
+from crl.report import build_report
 from crl.spec import RunConfig, check_run_config
 from crl.sweep import expand, load_sweep, train_command
 from crl.track import Tracker, default_group, run_scores, wandb_config
@@ -141,29 +143,101 @@ def test_tracker_resume_replaces_the_discarded_rows_offline(tmp_path, monkeypatc
     assert not old.exists()
 
 
-def test_killed_run_resumed_offline_gives_one_history_with_the_csv_rows(tmp_path, monkeypatch):
-    monkeypatch.delenv("WANDB_MODE", raising=False)  # the child processes inherit it
-    cmd = train_args(tmp_path, 2048, "--wandb", "offline", "--experiment", "kill", "--tags", "resume-test")
-    run_dir = tmp_path / "kill" / "slippery-ant__ppo__s3"
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """An experiment ``kill`` with one offline run killed at random (SIGKILL) and resumed to the end."""
+    root = tmp_path_factory.mktemp("wandb")
+    extra = ("--wandb", "offline", "--experiment", "kill", "--tags", "resume-test", "--diagnostics-every", "1024")
+    cmd = train_args(root, 2048, *extra, "--eval-every", "1024", "--eval-episodes", "1")
+    run_dir = root / "kill" / "slippery-ant__ppo__s3"
     rng = random.Random(0)
-    for _ in range(3):
-        kill_at_random(cmd, run_dir, rng, steps=(600, 1500))
-        if json.loads((run_dir / "status.json").read_text())["status"] == "running":
-            break
-        shutil.rmtree(run_dir)  # finished before the kill: try again
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
-    (killed,) = offline_runs(run_dir)  # its .wandb file may end anywhere: wandb writes it asynchronously
-    run_crl(*cmd, check=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WANDB_MODE", raising=False)  # the child processes inherit it
+        for _ in range(3):
+            kill_at_random(cmd, run_dir, rng, steps=(600, 1500))
+            if json.loads((run_dir / "status.json").read_text())["status"] == "running":
+                break
+            shutil.rmtree(run_dir)  # finished before the kill: try again
+        assert json.loads((run_dir / "status.json").read_text())["status"] == "running"
+        (killed,) = offline_runs(run_dir)  # its .wandb file may end anywhere: wandb writes it asynchronously
+        run_crl(*cmd, check=True)
+    return root, run_dir, killed
+
+
+def test_killed_run_resumed_offline_gives_one_history_with_the_csv_rows(resumed):
+    _, run_dir, killed = resumed
     run = assert_history_is_the_csv(run_dir)
-    assert run.group == "kill__slippery-ant__ppo" and "resume-test" in run.tags and run.job_type == "train"
     assert killed.name.endswith(f"-{run.run_id}") and not killed.exists()
+    assert run.group == "kill__slippery-ant__ppo" and "resume-test" in run.tags and run.job_type == "train"
     assert run.config["env.make_kwargs.schedule.every_n_steps.change_every"] == 700
     assert run.config["agent.hyperparameters.n_steps"] == 256
-    # the summary: status, regimes.csv as a table, the CL scores
-    assert run.summary["status"] == "finished"
-    assert run.summary["regimes"]["_type"] == "table-file"
-    assert run.summary["regimes"]["nrows"] == len(csv_rows(run_dir / "regimes.csv"))
-    table = json.loads((offline_runs(run_dir)[0] / "files" / run.summary["regimes"]["path"]).read_text())
-    assert table["columns"][:2] == ["segment", "regime"]
+    assert run.config["env.make_kwargs.drifts"] == ["friction"] and run.config["env.base"] == "Ant-v5"
+
+
+def test_run_summary_holds_the_regimes_table_and_the_scores(resumed):
+    _, run_dir, _ = resumed
+    (folder,) = offline_runs(run_dir)
+    run = read_offline_run(folder)
+    assert run.summary["status"] == "finished" and run.exit_code == 0
+    regimes = csv_rows(run_dir / "regimes.csv")
+    assert run.summary["regimes"]["_type"] == "table-file" and run.summary["regimes"]["nrows"] == len(regimes)
+    table = json.loads((folder / "files" / run.summary["regimes"]["path"]).read_text())
+    assert table["columns"] == list(regimes[0])
+    assert [str(r[0]) for r in table["data"]] == [r["segment"] for r in regimes]
     scores = run_scores(run_dir)
-    assert scores and {f"scores/{k}": v for k, v in scores.items()}.items() <= run.summary.items()
+    assert "average_performance" in scores
+    assert {f"scores/{k}": v for k, v in scores.items()}.items() <= run.summary.items()
+
+
+def test_report_run_is_grouped_tagged_and_configured(resumed, tmp_path):
+    root, _, _ = resumed
+    build_report(root / "kill", tmp_path / "report", wandb=True, wandb_mode="offline", reps=50)
+    (folder,) = offline_runs(tmp_path / "report")
+    report = read_offline_run(folder)
+    assert (report.group, report.job_type) == ("kill", "report")
+    assert report.tags == ["report", "kill", "slippery-ant", "ppo"]
+    assert report.config["seeds"] == [3] and report.config["runs"] == 1 and report.config["agents"] == ["ppo"]
+
+
+def test_dashboard_spec_has_the_regime_aware_panels(resumed, tmp_path, crl_cli):
+    root, _, _ = resumed
+    out = tmp_path / "spec.json"
+    proc = crl_cli("dashboard", str(root / "kill"), "--spec", str(out), check=True)
+    assert str(out) in proc.stdout
+    spec = json.loads(out.read_text())
+    assert spec["runset"] == {"experiment": ["kill"], "job_type": "train", "groupby": "wandb.group"}
+    sections = {s["name"]: s["panels"] for s in spec["sections"]}
+    returns = sections["Return across regime changes"]
+    assert returns[0]["y"] == ["charts/episodic_return"] and returns[1]["y"] == ["regime/index", "regime/friction"]
+    assert all(p["x"] == "global_step" for p in returns)
+    assert sections["Evaluation on every regime"][0]["y"][0] == "eval/regime_0/return"
+    for net in ("policy", "value"):
+        panels = {p["title"]: p["y"] for p in sections[f"Diagnostics: {net}"]}
+        assert panels[f"{net}: effective_rank"] == [
+            f"plasticity/{net}/0/effective_rank",
+            f"plasticity/{net}/1/effective_rank",
+        ]
+    assert {"scores/average_performance"} <= {m for p in sections["Continual-learning scores"] for m in p["metrics"]}
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"WANDB_MODE": "offline"}, "crl dashboard needs wandb online, but WANDB_MODE=offline"),
+        ({"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": "/nonexistent"}, "crl dashboard needs a wandb login"),
+        ({"WANDB_MODE": None, "WANDB_API_KEY": "x" * 40}, "crl dashboard needs the wandb-workspaces package"),
+    ],
+)
+def test_dashboard_refuses_in_one_line_when_it_cannot_reach_wandb(resumed, crl_cli, env, message):
+    if "package" in message and importlib.util.find_spec("wandb_workspaces"):
+        pytest.skip("wandb-workspaces is installed here (it is not a crl dependency)")
+    root, _, _ = resumed
+    proc = crl_cli("dashboard", str(root / "kill"), env=env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"crl: error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_dashboard_of_no_runs_is_one_line(tmp_path, crl_cli):
+    (tmp_path / "report").mkdir()
+    proc = crl_cli("dashboard", str(tmp_path), "--spec", str(tmp_path / "s.json"))
+    assert proc.returncode == 2 and "no run folders" in proc.stderr and not (tmp_path / "s.json").exists()
