@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import wandb
 
 from crl.cli import build_parser
 from crl.cli.train import config_of
@@ -129,6 +130,7 @@ def test_tracker_resume_replaces_the_discarded_rows_offline(tmp_path, monkeypatc
             checkpoint = first.state()  # rows 3 and 4 come after it: the resume discards them
     first.log(50, {"losses/value_loss": float("nan")})
     first.close("interrupted")
+    wandb.teardown()  # wandb-core writes the .wandb file asynchronously: its shutdown flushes it
     (old,) = offline_runs(tmp_path)
     assert len(read_offline_run(old).history) == 6
 
@@ -137,6 +139,7 @@ def test_tracker_resume_replaces_the_discarded_rows_offline(tmp_path, monkeypatc
     second.log(30, {"charts/episodic_return": 7.0})
     second.log(40, {"losses/value_loss": 0.25})
     second.close("finished")
+    wandb.teardown()
     run = assert_history_is_the_csv(tmp_path)
     assert [r["global_step"] for r in run.history] == [0, 10, 20, 30, 40]
     assert run.run_id == "resume0test" and run.exit_code == 0
@@ -192,6 +195,7 @@ def test_run_summary_holds_the_regimes_table_and_the_scores(resumed):
 def test_report_run_is_grouped_tagged_and_configured(resumed, tmp_path):
     root, _, _ = resumed
     build_report(root / "kill", tmp_path / "report", wandb=True, wandb_mode="offline", reps=50)
+    wandb.teardown()  # flushes the offline file (written asynchronously)
     (folder,) = offline_runs(tmp_path / "report")
     report = read_offline_run(folder)
     assert (report.group, report.job_type) == ("kill", "report")
