@@ -25,17 +25,43 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from crl.errors import ConfigError
 
-__all__ = ["dashboard_spec", "check_online", "build_workspace", "write_spec"]
+__all__ = ["dashboard_spec", "check_online", "build_workspace", "write_spec", "summary_scores"]
 
 #: Panel kinds of a spec: a line plot of ``y`` keys against ``x``, or a bar chart of summary ``metrics``.
 PANEL_KINDS = ("line", "bar")
+
+
+def summary_scores(run_dir: str | Path) -> dict[str, float]:
+    """The continual-learning scores of a run folder as ``scores/<name>`` numbers (the wandb run summary).
+
+    Uses :func:`crl.metrics.run_scores` where it exists, else the numbers of
+    :func:`crl.metrics.run_metrics`; non-finite scores are left out, and a run whose scores
+    cannot be computed (no ``regimes.csv``: not a drifting env) gives ``{}``. A reader's
+    failure is one line on stderr and ``{}``: the summary mirrors the files, it must not fail a run.
+    """
+    import crl.metrics as metrics
+
+    scores = getattr(metrics, "run_scores", None)
+    try:
+        if scores is not None:
+            values = dict(scores(run_dir))
+        else:
+            values = {k: v for k, v in metrics.run_metrics(run_dir).items() if isinstance(v, float)}
+    except ConfigError:
+        return {}
+    except Exception as e:
+        print(f"crl: no scores in the wandb summary of {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+        return {}
+    return {f"scores/{k}": float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def _run_folders(runs_dir: Path) -> list[tuple[dict[str, Any], list[str]]]:
@@ -105,8 +131,6 @@ def dashboard_spec(runs_dir: str | Path, project: str | None = None, entity: str
 
     Raises :class:`~crl.errors.ConfigError` when ``runs_dir`` holds no run folder.
     """
-    from crl.track import run_scores
-
     root = Path(runs_dir)
     runs = _run_folders(root) if root.is_dir() else []
     if not runs:
@@ -116,7 +140,7 @@ def dashboard_spec(runs_dir: str | Path, project: str | None = None, entity: str
     wandb_cfg = [cfg.get("wandb") or {} for cfg, _ in runs]
     project = project or next((w["project"] for w in wandb_cfg if w.get("project")), "crl")
     entity = entity or next((w["entity"] for w in wandb_cfg if w.get("entity")), None)
-    scores = sorted({f"scores/{k}" for p in root.rglob("config.yaml") for k in run_scores(p.parent)})
+    scores = sorted({k for p in root.rglob("config.yaml") for k in summary_scores(p.parent)})
     return {
         "name": f"crl: {', '.join(experiments)}",
         "project": project,

@@ -44,8 +44,6 @@ __all__ = [
     "wandb_config",
     "wandb_init_kwargs",
     "default_group",
-    "run_scores",
-    "report_wandb_init",
 ]
 
 
@@ -146,56 +144,6 @@ def wandb_init_kwargs(cfg: Any, env: Any, agent: Any, resolved: dict[str, Any], 
         "tags": tags,
         "config": config,
     }
-
-
-def report_wandb_init(runs_dir: str | Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``wandb.init`` arguments of the report run of the runs under ``runs_dir``: group, tags, config.
-
-    The group is the runs' experiment (the training runs' groups are
-    ``<experiment>__<env>__<agent>``, so the report sits beside them), the tags are
-    ``report``, the experiment, the envs and the agents, and the config lists them with the
-    seeds, the steps, the run count and ``options`` (the report's own settings).
-
-    Example:
-        >>> import tempfile, yaml
-        >>> d = Path(tempfile.mkdtemp())
-        >>> for seed in (0, 1):
-        ...     (d / f"r{seed}").mkdir()
-        ...     cfg = {"experiment": "quick", "env": {"name": "ant"}, "agent": {"name": "ppo"}, "seed": seed}
-        ...     _ = (d / f"r{seed}" / "config.yaml").write_text(yaml.safe_dump(cfg))
-        >>> init = report_wandb_init(d, {"bin_steps": 5})
-        >>> init["group"], init["tags"], init["config"]["seeds"], init["config"]["bin_steps"]
-        ('quick', ['report', 'quick', 'ant', 'ppo'], [0, 1], 5)
-    """
-    import yaml
-
-    configs = []
-    for path in sorted(Path(runs_dir).rglob("config.yaml")):
-        try:
-            cfg = yaml.safe_load(path.read_text())
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            continue
-        if isinstance(cfg, dict) and isinstance(cfg.get("env"), dict) and isinstance(cfg.get("agent"), dict):
-            configs.append(cfg)
-
-    def values(get: Any) -> list[Any]:
-        return sorted({get(c) for c in configs if get(c) is not None}, key=str)
-
-    experiments = values(lambda c: c.get("experiment"))
-    group = experiments[0] if len(experiments) == 1 else Path(runs_dir).resolve().name
-    envs, agents = values(lambda c: c["env"].get("name")), values(lambda c: c["agent"].get("name"))
-    config = {
-        "runs_dir": str(runs_dir),
-        "experiment": group,
-        "runs": len(configs),
-        "envs": envs,
-        "agents": agents,
-        "seeds": values(lambda c: c.get("seed")),
-        "steps": values(lambda c: c.get("steps")),
-        **(options or {}),
-    }
-    tags = list(dict.fromkeys(str(t)[:64] for t in ["report", group, *envs, *agents]))
-    return {"group": group, "job_type": "report", "name": f"{group}__report", "tags": tags, "config": config}
 
 
 def wandb_default_mode() -> str:
@@ -402,8 +350,8 @@ class Tracker:
     def close(self, status: str | None = None) -> None:
         """Flush and close the file; finish the wandb run (exit code 1 unless finished).
 
-        The wandb run gets ``regimes.csv`` as the table ``regimes`` and, for a finished run,
-        its continual-learning scores (:func:`run_scores`) in its summary.
+        The wandb run gets ``regimes.csv`` as the table ``regimes`` in its summary (the runner
+        adds the continual-learning scores of a finished run: :func:`crl.dashboard.summary_scores`).
         """
         if self._file is not None:
             self.flush()
@@ -413,11 +361,11 @@ class Tracker:
         if run is not None:
             if status:
                 run.summary["status"] = status
-            self._final_summary(run, finished=status in (None, "finished"))
+            self._regimes_table(run)
             run.finish(exit_code=0 if status in (None, "finished") else 1)
             self.wandb_run = None
 
-    def _final_summary(self, run: Any, finished: bool) -> None:
+    def _regimes_table(self, run: Any) -> None:
         import wandb
 
         regimes = self.run_dir / "regimes.csv"
@@ -425,9 +373,6 @@ class Tracker:
             import pandas as pd
 
             run.summary["regimes"] = wandb.Table(dataframe=pd.read_csv(regimes))
-        if finished:
-            for k, v in run_scores(self.run_dir).items():
-                run.summary[f"scores/{k}"] = v
 
 
 def _parse(text: str) -> Any:
@@ -438,27 +383,3 @@ def _parse(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def run_scores(run_dir: str | Path) -> dict[str, float]:
-    """The continual-learning scores of a run folder as flat numbers (the wandb run summary).
-
-    Uses :func:`crl.metrics.run_scores` where it exists, else the numbers of
-    :func:`crl.metrics.run_metrics`; non-finite scores are left out, and a run whose scores
-    cannot be computed (no ``regimes.csv``, not a drifting env) gives ``{}``.
-    """
-    import crl.metrics as metrics
-    from crl.errors import ConfigError
-
-    scores = getattr(metrics, "run_scores", None)
-    try:
-        if scores is not None:
-            values = dict(scores(run_dir))
-        else:
-            values = {k: v for k, v in metrics.run_metrics(run_dir).items() if isinstance(v, float)}
-    except ConfigError:
-        return {}
-    except Exception as e:  # the summary mirrors the files: a reader's failure must not fail the run
-        print(f"crl: no scores in the wandb summary of {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
-        return {}
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}

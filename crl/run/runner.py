@@ -31,6 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from crl.agents import build_model
 from crl.catalog import resolve_agent
 from crl.checkpoint import atomic_save, load, rng_state, set_rng_state
+from crl.dashboard import summary_scores
 from crl.errors import ConfigError
 from crl.fast import FastLoop
 from crl.plasticity import InterventionSet
@@ -258,6 +259,8 @@ class Runner:
         progress = self.callbacks.parts.get("progress")
         if isinstance(progress, ProgressCallback):
             progress.stop()
+        if status == "finished" and self.wandb_mode != "disabled":
+            self.tracker.summary(summary_scores(self.dir))  # the CL scores of the finished run
         self.tracker.close(status)
         write_status(self.dir, status=status, error=error, global_step=self.model.num_timesteps)
 
