@@ -302,7 +302,7 @@ class Tracker:
         self._rewrite(list(state["columns"]), keep_rows=int(state["rows"]))
         if self._wandb_pending:
             self._start_wandb()
-            if self.wandb_mode == "offline":
+            if self.wandb_mode == "offline" and self.wandb_run is not None:
                 self._replace_offline_history()
 
     # -- wandb ---------------------------------------------------------------
@@ -329,7 +329,12 @@ class Tracker:
                 )
                 self._wandb_steps = False
         if self.wandb_run is None:
-            self.wandb_run = wandb.init(resume="allow", **init)
+            try:
+                self.wandb_run = wandb.init(resume="allow", **init)
+            except Exception as e:  # wandb mirrors metrics.csv: its failure must not stop training
+                print(f"crl: wandb did not start ({type(e).__name__}: {e}); training goes on, metrics.csv has every row",
+                      file=sys.stderr)
+                return
         self.wandb_run.define_metric("global_step")
         self.wandb_run.define_metric("*", step_metric="global_step")
 
