@@ -332,8 +332,8 @@ class Tracker:
             try:
                 self.wandb_run = wandb.init(resume="allow", **init)
             except Exception as e:  # wandb mirrors metrics.csv: its failure must not stop training
-                print(f"crl: wandb did not start ({type(e).__name__}: {e}); training goes on, metrics.csv has every row",
-                      file=sys.stderr)
+                note = f"crl: wandb did not start ({type(e).__name__}: {e}); training goes on (metrics.csv has it all)"
+                print(note, file=sys.stderr)
                 return
         self.wandb_run.define_metric("global_step")
         self.wandb_run.define_metric("*", step_metric="global_step")
