@@ -39,6 +39,7 @@ __all__ = [
     "build_report",
     "print_compare",
     "log_report_to_wandb",
+    "report_wandb_init",
 ]
 
 RETURN = "charts/episodic_return"
@@ -228,8 +229,58 @@ def build_report(
     for name, df in tables.items():
         df.to_csv(out / f"{name}.csv", index=False)
     if wandb:
-        log_report_to_wandb(out, figures, tables, project=wandb_project, mode=wandb_mode)
+        log_report_to_wandb(out, figures, tables, project=wandb_project, mode=wandb_mode, runs_dir=runs_dir)
     return index
+
+
+def report_wandb_init(runs_dir: str | Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``wandb.init`` arguments of the report run of the runs under ``runs_dir``: group, tags, config.
+
+    The group is the runs' experiment (the training runs' groups are
+    ``<experiment>__<env>__<agent>``, so the report sits beside them), the tags are
+    ``report``, the experiment, the envs and the agents, and the config lists them with the
+    seeds, the steps, the run count and ``options`` (the report's own settings).
+
+    Example:
+        >>> import tempfile, yaml
+        >>> d = Path(tempfile.mkdtemp())
+        >>> for seed in (0, 1):
+        ...     (d / f"r{seed}").mkdir()
+        ...     cfg = {"experiment": "quick", "env": {"name": "ant"}, "agent": {"name": "ppo"}, "seed": seed}
+        ...     _ = (d / f"r{seed}" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        >>> init = report_wandb_init(d, {"bin_steps": 5})
+        >>> init["group"], init["tags"], init["config"]["seeds"], init["config"]["bin_steps"]
+        ('quick', ['report', 'quick', 'ant', 'ppo'], [0, 1], 5)
+    """
+    import yaml
+
+    configs = []
+    for path in sorted(Path(runs_dir).rglob("config.yaml")):
+        try:
+            cfg = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict) and isinstance(cfg.get("env"), dict) and isinstance(cfg.get("agent"), dict):
+            configs.append(cfg)
+
+    def values(get: Any) -> list[Any]:
+        return sorted({get(c) for c in configs if get(c) is not None}, key=str)
+
+    experiments = values(lambda c: c.get("experiment"))
+    group = experiments[0] if len(experiments) == 1 else Path(runs_dir).resolve().name
+    envs, agents = values(lambda c: c["env"].get("name")), values(lambda c: c["agent"].get("name"))
+    config = {
+        "runs_dir": str(runs_dir),
+        "experiment": group,
+        "runs": len(configs),
+        "envs": envs,
+        "agents": agents,
+        "seeds": values(lambda c: c.get("seed")),
+        "steps": values(lambda c: c.get("steps")),
+        **(options or {}),
+    }
+    tags = list(dict.fromkeys(str(t)[:64] for t in ["report", group, *envs, *agents]))
+    return {"group": group, "job_type": "report", "name": f"{group}__report", "tags": tags, "config": config}
 
 
 def log_report_to_wandb(
@@ -238,11 +289,17 @@ def log_report_to_wandb(
     tables: dict[str, pd.DataFrame],
     project: str = "crl",
     mode: str = "offline",
+    runs_dir: str | Path | None = None,
 ) -> Path:
-    """Log the figures (``wandb.Image``) and tables (``wandb.Table``) as a ``job_type="report"`` run; return its dir."""
+    """Log the figures (``wandb.Image``) and tables (``wandb.Table``) as a ``job_type="report"`` run; return its dir.
+
+    With ``runs_dir``, the run is grouped, tagged and configured like the runs it reports
+    (:func:`report_wandb_init`).
+    """
     import wandb
 
-    run = wandb.init(project=project, mode=mode, dir=str(out_dir), job_type="report", name="report", reinit=True)
+    init = {"job_type": "report", "name": "report", **(report_wandb_init(runs_dir) if runs_dir is not None else {})}
+    run = wandb.init(project=project, mode=mode, dir=str(out_dir), reinit=True, **init)
     try:
         for name, paths in figures.items():
             run.log({f"report/{name}": wandb.Image(str(paths["png"]))})

@@ -65,6 +65,7 @@ __all__ = [
     "check_run_config",
     "check_run_dir",
     "check_wandb_name",
+    "check_wandb_names",
     "field_docs",
     "parse_named",
     "parse_named_list",
@@ -318,6 +319,10 @@ class RunConfig:
     """wandb project name."""
     wandb_entity: str | None = None
     """wandb entity (user or team); None for the default."""
+    wandb_group: str | None = None
+    """wandb group; None for ``<experiment>__<env>__<agent>`` (the seeds of one agent in one experiment)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra wandb tags, besides the experiment, env, agent and interventions that every run has."""
     device: str = "cpu"
     """torch device."""
     torch_threads: int = 1
@@ -381,6 +386,7 @@ def check_run_config(cfg: RunConfig) -> None:
     check_wandb_name("wandb_project", cfg.wandb_project)
     if cfg.wandb_entity is not None:
         check_wandb_name("wandb_entity", cfg.wandb_entity)
+    check_wandb_names(cfg)
     check_experiment(cfg.experiment)
     check_device(cfg.device)
     check_run_dir(cfg.run_dir, cfg.experiment)
@@ -484,6 +490,30 @@ def check_betas(betas: Any) -> None:
             ok = False
     if not ok:
         raise ConfigError(f"optimizer.betas must be a list of two numbers in [0, 1), got {betas!r}")
+
+
+def check_wandb_names(cfg: RunConfig) -> None:
+    """Check ``wandb_project``, ``wandb_entity``, ``wandb_group`` and ``tags`` (wandb's own limits).
+
+    Example:
+        >>> check_wandb_names(RunConfig(env="x", agent="ppo", tags=["ablation", ""]))
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: tags: each tag must be a string of 1 to 64 characters, got ''
+    """
+    for key in ("wandb_project", "wandb_entity", "wandb_group"):
+        v = getattr(cfg, key)
+        if v is None and key != "wandb_project":
+            continue
+        bad = "/\\#?%:" if key != "wandb_group" else ""
+        if not isinstance(v, str) or not v.strip() or len(v) > 128 or any(c in v for c in bad):
+            without = f" without {' '.join(bad)}" if bad else ""
+            raise ConfigError(f"{key} must be a string of 1 to 128 characters{without}, got {v!r}")
+    if not isinstance(cfg.tags, list):
+        raise ConfigError(f"tags must be a list of strings, got {cfg.tags!r}")
+    for t in cfg.tags:
+        if not isinstance(t, str) or not t.strip() or len(t) > 64:
+            raise ConfigError(f"tags: each tag must be a string of 1 to 64 characters, got {t!r}")
 
 
 @dataclass

@@ -173,7 +173,10 @@ def train_command(cfg: RunConfig) -> str:
         if f.name in ("command", "progress") or (f.name not in always and v == default):
             continue
         opt = "--" + f.name.replace("_", "-")
-        parts += [opt, *(f"{k}={value(x)}" for k, x in v.items())] if isinstance(v, dict) else [opt, str(v)]
+        if isinstance(v, list):
+            parts += [opt, *map(str, v)]
+        else:
+            parts += [opt, *(f"{k}={value(x)}" for k, x in v.items())] if isinstance(v, dict) else [opt, str(v)]
     return " ".join(shlex.quote(p) for p in parts)
 
 

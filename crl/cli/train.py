@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         kw: dict[str, typing.Any] = {"help": _plain(docs.get(f.name, "")), "dest": f.name}
         if f.name in OVERRIDES:
             kw.update(nargs="*", default=[], metavar="K=V")
+        elif typing.get_origin(hints[f.name]) is list:
+            kw.update(nargs="*", default=[], metavar=f.name.upper().removesuffix("S"))
         elif f.default is dataclasses.MISSING:
             kw.update(required=True)
         else:

@@ -39,6 +39,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from crl.agents import build_model
 from crl.catalog import resolve_agent
 from crl.checkpoint import DamagedCheckpoint, atomic_save, rng_state, save_checkpoint, set_rng_state
+from crl.dashboard import summary_scores
 from crl.errors import ConfigError, NonFiniteLossError
 from crl.fast import FastLoop
 from crl.plasticity import InterventionSet
@@ -58,7 +59,7 @@ from crl.run.resolve import check_extension, check_run, env_of, make_kwargs, res
 from crl.run.state import model_state, restore_model_state
 from crl.run.status import checkpoint_step, has_checkpoint, now, write_status
 from crl.spec import RunConfig, check_run_config
-from crl.track import Tracker, flatten, wandb_default_mode
+from crl.track import Tracker, wandb_default_mode, wandb_init_kwargs
 
 __all__ = ["Runner", "RunResult", "train", "command_line", "CHECKPOINT_FORMAT"]
 
@@ -129,17 +130,7 @@ class Runner:
         self.callbacks = self._callbacks()
 
     def _wandb_init(self) -> dict[str, Any]:
-        interventions = [next(iter(i)) if isinstance(i, dict) else str(i) for i in self.agent_spec.interventions]
-        return {
-            "project": self.cfg.wandb_project,
-            "entity": self.cfg.wandb_entity,
-            "id": self.wandb_id,
-            "group": f"{self.env_spec.name}__{self.agent_spec.name}",
-            "name": self.name,
-            "job_type": "train",
-            "tags": [self.env_spec.name, self.agent_spec.name, self.cfg.experiment, *interventions],
-            "config": flatten(self.resolved),
-        }
+        return wandb_init_kwargs(self.cfg, self.env_spec, self.agent_spec, self.resolved, self.name, self.wandb_id)
 
     def _make_eval_env(self) -> gym.Env:
         return gym.make(self.env_spec.id, **make_kwargs(self.env_spec, self.cfg, num_envs=1))
@@ -347,6 +338,8 @@ class Runner:
         progress = self.callbacks.parts.get("progress")
         if isinstance(progress, ProgressCallback):
             progress.stop()
+        if status == "finished" and self.wandb_mode != "disabled":
+            self.tracker.summary(summary_scores(self.dir))  # the CL scores of the finished run
         self.tracker.close(status)
         write_status(self.dir, status=status, error=error, global_step=self.model.num_timesteps)
         self.release()
