@@ -169,3 +169,34 @@ def test_crl_train_on_the_multitask_env_resumes_exactly(tmp_path, monkeypatch):
     assert any(r.get("eval/regime_0/return") for r in metrics) and any(r.get("eval/regime_1/return") for r in metrics)
     assert _rows(cut / "metrics.csv") == metrics
     assert _rows(cut / "regimes.csv") == regimes
+
+
+def _tiny(env: str, agent: str, root, *env_kwargs: str) -> list[str]:
+    return [
+        "train", "--env", env, "--agent", agent, "--steps", "256", "--env-kwargs", "episode_steps=50", *env_kwargs,
+        "--agent-kwargs", "n_steps=128", "batch_size=64", "n_epochs=1",
+        "--run-dir", str(root), "--wandb", "disabled", "--no-progress",
+    ]  # fmt: skip
+
+
+def test_metrics_and_compare_mark_the_references(tmp_path, capsys):
+    """``crl compare`` and ``crl metrics`` name the multi-task run (uniform schedule) and the plain
+    agent on the sequence (fine-tuning) as references; a method gets no mark."""
+    assert main(_tiny("multitask-halfcheetah", "ppo", tmp_path)) == 0
+    assert main(_tiny("cyclic-halfcheetah", "ppo", tmp_path, "change_every=100")) == 0
+    assert main(_tiny("cyclic-halfcheetah", "ppo-l2", tmp_path, "change_every=100")) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path), "--json", "--reps", "50"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    marks = {(g["env"], g["agent"]): g["reference"] for g in groups}
+    assert marks == {
+        ("multitask-halfcheetah", "ppo"): "multi-task",
+        ("cyclic-halfcheetah", "ppo"): "fine-tuning",
+        ("cyclic-halfcheetah", "ppo-l2"): "",
+    }
+    assert main(["metrics", str(tmp_path), "--json"]) == 0
+    per_run = json.loads(capsys.readouterr().out)
+    assert sorted(r["reference"] for r in per_run.values()) == ["", "fine-tuning", "multi-task"]
+    assert main(["compare", str(tmp_path), "--reps", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "reference" in out and "fine-tuning = the plain agent" in out and "multi-task" in out
