@@ -226,3 +226,26 @@ def test_the_nan_message_says_what_was_kept(tmp_path, at, says):
         train(RunConfig(**CFG, run_dir=str(tmp_path)), callbacks=[_NaNAt(at)])
     assert says in str(e.value)
     assert says in _status(tmp_path / "default" / NAME)["error"]
+
+
+@pytest.mark.parametrize("name", ["model.zip", "interventions.pt"])
+def test_damaged_final_outputs_are_not_read_back_and_an_extension_rewrites_them(made, tmp_path, capsys, name):
+    """``model.zip`` and ``interventions.pt`` are written at a run's end and read by nothing in
+    crl: damaged, the readers (metrics, compare, report) still work on the run, and extending
+    it trains from the checkpoint and writes a good ``model.zip`` again."""
+    from stable_baselines3 import PPO
+
+    ref, _ = made
+    run = tmp_path / "default" / NAME
+    shutil.copytree(ref, run)
+    target = run / name
+    target.write_bytes(b"\x00\xff not a zip or a torch file")
+    for cmd in (["metrics", str(tmp_path)], ["compare", str(tmp_path)]):
+        assert main(cmd) == 0, cmd
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "report"), "--reps", "50"]) == 0
+    assert (tmp_path / "report" / "index.html").is_file()
+    more = argv(tmp_path)
+    more[more.index("--steps") + 1] = "2048"
+    assert main([*more, "--resume"]) == 0
+    assert _status(run)["status"] == "finished" and _status(run)["global_step"] >= 2048
+    assert PPO.load(run / "model.zip").num_timesteps >= 2048
