@@ -10,6 +10,7 @@ state, so crl captures the state of each layer explicitly:
   derived quantities (``xpos``) that ``mj_step`` leaves from before its integration, so a
   recomputed ``mj_forward`` would change the next reward. With the whole ``MjData``
   physics and rewards continue bit for bit;
+* an env with its own ``get_state()`` / ``set_state()`` (Continual World's): those;
 * other envs (classic control): their picklable attributes;
 * every layer's ``np_random`` generator state.
 
@@ -104,7 +105,8 @@ def get_env_state(env: gym.Env) -> list[dict[str, Any]]:
             rng = layer.__dict__.get("_np_random")
         else:
             rng = layer.__dict__.get("_np_random")
-            s.update(_base_state(layer))
+            own = getattr(layer, "get_state", None)  # an env that states its own state (Continual World's)
+            s.update({"own": own()} if callable(own) else _base_state(layer))
         if rng is not None:
             s["np_random"] = copy.deepcopy(rng.bit_generator.state)
         states.append(s)
@@ -134,6 +136,8 @@ def set_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
                 setattr(layer, k, copy.deepcopy(v))
         for k, v in s.get("counters", {}).items():
             setattr(layer, k, copy.deepcopy(v))
+        if "own" in s:
+            layer.set_state(s["own"])
         if "drift" in s:
             layer.set_state(s["drift"])
 

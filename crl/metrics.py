@@ -30,6 +30,10 @@ regime change, because PPO rounds the steps up to whole rollouts).
   (:func:`crl.references.make_references`); AUCs of the episode returns over the
   segment's length, normalised to [0, 1] with the min and max of both curves' returns
   (Continual World normalises success rates; returns need a scale). Needs reference runs.
+* On an env that reports ``info["success"]`` (Continual World, :mod:`crl.drift.metaworld`), the
+  evaluations also write ``eval/regime_<i>/success`` (success rate per task over time), and
+  ``run_metrics(..., measure="success")`` gives average performance and forgetting on it, as
+  Continual World defines them.
 * ``plasticity_score`` (Dohare et al., Nature 2024, loss of plasticity): the least-squares
   slope of the late return against the segment index, in return per regime change;
   negative means the agent ends each new regime worse than the one before. (Diagnostics of
@@ -507,11 +511,11 @@ def plasticity_score(segments: Iterable[float], late_returns: Iterable[float]) -
     return slope(np.asarray(list(segments), dtype=float), np.asarray(list(late_returns), dtype=float))
 
 
-def _eval_columns(m: pd.DataFrame) -> dict[int, str]:
+def _eval_columns(m: pd.DataFrame, measure: str = "return") -> dict[int, str]:
     out = {}
     for c in m.columns:
         parts = str(c).split("/")
-        if len(parts) == 3 and parts[0] == "eval" and parts[1].startswith("regime_") and parts[2] == "return":
+        if len(parts) == 3 and parts[0] == "eval" and parts[1].startswith("regime_") and parts[2] == measure:
             try:
                 out[int(parts[1].removeprefix("regime_"))] = c
             except ValueError:
@@ -525,10 +529,12 @@ def _eval_series(m: pd.DataFrame, col: str) -> pd.DataFrame:
     return s.dropna()
 
 
-def performance_at_end(run: Run, seg: pd.DataFrame) -> tuple[dict[int, float], str]:
-    """``p_i(T)`` per regime and where it came from (``eval`` or ``train``)."""
-    evals = _eval_columns(run.metrics) if not run.metrics.empty else {}
-    if evals:
+def performance_at_end(run: Run, seg: pd.DataFrame, measure: str = "return") -> tuple[dict[int, float], str]:
+    """``p_i(T)`` per regime and where it came from (``eval`` or ``train``); ``measure="success"``:
+    the evaluations' success rates (Continual World's ``p_i``), never the training returns.
+    """
+    evals = _eval_columns(run.metrics, measure) if not run.metrics.empty else {}
+    if evals or measure != "return":
         out = {}
         for k, c in sorted(evals.items()):
             s = _eval_series(run.metrics, c)
@@ -539,12 +545,14 @@ def performance_at_end(run: Run, seg: pd.DataFrame) -> tuple[dict[int, float], s
     return {int(k): float(g["late_return"].iloc[-1]) for k, g in kept.groupby("regime")}, "train"
 
 
-def regime_forgetting(run: Run, seg: pd.DataFrame, p_final: dict[int, float], source: str) -> dict[int, float]:
+def regime_forgetting(
+    run: Run, seg: pd.DataFrame, p_final: dict[int, float], source: str, measure: str = "return"
+) -> dict[int, float]:
     """``F_i`` per regime (see the module docstring); only regimes where it is defined."""
     kept = seg[~seg["short"]]
     out: dict[int, float] = {}
     if source == "eval":
-        evals = _eval_columns(run.metrics)
+        evals = _eval_columns(run.metrics, measure) if not run.metrics.empty else {}
         for k, c in sorted(evals.items()):
             first = kept[kept["regime"] == k]
             if first.empty or k not in p_final:
@@ -608,8 +616,13 @@ def run_metrics(
     reference_dirs: Iterable[str | Path] | None = None,
     late_fraction: float = LATE_FRACTION,
     min_fraction: float = MIN_SEGMENT_FRACTION,
+    measure: str = "return",
 ) -> dict[str, Any]:
     """Every score of one run with its parts (see the module docstring).
+
+    ``measure="success"`` scores average performance and forgetting on the evaluations'
+    ``eval/regime_<i>/success`` (Continual World's success rates; NaN without them); forward
+    transfer and the plasticity score stay on returns.
 
     Returns a dict with the :data:`SCORES` (floats, NaN where undefined) and
     ``performance`` / ``forgetting_by_regime`` / ``forward_transfer_by_regime`` ({regime:
@@ -622,8 +635,8 @@ def run_metrics(
         raise RunReadError(f"{run.path}: no regimes.csv, not a drifting run")
     seg = segment_table(run, late_fraction, min_fraction)
     kept = seg[~seg["short"]]
-    perf, source = performance_at_end(run, seg)
-    forget = regime_forgetting(run, seg, perf, source)
+    perf, source = performance_at_end(run, seg, measure)
+    forget = regime_forgetting(run, seg, perf, source, measure)
     ft = regime_forward_transfer(run, seg, reference_dirs) if reference_dirs else {}
     return {
         "reference": run.reference,

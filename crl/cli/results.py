@@ -201,6 +201,13 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="launch from-scratch reference runs on each regime of each run first",
     )
+    p.add_argument(
+        "--measure",
+        choices=("return", "success"),
+        default="return",
+        help="score average performance and forgetting on the evaluations' returns, or on their success "
+        "rates (Continual World: eval/regime_<k>/success)",
+    )
     _score_arguments(p)
 
 
@@ -235,7 +242,7 @@ def run_metrics(a: argparse.Namespace) -> int:
         if a.make_references:
             refs += [str(p) for p in make_references(run.path)]
         try:
-            results[str(run.path)] = run_metrics(run, refs or None, a.late_fraction, a.min_segment)
+            results[str(run.path)] = run_metrics(run, refs or None, a.late_fraction, a.min_segment, a.measure)
         except RunReadError as e:
             print(f"crl: note: skipped {e}", file=sys.stderr)
     if not results:

@@ -24,7 +24,9 @@ def evaluate_regimes(model: Any, env: Any, regimes: list[int], episodes: int, se
     drifting env, every drift of it pinned with ``set_regime``); episode ``j`` of regime ``k``
     is reset with seed ``crl.seeding.derive(seed, "evaluation", k, j)`` (``seed``: the run
     seed). Global RNG states are saved and restored around it, so the training run is not
-    disturbed. Returns ``{"eval/regime_<k>/return": mean}``.
+    disturbed. Returns ``{"eval/regime_<k>/return": mean}``, and ``eval/regime_<k>/success`` (the
+    fraction of episodes with a step whose ``info["success"]`` is true, Continual World's success
+    rate) where the env reports ``info["success"]``.
     """
     from crl.checkpoint import rng_state, set_rng_state
 
@@ -36,17 +38,22 @@ def evaluate_regimes(model: Any, env: Any, regimes: list[int], episodes: int, se
     try:
         for k in regimes:
             drift.set_regime(int(k))
-            total = 0.0
+            total, successes = 0.0, []
             for j in range(episodes):
                 obs, _ = env.reset(seed=derive(seed, "evaluation", int(k), j))
-                done, ret = False, 0.0
+                done, ret, success = False, 0.0, None
                 while not done:
                     action, _ = model.predict(obs, deterministic=True)
-                    obs, r, term, trunc, _ = env.step(action)
+                    obs, r, term, trunc, info = env.step(action)
                     ret += float(r)
                     done = term or trunc
+                    if "success" in info:  # Continual World: an episode succeeds if any step does
+                        success = bool(success) or bool(info["success"])
                 total += ret
+                successes += [] if success is None else [float(success)]
             row[f"eval/regime_{int(k)}/return"] = total / max(episodes, 1)
+            if successes:
+                row[f"eval/regime_{int(k)}/success"] = sum(successes) / len(successes)
     finally:
         set_rng_state(saved)
     return row

@@ -46,6 +46,7 @@ from crl.drift.friction import FrictionDrift
 from crl.drift.gravity import GravityDrift
 from crl.drift.level_shift import LevelShift
 from crl.drift.mass import MassDrift
+from crl.drift.metaworld import ContinualWorldTask
 from crl.drift.permutation import ActionPermutation, ObservationPermutation
 from crl.drift.reward import TargetVelocity
 from crl.drift.schedules import SCHEDULES, Schedule, make_schedule
@@ -69,6 +70,7 @@ DRIFTS: dict[str, type[DriftWrapper]] = {
         ActionPermutation,
         TargetVelocity,
         TaskSequence,
+        ContinualWorldTask,
     )
 }
 
