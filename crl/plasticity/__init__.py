@@ -13,6 +13,7 @@ from crl.plasticity.base import (
     interventions_of,
     register_intervention,
 )
+from crl.plasticity.distill import PolicyDistill
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
@@ -29,6 +30,7 @@ __all__ = [
     "MAS",
     "OptimizerReset",
     "Parseval",
+    "PolicyDistill",
     "WeightClip",
     "Injection",
     "ReDo",
