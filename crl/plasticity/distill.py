@@ -231,6 +231,7 @@ class DistillBase(ParamIntervention):
         self.samples = check_int("samples", samples, minimum=1)
         self.regime = RegimeStates(self.samples)
         self.distilled_steps = 0
+        self.consolidations = 0  # regime changes that stored (or learnt) something
 
     def _setup(self) -> None:
         if isinstance(self.model, nn.Module) or not (
@@ -274,11 +275,16 @@ class DistillBase(ParamIntervention):
         self.distilled_steps += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"regime": self.regime.state_dict(), "distilled_steps": self.distilled_steps}
+        return {
+            "regime": self.regime.state_dict(),
+            "distilled_steps": self.distilled_steps,
+            "consolidations": self.consolidations,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.regime.load_state_dict(state["regime"])
         self.distilled_steps = int(state["distilled_steps"])
+        self.consolidations = int(state["consolidations"])
 
 
 @register_intervention
@@ -318,6 +324,7 @@ class PolicyDistill(DistillBase):
         data = self.regime.take(self.model, self.memory.rng)
         if len(data["obs"]):
             self.memory.add(teacher_outputs(self.model, data))
+            self.consolidations += 1
 
     def distill_batch(self) -> dict[str, torch.Tensor] | None:
         if len(self.memory) == 0:
