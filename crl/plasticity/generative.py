@@ -106,6 +106,7 @@ class ObservationVAE(nn.Module):
         with torch.no_grad():
             self.shift.copy_(data.mean(0))
             self.scale.copy_(data.std(0).clamp_min(1e-3) if len(data) > 1 else torch.ones_like(self.scale))
+        self.train().requires_grad_(True)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         out = []
         with torch.enable_grad():
@@ -209,7 +210,6 @@ class GenerativeDistill(DistillBase):
             previous = copy.deepcopy(self.vae)
             n = min(self.generated, self.consolidations * len(data))
             data = torch.cat([data, previous.sample(n, self.generator).float().cpu()])
-        self.vae.train()
         self.vae_losses = self.vae.fit(data, self.vae_steps, self.vae_batch, self.generator, self.lr, self.beta)
         self.vae.eval().requires_grad_(False)
         self.teacher = teacher_copy(self.model)
