@@ -116,7 +116,7 @@ class ObservationVAE(nn.Module):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                out.append(float(loss))
+                out.append(float(loss.detach()))
         return out
 
 
