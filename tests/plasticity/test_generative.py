@@ -26,9 +26,9 @@ def test_reconstruction_loss_falls_on_a_fixed_distribution():
     vae = ObservationVAE(6, latent=4, hidden=32, generator=gen)
     vae.shift.copy_(train.mean(0))
     vae.scale.copy_(train.std(0))
-    before = float(vae.losses(held_out)[1])
+    before = float(vae.losses(held_out)[1].detach())
     vae.fit(train, steps=400, batch_size=64, generator=gen)
-    after = float(vae.losses(held_out)[1])
+    after = float(vae.losses(held_out)[1].detach())
     assert after < 0.25 * before, (before, after)
     samples = vae.sample(2000, gen)  # generated states look like the data
     assert torch.allclose(samples.mean(0), train.mean(0), atol=0.3)
