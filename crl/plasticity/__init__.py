@@ -13,7 +13,9 @@ from crl.plasticity.base import (
     interventions_of,
     register_intervention,
 )
+from crl.plasticity.distill import PolicyDistill
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
+from crl.plasticity.generative import GenerativeDistill
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
@@ -29,7 +31,9 @@ __all__ = [
     "MAS",
     "OptimizerReset",
     "Parseval",
+    "PolicyDistill",
     "WeightClip",
+    "GenerativeDistill",
     "Injection",
     "ReDo",
     "Reset",
