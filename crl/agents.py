@@ -226,7 +226,8 @@ def build_model(
     torch.manual_seed(seed)
     pkw = policy_kwargs(spec)
     policy: Any = spec.policy
-    if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu" or spec.network.dropout):
+    arch = spec.network.layer_norm or spec.network.activation in ("crelu", "dff") or spec.network.dropout
+    if spec.algo == "ppo" and arch:
         policy = ArchActorCriticPolicy
         pkw["layer_norm"] = spec.network.layer_norm
         pkw["dropout"] = spec.network.dropout

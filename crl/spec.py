@@ -86,6 +86,7 @@ ACTIVATION_NAMES: tuple[str, ...] = (
     "softplus",
     "mish",
     "crelu",
+    "dff",
 )
 #: SB3's policy names (:class:`AgentSpec` ``policy``).
 POLICY_NAMES: tuple[str, ...] = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
@@ -189,8 +190,8 @@ class NetworkSpec:
         if self.init not in INIT_NAMES:
             raise UnknownNameError("init", self.init, INIT_NAMES)
         check_number("network.dropout", self.dropout, 0, 1, high_open=True)
-        if algo != "ppo" and (self.layer_norm or self.activation == "crelu"):
-            raise ConfigError("network: layer_norm and crelu are available for ppo only")
+        if algo != "ppo" and (self.layer_norm or self.activation in ("crelu", "dff")):
+            raise ConfigError("network: layer_norm and crelu are available for ppo only, as is dff")
         if algo != "ppo" and self.dropout:
             raise ConfigError("network: dropout is available for ppo only")
         for key in ("pi", "vf", "qf"):

@@ -1,6 +1,7 @@
 """SB3 policy subclasses for architecture options SB3's MlpPolicy lacks: LayerNorm after
-every hidden Linear, CReLU activations (Abbas et al. 2023), which double the width
-seen by the next layer, and dropout after every hidden activation (Srivastava et al. 2014).
+every hidden Linear, CReLU activations (Abbas et al. 2023) and deep Fourier features
+(Lewandowski et al. 2025), which double the width seen by the next layer, and dropout after
+every hidden activation (Srivastava et al. 2014).
 Only ``_build_mlp_extractor`` is overridden: no fork of SB3.
 
 A hidden layer is ``Linear [-> LayerNorm] -> activation [-> Dropout]``. Dropout follows SB3's
@@ -26,13 +27,13 @@ import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from crl.plasticity.nets import CReLU
+from crl.plasticity.nets import DOUBLING, CReLU
 
 __all__ = ["CReLU", "ArchMlpExtractor", "ArchActorCriticPolicy"]
 
 
 class ArchMlpExtractor(nn.Module):
-    """SB3's ``MlpExtractor`` with optional LayerNorm, CReLU and dropout (same attributes)."""
+    """SB3's ``MlpExtractor`` with optional LayerNorm, CReLU or DFF, and dropout (same attributes)."""
 
     def __init__(
         self,
@@ -43,7 +44,7 @@ class ArchMlpExtractor(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        crelu = activation_fn is CReLU
+        doubling = issubclass(activation_fn, DOUBLING)  # CReLU, DFF: the next layer reads 2 x size
 
         def build(sizes: list[int]) -> tuple[nn.Sequential, int]:
             layers: list[nn.Module] = []
@@ -55,7 +56,7 @@ class ArchMlpExtractor(nn.Module):
                 layers.append(activation_fn())
                 if dropout > 0:
                     layers.append(nn.Dropout(dropout))
-                last = 2 * size if crelu else size
+                last = 2 * size if doubling else size
             return nn.Sequential(*layers), last
 
         self.policy_net, self.latent_dim_pi = build(list(net_arch.get("pi", [])))
@@ -72,7 +73,7 @@ class ArchMlpExtractor(nn.Module):
 
 
 class ArchActorCriticPolicy(ActorCriticPolicy):
-    """``MlpPolicy`` whose hidden layers may carry LayerNorm, CReLU and dropout (probability
+    """``MlpPolicy`` whose hidden layers may carry LayerNorm, CReLU or DFF, and dropout (probability
     ``dropout`` after every hidden activation; see the module docstring for when it acts).
     """
 
