@@ -116,6 +116,7 @@ def _rows(path):
         "sac-agem",
         "sac-replay",
         "ppo-dff",
+        "ppo-nap",
     ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
