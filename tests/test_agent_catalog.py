@@ -117,6 +117,8 @@ def _rows(path):
         "sac-replay",
         "ppo-dff",
         "ppo-nap",
+        "sac-dff",
+        "sac-nap",
     ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):

@@ -20,7 +20,6 @@ from crl.fast.mlp import MlpPlan
 from crl.fast.ppo import FastPPO
 from crl.plasticity.nets import DFF, activation_name, find_mlps, hidden_layers
 from crl.plasticity.policies import ArchActorCriticPolicy
-from crl.spec import AgentSpec
 
 KW = dict(
     n_steps=256,
@@ -118,9 +117,34 @@ def test_fastppo_with_dff_makes_sb3s_updates():
     torch.testing.assert_close(params[0], params[1], rtol=0, atol=0)
 
 
-def test_sac_refuses_dff_with_one_line():
-    with pytest.raises(ConfigError, match="available for ppo only, as is dff"):
-        AgentSpec.from_dict({"description": "x", "algo": "sac", "network": {"activation": "dff"}}, "a.yaml")
+def test_sac_dff_builds_doubled_actor_and_critics_the_walker_sees():
+    spec = agent_specs()["sac-dff"]
+    spec = dataclasses.replace(spec, hyperparameters={**spec.hyperparameters, "buffer_size": 100})
+    model, _ = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    actor, critic = model.policy.actor, model.policy.critic
+    assert [type(m).__name__ for m in actor.latent_pi] == ["Linear", "DFF", "Linear", "DFF"]
+    assert (actor.latent_pi[2].in_features, actor.mu.in_features, actor.log_std.in_features) == (512, 512, 512)
+    for q, q_target in zip(critic.q_networks, model.policy.critic_target.q_networks, strict=True):
+        assert [type(m).__name__ for m in q] == ["Linear", "DFF", "Linear", "DFF", "Linear"]
+        assert (q[0].in_features, q[2].in_features, q[4].in_features) == (4, 512, 512)
+        assert all(torch.equal(a, b) for a, b in zip(q.parameters(), q_target.parameters(), strict=True))
+    views = find_mlps(model)
+    assert [v.name for v in views] == ["actor", "qf0", "qf1"]
+    assert all(layer.doubled and activation_name(layer.act) == "dff" for v in views for layer in v.layers)
+    assert views[0].layers[-1].outs == [actor.mu, actor.log_std]
+    obs = torch.randn(5, 3)
+    with torch.no_grad():
+        pre = actor.latent_pi[0](obs)
+        h = actor.latent_pi[2](torch.cat([pre.sin(), pre.cos()], -1))
+        torch.testing.assert_close(actor.mu(actor.latent_pi(obs)), actor.mu(torch.cat([h.sin(), h.cos()], -1)))
+    # every parameter is updated by its optimizer: the replaced modules are the optimized ones
+    assert {id(p) for g in actor.optimizer.param_groups for p in g["params"]} == {id(p) for p in actor.parameters()}
+    assert {id(p) for g in critic.optimizer.param_groups for p in g["params"]} == {id(p) for p in critic.parameters()}
+
+
+def test_td3_and_others_refuse_dff_with_one_line():
+    with pytest.raises(ConfigError, match="available for ppo and sac only"):
+        dataclasses.replace(agent_specs()["ppo-dff"].network).validate("td3")
 
 
 def test_an_unknown_activation_lists_dff():

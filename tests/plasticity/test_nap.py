@@ -151,3 +151,28 @@ def test_ppo_nap_projects_policy_value_and_heads_and_its_state_round_trips():
     fresh.load_state_dict(state)
     assert fresh.counts == nap.counts == [20] and fresh.projections == nap.projections == 20
     torch.testing.assert_close(fresh.radii, nap.radii)
+
+
+def test_sac_nap_projects_actor_and_critics_after_each_of_their_steps():
+    spec = agent_specs()["sac-nap"]
+    hp = {**spec.hyperparameters, "buffer_size": 200, "learning_starts": 20, "batch_size": 16}
+    model, ivs = build_model(dataclasses.replace(spec, hyperparameters=hp), gym.make("Pendulum-v1"), seed=0)
+    (nap,) = ivs.interventions
+    actor, critic = model.policy.actor, model.policy.critic
+    assert nap.optimizers == [actor.optimizer, critic.optimizer]
+    assert [type(m).__name__ for m in critic.qf0] == [
+        "Linear",
+        "LayerNorm",
+        "ReLU",
+        "Linear",
+        "LayerNorm",
+        "ReLU",
+        "Linear",
+    ]
+    # actor: 2 x ((W, b), (gain, offset)) + mu + log_std; each critic: 2 x 2 + its head
+    assert len(nap.groups) == 6 + 2 * 5
+    model.learn(50)  # 30 gradient steps of each optimizer
+    assert nap.counts == [30, 30]
+    torch.testing.assert_close(_norms(nap.groups), [float(r) for r in nap.radii], rtol=1e-6, atol=0)
+    target = model.policy.critic_target.qf0[0].weight  # the target is left to Polyak averaging
+    assert not torch.equal(target, critic.qf0[0].weight)
