@@ -89,8 +89,8 @@ class NormalizeAndProject(Intervention):
     has one norm per network.
 
     Args:
-        every: project after every ``every``-th optimizer step (1, after each update, as the
-            paper's algorithm; Plasticine uses 10).
+        every: project after every ``every``-th optimizer step (1: after each update;
+            Plasticine uses 10).
         norm_params: also project each LayerNorm's gain and offset jointly.
         output: also project the output layers (weight and bias).
     """
