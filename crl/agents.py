@@ -27,7 +27,7 @@ from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
-from crl.plasticity.policies import ArchActorCriticPolicy
+from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
 from crl.plasticity.replay import make_replay_buffer_class
 from crl.seeding import derive
 from crl.spec import AgentSpec
@@ -226,10 +226,14 @@ def build_model(
     torch.manual_seed(seed)
     pkw = policy_kwargs(spec)
     policy: Any = spec.policy
-    if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu" or spec.network.dropout):
+    arch = spec.network.layer_norm or spec.network.activation in ("crelu", "dff") or spec.network.dropout
+    if spec.algo == "ppo" and arch:
         policy = ArchActorCriticPolicy
         pkw["layer_norm"] = spec.network.layer_norm
         pkw["dropout"] = spec.network.dropout
+    if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
+        policy = ArchSACPolicy
+        pkw["layer_norm"] = spec.network.layer_norm
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

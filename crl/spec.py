@@ -86,6 +86,7 @@ ACTIVATION_NAMES: tuple[str, ...] = (
     "softplus",
     "mish",
     "crelu",
+    "dff",
 )
 #: SB3's policy names (:class:`AgentSpec` ``policy``).
 POLICY_NAMES: tuple[str, ...] = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
@@ -177,7 +178,7 @@ class NetworkSpec:
     log_std_init: float = 0.0
     """Initial value of the state-independent log standard deviation (PPO)."""
     layer_norm: bool = False
-    """LayerNorm after every hidden Linear, before the activation (PPO)."""
+    """LayerNorm after every hidden Linear, before the activation (PPO, SAC)."""
     dropout: float = 0.0
     """Dropout probability after every hidden activation, in [0, 1) (PPO; 0: none). Rollouts
     and evaluations run without dropout, updates with it (see ``docs/agents.md``, "Dropout")."""
@@ -189,8 +190,8 @@ class NetworkSpec:
         if self.init not in INIT_NAMES:
             raise UnknownNameError("init", self.init, INIT_NAMES)
         check_number("network.dropout", self.dropout, 0, 1, high_open=True)
-        if algo != "ppo" and (self.layer_norm or self.activation == "crelu"):
-            raise ConfigError("network: layer_norm and crelu are available for ppo only")
+        if algo not in ("ppo", "sac") and (self.layer_norm or self.activation in ("crelu", "dff")):
+            raise ConfigError("network: layer_norm, crelu and dff are available for ppo and sac only")
         if algo != "ppo" and self.dropout:
             raise ConfigError("network: dropout is available for ppo only")
         for key in ("pi", "vf", "qf"):

@@ -121,6 +121,10 @@ def _rows(path):
         "sac-distill",
         "ppo-genreplay",
         "sac-genreplay",
+        "ppo-dff",
+        "ppo-nap",
+        "sac-dff",
+        "sac-nap",
     ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):

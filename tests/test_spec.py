@@ -197,9 +197,9 @@ def test_network_spec_defaults_round_trip():
     [
         ({"network": {"pi": []}}, "a.yaml: network.pi must be a non-empty list of layer sizes, got []"),
         ({"network": {"vf": [64, 0]}}, "a.yaml: network.vf[1] must be a positive integer, got 0"),
-        ({"network": {"activation": "swish"}}, "a.yaml: unknown activation 'swish'; valid: crelu, elu, gelu"),
+        ({"network": {"activation": "swish"}}, "a.yaml: unknown activation 'swish'; valid: crelu, dff, elu, gelu"),
         ({"network": {"init": "zeros"}}, "a.yaml: unknown init 'zeros'; valid: kaiming_uniform, lecun_uniform"),
-        ({"algo": "sac", "network": {"layer_norm": True}}, "a.yaml: network: layer_norm and crelu are available"),
+        ({"algo": "sac", "network": {"dropout": 0.1}}, "a.yaml: network: dropout is available for ppo only"),
         ({"hyperparameters": {"gamma": -1}}, "a.yaml: hyperparameters: gamma must be a number in (0, 1], got -1"),
         ({"optimizer": {"name": "adam", "betas": [1.5, 0.9]}}, "a.yaml: optimizer.betas must be a list of two numbers"),
         ({"replay_buffer": "reservoir"}, "a.yaml: replay_buffer: 'reservoir' is for sac agents only"),

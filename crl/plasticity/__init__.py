@@ -16,6 +16,7 @@ from crl.plasticity.base import (
 from crl.plasticity.distill import PolicyDistill
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.generative import GenerativeDistill
+from crl.plasticity.nap import NormalizeAndProject
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
@@ -29,6 +30,7 @@ __all__ = [
     "L2Init",
     "L2Prev",
     "MAS",
+    "NormalizeAndProject",
     "OptimizerReset",
     "Parseval",
     "PolicyDistill",

@@ -10,8 +10,8 @@ hand-written passes.
   names); :func:`is_activation` and :func:`activation_name` read it.
 * :func:`hidden_layers`: the :class:`HiddenLayer` s of one module, in registration order: each
   ``Linear`` followed (after an optional ``LayerNorm``) by an activation. The layer's features
-  are the activation's output; :class:`CReLU` doubles their width (unit ``i`` feeds outputs
-  ``i`` and ``i + width``) Other modules (``Dropout``
+  are the activation's output; :class:`CReLU` and :class:`DFF` double their width (unit ``i``
+  feeds outputs ``i`` and ``i + width``). Other modules (``Dropout``
   after the activation, ``network.dropout``) are walked through: the next ``Linear`` reads the
   layer's units at the same indices, and the features are taken before the dropout.
 * :func:`find_mlps`: the :class:`MLPView` s of an SB3 model (PPO's policy and value nets, SAC's
@@ -43,6 +43,8 @@ __all__ = [
     "ACTIVATIONS",
     "BatchedLinear",
     "CReLU",
+    "DFF",
+    "DOUBLING",
     "HiddenLayer",
     "INIT_FNS",
     "MLPView",
@@ -65,6 +67,20 @@ class CReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([torch.relu(x), torch.relu(-x)], dim=-1)
+
+
+class DFF(nn.Module):
+    """Deep Fourier features (Lewandowski et al., ICLR 2025, "Plastic learning with deep Fourier
+    features"): ``[sin(x), cos(x)]`` of every pre-activation ``x`` (width x 2), so each unit is
+    always near a linear regime of one of its two outputs and never saturates or goes dormant.
+
+    Example:
+        >>> DFF()(torch.tensor([[0.0, 1.0]]))  # [sin 0, sin 1, cos 0, cos 1]
+        tensor([[0.0000, 0.8415, 1.0000, 0.5403]])
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.sin(x), torch.cos(x)], dim=-1)
 
 
 class BatchedLinear(nn.Linear):
@@ -109,7 +125,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
     "mish": nn.Mish,
     "crelu": CReLU,
+    "dff": DFF,
 }
+
+#: Activations that double the width: unit ``i`` of the Linear before feeds outputs ``i`` and
+#: ``i + width`` (the next Linear reads ``2 * width`` columns).
+DOUBLING: tuple[type[nn.Module], ...] = (CReLU, DFF)
 
 #: Activations whose outputs are never negative (the ``abs`` of their features is a no-op).
 _NON_NEGATIVE = ("relu", "sigmoid", "softplus", "crelu")
@@ -182,7 +203,7 @@ class HiddenLayer:
     """One hidden layer: ``act(norm(inp(x)))``, read by ``outs``.
 
     Its features (what :func:`capture_features` and the diagnostics record) are the
-    activation's output: ``width`` columns, ``2 * width`` for :class:`CReLU`.
+    activation's output: ``width`` columns, ``2 * width`` for :class:`CReLU` and :class:`DFF`.
     """
 
     inp: nn.Linear
@@ -208,23 +229,31 @@ class HiddenLayer:
 
     @property
     def doubled(self) -> bool:
-        """Whether the activation doubles the width (CReLU): unit i feeds outputs i and i + width."""
-        return isinstance(self.act, CReLU)
+        """Whether the activation doubles the width (CReLU, DFF): unit i feeds outputs i and i + width."""
+        return isinstance(self.act, DOUBLING)
 
     def units(self, h: Any) -> Any:
-        """Features per unit (``... x units``): ``h`` itself, or CReLU's two halves added
-        (``relu(x) + relu(-x) = |x|``, so a CReLU unit is inactive only where ``x = 0``).
-        Works on torch tensors and numpy arrays.
+        """Features per unit (``... x units``): ``h`` itself, or the absolute values of a doubling
+        activation's two halves added: ``relu(x) + relu(-x) = |x|`` for CReLU (a unit inactive
+        only where ``x = 0``), ``|sin x| + |cos x|`` (between 1 and sqrt 2: never inactive) for
+        DFF. Works on torch tensors and numpy arrays.
 
         Example:
             >>> (layer,) = hidden_layers(nn.Sequential(nn.Linear(1, 2), CReLU()))
             >>> layer.units(torch.tensor([[1.0, 0.0, 0.0, 3.0]]))
             tensor([[1., 3.]])
+            >>> (layer,) = hidden_layers(nn.Sequential(nn.Linear(1, 2), DFF()))
+            >>> layer.units(torch.tensor([[0.0, -0.6, -1.0, 0.8]]))
+            tensor([[1.0000, 1.4000]])
         """
-        return h[..., : self.width] + h[..., self.width :] if self.doubled else h
+        if not self.doubled:
+            return h
+        lo, hi = h[..., : self.width], h[..., self.width :]
+        return lo + hi if isinstance(self.act, CReLU) else abs(lo) + abs(hi)
 
     def unit_activity(self, h: torch.Tensor) -> torch.Tensor:
-        """|features| per unit (batch x units, or nets x batch x units); CReLU's halves added.
+        """|features| per unit (batch x units, or nets x batch x units); the halves of a doubling
+        activation (CReLU, DFF) added.
         Activations whose outputs are never negative (ReLU, CReLU, sigmoid) skip the ``abs``:
         the same numbers, one pass over the features less.
         """
@@ -238,7 +267,7 @@ class HiddenLayer:
         return torch.cat([idx, idx + self.width]) if self.doubled else idx
 
     def outgoing_magnitude(self) -> torch.Tensor:
-        """mean_k |W_out[k, i]| per unit (over every outgoing layer; CReLU halves averaged)."""
+        """mean_k |W_out[k, i]| per unit (over every outgoing layer; a doubling activation's halves averaged)."""
         if len(self.outs) == 1:
             w = self.outs[0].weight.detach().abs().mean(-2)  # per net if batched
         else:

@@ -21,11 +21,11 @@ def test_every_activation_the_catalog_uses_is_known():
 def test_each_activation_makes_a_hidden_layer(name):
     act = ACTIVATIONS[name]()
     assert is_activation(act) and activation_name(act) == name
-    width_out = 8 if name == "crelu" else 4
+    width_out = 8 if name in ("crelu", "dff") else 4
     net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), act, nn.Linear(width_out, 1))
     (layer,) = hidden_layers(net)
     assert (layer.inp, layer.norm, layer.act, layer.outs, layer.path) == (net[0], net[1], act, [net[3]], "0")
-    assert layer.doubled == (name == "crelu")
+    assert layer.doubled == (name in ("crelu", "dff"))
 
 
 def test_subclasses_are_activations_without_a_name():
