@@ -9,6 +9,7 @@ need them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -20,13 +21,15 @@ from stable_baselines3.common.logger import Logger
 from torch import nn
 
 from crl.config import init_keywords
-from crl.errors import ConfigError
+from crl.errors import ConfigError, did_you_mean
 from crl.fast import FastPPO
-from crl.plasticity import Intervention, InterventionSet, nets
+from crl.named import parse_named_list
+from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
 from crl.plasticity.policies import ArchActorCriticPolicy
 from crl.plasticity.replay import make_replay_buffer_class
+from crl.seeding import derive
 from crl.spec import AgentSpec
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "check",
     "hyperparameter_keywords",
     "policy_kwargs",
+    "seeded_interventions",
 ]
 
 #: SB3 algorithms by name.
@@ -123,11 +127,18 @@ def check(spec: AgentSpec, where: str | None = None) -> list[Intervention]:
         valid = hyperparameter_keywords(spec.algo)
         for k in spec.hyperparameters:
             if k not in valid:
-                raise ConfigError(f"hyperparameters: unknown key {k!r} for {spec.algo}; valid: {', '.join(valid)}")
+                known = ", ".join(valid) + did_you_mean(k, valid)
+                raise ConfigError(f"hyperparameters: unknown key {k!r} for {spec.algo}; valid: {known}")
         if spec.replay_buffer != "fifo":
             make_replay_buffer_class(spec.replay_buffer)
         opt = dict(spec.optimizer)
-        check_optimizer_kwargs(opt.pop("name"), opt)
+        name = opt.pop("name")
+        try:
+            check_optimizer_kwargs(name, opt)
+        except ConfigError:
+            raise
+        except (IndexError, KeyError, AttributeError, OverflowError) as e:  # what torch's checks miss
+            raise ConfigError(f"optimizer {name!r}: bad arguments {opt!r} ({type(e).__name__}: {e})") from None
         interventions = build(spec.interventions)
         check_boundaries(interventions, spec.boundary_aware)
         for iv in interventions:
@@ -140,6 +151,29 @@ def check(spec: AgentSpec, where: str | None = None) -> list[Intervention]:
     except ConfigError as e:
         raise ConfigError(f"{where or spec.name or 'agent'}: {e}") from None
     return interventions
+
+
+def seeded_interventions(specs: list[Any] | None, seed: int) -> list[Any] | None:
+    """The intervention specs of an agent in a run of ``seed``: intervention ``i`` that takes a
+    ``seed`` and is given none gets ``crl.seeding.derive(seed, "intervention", i)``, so every
+    run seed has its own replacement draws (a ``seed`` written in the spec is kept).
+
+    Example:
+        >>> from crl.seeding import derive
+        >>> out = seeded_interventions([{"cbp": {}}, "l2_init", {"redo": {"seed": 7}}], seed=3)
+        >>> out[0]["cbp"]["seed"] == derive(3, "intervention", 0), out[1], out[2]
+        (True, {'l2_init': {}}, {'redo': {'seed': 7}})
+    """
+    try:
+        items = parse_named_list(specs, "intervention", INTERVENTIONS)
+    except ConfigError:
+        return specs  # not a valid list: check() says so, naming the agent
+    out = []
+    for i, (name, args) in enumerate(items):
+        if "seed" in init_keywords(INTERVENTIONS[name]) and "seed" not in args:
+            args = {**args, "seed": derive(seed, "intervention", i)}
+        out.append({name: args})
+    return out
 
 
 def apply_init(module: nn.Module, init: str) -> None:
@@ -186,7 +220,7 @@ def build_model(
         >>> type(model).__name__, model.n_steps, interventions.names
         ('FastPPO', 64, [])
     """
-    interventions = check(spec)
+    interventions = check(dataclasses.replace(spec, interventions=seeded_interventions(spec.interventions, seed)))
     cls = ALGOS[spec.algo]
     hp = dict(spec.hyperparameters)
     torch.manual_seed(seed)
@@ -197,7 +231,7 @@ def build_model(
         pkw["layer_norm"] = spec.network.layer_norm
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
-        hp["replay_buffer_kwargs"] = {"seed": seed, **(hp.get("replay_buffer_kwargs") or {})}
+        hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}
     model = cls(policy, env, policy_kwargs=pkw, seed=seed, device=device, verbose=verbose, **hp)
     with torch.no_grad():
         if spec.algo == "ppo":

@@ -12,12 +12,19 @@ state, so crl captures the state of each layer explicitly:
   physics and rewards continue bit for bit;
 * other envs (classic control): their picklable attributes;
 * every layer's ``np_random`` generator state.
+
+Checkpoint files are framed (:func:`save_checkpoint`): a magic line, a JSON header line with
+the step, the payload's size and its SHA-256, then the ``torch.save`` payload. A torn,
+truncated or altered file is detected (:class:`DamagedCheckpoint`) instead of being unpickled,
+and the step is read from the header without loading the payload (:func:`checkpoint_header`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 import os
 import pickle
 import random
@@ -28,7 +35,21 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-__all__ = ["get_env_state", "set_env_state", "rng_state", "set_rng_state", "atomic_save", "load"]
+from crl.errors import CrlError
+
+__all__ = [
+    "get_env_state",
+    "set_env_state",
+    "rng_state",
+    "set_rng_state",
+    "atomic_save",
+    "load",
+    "MAGIC",
+    "DamagedCheckpoint",
+    "save_checkpoint",
+    "read_checkpoint",
+    "checkpoint_header",
+]
 
 _COUNTERS = {
     "TimeLimit": ("_elapsed_steps",),
@@ -129,20 +150,134 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["random"])
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename: a kill never leaves a torn file."""
-    path = Path(path)
+def _write_atomic(data: bytes, path: Path, previous: Path | None = None) -> None:
+    """Write ``data`` to a temporary file, fsync, then rename it to ``path`` (the old ``path``
+    renamed to ``previous`` first, if given): a kill never leaves a torn file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("wb") as f:
-        f.write(buf.getvalue())
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    if previous is not None and path.exists():
+        os.replace(path, previous)
     os.replace(tmp, path)
+    try:  # the renames themselves reach the disk
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file, fsync, then rename: a kill never leaves a torn file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _write_atomic(buf.getvalue(), Path(path))
+
+
+#: First line of a framed checkpoint file (format 1 of the framing).
+MAGIC = b"CRL-CHECKPOINT 1\n"
+
+
+class DamagedCheckpoint(CrlError):
+    """A checkpoint file is truncated, altered or unreadable (the message says which and why)."""
+
+    def __init__(self, path: str | Path, why: str) -> None:
+        self.path = Path(path)
+        self.why = why
+        super().__init__(f"{path} is damaged ({why})")
+
+
+def save_checkpoint(obj: Any, path: str | Path, step: int, previous: str | Path | None = None) -> None:
+    """Write ``obj`` as a framed checkpoint of global step ``step``, atomically.
+
+    Args:
+        obj: what ``torch.save`` can write.
+        path: the checkpoint file.
+        step: the global step it belongs to (in the header, see :func:`checkpoint_header`).
+        previous: where the file ``path`` held before goes (kept as a fallback); None: replaced.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    header = {"step": int(step), "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+    data = MAGIC + json.dumps(header).encode() + b"\n" + payload
+    _write_atomic(data, Path(path), None if previous is None else Path(previous))
+
+
+def _split(path: Path, data: bytes) -> tuple[dict[str, Any], bytes]:
+    end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC) : end]) if end > 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or not {"step", "size", "sha256"} <= set(header):
+        raise DamagedCheckpoint(path, "unreadable header")
+    return header, data[end + 1 :]
+
+
+def checkpoint_header(path: str | Path) -> dict[str, Any] | None:
+    """The header of a framed checkpoint (``step``, ``size``, ``sha256``) without reading its
+    payload; None if the file is missing, not framed or its header is unreadable.
+    """
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(len(MAGIC) + 4096)
+    except OSError:
+        return None
+    if not head.startswith(MAGIC):
+        return None
+    try:
+        return _split(Path(path), head)[0]
+    except DamagedCheckpoint:
+        return None
+
+
+def read_checkpoint(path: str | Path) -> tuple[Any, int]:
+    """The object and the step of a checkpoint written by :func:`save_checkpoint`, verified.
+
+    A file without the frame (written by crl 0.2) is loaded as it is, its step taken from
+    ``model.num_timesteps``.
+
+    Raises:
+        DamagedCheckpoint: the file is missing, truncated, fails its checksum or does not load.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DamagedCheckpoint(path, e.strerror or type(e).__name__) from None
+    if not data:
+        raise DamagedCheckpoint(path, "empty file")
+    if data.startswith(MAGIC):
+        header, payload = _split(path, data)
+        if len(payload) != header["size"]:
+            raise DamagedCheckpoint(path, f"{len(payload):,} of {header['size']:,} bytes")
+        if hashlib.sha256(payload).hexdigest() != header["sha256"]:
+            raise DamagedCheckpoint(path, "checksum mismatch")
+    elif data.startswith(b"PK"):  # a zip file of torch.save without the frame
+        payload, header = data, None
+    else:
+        raise DamagedCheckpoint(path, "no checkpoint header")
+    try:
+        obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+    except Exception as e:  # a legacy file cut short: zip, pickle or EOF errors
+        raise DamagedCheckpoint(path, f"{type(e).__name__} while loading") from None
+    if header is not None:
+        return obj, int(header["step"])
+    step = obj.get("model", {}).get("num_timesteps", 0) if isinstance(obj, dict) else 0
+    return obj, int(step)
 
 
 def load(path: str | Path) -> Any:
-    """Load a checkpoint written by :func:`atomic_save`."""
+    """Load a file written by :func:`atomic_save` or :func:`save_checkpoint` (verified)."""
+    with Path(path).open("rb") as f:
+        framed = f.read(len(MAGIC)) == MAGIC
+    if framed:
+        return read_checkpoint(path)[0]
     return torch.load(path, map_location="cpu", weights_only=False)

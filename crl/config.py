@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
-from crl.errors import ConfigError
+from crl.errors import ConfigError, did_you_mean
 
 __all__ = ["from_mapping", "load_yaml", "parse_overrides", "apply_overrides", "to_plain", "init_keywords", "yaml_load"]
 
@@ -158,7 +158,9 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(fields)}")
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r}; valid: {', '.join(fields)}{did_you_mean(unknown[0], fields)}"
+        )
     kwargs = {}
     for name, f in fields.items():
         if name in data:

@@ -12,11 +12,36 @@ valid, on one line.
 
 from __future__ import annotations
 
+import difflib
 import math
 from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["CrlError", "ConfigError", "UnknownNameError", "NonFiniteLossError", "check_int", "check_non_negative"]
+__all__ = [
+    "CrlError",
+    "ConfigError",
+    "UnknownNameError",
+    "NonFiniteLossError",
+    "check_int",
+    "check_non_negative",
+    "check_number",
+    "did_you_mean",
+]
+
+
+def did_you_mean(name: Any, valid: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the valid name closest to ``name`` (difflib), or ``""``.
+
+    Put at the end of a message (after the list of valid names).
+
+    Example:
+        >>> did_you_mean("slipery-hopper", ["slippery-hopper", "slippery-ant"])
+        " (did you mean 'slippery-hopper'?)"
+        >>> did_you_mean("zzz", ["ppo", "sac"])
+        ''
+    """
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class CrlError(Exception):
@@ -37,7 +62,8 @@ class UnknownNameError(ConfigError, KeyError):
         self.kind = kind
         self.name = name
         self.valid = sorted(valid)
-        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid) or '(none)'}")
+        hint = did_you_mean(name, self.valid)
+        super().__init__(f"unknown {kind} {name!r}; valid: {', '.join(self.valid) or '(none)'}{hint}")
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise
         return str(self.args[0])
@@ -46,9 +72,10 @@ class UnknownNameError(ConfigError, KeyError):
 class NonFiniteLossError(CrlError, FloatingPointError):
     """A loss or a parameter became NaN or infinite during training."""
 
-    def __init__(self, step: int, what: str) -> None:
+    def __init__(self, step: int, what: str, detail: str = "") -> None:
         self.step = step
-        super().__init__(f"non-finite {what} at global step {step}; the last good checkpoint was kept")
+        self.what = what
+        super().__init__(f"non-finite {what} at global step {step}" + (f"; {detail}" if detail else ""))
 
 
 def check_non_negative(name: str, value: Any, strict: bool = False) -> float:
@@ -109,7 +136,45 @@ def check_int(name: str, value: Any, minimum: int | None = 0, maximum: int | Non
 def _integer_range(minimum: int | None, maximum: int | None) -> str:
     """``'a positive integer'``, ``'an integer in [1, 5]'``, ... (what :func:`check_int` accepts)."""
     if maximum is not None:
-        return f"an integer <= {maximum}" if minimum is None else f"an integer in [{minimum}, {maximum}]"
+        top = f"{maximum:_}" if maximum >= 10**5 else str(maximum)
+        return f"an integer <= {top}" if minimum is None else f"an integer in [{minimum}, {top}]"
     return {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
         minimum, f"an integer >= {minimum}"
     )
+
+
+def check_number(
+    name: str, value: Any, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> float:
+    """``value`` as a float if it is a finite number in the interval from ``low`` to ``high``.
+
+    ``low_open``/``high_open`` leave the bound out (``(0, 1]``: ``low_open=True``). Otherwise a
+    one-line :class:`ConfigError` naming the parameter, the interval and the value; strings,
+    booleans, NaN and infinities are refused.
+
+    Example:
+        >>> check_number("gamma", 0.99, 0, 1, low_open=True)
+        0.99
+        >>> check_number("gamma", 5, 0, 1, low_open=True)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: gamma must be a number in (0, 1], got 5
+        >>> check_number("learning_rate", "abc", 0, 1, low_open=True)
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: learning_rate must be a number in (0, 1], got 'abc'
+    """
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high):
+        return float(value)
+    interval = f"{'(' if low_open else '['}{_short(low)}, {_short(high)}{')' if high_open else ']'}"
+    return _refuse(f"{name} must be a number in {interval}, got {value!r}")
+
+
+def _short(x: float) -> str:
+    """``1000``, ``0.5``, ``1e9``: a bound as people write it."""
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
+
+
+def _refuse(message: str) -> float:
+    raise ConfigError(message)

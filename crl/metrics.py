@@ -1,32 +1,55 @@
-"""Continual-learning metrics of finished runs (Continual World, Wolczyk et al. 2021).
+"""Continual-learning scores of run folders: every definition written once, with its source.
 
-Reads run folders only (``metrics.csv``, ``regimes.csv``, ``config.yaml``): no torch.
+``crl metrics``, ``crl compare``, the report (:mod:`crl.report`) and the wandb run summary
+(:func:`run_scores`) all compute their numbers here. Reads run folders only (``metrics.csv``,
+``regimes.csv``, ``config.yaml``, ``status.json``): no torch, no training.
 
-* **average performance**: mean over regime ids ``i`` of ``p_i(T)``, the performance on
-  regime ``i`` at the end: the last ``eval/regime_<i>/return`` when the run evaluated
-  across regimes, else the ``final_return`` of the last segment of regime ``i``.
-* **forgetting** of regime ``i``: ``p_i(end of regime i) - p_i(T)``. With evaluation
-  columns, ``p_i(end of regime i)`` is the last evaluation at or before the end of the
-  first segment of ``i``. Without them, forgetting is measured on revisits:
-  ``final_return`` of a visit minus the mean return over the first ``frac`` of the next
-  visit of the same regime (what was lost while away).
-* **forward transfer** of the first visit of regime ``i`` against a reference run (a
-  from-scratch run on regime ``i``): ``(AUC_i - AUC_ref_i) / (1 - AUC_ref_i)``, AUCs of the
-  episode returns over the segment's length, normalised to [0, 1] with the min and max of
-  both curves' returns (Continual World normalises success rates; returns need a scale, and
-  this one makes a curve that is always above the reference give FT > 0 and one always
-  at the top give 1).
-* **plasticity score**: the slope of ``final_return`` against segment index (return per
-  regime); negative means loss of plasticity (Dohare et al. 2024).
+**Segments.** A segment is one visit of a regime (a row of ``regimes.csv``). Its
+*late return* is the mean return of the training episodes ending in its last
+``late_fraction`` (default :data:`LATE_FRACTION`, 25 %) and its *early return* that of the
+episodes ending in its first ``late_fraction`` (the last, resp. first, episode when none
+does). A segment shorter than ``min_fraction`` (default :data:`MIN_SEGMENT_FRACTION`, 50 %)
+of the intended segment length (:func:`intended_segment_length`) is **short**: it is marked
+and left out of every score below (e.g. the few hundred steps a run goes on after its last
+regime change, because PPO rounds the steps up to whole rollouts).
 
-:func:`run_metrics` computes them; ``crl metrics RUN_DIR ... [--reference DIR]`` prints them;
-:func:`crl.references.make_references` launches the from-scratch reference runs of a run
-(it trains, so it lives outside this module, which only reads run folders).
+**Scores of one run** (the regimes are Continual World's tasks):
+
+* ``average_performance`` (Continual World, Wolczyk et al. 2021; COOM, Tomilin et al. 2023):
+  ``mean_i p_i(T)``, the performance on regime ``i`` at the end of training: the last
+  ``eval/regime_<i>/return`` when the run evaluated on every regime, else the late return
+  of the last (not short) visit of ``i``.
+* ``forgetting`` (Continual World, COOM): ``mean_i F_i`` with
+  ``F_i = p_i(end of the first visit of i) - p_i(T)``, from the evaluations (the last one at
+  or before the end of that visit), so ``F_i = 0`` for a regime first seen last. Without
+  evaluations forgetting is measured on revisits: the late return of a visit minus the
+  early return of the next visit of the same regime (what was lost while away), averaged
+  per regime.
+* ``forward_transfer`` (Continual World): ``mean_i (AUC_i - AUC_ref_i) / (1 - AUC_ref_i)``
+  for the first visit of regime ``i`` against a from-scratch reference run on ``i``
+  (:func:`crl.references.make_references`); AUCs of the episode returns over the
+  segment's length, normalised to [0, 1] with the min and max of both curves' returns
+  (Continual World normalises success rates; returns need a scale). Needs reference runs.
+* ``plasticity_score`` (Dohare et al., Nature 2024, loss of plasticity): the least-squares
+  slope of the late return against the segment index, in return per regime change;
+  negative means the agent ends each new regime worse than the one before. (Diagnostics of
+  the networks, after Lyle et al. 2023 and Plasticine, are in :mod:`crl.diagnostics`.)
+
+**Across seeds** (:func:`summary_table`, :func:`improvement_table`): the interquartile mean
+(IQM) of a score over seeds with a 95 % stratified-bootstrap interval (rliable, Agarwal et al.
+2021) and the number of seeds; with one seed the interval and P(X > Y) are ``n/a (1 seed)``.
+
+**Readers never crash**: :func:`find_runs` reads every run folder below the given paths and
+returns one line for each folder it skipped (not a run, not text, half written, ...).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,47 +57,357 @@ import numpy as np
 import pandas as pd
 
 from crl.errors import ConfigError
+from crl.stats import Estimate, improvement_estimate, iqm_estimate, slope
 
 __all__ = [
+    "LATE_FRACTION",
+    "MIN_SEGMENT_FRACTION",
+    "SCORES",
+    "RunReadError",
+    "Run",
+    "is_run_folder",
+    "read_run",
+    "find_runs",
     "load_run",
-    "regime_curves",
+    "intended_segment_length",
+    "segment_table",
     "normalised_auc",
     "forward_transfer",
     "forgetting",
     "plasticity_score",
     "run_metrics",
+    "run_scores",
+    "summary_table",
+    "improvement_table",
+    "run_table",
+    "json_safe",
     "format_value",
 ]
 
 RET = "charts/episodic_return"
+#: Default share of a segment whose episodes give its late (and early) return.
+LATE_FRACTION = 0.25
+#: Segments shorter than this share of the intended segment length are left out of the scores.
+MIN_SEGMENT_FRACTION = 0.5
+#: The per-run scores, in the order every output shows them.
+SCORES = ("average_performance", "forgetting", "forward_transfer", "plasticity_score")
+STATUS_MARK = {"finished": "finished", "running": "RUNNING", "failed": "FAILED", "interrupted": "INTERRUPTED"}
+
+
+class RunReadError(ConfigError):
+    """A folder that cannot be read as a run; the message is one line naming the folder and why."""
+
+
+# ---------------------------------------------------------------- reading run folders
+
+
+@dataclass
+class Run:
+    """One run folder, read: its config, metrics and regimes, status, and notes on what was repaired."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: pd.DataFrame
+    regimes: pd.DataFrame
+    status: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def env(self) -> str:
+        """The env's catalog name (``?`` when unknown)."""
+        env = self.config.get("env", {})
+        return str(env.get("name", "?") if isinstance(env, dict) else env)
+
+    @property
+    def agent(self) -> str:
+        """The agent's catalog name (``?`` when unknown)."""
+        agent = self.config.get("agent", {})
+        return str(agent.get("name", "?") if isinstance(agent, dict) else agent)
+
+    @property
+    def seed(self) -> int:
+        """The run seed (0 when unknown)."""
+        try:
+            return int(self.config.get("seed", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def state(self) -> str:
+        """``status.json``'s status (``unknown`` without one)."""
+        return str(self.status.get("status", "unknown"))
+
+    @property
+    def name(self) -> str:
+        """The folder's name."""
+        return self.path.name
+
+
+def _text(path: Path, what: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RunReadError(f"{path.parent}: cannot read {what} ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RunReadError(f"{path.parent}: {what} is not text (binary byte at offset {e.start})") from e
+    if "\x00" in text:
+        raise RunReadError(f"{path.parent}: {what} is not text (NUL byte at offset {text.index(chr(0))})")
+    return text
+
+
+def _read_csv(path: Path, notes: list[str], numeric: tuple[str, ...]) -> pd.DataFrame:
+    """A run's CSV; a half-written last row and ragged rows are dropped with a note, damaged numbers become NaN.
+
+    ``metrics.csv`` holds numbers only; a ``regimes.csv`` column without a single number (a task's name) stays text.
+    """
+    if not path.is_file():
+        return pd.DataFrame()
+    text = _text(path, path.name)
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        notes.append(f"{path}: left out a half-written last row")
+    if not text.strip():
+        return pd.DataFrame()
+    bad: list[list[str]] = []
+    try:
+        df = pd.read_csv(io.StringIO(text), engine="python", on_bad_lines=lambda row: bad.append(row))
+    except (pd.errors.ParserError, ValueError) as e:
+        raise RunReadError(f"{path.parent}: {path.name} is not a CSV table ({str(e).splitlines()[0]})") from e
+    if bad:
+        notes.append(f"{path}: left out {len(bad)} malformed row(s)")
+    for col in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            num = pd.to_numeric(df[col], errors="coerce")
+            if col in numeric or num.notna().any() or path.name == "metrics.csv":  # a damaged cell, not a text column
+                df[col] = num
+    return df
+
+
+def _read_config(d: Path) -> dict[str, Any]:
+    import yaml
+
+    from crl.config import yaml_load
+
+    path = d / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml_load(_text(path, "config.yaml"))
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise RunReadError(f"{d}: config.yaml is not valid YAML{line}") from e
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise RunReadError(f"{d}: config.yaml is not a mapping of run settings")
+    return config
+
+
+def _read_status(d: Path, notes: list[str]) -> dict[str, Any]:
+    path = d / "status.json"
+    if not path.is_file():
+        return {}
+    try:
+        status = json.loads(_text(path, "status.json"))
+    except (RunReadError, json.JSONDecodeError):
+        notes.append(f"{path}: unreadable, status taken as unknown")
+        return {"status": "unknown"}
+    return status if isinstance(status, dict) else {"status": "unknown"}
+
+
+def is_run_folder(path: Path) -> bool:
+    """A run folder holds ``config.yaml`` or ``metrics.csv``."""
+    return path.is_dir() and ((path / "config.yaml").is_file() or (path / "metrics.csv").is_file())
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """Read one run folder. Raises :class:`RunReadError` (one line) when it cannot be read as a run."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise RunReadError(f"{d}: no such folder")
+    if not is_run_folder(d):
+        raise RunReadError(f"{d}: not a run folder (no config.yaml or metrics.csv)")
+    notes: list[str] = []
+    config = _read_config(d)
+    metrics = _read_csv(d / "metrics.csv", notes, ("global_step", RET, "regime/segment"))
+    if not metrics.empty:
+        if "global_step" not in metrics:
+            raise RunReadError(f"{d}: metrics.csv has no global_step column")
+        metrics = metrics[metrics["global_step"].notna()].sort_values("global_step", kind="stable")
+    regimes = _read_csv(d / "regimes.csv", notes, ("segment", "regime", "start_step", "end_step"))
+    if not regimes.empty:
+        missing = [c for c in ("segment", "regime", "start_step", "end_step") if c not in regimes]
+        if missing:
+            raise RunReadError(f"{d}: regimes.csv lacks column(s) {', '.join(missing)}")
+        regimes = regimes.dropna(subset=["segment", "regime", "start_step"])
+    return Run(d, config, metrics.reset_index(drop=True), regimes, _read_status(d, notes), notes)
+
+
+def _walk(root: Path, notes: list[str]) -> list[Path]:
+    if is_run_folder(root):
+        return [root]
+    found = []
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        below = _walk(child, [])
+        if below:
+            found += below
+        else:
+            notes.append(f"skipped {child}: not a run folder")
+    return found
+
+
+def find_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list[str]]:
+    """Every run folder at or below ``paths`` (run, experiment or runs folders), read.
+
+    Returns ``(runs, notes)``: the runs sorted by env, agent, seed and path, and one line for
+    every folder skipped (not a run, unreadable) or repaired while reading (a half-written row).
+    Never raises for a bad folder.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    notes: list[str] = []
+    seen: set[Path] = set()
+    runs = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            notes.append(f"skipped {p}: no such folder")
+            continue
+        found = _walk(p, notes)
+        if not found and not any(n.startswith(f"skipped {p}") for n in notes):
+            notes.append(f"skipped {p}: not a run folder (no config.yaml or metrics.csv at or below it)")
+        for d in found:
+            if d.resolve() in seen:
+                continue
+            seen.add(d.resolve())
+            try:
+                run = read_run(d)
+            except RunReadError as e:
+                notes.append(f"skipped {e}")
+                continue
+            notes += run.notes
+            runs.append(run)
+    runs.sort(key=lambda r: (r.env, r.agent, r.seed, str(r.path)))
+    return runs, notes
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(metrics, regimes)`` data frames of a run folder."""
-    d = Path(run_dir)
-    if not (d / "metrics.csv").exists():
-        raise ConfigError(f"{d} is not a run folder (no metrics.csv)")
-    m = pd.read_csv(d / "metrics.csv")
-    r = pd.read_csv(d / "regimes.csv") if (d / "regimes.csv").exists() else pd.DataFrame()
-    return m, r
+    """``(metrics, regimes)`` data frames of a run folder (raises :class:`RunReadError`)."""
+    run = read_run(run_dir)
+    if run.metrics.empty and not (Path(run_dir) / "metrics.csv").is_file():
+        raise RunReadError(f"{run_dir}: not a run folder (no metrics.csv)")
+    return run.metrics, run.regimes
 
 
-def regime_curves(metrics: pd.DataFrame, regimes: pd.DataFrame) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Per segment: ``(segment, regime, steps - start_step, returns)`` of its episodes."""
-    ep = metrics.dropna(subset=[RET])
-    out = []
-    for _, row in regimes.iterrows():
-        seg = int(row["segment"])
-        e = ep[ep["regime/segment"] == seg] if "regime/segment" in ep else ep
-        out.append(
-            (
-                seg,
-                int(row["regime"]),
-                e["global_step"].to_numpy() - int(row["start_step"]),
-                e[RET].to_numpy(dtype=float),
-            )
+def _as_run(run: str | Path | Run) -> Run:
+    return run if isinstance(run, Run) else read_run(run)
+
+
+# ---------------------------------------------------------------- segments
+
+
+def _schedule_period(config: dict[str, Any]) -> float | None:
+    env = config.get("env")
+    kwargs = env.get("make_kwargs", {}) if isinstance(env, dict) else {}
+    schedule = kwargs.get("schedule") if isinstance(kwargs, dict) else None
+    if not isinstance(schedule, dict) or len(schedule) != 1:
+        return None
+    args = next(iter(schedule.values()))
+    if not isinstance(args, dict):
+        return None
+    for key in ("change_every", "every"):
+        v = args.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+    return None
+
+
+def _last_step(run: Run) -> float:
+    last = run.status.get("global_step")
+    steps = [float(last)] if isinstance(last, (int, float)) and not isinstance(last, bool) else []
+    if not run.metrics.empty:
+        steps.append(float(run.metrics["global_step"].max()))
+    return max(steps) if steps else float("nan")
+
+
+def _segment_bounds(run: Run) -> pd.DataFrame:
+    r = run.regimes
+    if r.empty:
+        return pd.DataFrame(columns=["segment", "regime", "start_step", "end_step"])
+    r = r.sort_values("segment").reset_index(drop=True)[["segment", "regime", "start_step", "end_step"]].copy()
+    r["end_step"] = r["end_step"].astype(float).fillna(_last_step(run))
+    r[["segment", "regime"]] = r[["segment", "regime"]].astype(int)
+    return r
+
+
+def intended_segment_length(run: str | Path | Run) -> float:
+    """The length a segment is meant to have, in steps.
+
+    The schedule's period (``change_every``, or ``every`` for a random walk) when the run's
+    config names one, else the median length of the closed segments before the last, else
+    the one segment's length (NaN without segments).
+    """
+    run = _as_run(run)
+    period = _schedule_period(run.config)
+    if period is not None:
+        return period
+    seg = _segment_bounds(run)
+    lengths = (seg["end_step"] - seg["start_step"]).to_numpy(dtype=float)
+    if lengths.size > 1:
+        return float(np.median(lengths[:-1]))
+    return float(lengths[0]) if lengths.size else float("nan")
+
+
+def _window_mean(rets: np.ndarray, mask: np.ndarray, fallback: int) -> float:
+    if rets.size == 0:
+        return float("nan")
+    sel = rets[mask]
+    return float(sel.mean() if sel.size else rets[fallback])
+
+
+def segment_table(
+    run: str | Path | Run, late_fraction: float = LATE_FRACTION, min_fraction: float = MIN_SEGMENT_FRACTION
+) -> pd.DataFrame:
+    """One row per segment: ``segment, regime, start_step, end_step, length, episodes, late_return,
+    early_return, short`` (see the module docstring).
+
+    An open last segment ends at the run's last step. Episodes belong to a segment by their
+    ``regime/segment`` column when the run logged one, else by their step.
+    """
+    run = _as_run(run)
+    seg = _segment_bounds(run)
+    m = run.metrics
+    ep = m[m[RET].notna()] if (not m.empty and RET in m) else pd.DataFrame(columns=["global_step", RET])
+    intended = intended_segment_length(run)
+    rows = []
+    for s in seg.itertuples(index=False):
+        length = float(s.end_step - s.start_step)
+        if "regime/segment" in ep:
+            e = ep[ep["regime/segment"] == s.segment]
+        else:
+            e = ep[(ep["global_step"] > s.start_step) & (ep["global_step"] <= s.end_step)]
+        rel = e["global_step"].to_numpy(dtype=float) - float(s.start_step)
+        rets = e[RET].to_numpy(dtype=float)
+        rows.append(
+            {
+                "segment": int(s.segment),
+                "regime": int(s.regime),
+                "start_step": float(s.start_step),
+                "end_step": float(s.end_step),
+                "length": length,
+                "episodes": int(rets.size),
+                "late_return": _window_mean(rets, rel > length * (1 - late_fraction), -1),
+                "early_return": _window_mean(rets, rel <= length * late_fraction, 0),
+                "short": bool(math.isfinite(intended) and length < min_fraction * intended),
+            }
         )
-    return out
+    cols = ["segment", "regime", "start_step", "end_step", "length", "episodes", "late_return", "early_return", "short"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ---------------------------------------------------------------- the definitions
 
 
 def normalised_auc(steps: np.ndarray, returns: np.ndarray, length: float, lo: float, hi: float) -> float:
@@ -107,7 +440,7 @@ def forward_transfer(auc: float, auc_ref: float) -> float:
 
 
 def forgetting(p_end: float, p_final: float) -> float:
-    """Forgetting of a regime: performance at its end minus performance at the end of training.
+    """Continual World's forgetting of a regime: performance at its end minus performance at the end of training.
 
     Example:
         >>> forgetting(10.0, 4.0)
@@ -116,107 +449,284 @@ def forgetting(p_end: float, p_final: float) -> float:
     return float(p_end - p_final)
 
 
-def plasticity_score(final_returns: list[float]) -> float:
-    """Slope of the regimes' final returns against their index (least squares).
+def plasticity_score(segments: Iterable[float], late_returns: Iterable[float]) -> float:
+    """Dohare et al.'s trend: least-squares slope of the late return against the segment index.
 
     Example:
-        >>> round(plasticity_score([10.0, 8.0, 6.0]), 6)
+        >>> plasticity_score([0, 1, 2], [10.0, 8.0, 6.0])
         -2.0
     """
-    y = np.asarray([v for v in final_returns if v is not None and math.isfinite(v)], dtype=float)
-    if y.size < 2:
-        return float("nan")
-    return float(np.polyfit(np.arange(y.size), y, 1)[0])
+    return slope(np.asarray(list(segments), dtype=float), np.asarray(list(late_returns), dtype=float))
 
 
-def _final(curve_steps: np.ndarray, rets: np.ndarray, length: float, frac: float) -> float:
-    if rets.size == 0:
-        return float("nan")
-    late = rets[curve_steps >= length * (1 - frac)]
-    return float(np.mean(late if late.size else rets[-1:]))
+def _eval_columns(m: pd.DataFrame) -> dict[int, str]:
+    out = {}
+    for c in m.columns:
+        parts = str(c).split("/")
+        if len(parts) == 3 and parts[0] == "eval" and parts[1].startswith("regime_") and parts[2] == "return":
+            try:
+                out[int(parts[1].removeprefix("regime_"))] = c
+            except ValueError:
+                continue
+    return out
 
 
-def _reference_curves(reference_dirs: list[str | Path]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def _eval_series(m: pd.DataFrame, col: str) -> pd.DataFrame:
+    s = m[["global_step", col]].copy()
+    s[col] = pd.to_numeric(s[col], errors="coerce")
+    return s.dropna()
+
+
+def performance_at_end(run: Run, seg: pd.DataFrame) -> tuple[dict[int, float], str]:
+    """``p_i(T)`` per regime and where it came from (``eval`` or ``train``)."""
+    evals = _eval_columns(run.metrics) if not run.metrics.empty else {}
+    if evals:
+        out = {}
+        for k, c in sorted(evals.items()):
+            s = _eval_series(run.metrics, c)
+            if len(s):
+                out[k] = float(s[c].iloc[-1])
+        return out, "eval"
+    kept = seg[~seg["short"]]
+    return {int(k): float(g["late_return"].iloc[-1]) for k, g in kept.groupby("regime")}, "train"
+
+
+def regime_forgetting(run: Run, seg: pd.DataFrame, p_final: dict[int, float], source: str) -> dict[int, float]:
+    """``F_i`` per regime (see the module docstring); only regimes where it is defined."""
+    kept = seg[~seg["short"]]
+    out: dict[int, float] = {}
+    if source == "eval":
+        evals = _eval_columns(run.metrics)
+        for k, c in sorted(evals.items()):
+            first = kept[kept["regime"] == k]
+            if first.empty or k not in p_final:
+                continue
+            s = _eval_series(run.metrics, c)
+            before = s[s["global_step"] <= float(first["end_step"].iloc[0])]
+            if len(before):
+                out[k] = forgetting(float(before[c].iloc[-1]), p_final[k])
+        return out
+    for k, g in kept.groupby("regime"):
+        drops = [forgetting(a, b) for a, b in zip(g["late_return"].iloc[:-1], g["early_return"].iloc[1:], strict=True)]
+        drops = [d for d in drops if math.isfinite(d)]
+        if drops:
+            out[int(k)] = float(np.mean(drops))
+    return out
+
+
+def regime_forward_transfer(run: Run, seg: pd.DataFrame, reference_dirs: Iterable[str | Path]) -> dict[int, float]:
+    """Forward transfer of the first (not short) visit of each regime with a reference run."""
     refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for d in reference_dirs:
-        m, r = load_run(d)
-        if r.empty:
-            raise ConfigError(f"reference run {d} has no regimes.csv")
-        curves = regime_curves(m, r)
-        _, regime, steps, rets = curves[0]
-        refs[regime] = (steps, rets)
-    return refs
-
-
-def run_metrics(run_dir: str | Path, reference_dirs: list[str | Path] | None = None, frac: float = 0.1) -> dict:
-    """Continual-learning metrics of one run folder (see the module docstring).
-
-    Args:
-        run_dir: the run folder.
-        reference_dirs: from-scratch runs, one per regime (each its regime 0..), for forward transfer.
-        frac: share of a segment whose episodes give its final (and, on revisits, initial) return.
-
-    Returns: a dict with ``average_performance``, ``forgetting`` ({regime: value}),
-    ``mean_forgetting``, ``forward_transfer`` ({regime: value}), ``mean_forward_transfer``,
-    ``plasticity_score``, ``final_returns`` (per segment) and ``source`` (``eval`` or ``train``).
-    """
-    m, reg = load_run(run_dir)
-    if reg.empty:
-        raise ConfigError(f"{run_dir} has no regimes.csv: not a drifting run")
-    curves = regime_curves(m, reg)
-    ends = reg["end_step"].fillna(m["global_step"].max()).astype(float).to_numpy()
-    lengths = ends - reg["start_step"].to_numpy(dtype=float)
-    finals = [_final(s, r, L, frac) for (_, _, s, r), L in zip(curves, lengths, strict=True)]
-    out: dict[str, Any] = {"segments": len(curves), "final_returns": finals}
-    eval_cols = {int(c.split("/")[1].split("_")[1]): c for c in m.columns if c.startswith("eval/regime_")}
-    forget: dict[int, float] = {}
-    if eval_cols:
-        out["source"] = "eval"
-        last = {k: float(m[c].dropna().iloc[-1]) for k, c in eval_cols.items() if m[c].notna().any()}
-        out["average_performance"] = float(np.mean(list(last.values()))) if last else float("nan")
-        for k, c in eval_cols.items():
-            first = reg[reg["regime"] == k]
-            if first.empty or pd.isna(first["end_step"].iloc[0]):
-                continue
-            e = m[[c, "global_step"]].dropna()
-            before = e[e["global_step"] <= float(first["end_step"].iloc[0])]
-            if len(before):
-                forget[k] = forgetting(float(before[c].iloc[-1]), last[k])
-    else:
-        out["source"] = "train"
-        last_by_regime: dict[int, float] = {}
-        for (_, k, _, _), f in zip(curves, finals, strict=True):
-            last_by_regime[k] = f
-        vals = [v for v in last_by_regime.values() if math.isfinite(v)]
-        out["average_performance"] = float(np.mean(vals)) if vals else float("nan")
-        prev: dict[int, float] = {}
-        acc: dict[int, list[float]] = {}
-        for (_, k, s, r), f, L in zip(curves, finals, lengths, strict=True):
-            if k in prev and r.size:
-                early = r[s <= L * frac]
-                acc.setdefault(k, []).append(forgetting(prev[k], float(np.mean(early if early.size else r[:1]))))
-            prev[k] = f
-        forget = {k: float(np.mean(v)) for k, v in acc.items()}
-    out["forgetting"] = forget
-    out["mean_forgetting"] = float(np.mean(list(forget.values()))) if forget else float("nan")
-    out["plasticity_score"] = plasticity_score(finals)
-    ft: dict[int, float] = {}
-    if reference_dirs:
-        refs = _reference_curves(reference_dirs)
-        seen: set[int] = set()
-        for (_, k, s, r), L in zip(curves, lengths, strict=True):
-            if k in seen or k not in refs:
-                continue
-            seen.add(k)
-            rs, rr = refs[k]
-            both = np.concatenate([r, rr[rs <= L]])
-            if both.size == 0:
-                continue
-            lo, hi = float(both.min()), float(both.max())
-            ft[k] = forward_transfer(normalised_auc(s, r, L, lo, hi), normalised_auc(rs, rr, L, lo, hi))
-    out["forward_transfer"] = ft
-    out["mean_forward_transfer"] = float(np.mean(list(ft.values()))) if ft else float("nan")
+        ref = read_run(d)
+        rseg = segment_table(ref)
+        if rseg.empty:
+            raise RunReadError(f"{d}: reference run has no regimes.csv")
+        first = rseg.iloc[0]
+        e = ref.metrics[ref.metrics[RET].notna()] if RET in ref.metrics else pd.DataFrame(columns=["global_step", RET])
+        refs[int(first["regime"])] = (
+            e["global_step"].to_numpy(dtype=float) - float(first["start_step"]),
+            e[RET].to_numpy(dtype=float),
+        )
+    m = run.metrics
+    ep = m[m[RET].notna()] if (not m.empty and RET in m) else pd.DataFrame(columns=["global_step", RET])
+    out: dict[int, float] = {}
+    for s in seg[~seg["short"]].itertuples(index=False):
+        if s.regime in out or s.regime not in refs:
+            continue
+        e = (
+            ep[ep["regime/segment"] == s.segment]
+            if "regime/segment" in ep
+            else ep[(ep["global_step"] > s.start_step) & (ep["global_step"] <= s.end_step)]
+        )
+        steps, rets = e["global_step"].to_numpy(dtype=float) - s.start_step, e[RET].to_numpy(dtype=float)
+        rs, rr = refs[s.regime]
+        both = np.concatenate([rets, rr[rs <= s.length]])
+        if both.size == 0:
+            continue
+        lo, hi = float(both.min()), float(both.max())
+        auc, auc_ref = normalised_auc(steps, rets, s.length, lo, hi), normalised_auc(rs, rr, s.length, lo, hi)
+        out[int(s.regime)] = forward_transfer(auc, auc_ref)
     return out
+
+
+def _mean(d: dict[int, float]) -> float:
+    vals = [v for v in d.values() if math.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def run_metrics(
+    run_dir: str | Path | Run,
+    reference_dirs: Iterable[str | Path] | None = None,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+) -> dict[str, Any]:
+    """Every score of one run with its parts (see the module docstring).
+
+    Returns a dict with the :data:`SCORES` (floats, NaN where undefined) and
+    ``performance`` / ``forgetting_by_regime`` / ``forward_transfer_by_regime`` ({regime:
+    value}), ``late_returns`` ({segment: value} of the scored segments), ``short_segments``
+    (ids left out), ``segments``, ``intended_segment_length``, ``source`` (``eval``/``train``),
+    ``late_fraction`` and ``min_segment_fraction``.
+    """
+    run = _as_run(run_dir)
+    if run.regimes.empty:
+        raise RunReadError(f"{run.path}: no regimes.csv, not a drifting run")
+    seg = segment_table(run, late_fraction, min_fraction)
+    kept = seg[~seg["short"]]
+    perf, source = performance_at_end(run, seg)
+    forget = regime_forgetting(run, seg, perf, source)
+    ft = regime_forward_transfer(run, seg, reference_dirs) if reference_dirs else {}
+    return {
+        "average_performance": _mean(perf),
+        "forgetting": _mean(forget),
+        "forward_transfer": _mean(ft),
+        "plasticity_score": plasticity_score(kept["segment"], kept["late_return"]),
+        "performance": perf,
+        "forgetting_by_regime": forget,
+        "forward_transfer_by_regime": ft,
+        "late_returns": dict(zip(kept["segment"].tolist(), kept["late_return"].tolist(), strict=True)),
+        "short_segments": seg.loc[seg["short"], "segment"].tolist(),
+        "segments": len(seg),
+        "intended_segment_length": intended_segment_length(run),
+        "source": source,
+        "late_fraction": late_fraction,
+        "min_segment_fraction": min_fraction,
+    }
+
+
+def run_scores(
+    run_dir: str | Path | Run,
+    reference_dirs: Iterable[str | Path] | None = None,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+) -> dict[str, float]:
+    """The :data:`SCORES` of one run as flat floats (NaN where undefined), plus ``segments_scored``
+    and ``segments_short``: what a wandb run summary holds. A run without regimes gives NaN scores.
+    """
+    run = _as_run(run_dir)
+    if run.regimes.empty:
+        return {**{k: float("nan") for k in SCORES}, "segments_scored": 0.0, "segments_short": 0.0}
+    m = run_metrics(run, reference_dirs, late_fraction, min_fraction)
+    out = {k: float(m[k]) for k in SCORES}
+    out["segments_scored"] = float(m["segments"] - len(m["short_segments"]))
+    out["segments_short"] = float(len(m["short_segments"]))
+    return out
+
+
+# ---------------------------------------------------------------- across seeds
+
+
+def _groups(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
+    out: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        out.setdefault((r.env, r.agent), []).append(r)
+    return out
+
+
+def _status_counts(runs: list[Run]) -> str:
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def summary_table(
+    runs: list[Run],
+    reps: int = 2000,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per (env, agent): ``env, agent, seeds, status, short_segments`` and for each score
+    ``<score>`` (text), ``<score>_iqm``, ``<score>_lo``, ``<score>_hi``, ``<score>_n`` (seeds with a
+    value). The IQM over seeds with a stratified-bootstrap 95 % CI; ``n/a (1 seed)`` with one seed.
+    """
+    rows = []
+    for (env, agent), rs in _groups(runs).items():
+        sc = [run_scores(r, late_fraction=late_fraction, min_fraction=min_fraction) for r in rs]
+        row: dict[str, Any] = {"env": env, "agent": agent, "seeds": len(rs), "status": _status_counts(rs)}
+        row["short_segments"] = int(sum(s["segments_short"] for s in sc))
+        for key in SCORES:
+            est = iqm_estimate(np.array([s[key] for s in sc]), reps=reps, seed=seed)
+            row[key] = est.text()
+            row[f"{key}_iqm"], row[f"{key}_lo"], row[f"{key}_hi"], row[f"{key}_n"] = est.point, est.low, est.high, est.n
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def improvement_table(
+    runs: list[Run],
+    score: str = "average_performance",
+    reps: int = 1000,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """P(X > Y) of ``score`` for every pair of agents on an env: ``env, X, Y, P(X > Y)`` (text),
+    ``p``, ``lo``, ``hi``, ``n`` (the smaller seed count); ``n/a (1 seed)`` below 2 seeds a side.
+    """
+    vals = {
+        key: np.array([run_scores(r, late_fraction=late_fraction, min_fraction=min_fraction)[score] for r in rs])
+        for key, rs in _groups(runs).items()
+    }
+    rows = []
+    for env in sorted({e for e, _ in vals}):
+        agents = sorted(a for e, a in vals if e == env)
+        for i, a in enumerate(agents):
+            for b in agents[i + 1 :]:
+                est: Estimate = improvement_estimate(vals[(env, a)], vals[(env, b)], reps=reps, seed=seed)
+                rows.append(
+                    {"env": env, "X": a, "Y": b, "P(X > Y)": est.text(), "p": est.point, "lo": est.low}
+                    | {"hi": est.high, "n": est.n}
+                )
+    return pd.DataFrame(rows, columns=["env", "X", "Y", "P(X > Y)", "p", "lo", "hi", "n"])
+
+
+def run_table(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
+    """One row per run: ``run, env, agent, seed, status, step, error, command`` (``run`` relative to ``root``)."""
+    rows = []
+    for r in runs:
+        try:
+            name = str(r.path.relative_to(root)) if root is not None else str(r.path)
+        except ValueError:
+            name = str(r.path)
+        steps = r.status.get("steps", r.config.get("steps", "?"))
+        rows.append(
+            {
+                "run": name,
+                "env": r.env,
+                "agent": r.agent,
+                "seed": r.seed,
+                "status": STATUS_MARK.get(r.state, r.state.upper()),
+            }
+            | {"step": f"{r.status.get('global_step', '?')}/{steps}", "error": r.status.get("error") or ""}
+            | {"command": r.config.get("command", "")}
+        )
+    return pd.DataFrame(rows, columns=["run", "env", "agent", "seed", "status", "step", "error", "command"])
+
+
+# ---------------------------------------------------------------- output
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``, numpy scalars as Python numbers and keys as text.
+
+    Example:
+        >>> json_safe({1: [float("nan"), np.float64(2.0)]})
+        {'1': [None, 2.0]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def format_value(v: Any) -> str:
@@ -229,7 +739,7 @@ def format_value(v: Any) -> str:
     if isinstance(v, dict):
         return ", ".join(f"{k}: {format_value(x)}" for k, x in v.items()) or "-"
     if isinstance(v, list):
-        return ", ".join(format_value(x) for x in v)
+        return ", ".join(format_value(x) for x in v) or "-"
     if isinstance(v, float):
         return "-" if math.isnan(v) else f"{v:.4g}"
     return str(v)

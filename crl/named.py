@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from crl.errors import ConfigError, UnknownNameError
+from crl.errors import ConfigError, UnknownNameError, did_you_mean
 
 __all__ = ["parse_named", "parse_named_list", "check_arguments"]
 
@@ -92,4 +92,5 @@ def check_arguments(what: str, args: Iterable[str], valid: Iterable[str]) -> Non
     valid = list(valid)
     unknown = sorted(set(args) - set(valid))
     if unknown:
-        raise ConfigError(f"{what}: unknown argument {unknown[0]!r}; valid: {', '.join(valid) or '(none)'}")
+        hint = did_you_mean(unknown[0], valid)
+        raise ConfigError(f"{what}: unknown argument {unknown[0]!r}; valid: {', '.join(valid) or '(none)'}{hint}")

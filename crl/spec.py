@@ -35,19 +35,23 @@ import ast
 import dataclasses
 import inspect
 import itertools
+import os
+import re
 import textwrap
 from dataclasses import dataclass, field
-from numbers import Real
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from crl.config import from_mapping
-from crl.errors import ConfigError, UnknownNameError, check_int
+from crl.errors import ConfigError, UnknownNameError, check_int, check_number
+from crl.hyperparameters import MAX_COUNT, check_hyperparameters
 from crl.named import parse_named, parse_named_list
 
 __all__ = [
     "ALGORITHMS",
     "ACTIVATION_NAMES",
     "INIT_NAMES",
+    "POLICY_NAMES",
     "AgentSpec",
     "EnvSpec",
     "NetworkSpec",
@@ -55,7 +59,13 @@ __all__ = [
     "SweepSpec",
     "VEC_ENVS",
     "WANDB_MODES",
+    "check_betas",
+    "check_device",
+    "check_experiment",
     "check_run_config",
+    "check_run_dir",
+    "check_wandb_name",
+    "check_wandb_names",
     "field_docs",
     "parse_named",
     "parse_named_list",
@@ -77,6 +87,8 @@ ACTIVATION_NAMES: tuple[str, ...] = (
     "mish",
     "crelu",
 )
+#: SB3's policy names (:class:`AgentSpec` ``policy``).
+POLICY_NAMES: tuple[str, ...] = ("MlpPolicy", "CnnPolicy", "MultiInputPolicy")
 #: Initialisation names (:data:`crl.agents.INITS` maps them to functions). ``orthogonal`` is
 #: SB3's own (``ortho_init=True``); ``torch_default`` keeps PyTorch's.
 INIT_NAMES: tuple[str, ...] = ("lecun_uniform", "kaiming_uniform", "xavier_uniform", "orthogonal", "torch_default")
@@ -218,7 +230,7 @@ class AgentSpec:
             >>> AgentSpec.from_dict({"description": "x", "hyperparameters": {"gamma": -1}}, "a.yaml")
             Traceback (most recent call last):
             ...
-            crl.errors.ConfigError: a.yaml: hyperparameters: gamma must not be negative, got -1
+            crl.errors.ConfigError: a.yaml: hyperparameters: gamma must be a number in (0, 1], got -1
         """
         spec = from_mapping(cls, data, where)
         spec.name = name or spec.name
@@ -228,14 +240,19 @@ class AgentSpec:
     def validate(self, where: str) -> None:
         """Check what the spec alone decides; raise ConfigError naming ``where``."""
         try:
-            for k, v in self.hyperparameters.items():
-                if isinstance(v, Real) and not isinstance(v, bool) and v < 0:
-                    raise ConfigError(f"hyperparameters: {k} must not be negative, got {v!r}")
+            try:
+                check_hyperparameters(self.algo, self.hyperparameters)
+            except ConfigError as e:
+                raise ConfigError(f"hyperparameters: {e}") from None
+            if self.policy not in POLICY_NAMES:
+                raise UnknownNameError("policy", self.policy, POLICY_NAMES)
             self.network.validate(self.algo)
             if self.algo != "sac" and self.replay_buffer != "fifo":
                 raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac agents only")
             if not isinstance(self.optimizer.get("name"), str):
                 raise ConfigError("optimizer: needs a 'name'")
+            if "betas" in self.optimizer:
+                check_betas(self.optimizer["betas"])
             parse_named_list(self.interventions, "intervention")
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
@@ -268,7 +285,7 @@ class RunConfig:
         >>> check_run_config(RunConfig(env="x", agent="ppo", steps=0))
         Traceback (most recent call last):
         ...
-        crl.errors.ConfigError: steps must be a positive integer, got 0
+        crl.errors.ConfigError: steps must be an integer in [1, 10_000_000_000], got 0
     """
 
     env: str
@@ -302,6 +319,10 @@ class RunConfig:
     """wandb project name."""
     wandb_entity: str | None = None
     """wandb entity (user or team); None for the default."""
+    wandb_group: str | None = None
+    """wandb group; None for ``<experiment>__<env>__<agent>`` (the seeds of one agent in one experiment)."""
+    tags: list[str] = field(default_factory=list)
+    """Extra wandb tags, besides the experiment, env, agent and interventions that every run has."""
     device: str = "cpu"
     """torch device."""
     torch_threads: int = 1
@@ -326,24 +347,173 @@ class RunConfig:
     """Share of a regime (at its end) whose episodes give the regime's ``final_return``."""
 
 
+#: The largest seed (numpy's and SB3's seeds are 32-bit).
+MAX_SEED = 2**32 - 1
+
+#: What an experiment name may be: one folder name of letters, digits, ``.``, ``_`` and ``-``,
+#: starting with a letter or digit, at most 64 characters (also wandb's limit for a tag).
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+#: torch devices a run may use (``auto``: SB3 picks CUDA when there is one).
+DEVICE_NAME = re.compile(r"cpu|auto|mps|cuda(:[0-9]+)?")
+
+
 def check_run_config(cfg: RunConfig) -> None:
-    """Check every field of ``cfg`` that does not need the catalog; one-line :class:`ConfigError`."""
-    check_int("steps", cfg.steps, minimum=1)
-    check_int("seed", cfg.seed, minimum=0)
-    check_int("n_envs", cfg.n_envs, minimum=1)
-    check_int("torch_threads", cfg.torch_threads, minimum=1)
-    check_int("train_threads", cfg.train_threads, minimum=0)
-    check_int("checkpoint_every", cfg.checkpoint_every, minimum=1)
-    check_int("loss_log_every", cfg.loss_log_every, minimum=1)
-    check_int("diagnostics_every", cfg.diagnostics_every, minimum=0)
-    check_int("eval_every", cfg.eval_every, minimum=0)
-    check_int("eval_episodes", cfg.eval_episodes, minimum=1)
+    """Check every field of ``cfg`` that does not need the catalog; one-line :class:`ConfigError`.
+
+    Counts have upper bounds (a larger value is a typo: ``--steps 1e20``), the experiment is
+    one safe folder name, the device exists on this machine, and the run folder can be made.
+    Nothing is written.
+    """
+    for name in ("env", "agent"):
+        if not isinstance(getattr(cfg, name), str) or not getattr(cfg, name).strip():
+            raise ConfigError(f"{name} must be a name or a path, got {getattr(cfg, name)!r}")
+    check_int("steps", cfg.steps, minimum=1, maximum=MAX_COUNT)
+    check_int("seed", cfg.seed, minimum=0, maximum=MAX_SEED)
+    check_int("n_envs", cfg.n_envs, minimum=1, maximum=4096)
+    check_int("torch_threads", cfg.torch_threads, minimum=1, maximum=1024)
+    check_int("train_threads", cfg.train_threads, minimum=0, maximum=1024)
+    for name in ("checkpoint_every", "loss_log_every"):
+        check_int(name, getattr(cfg, name), minimum=1, maximum=MAX_COUNT)
+    check_int("diagnostics_every", cfg.diagnostics_every, minimum=0, maximum=MAX_COUNT)
+    check_int("eval_every", cfg.eval_every, minimum=0, maximum=MAX_COUNT)
+    check_int("eval_episodes", cfg.eval_episodes, minimum=1, maximum=10**5)
     if cfg.vec_env not in VEC_ENVS:
         raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}; got {cfg.vec_env!r}")
     if cfg.wandb not in WANDB_MODES:
         raise ConfigError(f"wandb must be one of {', '.join(WANDB_MODES)}; got {cfg.wandb!r}")
-    if not isinstance(cfg.summary_last_frac, (int, float)) or not 0.0 < cfg.summary_last_frac <= 1.0:
-        raise ConfigError(f"summary_last_frac must be in (0, 1], got {cfg.summary_last_frac!r}")
+    check_number("summary_last_frac", cfg.summary_last_frac, 0, 1, low_open=True)
+    check_wandb_name("wandb_project", cfg.wandb_project)
+    if cfg.wandb_entity is not None:
+        check_wandb_name("wandb_entity", cfg.wandb_entity)
+    check_wandb_names(cfg)
+    check_experiment(cfg.experiment)
+    check_device(cfg.device)
+    check_run_dir(cfg.run_dir, cfg.experiment)
+
+
+def check_experiment(name: Any) -> str:
+    """``name`` if it is a valid experiment name (:data:`EXPERIMENT_NAME`); else a one-line ConfigError.
+
+    The experiment is a folder under the run dir, so it is one path component: no ``/``,
+    no ``..``, no absolute path, nothing that escapes the run dir.
+
+    Example:
+        >>> check_experiment("quickstart")
+        'quickstart'
+        >>> check_experiment("/x")
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: experiment must be a folder name: 1-64 of a-z A-Z 0-9 . _ -, first not . or -; got '/x'
+    """
+    if isinstance(name, str) and EXPERIMENT_NAME.fullmatch(name):
+        return name
+    raise ConfigError(f"experiment must be a folder name: 1-64 of a-z A-Z 0-9 . _ -, first not . or -; got {name!r}")
+
+
+def check_wandb_name(field_name: str, name: Any) -> str:
+    r"""A wandb project or entity name: 1-128 characters, none of ``/ \\ # ? % :`` (wandb's rule)."""
+    if isinstance(name, str) and 0 < len(name) <= 128 and not re.search(r"[/\\#?%:]", name):
+        return name
+    raise ConfigError(f"{field_name} must be 1-128 characters without / \\ # ? % or :, got {name!r}")
+
+
+def check_device(device: Any) -> str:
+    """``device`` if it is ``cpu``, ``auto``, ``cuda``, ``cuda:N`` or ``mps`` and this machine has
+    it; else a one-line ConfigError (no silent fall-back to the CPU). Imports torch only for a
+    device other than ``cpu``/``auto``.
+
+    Example:
+        >>> check_device("cpu")
+        'cpu'
+        >>> check_device("banana")
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: device must be cpu, auto, cuda, cuda:N or mps, got 'banana'
+    """
+    if not isinstance(device, str) or not DEVICE_NAME.fullmatch(device):
+        raise ConfigError(f"device must be cpu, auto, cuda, cuda:N or mps, got {device!r}")
+    if device in ("cpu", "auto"):
+        return device
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device mps: this machine has no MPS device; use --device cpu")
+        return device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        has = f"CUDA devices 0-{count - 1}" if count else "no CUDA device"
+        raise ConfigError(f"device {device}: this machine has {has}; use --device cpu")
+    return device
+
+
+def check_run_dir(run_dir: Any, *parts: str) -> Path:
+    """The folder ``run_dir/parts...`` if it is, or can be made, a writable folder; else a
+    one-line ConfigError. Nothing is created: the nearest existing folder must be writable.
+
+    Example:
+        >>> check_run_dir("runs", "default")
+        PosixPath('runs/default')
+    """
+    if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir).strip():
+        raise ConfigError(f"run_dir must be a folder path, got {run_dir!r}")
+    path = Path(run_dir, *parts)
+    existing = path
+    while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"run_dir {str(run_dir)!r}: {existing} is a broken link")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"run_dir {str(run_dir)!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"run_dir {str(run_dir)!r}: cannot write in {existing} (read-only or permission denied)")
+    return path
+
+
+def check_betas(betas: Any) -> None:
+    """Adam's ``betas``: a list of two numbers in [0, 1).
+
+    Example:
+        >>> check_betas([0.9])
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: optimizer.betas must be a list of two numbers in [0, 1), got [0.9]
+    """
+    ok = isinstance(betas, (list, tuple)) and len(betas) == 2
+    if ok:
+        try:
+            for b in betas:
+                check_number("beta", b, 0, 1, high_open=True)
+        except ConfigError:
+            ok = False
+    if not ok:
+        raise ConfigError(f"optimizer.betas must be a list of two numbers in [0, 1), got {betas!r}")
+
+
+def check_wandb_names(cfg: RunConfig) -> None:
+    """Check ``wandb_project``, ``wandb_entity``, ``wandb_group`` and ``tags`` (wandb's own limits).
+
+    Example:
+        >>> check_wandb_names(RunConfig(env="x", agent="ppo", tags=["ablation", ""]))
+        Traceback (most recent call last):
+        ...
+        crl.errors.ConfigError: tags: each tag must be a string of 1 to 64 characters, got ''
+    """
+    for key in ("wandb_project", "wandb_entity", "wandb_group"):
+        v = getattr(cfg, key)
+        if v is None and key != "wandb_project":
+            continue
+        bad = "/\\#?%:" if key != "wandb_group" else ""
+        if not isinstance(v, str) or not v.strip() or len(v) > 128 or any(c in v for c in bad):
+            without = f" without {' '.join(bad)}" if bad else ""
+            raise ConfigError(f"{key} must be a string of 1 to 128 characters{without}, got {v!r}")
+    if not isinstance(cfg.tags, list):
+        raise ConfigError(f"tags must be a list of strings, got {cfg.tags!r}")
+    for t in cfg.tags:
+        if not isinstance(t, str) or not t.strip() or len(t) > 64:
+            raise ConfigError(f"tags: each tag must be a string of 1 to 64 characters, got {t!r}")
 
 
 @dataclass

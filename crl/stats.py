@@ -1,5 +1,9 @@
 """Statistics for comparing agents: interquartile mean, stratified-bootstrap CIs (rliable), slopes.
 
+An :class:`Estimate` is what a table shows: a point value, its 95 % interval and the number of
+seeds behind it. With one seed there is no interval and no probability of improvement: they
+are ``n/a (1 seed)`` (:data:`NA_ONE_SEED`), never an interval of zero width.
+
 Example:
     >>> import numpy as np
     >>> iqm(np.array([1.0, 2.0, 3.0, 100.0]))
@@ -8,11 +12,27 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["import_rliable", "iqm", "iqm_ci", "iqm_curve", "slope", "probability_of_improvement"]
+__all__ = [
+    "NA_ONE_SEED",
+    "Estimate",
+    "import_rliable",
+    "iqm",
+    "iqm_ci",
+    "iqm_estimate",
+    "iqm_curve",
+    "slope",
+    "probability_of_improvement",
+    "improvement_estimate",
+]
+
+#: What an interval or a probability of improvement is with a single seed.
+NA_ONE_SEED = "n/a (1 seed)"
 
 
 def iqm(x: np.ndarray) -> float:
@@ -68,7 +88,7 @@ def _interval(scores: np.ndarray, func: Callable[[np.ndarray], np.ndarray], reps
 def iqm_ci(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """IQM of per-run scores and its stratified-bootstrap 95 % CI (rliable).
 
-    Returns ``(iqm, low, high)``; with a single run the CI collapses to the value.
+    Returns ``(iqm, low, high)``; with a single run there is no interval: ``low`` and ``high`` are NaN.
 
     Example:
         >>> point, lo, hi = iqm_ci(np.array([1.0, 2.0, 3.0, 4.0]), reps=200)
@@ -80,7 +100,7 @@ def iqm_ci(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, 
     if v.size == 0:
         return float("nan"), float("nan"), float("nan")
     if v.size == 1:
-        return float(v[0]), float(v[0]), float(v[0])
+        return float(v[0]), float("nan"), float("nan")
     point, ci = _interval(v.reshape(-1, 1), lambda s: iqm(s), reps, seed)
     return float(point[0]), float(ci[0, 0]), float(ci[1, 0])
 
@@ -148,3 +168,82 @@ def probability_of_improvement(
     point, ci = rly.get_interval_estimates({"p": (a, b)}, metrics.probability_of_improvement, reps=reps)
     c = np.asarray(ci["p"]).ravel()
     return float(np.asarray(point["p"]).ravel()[0]), float(c[0]), float(c[1])
+
+
+def _num(x: float, digits: int) -> str:
+    return f"{x:.{digits}g}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point value with its 95 % interval over ``n`` seeds (``low``/``high`` NaN when ``n < 2``).
+
+    Example:
+        >>> Estimate(2.5, 1.0, 4.0, 4).text()
+        '2.5 [1, 4] (n=4)'
+        >>> Estimate(-280.0, float("nan"), float("nan"), 1).text()
+        '-280, CI n/a (1 seed)'
+        >>> Estimate(float("nan"), float("nan"), float("nan"), 0).text()
+        'n/a (no value)'
+    """
+
+    point: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 4) -> str:
+        """The estimate as table text: ``point [low, high] (n=K)``; ``n/a`` where undefined."""
+        if not math.isfinite(self.point):
+            return "n/a (no value)"
+        if self.n < 2:
+            return f"{_num(self.point, digits)}, CI {NA_ONE_SEED}"
+        return f"{_num(self.point, digits)} [{_num(self.low, digits)}, {_num(self.high, digits)}] (n={self.n})"
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready: ``{"point", "low", "high", "n"}`` with ``None`` for undefined values (never NaN)."""
+
+        def clean(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {"point": clean(self.point), "low": clean(self.low), "high": clean(self.high), "n": self.n}
+
+
+def iqm_estimate(values: np.ndarray, reps: int = 2000, seed: int = 0) -> Estimate:
+    """IQM of per-seed scores with its stratified-bootstrap 95 % CI; non-finite scores are left out of ``n``.
+
+    Example:
+        >>> iqm_estimate(np.array([3.0, np.nan])).text()
+        '3, CI n/a (1 seed)'
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    point, lo, hi = iqm_ci(v, reps=reps, seed=seed)
+    return Estimate(point, lo, hi, int(v.size))
+
+
+def improvement_estimate(x: np.ndarray, y: np.ndarray, reps: int = 1000, seed: int = 0) -> Estimate:
+    """P(X > Y) with its CI, or an undefined estimate (text ``n/a (1 seed)``) when a side has under 2 seeds.
+
+    ``n`` is the smaller number of seeds of the two sides.
+
+    Example:
+        >>> e = improvement_estimate(np.array([1.0]), np.array([0.0, 2.0]))
+        >>> e.n, e.text()
+        (1, 'n/a (1 seed)')
+    """
+    a = np.asarray(x, dtype=float).ravel()
+    b = np.asarray(y, dtype=float).ravel()
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    n = int(min(a.size, b.size))
+    if n < 2:
+        return _UndefinedImprovement(float("nan"), float("nan"), float("nan"), n)
+    p, lo, hi = probability_of_improvement(a, b, reps=reps, seed=seed)
+    return Estimate(p, lo, hi, n)
+
+
+class _UndefinedImprovement(Estimate):
+    """A probability of improvement that cannot be estimated (fewer than 2 seeds on a side)."""
+
+    def text(self, digits: int = 4) -> str:
+        return NA_ONE_SEED if self.n == 1 else "n/a (no value)"

@@ -24,7 +24,9 @@ Backends (:data:`BACKENDS`): ``local`` runs each run in its own spawned process 
 ``ray`` submits each run as one Ray task that declares ``num_cpus=n_envs``. A failed run
 is retried ``retries`` times (resuming from its last checkpoint), then marked failed.
 At the end ``<run_dir>/<experiment>/sweep.json`` holds each run's status, steps, wall
-time and error.
+time and error, and under ``history`` one entry per invocation of the sweep (when, how
+long, which backend, the counts of run statuses). A run folder held by another process
+(:mod:`crl.run.lock`) stops the sweep before it starts anything.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from crl.config import from_mapping, load_yaml
-from crl.errors import ConfigError
+from crl.errors import ConfigError, CrlError
 from crl.run.status import RUN_STATES, checkpoint_step, mark_stopped, read_status, run_state
 from crl.spec import RunConfig, SweepSpec
 from crl.system import CORES_ENV, usable_cores
@@ -171,7 +173,10 @@ def train_command(cfg: RunConfig) -> str:
         if f.name in ("command", "progress") or (f.name not in always and v == default):
             continue
         opt = "--" + f.name.replace("_", "-")
-        parts += [opt, *(f"{k}={value(x)}" for k, x in v.items())] if isinstance(v, dict) else [opt, str(v)]
+        if isinstance(v, list):
+            parts += [opt, *map(str, v)]
+        else:
+            parts += [opt, *(f"{k}={value(x)}" for k, x in v.items())] if isinstance(v, dict) else [opt, str(v)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -221,6 +226,8 @@ class RunOutcome:
     wall_s: float = 0.0
     error: str | None = None
     skipped: bool = False
+    config_error: bool = False
+    """The run failed on bad input (a :class:`~crl.errors.CrlError`): retrying cannot help."""
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -266,7 +273,8 @@ def execute(cfg: RunConfig, catalogs: list[str] | tuple[str, ...] = (), cores: i
     except Exception as e:
         d = _run_dir_of(cfg)
         st = (read_status(d) if d else None) or {}
-        return RunOutcome("failed", int(st.get("global_step", 0)), time.time() - t0, f"{type(e).__name__}: {e}")
+        step, error = int(st.get("global_step", 0)), f"{type(e).__name__}: {e}"
+        return RunOutcome("failed", step, time.time() - t0, error, config_error=isinstance(e, CrlError))
 
 
 def _run_dir_of(cfg: RunConfig) -> Path | None:
@@ -409,7 +417,7 @@ class _Book:
         run = self.runs[i]
         if out.status == "failed":
             print(f"[sweep] {run.name} failed (attempt {self.attempts[i]}): {out.error}", file=sys.stderr, flush=True)
-            if self.attempts[i] <= self.retries and not (out.error or "").startswith("ConfigError"):
+            if self.attempts[i] <= self.retries and not out.config_error:  # bad input: never retried
                 self.queue.append(i)
                 self.progress.update(**self.counts())
                 return
@@ -601,6 +609,7 @@ def run_sweep(
 
         catalogs = [str(Path(d).resolve()) for d in extra_catalogs()]
     runs = plan(spec, run_dir, wandb, progress=False, **overrides)
+    check_not_running(runs)
     before = {r.name: r.state for r in runs}
     t0 = time.time()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -637,6 +646,42 @@ def run_sweep(
         prog.close()
     summary = _summary(spec, runs, book, before, backend, source, started, time.time() - t0, not complete)
     return summary
+
+
+def check_not_running(runs: list[PlannedRun]) -> None:
+    """Refuse (one line naming a holder's pid) a sweep with runs another process is training."""
+    from crl.run.lock import holder
+
+    busy = [r for r in runs if r.state == "running"]
+    if not busy:
+        return
+    pid = holder(busy[0].dir)
+    who = f"process {pid}" if pid else "another process"
+    more = f" (and {len(busy) - 1} more of its runs)" if len(busy) > 1 else ""
+    raise ConfigError(
+        f"{busy[0].dir} is in use by {who}{more}: a crl train or sweep of the same runs; wait for it to end or stop it"
+    )
+
+
+#: Fields of an invocation kept in the ``history`` of ``sweep.json``.
+HISTORY_KEYS = ("started", "ended", "wall_s", "backend", "file", "interrupted", "counts")
+
+
+def _history(path: Path, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The invocations recorded in ``sweep.json`` so far, this one last.
+
+    A ``sweep.json`` that cannot be read starts a new history (with a warning on stderr).
+    """
+    old: Any = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_bytes().decode())
+        except (OSError, ValueError) as e:
+            print(f"[sweep] warning: {path} is damaged ({type(e).__name__}); its history starts again", file=sys.stderr)
+    history = old.get("history") if isinstance(old, dict) else None
+    if not isinstance(history, list):  # a sweep.json of crl 0.2: its summary was the only invocation
+        history = [{k: old[k] for k in HISTORY_KEYS if k in old}] if isinstance(old, dict) and "started" in old else []
+    return [*history, {k: summary[k] for k in HISTORY_KEYS if k in summary}]
 
 
 def _summary(
@@ -688,6 +733,7 @@ def _summary(
     }
     out_dir = Path(runs[0].dir).parent if runs else Path(".")
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary["history"] = _history(out_dir / "sweep.json", summary)
     tmp = out_dir / "sweep.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     os.replace(tmp, out_dir / "sweep.json")

@@ -9,6 +9,21 @@ header grows and the file is rewritten once.
 The tracker is a sink: it receives metrics and never reaches into agents. Its position
 (:meth:`Tracker.state`) is saved in checkpoints; :meth:`Tracker.restore` truncates the
 file back to it on resume, so a resumed run has no duplicated or missing rows.
+
+wandb mirrors the CSV row for row: row ``i`` of ``metrics.csv`` is wandb step ``i`` (the
+history's ``_step``), with ``global_step`` as every metric's x-axis. A resumed run must
+give one wandb history holding exactly the CSV's rows, while the process that stopped may
+have logged rows past its checkpoint that the CSV then discards. Offline (the default),
+each process writes its own ``wandb/offline-run-*-<id>`` folder, and ``wandb sync`` of
+two folders of one id appends the second history to the first (overlapping steps, the
+discarded rows kept). So on resume the tracker removes the run's earlier offline folders
+and replays the kept CSV rows into the new one (:meth:`Tracker.restore`): the run has one
+offline folder whose history is the CSV, row for row, and ``wandb sync`` uploads exactly
+that. (The CSV is the source of truth, so nothing is lost; replaying costs about 0.6 ms
+a row.) Online, the history is already on the server, so the resumed process rewinds the
+run to the checkpoint's row with wandb's ``resume_from="<id>?_step=<row>"``; where the
+server refuses (rewinding is not enabled everywhere) it resumes with ``resume="allow"``,
+says so, and the history may keep the discarded rows.
 """
 
 from __future__ import annotations
@@ -16,11 +31,20 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "wandb_default_mode", "flatten"]
+__all__ = [
+    "Tracker",
+    "wandb_default_mode",
+    "flatten",
+    "wandb_config",
+    "wandb_init_kwargs",
+    "default_group",
+]
 
 
 def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
@@ -38,6 +62,88 @@ def flatten(d: dict[str, Any], prefix: str = "", sep: str = ".") -> dict[str, An
         else:
             out[key] = v
     return out
+
+
+def _named_list(v: Any) -> bool:
+    """Whether ``v`` is a ``[{name: {arguments}}, ...]`` list (drifts, interventions)."""
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) and len(x) == 1 for x in v)
+
+
+def wandb_config(resolved: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's resolved config as flat wandb config keys, every setting filterable.
+
+    Like :func:`flatten`, and a ``[{name: {arguments}}, ...]`` list (drifts, interventions,
+    schedules) becomes one key per argument under its name plus the list of names, so a
+    dashboard can filter on ``agent.interventions.cbp.replacement_rate`` or
+    ``env.make_kwargs.drifts.friction.low``. ``extra`` is merged first (e.g. ``env.base``).
+
+    Example:
+        >>> cfg = wandb_config({"agent": {"interventions": [{"cbp": {"decay": 0.99}}, "l2"]},
+        ...                     "env": {"make_kwargs": {"drifts": [{"friction": {"low": 0.02}}]}}})
+        >>> cfg["agent.interventions"], cfg["env.make_kwargs.drifts"], cfg["env.make_kwargs.drifts.friction.low"]
+        (['cbp', 'l2'], ['friction'], 0.02)
+    """
+    out: dict[str, Any] = {}
+
+    def walk(v: Any, key: str) -> None:
+        items = v if isinstance(v, list) else []
+        if isinstance(v, dict) and v:
+            for k, x in v.items():
+                walk(x, f"{key}.{k}" if key else str(k))
+        elif items and all(isinstance(x, str) or (isinstance(x, dict) and len(x) == 1) for x in items):
+            out[key] = [x if isinstance(x, str) else next(iter(x)) for x in items]
+            for x in items:
+                if isinstance(x, dict):
+                    name, args = next(iter(x.items()))
+                    walk(args if isinstance(args, dict) else {"value": args}, f"{key}.{name}")
+        else:
+            out[key] = v
+
+    walk(extra or {}, "")
+    walk(resolved, "")
+    return out
+
+
+def default_group(experiment: str, env: str, agent: str) -> str:
+    """The wandb group of a run: ``<experiment>__<env>__<agent>`` (its seeds, in one experiment).
+
+    Example:
+        >>> default_group("quickstart", "slippery-ant", "ppo")
+        'quickstart__slippery-ant__ppo'
+    """
+    return f"{experiment}__{env}__{agent}"
+
+
+def wandb_init_kwargs(cfg: Any, env: Any, agent: Any, resolved: dict[str, Any], name: str, run_id: str) -> dict:
+    """The ``wandb.init`` keyword arguments of a run.
+
+    Args:
+        cfg: the run's :class:`~crl.spec.RunConfig`.
+        env: its :class:`~crl.spec.EnvSpec`.
+        agent: its :class:`~crl.spec.AgentSpec`.
+        resolved: the resolved config (what ``config.yaml`` holds).
+        name: the run's name.
+        run_id: its wandb id.
+
+    The group is ``cfg.wandb_group`` or :func:`default_group`; tags are the experiment,
+    env, agent, interventions and ``cfg.tags``; the config is :func:`wandb_config` of the
+    resolved config with the env's base and the run's group and tags.
+    """
+    interventions = [next(iter(i)) if isinstance(i, dict) else str(i) for i in agent.interventions]
+    group = cfg.wandb_group or default_group(cfg.experiment, env.name, agent.name)
+    tags = list(dict.fromkeys([cfg.experiment, env.name, agent.name, *interventions, *cfg.tags]))
+    extra = {"env": {"base": env.base, "base_kwargs": env.base_kwargs}, "wandb": {"group": group, "tags": tags}}
+    config = wandb_config(resolved, extra)
+    return {
+        "project": cfg.wandb_project,
+        "entity": cfg.wandb_entity,
+        "id": run_id,
+        "group": group,
+        "name": name,
+        "job_type": "train",
+        "tags": tags,
+        "config": config,
+    }
 
 
 def wandb_default_mode() -> str:
@@ -106,11 +212,12 @@ class Tracker:
         self._writer: Any = None
         self.wandb_run: Any = None
         self.wandb_mode = wandb_mode
+        self._wandb_init_args = dict(wandb_init or {})
+        self._wandb_pending = wandb_mode != "disabled"  # started at restore() or the first row
+        self._wandb_steps = True  # log row i as wandb step i
         if self.path.exists():
             self._load_existing()
         self._open("a")
-        if wandb_mode != "disabled":
-            self._init_wandb(wandb_mode, wandb_init or {})
 
     # -- files ---------------------------------------------------------------
     def _load_existing(self) -> None:
@@ -158,18 +265,20 @@ class Tracker:
             self._rewrite(self.columns + new)
         values = {"global_step": global_step, **metrics}
         self._writer.writerow([_fmt(values.get(c)) for c in self.columns])
+        run = self._wandb()
+        if run is not None:
+            run.log(values, step=self.rows if self._wandb_steps else None)
         self.rows += 1
-        if self.wandb_run is not None:
-            self.wandb_run.log({"global_step": global_step, **metrics})
         now = time.monotonic()
         if now - self._last_flush > self.flush_every:
             self.flush()
 
     def summary(self, values: dict[str, Any]) -> None:
         """Set wandb summary values (the local files hold their own summaries)."""
-        if self.wandb_run is not None:
+        run = self._wandb()
+        if run is not None:
             for k, v in values.items():
-                self.wandb_run.summary[k] = v
+                run.summary[k] = v
 
     def flush(self) -> None:
         """Flush the CSV to disk."""
@@ -185,26 +294,97 @@ class Tracker:
         return {"columns": list(self.columns), "rows": self.rows}
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Truncate ``metrics.csv`` back to a checkpointed :meth:`state`."""
+        """Truncate ``metrics.csv`` back to a checkpointed :meth:`state`; start wandb at that row.
+
+        Offline, the run's earlier offline folders are removed and the kept rows replayed into
+        the new one (see the module docstring).
+        """
         self._rewrite(list(state["columns"]), keep_rows=int(state["rows"]))
+        if self._wandb_pending:
+            self._start_wandb()
+            if self.wandb_mode == "offline" and self.wandb_run is not None:
+                self._replace_offline_history()
 
     # -- wandb ---------------------------------------------------------------
-    def _init_wandb(self, mode: str, init: dict[str, Any]) -> None:
+    def _wandb(self) -> Any:
+        """The wandb run, started on first use (None when disabled)."""
+        if self._wandb_pending:
+            self._start_wandb()
+        return self.wandb_run
+
+    def _start_wandb(self) -> None:
         import wandb
 
+        self._wandb_pending = False
         os.environ.setdefault("WANDB_SILENT", "true")
-        self.wandb_run = wandb.init(mode=mode, dir=str(self.run_dir), resume="allow", **init)
+        init = {"mode": self.wandb_mode, "dir": str(self.run_dir), **self._wandb_init_args}
+        run_id = init.get("id")
+        if self.wandb_mode == "online" and self.rows and run_id:
+            rewind = {k: v for k, v in init.items() if k != "id"}
+            try:
+                self.wandb_run = wandb.init(resume_from=f"{run_id}?_step={self.rows}", **rewind)
+            except Exception as e:  # rewinding is not enabled on every server
+                print(
+                    f"crl: wandb could not rewind run {run_id} to row {self.rows} ({e}); resuming it", file=sys.stderr
+                )
+                self._wandb_steps = False
+        if self.wandb_run is None:
+            try:
+                self.wandb_run = wandb.init(resume="allow", **init)
+            except Exception as e:  # wandb mirrors metrics.csv: its failure must not stop training
+                note = f"crl: wandb did not start ({type(e).__name__}: {e}); training goes on (metrics.csv has it all)"
+                print(note, file=sys.stderr)
+                return
         self.wandb_run.define_metric("global_step")
         self.wandb_run.define_metric("*", step_metric="global_step")
 
+    def _replace_offline_history(self) -> None:
+        """Remove this run's earlier offline folders and replay the CSV's rows into the current one."""
+        run = self.wandb_run
+        current = Path(run.dir).parent.resolve()
+        for old in (self.run_dir / "wandb").glob(f"offline-run-*-{run.id}"):
+            if old.resolve() != current:
+                shutil.rmtree(old, ignore_errors=True)
+        self.flush()
+        with self.path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for i, row in enumerate(reader):
+                run.log({k: _parse(v) for k, v in zip(header, row, strict=False) if v != ""}, step=i)
+
     def close(self, status: str | None = None) -> None:
-        """Flush and close the file; finish the wandb run (exit code 1 unless finished)."""
+        """Flush and close the file; finish the wandb run (exit code 1 unless finished).
+
+        The wandb run gets ``regimes.csv`` as the table ``regimes`` in its summary (the runner
+        adds the continual-learning scores of a finished run: :func:`crl.dashboard.summary_scores`).
+        """
         if self._file is not None:
             self.flush()
             self._file.close()
             self._file = None
-        if self.wandb_run is not None:
+        run = self._wandb()
+        if run is not None:
             if status:
-                self.wandb_run.summary["status"] = status
-            self.wandb_run.finish(exit_code=0 if status in (None, "finished") else 1)
+                run.summary["status"] = status
+            self._regimes_table(run)
+            run.finish(exit_code=0 if status in (None, "finished") else 1)
             self.wandb_run = None
+
+    def _regimes_table(self, run: Any) -> None:
+        import wandb
+
+        regimes = self.run_dir / "regimes.csv"
+        if regimes.is_file() and regimes.stat().st_size:
+            import pandas as pd
+
+            run.summary["regimes"] = wandb.Table(dataframe=pd.read_csv(regimes))
+
+
+def _parse(text: str) -> Any:
+    """A CSV cell back as the value :func:`_fmt` wrote (int, float, or the string)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

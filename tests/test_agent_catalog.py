@@ -54,7 +54,7 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
 def test_the_catalog_has_the_published_methods():
     wanted = {
         "ppo-adamw", "ppo-l2-init", "ppo-upgd", "ppo-trac", "ppo-weight-clip", "ppo-parseval",
-        "ppo-ewc", "ppo-mas", "sac-trac", "sac-ewc", "sac-replay",
+        "ppo-ewc", "ppo-mas", "ppo-si", "sac-trac", "sac-ewc", "sac-si", "sac-replay",
     }  # fmt: skip
     assert wanted <= set(AGENTS)
 
@@ -102,7 +102,9 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize("agent", ["ppo-ewc", "ppo-upgd", "sac", "sac-ewc", "sac-replay"])
+@pytest.mark.parametrize(
+    "agent", ["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"]
+)
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all
     come back from the checkpoint: the resumed run logs exactly what the uninterrupted one did."""

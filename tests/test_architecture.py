@@ -33,15 +33,19 @@ def _modules(sub: str) -> list[Path]:
 @pytest.mark.parametrize(
     ("sub", "allowed"),
     [
-        ("drift", ("crl.drift", "crl.errors", "crl.named")),
+        ("drift", ("crl.drift", "crl.errors", "crl.named", "crl.seeding")),
+        ("seeding", ("crl.seeding",)),
         ("plasticity", ("crl.plasticity", "crl.errors", "crl.named", "crl.config")),
         ("named", ("crl.errors",)),
         # pure specs; gymnasium's registry and crl.drift's routing are read only in EnvSpec.make_kwargs
-        ("spec", ("crl.spec", "crl.config", "crl.errors", "crl.named", "crl.drift")),
-        ("diagnostics", ("crl.diagnostics", "crl.plasticity.nets", "crl.errors", "crl.checkpoint")),
+        ("spec", ("crl.spec", "crl.config", "crl.errors", "crl.named", "crl.drift", "crl.hyperparameters")),
+        ("hyperparameters", ("crl.errors",)),  # pure data, read by the spec
+        ("diagnostics", ("crl.diagnostics", "crl.plasticity.nets", "crl.errors", "crl.checkpoint", "crl.seeding")),
         ("fast", ("crl.fast", "crl.plasticity", "crl.system", "crl.checkpoint")),
         ("track", ("crl.track", "crl.errors", "crl.config")),
         ("report", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
+        ("report_page", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
+        ("report_figures", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
         ("metrics", ("crl.metrics", "crl.stats", "crl.errors", "crl.config")),
     ],
 )
@@ -59,7 +63,7 @@ def test_import_crl_does_not_load_torch():
 
 def test_report_and_metrics_do_not_load_torch():
     code = (
-        "import importlib, sys\nfor m in ('crl.report', 'crl.metrics'):\n"
+        "import importlib, sys\nfor m in ('crl.report', 'crl.report_page', 'crl.report_figures', 'crl.metrics'):\n"
         "    try: importlib.import_module(m)\n    except ModuleNotFoundError: pass\n"
         "print('torch' in sys.modules)"
     )

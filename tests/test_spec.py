@@ -200,7 +200,8 @@ def test_network_spec_defaults_round_trip():
         ({"network": {"activation": "swish"}}, "a.yaml: unknown activation 'swish'; valid: crelu, elu, gelu"),
         ({"network": {"init": "zeros"}}, "a.yaml: unknown init 'zeros'; valid: kaiming_uniform, lecun_uniform"),
         ({"algo": "sac", "network": {"layer_norm": True}}, "a.yaml: network: layer_norm and crelu are available"),
-        ({"hyperparameters": {"gamma": -1}}, "a.yaml: hyperparameters: gamma must not be negative, got -1"),
+        ({"hyperparameters": {"gamma": -1}}, "a.yaml: hyperparameters: gamma must be a number in (0, 1], got -1"),
+        ({"optimizer": {"name": "adam", "betas": [1.5, 0.9]}}, "a.yaml: optimizer.betas must be a list of two numbers"),
         ({"replay_buffer": "reservoir"}, "a.yaml: replay_buffer: 'reservoir' is for sac agents only"),
         ({"optimizer": {"betas": [0.9, 0.9]}}, "a.yaml: optimizer: needs a 'name'"),
         ({"interventions": [{"ewc": {}, "mas": {}}]}, "a.yaml: an intervention is written {name: {arguments}}"),
@@ -217,7 +218,7 @@ def test_agent_spec_checks_what_the_spec_alone_decides(data, message):
     [
         ({"hyperparameters": {"n_stepz": 3}}, "a.yaml: hyperparameters: unknown key 'n_stepz' for ppo; valid: "),
         ({"optimizer": {"name": "adamz"}}, "a.yaml: unknown optimizer 'adamz'; valid: "),
-        ({"optimizer": {"name": "adam", "betas": [1.5, 0.9]}}, "a.yaml: optimizer 'adam': Invalid beta parameter"),
+        ({"optimizer": {"name": "adam", "eps": -1.0}}, "a.yaml: optimizer 'adam': Invalid epsilon value"),
         ({"interventions": ["nope"]}, "a.yaml: unknown intervention 'nope'; valid: "),
         ({"interventions": ["ewc"]}, "a.yaml: intervention 'ewc' acts at regime changes; it needs boundary_aware"),
     ],

@@ -1,13 +1,14 @@
 """The ``crl`` command: every sub-command is registered here, in :data:`COMMANDS`.
 
-=====================  ========================================================
-:mod:`crl.cli.train`   ``crl train``: one (env, agent, seed) run
-:mod:`crl.cli.sweep`   ``crl sweep``: a grid of runs, locally or on Ray
-:mod:`crl.cli.catalog` ``crl envs``, ``crl agents``: what the catalogs hold
-:mod:`crl.cli.results` ``crl report``, ``crl compare``, ``crl metrics``
-:mod:`crl.cli.probe`   ``crl probe``: supervised plasticity probes
-:mod:`crl.cli.bench`   ``crl bench``: throughput against plain SB3
-=====================  ========================================================
+========================  ========================================================
+:mod:`crl.cli.train`      ``crl train``: one (env, agent, seed) run
+:mod:`crl.cli.sweep`      ``crl sweep``: a grid of runs, locally or on Ray
+:mod:`crl.cli.catalog`    ``crl envs``, ``crl agents``: what the catalogs hold
+:mod:`crl.cli.results`    ``crl report``, ``crl compare``, ``crl metrics``
+:mod:`crl.cli.probe`      ``crl probe``: supervised plasticity probes
+:mod:`crl.cli.bench`      ``crl bench``: throughput against plain SB3
+:mod:`crl.cli.dashboard`  ``crl dashboard``: a wandb workspace of an experiment
+========================  ========================================================
 
 Each module defines its arguments and its handler; heavy imports (torch, SB3) happen in
 the handler, so ``crl --help`` is fast. Every :class:`~crl.errors.CrlError` is printed as
@@ -15,7 +16,7 @@ one line ``crl: error: ...`` with exit status 2.
 
 Example:
     >>> sorted(COMMANDS)
-    ['agents', 'bench', 'compare', 'envs', 'metrics', 'probe', 'report', 'sweep', 'train']
+    ['agents', 'bench', 'compare', 'dashboard', 'envs', 'metrics', 'probe', 'report', 'sweep', 'train']
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
-from crl.cli import bench, catalog, probe, results, sweep, train
+from crl.cli import bench, catalog, dashboard, probe, results, sweep, train
+from crl.cli.common import OneLineParser
 from crl.errors import CrlError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
@@ -52,14 +54,15 @@ COMMANDS: dict[str, Command] = {
     "metrics": Command(results.METRICS_HELP, results.add_metrics_arguments, results.run_metrics),
     "probe": Command(probe.HELP, probe.add_arguments, probe.run),
     "bench": Command(bench.HELP, bench.add_arguments, bench.run),
+    "dashboard": Command(dashboard.HELP, dashboard.add_arguments, dashboard.run),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``crl``."""
-    parser = argparse.ArgumentParser(prog="crl", description="Continual reinforcement learning on drifting tasks.")
+    parser = OneLineParser(prog="crl", description="Continual reinforcement learning on drifting tasks.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, cmd in COMMANDS.items():
         cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
     return parser

@@ -3,8 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import math
+import typing
 
-__all__ = ["add_run_args", "add_catalog_arg"]
+__all__ = ["OneLineParser", "add_run_args", "add_catalog_arg", "integer"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``crl train: error: ...``), exit status 2,
+    like every other error of ``crl``: the usage is a ``--help`` away, not printed above it.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``message`` on one line and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def integer(text: str) -> int:
+    """An integer option: ``100000``, ``100_000`` or ``1e5`` (an integral number in exponent
+    form, as step counts are written); the range is checked with the rest of the config.
+
+    Example:
+        >>> integer("1e5"), integer("100_000"), integer("-3")
+        (100000, 100000, -3)
+        >>> integer("1.5")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: expected an integer (100000, 100_000 or 1e5), got '1.5'
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer() and "e" in text.lower():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected an integer (100000, 100_000 or 1e5), got {text!r}")
 
 
 def add_catalog_arg(p: argparse.ArgumentParser) -> None:

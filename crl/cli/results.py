@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 REPORT_HELP = "build the HTML comparison report from run directories"
@@ -15,7 +16,14 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl report``."""
     p.add_argument("runs_dir")
     p.add_argument("-o", "--out", default=None, help="output folder (default RUNS_DIR/report)")
-    p.add_argument("--bin-steps", type=int, default=10_000, help="width of the return bins in steps")
+    p.add_argument(
+        "--bin",
+        "--bin-steps",
+        dest="bin_steps",
+        type=int,
+        default=None,
+        help="curve bin width in steps (default: a tenth of the regime length)",
+    )
     p.add_argument("--late-fraction", type=float, default=0.25, help="late part of each regime, as a fraction")
     p.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
     p.add_argument("--reps", type=int, default=1000, help="bootstrap resamples for the confidence intervals")
@@ -43,25 +51,141 @@ def run_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _score_arguments(p: argparse.ArgumentParser) -> None:
+    from crl.metrics import LATE_FRACTION, MIN_SEGMENT_FRACTION
+
+    p.add_argument(
+        "--late-fraction",
+        "--frac",
+        dest="late_fraction",
+        type=_fraction,
+        default=LATE_FRACTION,
+        help=f"share of a segment whose episodes give its late return (default {LATE_FRACTION})",
+    )
+    p.add_argument(
+        "--min-segment",
+        type=_fraction,
+        default=MIN_SEGMENT_FRACTION,
+        help="segments shorter than this share of the intended length are left out of the scores "
+        f"(default {MIN_SEGMENT_FRACTION})",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (undefined values as null)")
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction in (0, 1]")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return v
+
+
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl compare``."""
-    p.add_argument("runs_dir")
-    p.add_argument("--late-fraction", type=float, default=0.25)
-    p.add_argument("--poi", action="store_true")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
+    p.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
+    p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the confidence intervals")
+    _score_arguments(p)
+
+
+def _load(paths: list[str]):
+    """The runs below ``paths``; a note per skipped folder on stderr; none is a one-line error."""
+    from crl.errors import ConfigError
+    from crl.metrics import find_runs
+
+    runs, notes = find_runs(paths)
+    given = tuple(f"skipped {p}: " for p in paths)
+    for n in notes:
+        if runs or not n.startswith(given):  # with nothing found, the error below says it for the paths given
+            print(f"crl: note: {n}", file=sys.stderr)
+    if not runs:
+        why = [n.removeprefix("skipped ") for n in notes if n.startswith(given)]
+        if len(paths) == 1 and len(why) == 1:
+            raise ConfigError(f"{why[0]}: nothing to compare")
+        raise ConfigError(f"no run folders (with config.yaml or metrics.csv) in {', '.join(paths)}")
+    return runs
+
+
+def _root(paths: list[str]) -> str | None:
+    return paths[0] if len(paths) == 1 and Path(paths[0]).is_dir() else None
 
 
 def run_compare(a: argparse.Namespace) -> int:
-    """Print the comparison tables."""
-    from crl.report import print_compare
+    """Print the comparison tables (or JSON) of the runs below the given paths."""
+    from crl.metrics import improvement_table, run_table, summary_table
 
-    print_compare(a.runs_dir, poi=a.poi, late_fraction=a.late_fraction, reps=a.reps)
+    runs = _load(a.paths)
+    summary = summary_table(runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
+    poi = improvement_table(runs, reps=min(a.reps, 1000), late_fraction=a.late_fraction, min_fraction=a.min_segment)
+    table = run_table(runs, _root(a.paths))
+    if a.json:
+        _print_compare_json(runs, summary, poi if a.poi else None, table)
+    else:
+        _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment)
     return 0
+
+
+def _print_compare_json(runs, summary, poi, table) -> None:
+    from crl.metrics import SCORES, json_safe, run_scores
+
+    groups = []
+    for row in summary.to_dict("records"):
+        scores = {
+            k: {"point": row[f"{k}_iqm"], "low": row[f"{k}_lo"], "high": row[f"{k}_hi"], "n": row[f"{k}_n"]}
+            for k in SCORES
+        }
+        groups.append({k: row[k] for k in ("env", "agent", "seeds", "status", "short_segments")} | {"scores": scores})
+    out = {"groups": groups, "runs": table.to_dict("records")}
+    for entry, run in zip(out["runs"], runs, strict=True):
+        entry["scores"] = run_scores(run)
+    if poi is not None:
+        out["poi"] = poi.to_dict("records")
+    print(json.dumps(json_safe(out), indent=1, allow_nan=False))
+
+
+def _print_compare_tables(summary, poi, table, late_fraction: float, min_fraction: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from crl.metrics import SCORES
+
+    console = Console()
+    styles = {"RUNNING": "yellow", "FAILED": "bold red", "INTERRUPTED": "magenta", "finished": "green"}
+    specs = [
+        ("Per agent: IQM [95% CI] (n seeds)", summary, ["env", "agent", "seeds", "status", *SCORES, "short_segments"]),
+        ("Probability of improvement (average_performance)", poi, ["env", "X", "Y", "P(X > Y)"]),
+        ("Runs", table, ["run", "status", "step", "error", "command"]),
+    ]
+    for title, df, cols in specs:
+        if df is None or df.empty:
+            continue
+        t = Table(title=title)
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for vals in df[cols].astype(str).values.tolist():
+            t.add_row(*[f"[{styles[v]}]{v}[/]" if v in styles else v for v in vals])
+        console.print(t)
+    console.print(
+        f"late return: last {late_fraction:.0%} of a segment; segments under {min_fraction:.0%} of the intended "
+        "length are left out (short_segments); definitions: docs/metrics.md"
+    )
 
 
 def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl metrics``."""
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    p.add_argument("run_dirs", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
     p.add_argument(
         "--reference",
         action="append",
@@ -74,41 +198,54 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="launch from-scratch reference runs on each regime of each run first",
     )
-    p.add_argument("--frac", type=float, default=0.1, help="share of a regime giving its final return")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _score_arguments(p)
 
 
-#: The rows of ``crl metrics``' table.
-METRIC_ROWS = (
+#: The columns of ``crl metrics``' table, after the run (``--json`` has every part).
+METRIC_COLUMNS = (
     "average_performance",
-    "mean_forgetting",
-    "mean_forward_transfer",
-    "plasticity_score",
     "forgetting",
     "forward_transfer",
+    "plasticity_score",
+    "performance",
+    "short_segments",
     "source",
 )
 
 
 def run_metrics(a: argparse.Namespace) -> int:
-    """Print the continual-learning metrics of each run folder."""
-    from crl.metrics import format_value, run_metrics
+    """Print the continual-learning metrics of each run below the given paths."""
+    from crl.errors import ConfigError
+    from crl.metrics import RunReadError, format_value, json_safe, run_metrics
     from crl.references import make_references
 
     results = {}
-    for d in a.run_dirs:
+    for run in _load(a.run_dirs):
         refs = list(a.reference)
         if a.make_references:
-            refs += [str(p) for p in make_references(d)]
-        results[d] = run_metrics(d, refs or None, frac=a.frac)
+            refs += [str(p) for p in make_references(run.path)]
+        try:
+            results[str(run.path)] = run_metrics(run, refs or None, a.late_fraction, a.min_segment)
+        except RunReadError as e:
+            print(f"crl: note: skipped {e}", file=sys.stderr)
+    if not results:
+        raise ConfigError(f"no drifting runs (with regimes.csv) in {', '.join(a.run_dirs)}")
     if a.json:
-        print(json.dumps(results, indent=1, default=float))
+        print(json.dumps(json_safe(results), indent=1, allow_nan=False))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("metric", *(Path(d).name for d in results))
-    for k in METRIC_ROWS:
-        t.add_row(k, *(format_value(r[k]) for r in results.values()))
+    root = _root(a.run_dirs)
+    t = Table("run", *METRIC_COLUMNS, title="Continual-learning scores per run (definitions: docs/metrics.md)")
+    for d, r in results.items():
+        t.add_row(_relative(d, root), *(format_value(r[k]) for k in METRIC_COLUMNS))
     Console().print(t)
     return 0
+
+
+def _relative(path: str, root: str | None) -> str:
+    try:
+        return str(Path(path).relative_to(root)) if root else Path(path).name
+    except ValueError:
+        return Path(path).name

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="list the runs of the grid with their state (new, finished, resumable, failed)",
+        help="list the runs of the grid with their state (new, finished, resumable, failed, running)",
     )
     p.add_argument(
         "--backend",
@@ -47,7 +47,8 @@ def run(a: argparse.Namespace) -> int:
         runs = plan(spec, a.run_dir, a.wandb)
         for r in runs:
             print(f"{r.state:10s} {r.dir}")
-        counts = {s: sum(r.state == s for r in runs) for s in ("new", "resumable", "failed", "finished")}
+        states = ["new", "resumable", "failed", "finished"] + ["running"] * any(r.state == "running" for r in runs)
+        counts = {s: sum(r.state == s for r in runs) for s in states}
         print(f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         return 0
     summary = run_sweep(

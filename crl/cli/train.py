@@ -12,7 +12,7 @@ import dataclasses
 import re
 import typing
 
-from crl.cli.common import add_catalog_arg
+from crl.cli.common import add_catalog_arg, integer
 from crl.spec import VEC_ENVS, WANDB_MODES, RunConfig, field_docs
 
 HELP = "train one (env, agent, seed) run"
@@ -50,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         kw: dict[str, typing.Any] = {"help": _plain(docs.get(f.name, "")), "dest": f.name}
         if f.name in OVERRIDES:
             kw.update(nargs="*", default=[], metavar="K=V")
+        elif typing.get_origin(hints[f.name]) is list:
+            kw.update(nargs="*", default=[], metavar=f.name.upper().removesuffix("S"))
         elif f.default is dataclasses.MISSING:
             kw.update(required=True)
         else:
@@ -65,7 +67,7 @@ def _scalar(tp: typing.Any) -> typing.Callable[[str], typing.Any]:
     """The argparse type of a scalar field (``X | None`` reads as X)."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     tp = args[0] if args else tp
-    return tp if tp in (int, float) else str
+    return {int: integer, float: float}.get(tp, str)
 
 
 def config_of(a: argparse.Namespace, command: str = "") -> RunConfig:
@@ -83,8 +85,11 @@ def config_of(a: argparse.Namespace, command: str = "") -> RunConfig:
 
 def run(a: argparse.Namespace) -> int:
     """Train the run; print where it is."""
+    from crl.errors import ConfigError
     from crl.run import command_line, train
 
+    if a.resume and a.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite deletes it first; give one of them")
     result = train(config_of(a, command_line()), resume=True if a.resume else None, overwrite=a.overwrite)
     if result.skipped:
         print(f"already finished: {result.run_dir}")

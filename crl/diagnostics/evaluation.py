@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from crl.seeding import derive
+
 __all__ = ["evaluate_regimes"]
 
 
 def _find_drift(env: Any) -> Any:
+    """The outermost drift wrapper of ``env`` (its ``set_regime`` reaches the drifts inside)."""
     e = env
     while e is not None:
         if hasattr(e, "set_regime") and hasattr(e, "schedule"):
@@ -18,9 +21,10 @@ def _find_drift(env: Any) -> Any:
 
 def evaluate_regimes(model: Any, env: Any, regimes: list[int], episodes: int, seed: int) -> dict[str, float]:
     """Mean return of ``model`` (deterministic actions) on each regime id, in ``env`` (a
-    drifting env, pinned with ``set_regime``); episode ``j`` of regime ``k`` is reset with
-    seed ``seed + 1000 * k + j``. Global RNG states are saved and restored around it, so the
-    training run is not disturbed. Returns ``{"eval/regime_<k>/return": mean}``.
+    drifting env, every drift of it pinned with ``set_regime``); episode ``j`` of regime ``k``
+    is reset with seed ``crl.seeding.derive(seed, "evaluation", k, j)`` (``seed``: the run
+    seed). Global RNG states are saved and restored around it, so the training run is not
+    disturbed. Returns ``{"eval/regime_<k>/return": mean}``.
     """
     from crl.checkpoint import rng_state, set_rng_state
 
@@ -34,7 +38,7 @@ def evaluate_regimes(model: Any, env: Any, regimes: list[int], episodes: int, se
             drift.set_regime(int(k))
             total = 0.0
             for j in range(episodes):
-                obs, _ = env.reset(seed=seed + 1000 * int(k) + j)
+                obs, _ = env.reset(seed=derive(seed, "evaluation", int(k), j))
                 done, ret = False, 0.0
                 while not done:
                     action, _ = model.predict(obs, deterministic=True)

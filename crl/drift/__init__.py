@@ -5,7 +5,7 @@
 """
 
 from crl.drift.actuator import ActuatorDrift
-from crl.drift.base import DriftWrapper
+from crl.drift.base import DriftWrapper, find_drifts
 from crl.drift.damping import DampingDrift
 from crl.drift.friction import FrictionDrift
 from crl.drift.gravity import GravityDrift
@@ -47,6 +47,7 @@ __all__ = [
     "Schedule",
     "TargetVelocity",
     "TaskSequence",
+    "find_drifts",
     "make_drifting",
     "make_schedule",
     "register_drift",

@@ -15,13 +15,13 @@ Guarantees that every drift inherits:
   during that step), and ``info["regime_change"] = True`` on the step after which a new
   regime starts; the observation returned by that step is already transformed by the
   new regime (it is what the agent acts on next);
-* :meth:`DriftWrapper.set_regime` pins a chosen regime (evaluation on past regimes);
+* :meth:`DriftWrapper.set_regime` pins a chosen regime (evaluation on past regimes) in this
+  drift and every drift inside it, so a stacked env is pinned whole;
 * :meth:`DriftWrapper.get_state` / :meth:`DriftWrapper.set_state` for checkpoints.
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
@@ -29,8 +29,9 @@ import numpy as np
 
 from crl.drift.schedules import Schedule, make_schedule
 from crl.errors import check_int
+from crl.seeding import generator
 
-__all__ = ["DriftWrapper", "log_uniform"]
+__all__ = ["DriftWrapper", "find_drifts", "log_uniform"]
 
 Params = dict[str, Any]
 
@@ -50,6 +51,28 @@ def log_uniform(rng: np.random.Generator, low: float, high: float, size: int | N
         2.0
     """
     return np.exp(rng.uniform(np.log(low), np.log(high), size))
+
+
+def find_drifts(env: gym.Env) -> list[DriftWrapper]:
+    """Every :class:`DriftWrapper` in ``env``'s wrapper stack, outermost first.
+
+    Walks ``.env`` from ``env`` inwards through any wrapper (``TimeLimit``, ``RecordEpisodeStatistics``,
+    ...), so it works on what ``gymnasium.make`` returns. Empty for an env without drift.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> import crl
+        >>> crl.register_drifting("doc/GM-v0", base="Walker2d-v5", drifts=[{"gravity": {}}, {"mass": {}}])
+        >>> [d.name for d in find_drifts(gym.make("doc/GM-v0"))]
+        ['mass', 'gravity']
+    """
+    out: list[DriftWrapper] = []
+    e: Any = env
+    while e is not None:
+        if isinstance(e, DriftWrapper):
+            out.append(e)
+        e = getattr(e, "env", None)
+    return out
 
 
 class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -112,10 +135,11 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     # -- regime parameters ---------------------------------------------------
     def regime_params(self, regime: int) -> Params:
-        """The (cached) parameters of regime id ``regime``: a pure function of the seed."""
+        """The (cached) parameters of regime id ``regime``: a pure function of the drift seed, drawn
+        from ``crl.seeding.generator(drift_seed, <class name>, regime)``.
+        """
         if regime not in self._params_cache:
-            salt = zlib.crc32(type(self).__name__.encode())
-            rng = np.random.default_rng([self.drift_seed, salt, int(regime)])
+            rng = generator(self.drift_seed, type(self).__name__, int(regime))
             self._params_cache[regime] = self.sample_params(rng, int(regime))
         return self._params_cache[regime]
 
@@ -143,23 +167,44 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._params = params
         self._applied_key = key
 
-    def set_regime(self, regime: int, hold: bool = True) -> None:
-        """Switch to regime id ``regime`` now.
+    def drifts(self) -> list[DriftWrapper]:
+        """The drift wrappers from this one inwards, outermost first (other wrappers
+        between them are looked through).
+        """
+        return find_drifts(self)
 
-        With ``hold=True`` (the default) the regime stays pinned and the schedule is
-        ignored until :meth:`release` (use it to evaluate a policy on a past regime).
+    def set_regime(self, regime: int, hold: bool = True) -> None:
+        """Switch to regime id ``regime`` now, in this drift and every drift inside it.
+
+        With ``hold=True`` (the default) the regime stays pinned and the schedules are
+        ignored until :meth:`release` (use it to evaluate a policy on a past regime). With
+        ``hold=False`` each schedule moves to a segment whose regime id is ``regime``
+        (:meth:`Schedule.segment_of <crl.drift.schedules.Schedule.segment_of>`: for a cyclic
+        schedule, the one in the current pass through the cycle) and goes on from there.
+        A stacked env (``drifts: [gravity, mass]``) thus changes all its drifts together, as
+        its schedules do; nothing changes if any schedule refuses ``regime``.
         """
         regime = check_int("regime", regime)
-        self._held = regime if hold else None
-        if not hold:
-            self.schedule.segment = self.schedule.segment_of(regime)
+        stack = self.drifts()
+        segments = [None if hold else d.schedule.segment_of(regime) for d in stack]  # may refuse: before any change
+        for drift, segment in zip(stack, segments, strict=True):
+            drift._pin(regime, segment)
+
+    def _pin(self, regime: int, segment: int | None) -> None:
+        """Hold ``regime`` (``segment`` None) or move this drift's schedule to ``segment``."""
+        self._held = regime if segment is None else None
+        if segment is not None:
+            self.schedule.segment = segment
             self.schedule.since_change = 0
         self._refresh()
 
     def release(self) -> None:
-        """Let the schedule drive the regime again after :meth:`set_regime`."""
-        self._held = None
-        self._refresh()
+        """Let the schedules drive the regime again after :meth:`set_regime` (this drift and
+        every drift inside it).
+        """
+        for drift in self.drifts():
+            drift._held = None
+            drift._refresh()
 
     # -- gymnasium API -------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):

@@ -30,6 +30,7 @@ import numpy as np
 
 from crl.errors import ConfigError, check_int, check_non_negative
 from crl.named import check_arguments, parse_named
+from crl.seeding import generator
 
 __all__ = [
     "SCHEDULES",
@@ -318,7 +319,7 @@ class RandomWalk(Schedule):
         self._rng = np.random.default_rng(0)
 
     def seed(self, seed: int) -> None:
-        self._rng = np.random.default_rng([seed, 0x5EED])
+        self._rng = generator(seed, "random_walk")
 
     def _due(self, episode_end: bool) -> bool:
         if self.since_change < self.every:

@@ -4,6 +4,7 @@
 internals; it imports neither :mod:`crl.drift` nor :mod:`crl.run`.
 """
 
+from crl.plasticity.agem import AGEM
 from crl.plasticity.base import (
     INTERVENTIONS,
     Intervention,
@@ -12,12 +13,13 @@ from crl.plasticity.base import (
     interventions_of,
     register_intervention,
 )
-from crl.plasticity.forgetting import EWC, MAS, L2Prev
+from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
 
 __all__ = [
+    "AGEM",
     "INTERVENTIONS",
     "OPTIMIZERS",
     "ContinualBackprop",
@@ -32,6 +34,7 @@ __all__ = [
     "ReDo",
     "Reset",
     "ShrinkPerturb",
+    "SynapticIntelligence",
     "Intervention",
     "InterventionSet",
     "attach",

@@ -15,7 +15,12 @@ Importances (per parameter, averaged over the states of the ending regime):
   critic the squared gradients of its outputs (PPO's value, SAC's Q-values);
 - ``mas`` (Aljundi et al. 2018): ``|d ||f(x)||^2 / d theta|`` with ``f`` the actor's outputs
   ``[mu, log sigma]`` and the critic's outputs;
-- ``l2_prev``: 1 for every parameter.
+- ``l2_prev``: 1 for every parameter;
+- ``si`` (Zenke et al. 2017): the path integral of the task loss along the parameters'
+  trajectory during the regime, ``omega = -sum_steps g * delta_theta`` (``g`` the
+  unregularised gradient the optimizer was given, ``delta_theta`` that step's change),
+  consolidated as ``Omega <- max(0, decay * Omega + omega / (Delta^2 + xi))`` with ``Delta`` the
+  parameters' total change over the regime; it needs no states.
 
 States: PPO keeps the observations of its last complete rollout (plus the current partial
 one); SAC takes the most recent transitions of its replay buffer. A plain ``nn.Module``
@@ -35,7 +40,7 @@ from crl.errors import ConfigError, check_int, check_non_negative
 from crl.plasticity.base import register_intervention
 from crl.plasticity.regularisers import ParamIntervention
 
-__all__ = ["AnchorPenalty", "EWC", "MAS", "L2Prev", "output_functions"]
+__all__ = ["AnchorPenalty", "EWC", "MAS", "L2Prev", "SynapticIntelligence", "output_functions"]
 
 
 class _Outputs(nn.Module):
@@ -320,3 +325,88 @@ class MAS(AnchorPenalty):
             return {k: v.abs().sum(0) for k, v in g.items()}
 
         return self._mean_over_states(False, obs, act, per_chunk)
+
+
+@register_intervention
+class SynapticIntelligence(AnchorPenalty):
+    """Synaptic intelligence (Zenke, Poole & Ganguli 2017): importances from the path integral
+    of the loss during a regime, a quadratic penalty to the previous regime's parameters.
+
+    At every optimizer step, with ``g`` the gradient the optimizer was given before this
+    penalty is added (the "unregularised" gradient of the authors' code) and ``delta`` the
+    step's parameter change, ``omega -= g * delta``. At a regime change,
+    ``Omega <- max(0, decay * Omega + omega / ((theta - theta_start)^2 + xi))`` (the authors'
+    code clips at 0), ``omega`` restarts at 0 and ``theta*`` and ``theta_start`` become the
+    current parameters. The loss then carries ``c * sum Omega (theta - theta*)^2`` (the paper's
+    form, without a 1/2).
+
+    Args:
+        c: the paper's strength ``c`` (0.1 on permuted MNIST in the paper; there is no
+            published RL value).
+        xi: damping of the total change (0.1 in the authors' permuted-MNIST run, 1e-3 on split
+            CIFAR).
+        decay: factor on earlier regimes' importances (1: summed, as the paper does).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(1, 1, bias=False))
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.fill_(1.0)
+        >>> net.optimizer = torch.optim.SGD(net.parameters(), lr=0.25)
+        >>> iv = SynapticIntelligence(c=1.0, xi=0.0)
+        >>> iv.attach(net)
+        >>> (net(torch.ones(1, 1)) ** 2).sum().backward()  # loss w^2: g = 2, step -0.5
+        >>> net.optimizer.step()
+        >>> iv.omega_running["0.weight"]  # -g * delta = -2 * -0.5
+        tensor([[1.]])
+        >>> iv.consolidate()  # Omega = 1 / 0.5^2
+        >>> iv.omega["0.weight"]
+        tensor([[4.]])
+    """
+
+    name = "si"
+    needs_states = False
+
+    def __init__(self, c: float = 0.1, xi: float = 0.1, decay: float = 1.0) -> None:
+        c = check_non_negative("c", c)
+        super().__init__(strength=2.0 * c, decay=decay, samples=1)
+        self.c, self.xi = c, check_non_negative("xi", xi)
+        self.omega_running: dict[str, torch.Tensor] = {}
+        self.start: dict[str, torch.Tensor] = {}
+        self._grad: dict[str, torch.Tensor] = {}
+        self._before: dict[str, torch.Tensor] = {}
+
+    def _setup(self) -> None:
+        for n, p, _ in self.params:
+            self.omega_running[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            self.start[n] = p.detach().clone()
+
+    def _before_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for n, p, opt in self.params:
+            if opt is optimizer and p.grad is not None:
+                self._grad[n] = p.grad.detach().clone()
+                self._before[n] = p.detach().clone()
+        super()._before_step(optimizer)  # then the penalty's gradient
+
+    def _after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for n, p, opt in self.params:
+            if opt is optimizer and n in self._grad:
+                self.omega_running[n].sub_(self._grad.pop(n) * (p.detach() - self._before.pop(n)))
+
+    def importance(self, obs: torch.Tensor, act: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: self.omega_running[n] / ((p.detach() - self.start[n]) ** 2 + self.xi) for n, p, _ in self.params}
+
+    def consolidate(self, obs: torch.Tensor | None = None, act: torch.Tensor | None = None) -> None:
+        """Turn this regime's path integral into importances and restart it (no states needed)."""
+        super().consolidate(obs, act)
+        for n, p, _ in self.params:
+            self.omega[n].clamp_(min=0.0)
+            self.omega_running[n].zero_()
+            self.start[n] = p.detach().clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "omega_running": self.omega_running, "start": self.start}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.omega_running = {k: v.clone() for k, v in state["omega_running"].items()}
+        self.start = {k: v.clone() for k, v in state["start"].items()}

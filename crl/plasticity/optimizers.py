@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from crl.config import init_keywords
-from crl.errors import ConfigError, UnknownNameError
+from crl.errors import ConfigError, UnknownNameError, did_you_mean
 from crl.plasticity.trac import TRACAdam
 from crl.plasticity.upgd import UPGD
 
@@ -52,7 +52,8 @@ def check_optimizer_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     params = [k for k in init_keywords(cls) if k not in ("params", "lr")]
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise ConfigError(f"optimizer {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(params)}")
+        hint = did_you_mean(unknown[0], params)
+        raise ConfigError(f"optimizer {name!r}: unknown argument {unknown[0]!r}; valid: {', '.join(params)}{hint}")
     kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
         _unwrapped_groups(cls)([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, **kw)

@@ -27,7 +27,7 @@ class ReservoirReplayBuffer(ReplayBuffer):
     checkpoints resume exactly.
 
     Args:
-        seed: seed of the replacement draws (crl passes the run's seed).
+        seed: seed of the replacement draws (crl passes ``crl.seeding.derive(run seed, "replay")``).
         Other arguments: as SB3's ``ReplayBuffer`` (``optimize_memory_usage`` is refused:
         it relies on rows being stored in time order).
 

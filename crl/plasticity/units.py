@@ -259,7 +259,7 @@ class ContinualBackprop(UnitIntervention):
         utility: ``"contribution"`` or ``"adaptable_contribution"``.
         init: distribution of fresh incoming weights (see ``crl.plasticity.nets.INIT_FNS``).
         reset_optimizer_state: zero the optimizer moments of replaced units.
-        seed: seed of the replacement draws.
+        seed: seed of the replacement draws (crl passes ``crl.seeding.derive(run seed, "intervention", i)``).
     """
 
     name = "cbp"
@@ -432,7 +432,7 @@ class ReDo(UnitIntervention):
         tau: dormancy threshold (ReDo paper: 0.025; Dohare's Ant runs: 0.1).
         every: optimizer steps between checks.
         init: distribution of fresh incoming weights.
-        seed: seed of the fresh weights.
+        seed: seed of the fresh weights (crl derives it from the run seed, see :mod:`crl.seeding`).
     """
 
     name = "redo"
@@ -482,7 +482,7 @@ class ShrinkPerturb(UnitIntervention):
         per_step: apply after every optimizer step.
         at_regime_change: apply at regime boundaries (boundary-aware agents).
         init: distribution of the noise.
-        seed: seed of the noise.
+        seed: seed of the noise (crl derives it from the run seed, see :mod:`crl.seeding`).
     """
 
     name = "shrink_perturb"
@@ -536,7 +536,7 @@ class Reset(UnitIntervention):
         every: optimizer steps between periodic resets (0: never).
         at_regime_change: reset at regime boundaries (boundary-aware agents).
         init: distribution of fresh weights.
-        seed: seed of the fresh weights.
+        seed: seed of the fresh weights (crl derives it from the run seed, see :mod:`crl.seeding`).
     """
 
     name = "reset"
@@ -650,7 +650,7 @@ class Injection(UnitIntervention):
         at_step: optimizer step of the injection (0: never).
         at_regime_change: inject at regime boundaries (boundary-aware agents).
         init: distribution of the new heads' weights.
-        seed: seed of the new heads.
+        seed: seed of the new heads (crl derives it from the run seed, see :mod:`crl.seeding`).
     """
 
     name = "injection"

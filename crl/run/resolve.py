@@ -6,14 +6,16 @@ with its overrides is :func:`crl.catalog.resolve_agent`.)
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from crl.catalog import resolve_env
 from crl.config import to_plain
 from crl.errors import ConfigError
-from crl.spec import AgentSpec, EnvSpec, RunConfig
+from crl.hyperparameters import check_rollout_size
+from crl.spec import AgentSpec, EnvSpec, RunConfig, check_run_dir
 
-__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config"]
+__all__ = ["env_of", "make_kwargs", "run_name", "resolved_config", "check_run", "check_extension"]
 
 
 def env_of(name: str) -> EnvSpec:
@@ -51,6 +53,37 @@ def make_kwargs(env: EnvSpec, cfg: RunConfig, num_envs: int | None = None) -> di
 def run_name(env: EnvSpec, agent: AgentSpec, seed: int) -> str:
     """Folder name of a run: ``<env>__<agent>__s<seed>``."""
     return f"{env.name}__{agent.name}__s{seed}"
+
+
+def check_run(cfg: RunConfig, agent: AgentSpec, folder: Path) -> None:
+    """The checks of a run that need both its config and its resolved agent or folder, before
+    anything is written: PPO's rollout size with ``n_envs`` (an ``assert`` in SB3), and the
+    run folder (``folder``, under ``cfg.run_dir``) can be made and written. One-line
+    :class:`~crl.errors.ConfigError`.
+    """
+    try:
+        check_rollout_size(agent.algo, agent.hyperparameters, cfg.n_envs)
+    except ConfigError as e:
+        raise ConfigError(f"{agent.name}: hyperparameters: {e}") from None
+    check_run_dir(cfg.run_dir, str(folder.relative_to(cfg.run_dir)))
+
+
+def check_extension(folder: Path, done: int, steps: int, resume: bool, ckpt_step: int | None) -> None:
+    """Whether the run in ``folder``, finished at step ``done``, may train on to ``steps``
+    (``> done``): only when asked (``resume``), and only from a checkpoint taken at its end
+    (crl takes one when a run finishes). Else a one-line :class:`ConfigError` saying how.
+    """
+    if not resume:
+        raise ConfigError(
+            f"{folder} finished at step {done:,}; to train it on to {steps:,} steps add --resume "
+            "(or start again with --overwrite)"
+        )
+    if ckpt_step != done:
+        where = "no checkpoint" if ckpt_step is None else f"its last checkpoint is at step {ckpt_step:,}"
+        raise ConfigError(
+            f"{folder} finished at step {done:,} but {where}, so it cannot be extended exactly "
+            "(it finished before crl kept a checkpoint of the end); start again with --overwrite"
+        )
 
 
 def resolved_config(cfg: RunConfig, env: EnvSpec, agent: AgentSpec, kwargs: dict[str, Any], wandb_mode: str) -> dict:

@@ -9,6 +9,14 @@ and optimizer, the interventions, every env layer's state (physics, drift and sc
 episode counters), the global RNGs, the callbacks' counters and the tracker position;
 re-running the same command continues from the last one with the same regime sequence and
 without duplicated or missing metric rows.
+
+Integrity: the run holds its folder's lock (:mod:`crl.run.lock`) from before it reads the
+folder until it ends, so a second process on the same folder stops with one line. A
+checkpoint is framed with its step and checksum (:func:`crl.checkpoint.save_checkpoint`),
+the previous one is kept as ``checkpoints/previous.pt``, and it holds a copy of
+``metrics.csv`` and ``regimes.csv`` as they were when it was taken: a resume puts exactly
+those rows back (repairing, with a warning, files that lost or changed rows), and falls back
+to the previous checkpoint, with a warning, when the last one is damaged.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from crl.agents import build_model
 from crl.catalog import resolve_agent
-from crl.checkpoint import atomic_save, load, rng_state, set_rng_state
-from crl.errors import ConfigError
+from crl.checkpoint import DamagedCheckpoint, atomic_save, rng_state, save_checkpoint, set_rng_state
+from crl.dashboard import summary_scores
+from crl.errors import ConfigError, NonFiniteLossError
 from crl.fast import FastLoop
 from crl.plasticity import InterventionSet
 from crl.run.callbacks import (
@@ -42,13 +51,15 @@ from crl.run.callbacks import (
     TrainThreads,
     logging_callbacks,
 )
+from crl.run.callbacks.checkpoints import FinalCheckpoint
 from crl.run.envs import check_env_make, make_vec_env
 from crl.run.folder import RunFolder
-from crl.run.resolve import env_of, make_kwargs, resolved_config, run_name
+from crl.run.lock import RunLock
+from crl.run.resolve import check_extension, check_run, env_of, make_kwargs, resolved_config, run_name
 from crl.run.state import model_state, restore_model_state
-from crl.run.status import now, write_status
+from crl.run.status import checkpoint_step, has_checkpoint, now, write_status
 from crl.spec import RunConfig, check_run_config
-from crl.track import Tracker, flatten, wandb_default_mode
+from crl.track import Tracker, wandb_default_mode, wandb_init_kwargs
 
 __all__ = ["Runner", "RunResult", "train", "command_line", "CHECKPOINT_FORMAT"]
 
@@ -93,7 +104,9 @@ class Runner:
         check_env_make(self.env_spec.id, self.make_kwargs)
         self.name = run_name(self.env_spec, self.agent_spec, cfg.seed)
         self.folder = RunFolder(Path(cfg.run_dir) / cfg.experiment / self.name)
+        check_run(cfg, self.agent_spec, self.folder.path)
         self.dir = self.folder.path
+        self.lock = RunLock(self.dir)
         self.wandb_mode = wandb_default_mode() if cfg.wandb == "auto" else cfg.wandb
         self.resolved = resolved_config(cfg, self.env_spec, self.agent_spec, self.make_kwargs, self.wandb_mode)
         self.wandb_id = ""
@@ -117,24 +130,14 @@ class Runner:
         self.callbacks = self._callbacks()
 
     def _wandb_init(self) -> dict[str, Any]:
-        interventions = [next(iter(i)) if isinstance(i, dict) else str(i) for i in self.agent_spec.interventions]
-        return {
-            "project": self.cfg.wandb_project,
-            "entity": self.cfg.wandb_entity,
-            "id": self.wandb_id,
-            "group": f"{self.env_spec.name}__{self.agent_spec.name}",
-            "name": self.name,
-            "job_type": "train",
-            "tags": [self.env_spec.name, self.agent_spec.name, self.cfg.experiment, *interventions],
-            "config": flatten(self.resolved),
-        }
+        return wandb_init_kwargs(self.cfg, self.env_spec, self.agent_spec, self.resolved, self.name, self.wandb_id)
 
     def _make_eval_env(self) -> gym.Env:
         return gym.make(self.env_spec.id, **make_kwargs(self.env_spec, self.cfg, num_envs=1))
 
     def _callbacks(self) -> CrlCallbacks:
         cfg = self.cfg
-        parts: dict[str, BaseCallback] = {}
+        parts: dict[str, BaseCallback] = {"final_checkpoint": FinalCheckpoint(cfg.steps, self.save_checkpoint)}
         if cfg.train_threads:
             parts["threads"] = TrainThreads(cfg.torch_threads, cfg.train_threads)
         parts.update(
@@ -145,7 +148,7 @@ class Runner:
                 diagnostics_every=cfg.diagnostics_every,
                 eval_every=cfg.eval_every,
                 eval_episodes=cfg.eval_episodes,
-                eval_seed=10_000 + cfg.seed,
+                eval_seed=cfg.seed,  # episode seeds: crl.seeding.derive(seed, 'evaluation', k, j)
                 make_eval_env=self._make_eval_env,
                 loss_log_every=cfg.loss_log_every,
                 last_frac=cfg.summary_last_frac,
@@ -172,8 +175,9 @@ class Runner:
             "tracker": self.tracker.state(),
             "wandb_id": self.wandb_id,
         }
-        atomic_save(state, self.folder.checkpoint)
+        state["rows"] = self.folder.snapshot_rows()  # after the tracker's state(), which flushed them
         step = self.model.num_timesteps
+        save_checkpoint(state, self.folder.checkpoint, step, previous=self.folder.previous_checkpoint)
         write_status(self.dir, status="running", global_step=step, checkpoint_step=step)
 
     def restore_checkpoint(self, state: dict[str, Any]) -> None:
@@ -191,19 +195,68 @@ class Runner:
 
     # -- running -----------------------------------------------------------------
     def start(self, resume: bool | None, overwrite: bool) -> RunResult | None:
-        """Prepare the folder and build the run; a :class:`RunResult` if there is nothing to train."""
+        """Take the folder's lock, prepare the folder and build the run (resuming from its last
+        good checkpoint); a :class:`RunResult` if there is nothing to train.
+
+        A refusal (:class:`~crl.errors.ConfigError`) leaves the folder as it was: one that
+        did not exist before is removed again. The lock is held until the run ends
+        (:meth:`release`).
+        """
+        self.lock.acquire()
+        try:
+            ckpt, step, status = self._prepare(resume, overwrite)
+        except ConfigError:
+            self.lock.remove_created()
+            self.release()
+            raise
+        except BaseException:
+            self.release()
+            raise
+        if ckpt is None and status.get("status") == "finished":
+            self.release()
+            return RunResult(self.dir, "finished", int(status.get("global_step", 0)), skipped=True)
+        try:
+            self._build_and_restore(ckpt, step, status)
+        except BaseException:
+            self.release()
+            raise
+        return None
+
+    def _prepare(self, resume: bool | None, overwrite: bool) -> tuple[dict[str, Any] | None, int, dict[str, Any]]:
+        """Check the folder against the run; the checkpoint to resume from (verified) and its step.
+
+        A finished run given more ``steps`` trains on from the checkpoint of its end, when asked
+        (``resume``); with as many steps or fewer there is nothing to train.
+        """
+        if resume is True and not overwrite and not has_checkpoint(self.dir):  # before anything is made
+            raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         can_resume, status = self.folder.prepare(self.resolved, overwrite)
         if status.get("status") == "finished" and not overwrite:
-            return RunResult(self.dir, "finished", int(status.get("global_step", 0)), skipped=True)
+            done = int(status.get("global_step", 0))
+            if self.cfg.steps <= done:
+                return None, 0, status
+            check_extension(self.dir, done, self.cfg.steps, resume is True, checkpoint_step(self.dir) or None)
         if resume is True and not can_resume:
             raise ConfigError(f"nothing to resume in {self.dir}: no checkpoint")
         if resume is False and status and not overwrite:
             raise ConfigError(f"{self.dir} holds an unfinished run; resume it (--resume) or --overwrite")
-        ckpt = load(self.folder.checkpoint) if can_resume else None
+        if not can_resume:
+            return None, 0, status
+        try:
+            ckpt, step = self.folder.load_checkpoint()
+        except DamagedCheckpoint as e:
+            write_status(self.dir, status="failed", error=str(e))
+            raise
+        if "rows" in ckpt:  # (a checkpoint of crl 0.2 has none: the tracker truncates the file)
+            self.folder.restore_rows(ckpt["rows"], step)
+        return ckpt, step, status
+
+    def _build_and_restore(self, ckpt: dict[str, Any] | None, step: int, status: dict[str, Any]) -> None:
         if ckpt is None:
             self.folder.remove_stale_rows()
         self.folder.write_config(self.resolved)
         wandb_id = (ckpt or {}).get("wandb_id") or status.get("wandb_id") or uuid.uuid4().hex[:12]
+        resumed = {"checkpoint_step": step} if ckpt is not None else {}  # never a stale one
         write_status(
             self.dir,
             status="running",
@@ -211,7 +264,8 @@ class Runner:
             error=None,
             wandb_id=wandb_id,
             started=status.get("started") or now(),
-            global_step=(ckpt or {}).get("model", {}).get("num_timesteps", 0),
+            global_step=step,
+            **resumed,
         )
         torch.set_num_threads(self.cfg.torch_threads)
         try:
@@ -224,7 +278,10 @@ class Runner:
             write_status(self.dir, status="failed", error=f"{type(e).__name__}: {e}")
             self._close_envs()
             raise
-        return None
+
+    def release(self) -> None:
+        """Let the run folder's lock go (done when the run ends; safe to call again)."""
+        self.lock.release()
 
     def learn(self) -> RunResult:
         """Train the remaining steps, save the model, and record how the run ended."""
@@ -243,12 +300,25 @@ class Runner:
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted (the last checkpoint is kept)"
             raise
+        except NonFiniteLossError as e:
+            e = self._nan_error(e)
+            error = f"{type(e).__name__}: {e}"
+            raise e from None
         except Exception as e:
             error = f"{type(e).__name__}: {e}"
             raise
         finally:
             self._finish(status, error)
         return RunResult(self.dir, status, model.num_timesteps)
+
+    def _nan_error(self, e: NonFiniteLossError) -> NonFiniteLossError:
+        """``e`` saying what a resume would start from: the last checkpoint, or nothing yet."""
+        step = checkpoint_step(self.dir)
+        if step > 0:
+            detail = f"the last good checkpoint (step {step:,}) was kept"
+        else:
+            detail = "no checkpoint was written yet (a new attempt starts from scratch)"
+        return NonFiniteLossError(e.step, e.what, detail)
 
     def _save_final(self) -> None:
         self.model.save(self.dir / "model.zip")
@@ -268,8 +338,11 @@ class Runner:
         progress = self.callbacks.parts.get("progress")
         if isinstance(progress, ProgressCallback):
             progress.stop()
+        if status == "finished" and self.wandb_mode != "disabled":
+            self.tracker.summary(summary_scores(self.dir))  # the CL scores of the finished run
         self.tracker.close(status)
         write_status(self.dir, status=status, error=error, global_step=self.model.num_timesteps)
+        self.release()
 
 
 @contextmanager
@@ -305,8 +378,11 @@ def train(
     :class:`~crl.errors.ConfigError` before the run folder is created.
     """
     runner = Runner(cfg, callbacks)
-    done = runner.start(resume, overwrite)
-    return done if done is not None else runner.learn()
+    try:
+        done = runner.start(resume, overwrite)
+        return done if done is not None else runner.learn()
+    finally:
+        runner.release()
 
 
 def command_line() -> str:

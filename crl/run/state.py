@@ -17,6 +17,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 
 from crl.run.envs import env_states, set_env_states
+from crl.run.replay_state import buffer_state, restore_buffer_state
 
 __all__ = ["model_state", "restore_model_state", "optimizers", "all_finite", "n_updates"]
 
@@ -44,7 +45,7 @@ def model_state(model: BaseAlgorithm) -> dict[str, Any]:
         "action_space_rng": m.action_space.np_random.bit_generator.state,
     }
     if isinstance(m, OffPolicyAlgorithm):
-        state["replay_buffer"] = pickle.dumps(m.replay_buffer)
+        state["replay_buffer"] = buffer_state(m.replay_buffer)  # the stored rows only
     return state
 
 
@@ -66,8 +67,11 @@ def restore_model_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     m.ep_success_buffer = deque(state["ep_success_buffer"], maxlen=m._stats_window_size)
     set_env_states(m.get_env(), state["envs"])
     m.action_space.np_random.bit_generator.state = state["action_space_rng"]
-    if "replay_buffer" in state:
-        m.replay_buffer = pickle.loads(state["replay_buffer"])
+    saved = state.get("replay_buffer")
+    if isinstance(saved, bytes):  # checkpoints of crl <= 0.2.0 pickled the whole buffer
+        m.replay_buffer = pickle.loads(saved)
+    elif saved is not None:
+        restore_buffer_state(m.replay_buffer, saved)
 
 
 def optimizers(model: BaseAlgorithm) -> list[torch.optim.Optimizer]:

@@ -21,12 +21,14 @@ from typing import Any
 __all__ = [
     "STATUS_FILE",
     "CHECKPOINT",
+    "PREVIOUS_CHECKPOINT",
     "RUN_STATES",
     "now",
     "read_status",
     "write_status",
     "run_state",
     "checkpoint_step",
+    "has_checkpoint",
     "mark_stopped",
 ]
 
@@ -36,8 +38,12 @@ STATUS_FILE = "status.json"
 #: The last checkpoint, relative to the run folder.
 CHECKPOINT = "checkpoints/last.pt"
 
-#: States of a run before a sweep starts it (what ``crl sweep --dry-run`` prints).
-RUN_STATES = ("new", "finished", "resumable", "failed")
+#: The checkpoint before it, kept as a fallback should the last one be damaged.
+PREVIOUS_CHECKPOINT = "checkpoints/previous.pt"
+
+#: States of a run before a sweep starts it (what ``crl sweep --dry-run`` prints); ``running``:
+#: another process holds the run folder (:mod:`crl.run.lock`).
+RUN_STATES = ("new", "finished", "resumable", "failed", "running")
 
 
 def now() -> str:
@@ -68,25 +74,45 @@ def write_status(run_dir: str | Path, **fields: Any) -> None:
 def run_state(run_dir: str | Path) -> str:
     """State of a run folder before a sweep starts it: one of :data:`RUN_STATES`.
 
-    ``finished`` (skipped), ``failed`` (retried; resumes from its checkpoint if any),
-    ``resumable`` (unfinished with a checkpoint: interrupted, killed) or ``new``
-    (nothing there, or started without reaching a checkpoint: starts from scratch).
+    ``running`` (another process holds the folder's lock), ``finished`` (skipped),
+    ``failed`` (retried; resumes from its checkpoint if any), ``resumable`` (unfinished with a
+    checkpoint: interrupted, killed) or ``new`` (nothing there, or started without reaching
+    a checkpoint: starts from scratch).
 
     Example:
         >>> run_state("/nonexistent/run")
         'new'
     """
+    from crl.run.lock import holder
+
+    if holder(run_dir) is not None:
+        return "running"
     status = (read_status(run_dir) or {}).get("status")
     if status in ("finished", "failed"):
         return status
-    return "resumable" if (Path(run_dir) / CHECKPOINT).exists() else "new"
+    return "resumable" if has_checkpoint(run_dir) else "new"
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a checkpoint (the last one or the one before it)."""
+    return any((Path(run_dir) / c).exists() for c in (CHECKPOINT, PREVIOUS_CHECKPOINT))
 
 
 def checkpoint_step(run_dir: str | Path) -> int:
-    """The step of the run's last checkpoint (0 without one)."""
-    if not (Path(run_dir) / CHECKPOINT).exists():
-        return 0
-    return int((read_status(run_dir) or {}).get("checkpoint_step", 0))
+    """The step of the run's last checkpoint, read from the checkpoint's own header (so it is
+    never stale); ``checkpoint_step`` of ``status.json`` for a file without a header; 0
+    without a checkpoint.
+    """
+    from crl.checkpoint import checkpoint_header
+
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        path = Path(run_dir) / name
+        header = checkpoint_header(path)
+        if header is not None:
+            return int(header["step"])
+        if path.exists():
+            return int((read_status(run_dir) or {}).get("checkpoint_step", 0))
+    return 0
 
 
 def mark_stopped(run_dir: str | Path, status: str, error: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from crl.plasticity.forgetting import EWC, MAS, L2Prev
+from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 
 
 def _net() -> nn.Sequential:
@@ -151,3 +151,105 @@ def test_a_regime_without_states_leaves_importances_alone():
     iv.attach(net)
     iv.consolidate(torch.zeros(0, 3))
     assert iv.omega == {} and iv.consolidations == 1 and set(iv.anchor) == {n for n, _ in net.named_parameters()}
+
+
+def _quadratic(a: torch.Tensor, w0: torch.Tensor) -> nn.Sequential:
+    net = nn.Sequential(nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(w0)
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    net.loss = lambda: 0.5 * (a * net[0].weight ** 2).sum()
+    return net
+
+
+def _sgd_steps(net: nn.Sequential, n: int) -> None:
+    for _ in range(n):
+        net.optimizer.zero_grad()
+        net.loss().backward()
+        net.optimizer.step()
+
+
+def test_si_importance_is_the_hand_computed_path_integral():
+    """L = (a1 w1^2 + a2 w2^2) / 2 with SGD: w_t = w0 (1 - lr a)^t, g_t = a w_t,
+    delta_t = -lr a w_t, so omega = sum_t lr a^2 w_t^2 and Omega = omega / (Delta^2 + xi)."""
+    a, w0, lr, steps, xi = torch.tensor([[1.0, 3.0]]), torch.tensor([[2.0, -1.0]]), 0.1, 7, 0.05
+    net = _quadratic(a, w0)
+    iv = SynapticIntelligence(c=1.0, xi=xi)
+    iv.attach(net)
+    _sgd_steps(net, steps)
+    w = [w0 * (1 - lr * a) ** t for t in range(steps + 1)]
+    omega = sum(lr * a**2 * wt**2 for wt in w[:-1])
+    assert torch.allclose(iv.omega_running["0.weight"], omega, rtol=1e-5)
+    assert torch.allclose(net[0].weight.detach(), w[-1], rtol=1e-5)
+    iv.consolidate()
+    expected = omega / ((w[-1] - w0) ** 2 + xi)
+    assert torch.allclose(iv.omega["0.weight"], expected, rtol=1e-5)
+    assert torch.equal(iv.anchor["0.weight"], net[0].weight.detach())
+    assert torch.count_nonzero(iv.omega_running["0.weight"]) == 0
+
+
+def test_si_path_integral_ignores_its_own_penalty_and_sums_regimes():
+    """In the second regime the loss has no gradient: the penalty alone moves the weights, and
+    the path integral (of the unregularised gradient) stays 0; consolidating adds nothing."""
+    a = torch.tensor([[1.0, 3.0]])
+    net = _quadratic(a, torch.tensor([[2.0, -1.0]]))
+    iv = SynapticIntelligence(c=0.5, xi=0.1)
+    iv.attach(net)
+    _sgd_steps(net, 5)
+    iv.consolidate()
+    first = iv.omega["0.weight"].clone()
+    anchor = iv.anchor["0.weight"].clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)  # away from the anchor
+    net.loss = lambda: 0.0 * net[0].weight.sum()
+    before = net[0].weight.detach().clone()
+    _sgd_steps(net, 1)
+    # the penalty c * Omega * (w - w*)^2 has gradient 2 c Omega (w - w*)
+    assert torch.allclose(net[0].weight.detach(), before - 0.1 * 2 * 0.5 * first * (before - anchor), rtol=1e-5)
+    assert torch.count_nonzero(iv.omega_running["0.weight"]) == 0
+    assert torch.allclose(iv.penalty(), 0.5 * (first * (net[0].weight.detach() - anchor) ** 2).sum(), rtol=1e-5)
+    iv.consolidate()
+    assert torch.allclose(iv.omega["0.weight"], first)  # max(0, Omega + 0)
+
+
+def test_si_negative_path_integral_is_clipped_at_zero():
+    net = _quadratic(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0]]))
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.1, maximize=True)  # delta = +lr g
+    iv = SynapticIntelligence(c=1.0, xi=0.1)
+    iv.attach(net)  # -g * delta = -lr g^2 < 0
+    _sgd_steps(net, 3)
+    assert (iv.omega_running["0.weight"] < 0).all()
+    iv.consolidate()
+    assert torch.count_nonzero(iv.omega["0.weight"]) == 0
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_si_on_real_sb3_models(algo):
+    from crl.agents import build_model
+    from crl.spec import AgentSpec
+
+    hp = (
+        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
+        if algo == "ppo"
+        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
+    )
+    spec = AgentSpec.from_dict(
+        {
+            "description": "t",
+            "algo": algo,
+            "hyperparameters": hp,
+            "interventions": [{"si": {}}],
+            "boundary_aware": True,
+        },
+        "t",
+    )
+    model, ivs = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    model.learn(128)
+    iv = ivs.interventions[0]
+    assert sum(float(v.abs().sum()) for v in iv.omega_running.values()) > 0  # the hooks saw the steps
+    ivs.on_regime_change(1)
+    assert iv.consolidations == 1 and sum(float(v.sum()) for v in iv.omega.values()) > 0
+    assert all(torch.isfinite(v).all() and (v >= 0).all() for v in iv.omega.values())
+    if algo == "sac":
+        assert any(n.startswith("critic.qf1") for n in iv.omega) and not any("target" in n for n in iv.omega)
+    model.learn(64)  # the penalty now acts; training runs

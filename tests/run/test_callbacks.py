@@ -152,3 +152,24 @@ def test_nan_guard_stops_on_a_non_finite_loss(bad):
     model.logger.record("train/loss", bad)
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         guard.check()
+
+
+def test_regimes_csv_has_the_summary_columns_whatever_the_segments_saw(tmp_path):
+    """A segment without episodes (or a run stopped in its first segment) still writes every
+    summary column, so every run's regimes.csv has the same columns."""
+    import csv
+
+    from crl.run.callbacks.regimes import SUMMARY_COLUMNS, write_regimes_csv
+
+    short = [{"segment": 0, "regime": 0, "start_step": 0, "end_step": None, "friction": 0.5}]
+    full = [
+        {"segment": 0, "regime": 0, "start_step": 0, "end_step": 10, "friction": 0.5, "episodes": 0},
+        {"segment": 1, "regime": 1, "start_step": 10, "end_step": None, "friction": 0.2},
+    ]
+    headers = []
+    for name, rows in (("a.csv", short), ("b.csv", full)):
+        write_regimes_csv(tmp_path / name, rows)
+        with (tmp_path / name).open() as f:
+            headers.append(next(csv.reader(f)))
+    assert headers[0] == headers[1]
+    assert headers[0][-len(SUMMARY_COLUMNS) :] == SUMMARY_COLUMNS and headers[0][4] == "friction"

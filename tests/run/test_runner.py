@@ -89,9 +89,9 @@ def test_same_seed_same_curves(tmp_path):
     [
         (["--env", "no-such-env", "--agent", "ppo"], "unknown env 'no-such-env'; valid: cyclic-halfcheetah"),
         (["--env", "slippery-ant", "--agent", "no-such-agent"], "unknown agent 'no-such-agent'; valid:"),
-        (["--env", "slippery-ant", "--agent", "ppo", "--steps", "-5"], "steps must be a positive integer"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--steps", "-5"], "steps must be an integer in [1, "),
         (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "n_stepz=3"], "unknown key 'n_stepz'"),
-        (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "gamma=-1"], "must not be negative"),
+        (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "gamma=-1"], "gamma must be a number in (0, 1]"),
         (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "optimizer.betas=[1.5,0.9]"], "beta"),
         (["--env", "slippery-ant", "--agent", "ppo", "--env-kwargs", "change_every=abc"], "change_every"),
         (["--env", "slippery-ant", "--agent", "ppo", "--env-kwargs", "bogus=1"], "bogus"),

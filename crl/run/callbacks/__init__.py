@@ -100,7 +100,7 @@ def logging_callbacks(
     diagnostics_every: int = 10_000,
     eval_every: int = 0,
     eval_episodes: int = 3,
-    eval_seed: int = 0,
+    eval_seed: int | None = None,
     make_eval_env: Callable[[], gym.Env] | None = None,
     loss_log_every: int = 1000,
     last_frac: float = 0.1,
@@ -135,7 +135,7 @@ def callbacks(
     diagnostics_every: int = 10_000,
     eval_every: int = 0,
     eval_episodes: int = 3,
-    eval_seed: int = 0,
+    eval_seed: int | None = None,
     eval_env: Callable[[], gym.Env] | None = None,
     wandb: str = "disabled",
     wandb_init: dict[str, Any] | None = None,
@@ -154,7 +154,8 @@ def callbacks(
         diagnostics_every: steps between ``plasticity/*`` rows (0: none).
         eval_every: steps between evaluations on every regime seen (0: none).
         eval_episodes: episodes per regime and evaluation.
-        eval_seed: seed base of the evaluation episodes.
+        eval_seed: the run seed, from which the evaluation episodes' seeds are derived (see
+            :mod:`crl.seeding`); None: the model's ``seed`` (0 if it has none).
         eval_env: builds the evaluation env (default: the training env's Gymnasium spec).
         wandb: ``disabled``, ``offline`` or ``online``.
         wandb_init: keyword arguments of ``wandb.init`` (project, group, name...).

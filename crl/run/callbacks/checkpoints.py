@@ -7,7 +7,7 @@ from typing import Any
 
 from crl.run.callbacks.base import CrlCallback
 
-__all__ = ["Checkpointer"]
+__all__ = ["Checkpointer", "FinalCheckpoint"]
 
 
 class Checkpointer(CrlCallback):
@@ -47,3 +47,26 @@ class Checkpointer(CrlCallback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.last = int(state["last"])
+
+
+class FinalCheckpoint(CrlCallback):
+    """Call ``save()`` when training ends after its last update at ``steps`` or more (not after a
+    stop or an interrupt), before the other callbacks close the run (put it first): the
+    checkpoint a finished run is extended from (``crl train --steps MORE --resume``).
+
+    Args:
+        steps: the run's step budget.
+        save: writes the checkpoint (the runner's :meth:`crl.run.Runner.save_checkpoint`).
+    """
+
+    def __init__(self, steps: int, save: Callable[[], None]) -> None:
+        super().__init__()
+        self.steps = int(steps)
+        self.save = save
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps >= self.steps:
+            self.save()

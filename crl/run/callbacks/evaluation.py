@@ -19,8 +19,8 @@ class RegimeEvalCallback(CrlCallback):
     """Every ``every`` steps, evaluate the policy (deterministic actions) on each regime seen.
 
     The evaluation env is a separate copy (``make_env()``), pinned to each regime in turn
-    with its drift's ``set_regime``; the global random states are restored afterwards, so
-    training continues as without evaluation.
+    with its drift's ``set_regime`` (which pins every drift of a stacked env); the global
+    random states are restored afterwards, so training continues as without evaluation.
 
     Args:
         sink: where rows go.
@@ -29,7 +29,9 @@ class RegimeEvalCallback(CrlCallback):
         regimes: returns the regime ids seen so far (e.g. :attr:`RegimeLogger.seen_regimes`).
         every: steps between evaluations.
         episodes: episodes per regime.
-        seed: seed base of the evaluation episodes.
+        seed: the run seed; episode ``j`` on regime ``k`` is reset with
+            ``crl.seeding.derive(seed, "evaluation", k, j)``. None: the model's ``seed`` (0 if
+            it has none).
     """
 
     def __init__(
@@ -39,11 +41,12 @@ class RegimeEvalCallback(CrlCallback):
         regimes: Callable[[], list[int]],
         every: int,
         episodes: int = 3,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         self.sink, self.make_env, self.regimes = sink, make_env, regimes
-        self.every, self.episodes, self.seed = int(every), int(episodes), int(seed)
+        self.every, self.episodes = int(every), int(episodes)
+        self.seed = None if seed is None else int(seed)
         self.env: gym.Env | None = None
         self.last = 0
 
@@ -65,7 +68,8 @@ class RegimeEvalCallback(CrlCallback):
             return
         if self.env is None:
             self.env = self.make_env() if self.make_env is not None else self._copy_of_training_env()
-        row = evaluate_regimes(self.model, self.env, regimes, self.episodes, self.seed)
+        seed = self.seed if self.seed is not None else int(getattr(self.model, "seed", None) or 0)
+        row = evaluate_regimes(self.model, self.env, regimes, self.episodes, seed)
         if row:
             self.sink.log(step, row)
         self.last = step
@@ -77,7 +81,8 @@ class RegimeEvalCallback(CrlCallback):
         kwargs = dict(spec.kwargs)
         if "num_envs" in kwargs:
             kwargs["num_envs"] = 1
-        return gym.make(dataclasses.replace(spec, kwargs=kwargs))
+        # the registered env alone: not the wrappers added around it (SB3's Monitor cannot be remade)
+        return gym.make(dataclasses.replace(spec, kwargs=kwargs, additional_wrappers=()))
 
     def _on_training_end(self) -> None:
         if self.env is not None:

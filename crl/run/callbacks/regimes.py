@@ -13,17 +13,43 @@ import numpy as np
 from crl.fast import FastLoop
 from crl.run.callbacks.base import CrlCallback, Sink
 
-__all__ = ["RegimeLogger", "RegimeSummary", "write_regimes_csv", "REGIME_COLUMNS"]
+__all__ = [
+    "RegimeLogger",
+    "RegimeSummary",
+    "write_regimes_csv",
+    "regimes_csv_columns",
+    "REGIME_COLUMNS",
+    "SUMMARY_COLUMNS",
+]
 
 #: The first columns of ``regimes.csv``; the drift values (``friction``...) and summaries follow.
 REGIME_COLUMNS = ["segment", "regime", "start_step", "end_step"]
+#: The summary columns, present in every ``regimes.csv`` (empty where a segment has no value).
+SUMMARY_COLUMNS = ["episodes", "final_return", "best_return", "steps_to_reach"]
+
+
+def regimes_csv_columns(regimes: list[dict[str, Any]]) -> list[str]:
+    """The columns of ``regimes.csv``: :data:`REGIME_COLUMNS`, the drift values of the first row,
+    :data:`SUMMARY_COLUMNS`, then any other column (diagnostics) in first-seen order. A run's
+    columns do not depend on which of its segments had episodes.
+
+    Example:
+        >>> row = {"segment": 0, "regime": 0, "start_step": 0, "end_step": None, "friction": 1.0}
+        >>> regimes_csv_columns([row])[4:]
+        ['friction', 'episodes', 'final_return', 'best_return', 'steps_to_reach']
+    """
+    cols = list(REGIME_COLUMNS)
+    if regimes:
+        cols += [k for k in regimes[0] if k not in cols and k not in SUMMARY_COLUMNS and "/" not in k]
+    cols += SUMMARY_COLUMNS
+    for r in regimes:
+        cols += [k for k in r if k not in cols]
+    return cols
 
 
 def write_regimes_csv(path: str | Path, regimes: list[dict[str, Any]]) -> None:
-    """Write the regime rows to ``path`` atomically (columns in first-seen order)."""
-    cols = list(REGIME_COLUMNS)
-    for r in regimes:
-        cols += [k for k in r if k not in cols]
+    """Write the regime rows to ``path`` atomically (columns: :func:`regimes_csv_columns`)."""
+    cols = regimes_csv_columns(regimes)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="") as f:
