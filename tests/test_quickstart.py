@@ -19,12 +19,12 @@ QUICKSTART = ROOT / "experiments" / "quickstart.yaml"
 #: CPU-seconds per environment step of a quickstart run, everything included (process start,
 #: imports, env and agent build, wandb offline, diagnostics, checkpoints), and of the report:
 #: ``/usr/bin/time crl sweep experiments/quickstart.yaml --workers 2 --wandb offline`` took
-#: 233 CPU-s (user+sys, Dec 6 2026, 2-core machine shared with other jobs) for 6 runs of
-#: 59,392 steps and the report, and the report alone (``crl report``) 12.4 CPU-s. Measured for
-#: these agents only: another agent needs its own measurement.
-CPU_S_PER_STEP = (233.0 - 12.4) / (6 * 59_392)
-REPORT_S = 12.4
-MEASURED_AGENTS = {"ppo", "ppo-cbp"}
+#: 266 CPU-s (user+sys, Dec 6 2026, 2-core machine shared with other jobs) for 6 runs of
+#: 59,392 steps (ppo, ppo-redo) and the report, and the report alone (``crl report``)
+#: 19.5 CPU-s. Measured for these agents only: another agent needs its own measurement.
+CPU_S_PER_STEP = (266.5 - 19.5) / (6 * 59_392)
+REPORT_S = 19.5
+MEASURED_AGENTS = {"ppo", "ppo-redo"}
 #: The quickstart's promise: after set-up, at most this many seconds on this many cores.
 BUDGET_S, CORES = 180.0, 2
 #: A segment shorter than this fraction of ``change_every`` is a stub (the metrics' default).
