@@ -226,9 +226,10 @@ def build_model(
     torch.manual_seed(seed)
     pkw = policy_kwargs(spec)
     policy: Any = spec.policy
-    if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu"):
+    if spec.algo == "ppo" and (spec.network.layer_norm or spec.network.activation == "crelu" or spec.network.dropout):
         policy = ArchActorCriticPolicy
         pkw["layer_norm"] = spec.network.layer_norm
+        pkw["dropout"] = spec.network.dropout
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

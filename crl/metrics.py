@@ -35,6 +35,15 @@ regime change, because PPO rounds the steps up to whole rollouts).
   negative means the agent ends each new regime worse than the one before. (Diagnostics of
   the networks, after Lyle et al. 2023 and Plasticine, are in :mod:`crl.diagnostics`.)
 
+**References** (:func:`reference_kind`, the ``reference`` column of ``crl metrics`` and
+``crl compare``): the two reference points Continual World and COOM report beside the methods.
+*fine-tuning* is the plain agent trained on the sequence, nothing against forgetting (in crl: a
+run of an agent in :data:`FINE_TUNING_AGENTS`, on any env but a multi-task one); *multi-task* is
+one agent trained on all regimes jointly, the upper bound (a run whose schedule is in
+:data:`MULTI_TASK_SCHEDULES`, e.g. ``multitask-halfcheetah``, a regime drawn per episode).
+A multi-task run's segments are episodes: its ``average_performance`` (from the regime
+evaluations) is the reference; forgetting and forward transfer mean little there.
+
 **Across seeds** (:func:`summary_table`, :func:`improvement_table`): the interquartile mean
 (IQM) of a score over seeds with a 95 % stratified-bootstrap interval (rliable, Agarwal et al.
 2021) and the number of seeds; with one seed the interval and P(X > Y) are ``n/a (1 seed)``.
@@ -70,6 +79,9 @@ __all__ = [
     "find_runs",
     "load_run",
     "intended_segment_length",
+    "FINE_TUNING_AGENTS",
+    "MULTI_TASK_SCHEDULES",
+    "reference_kind",
     "segment_table",
     "normalised_auc",
     "forward_transfer",
@@ -131,6 +143,11 @@ class Run:
             return int(self.config.get("seed", 0))
         except (TypeError, ValueError):
             return 0
+
+    @property
+    def reference(self) -> str:
+        """``fine-tuning``, ``multi-task`` or ``""``: :func:`reference_kind`."""
+        return reference_kind(self.config)
 
     @property
     def state(self) -> str:
@@ -322,6 +339,37 @@ def _schedule_period(config: dict[str, Any]) -> float | None:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
             return float(v)
     return None
+
+
+#: Agents whose runs are the **fine-tuning** reference (Continual World's name for the plain
+#: agent trained on the sequence): crl's plain PPO and SAC.
+FINE_TUNING_AGENTS: tuple[str, ...] = ("ppo", "sac")
+
+#: Schedules whose runs are the **multi-task** reference (all regimes trained jointly).
+MULTI_TASK_SCHEDULES: tuple[str, ...] = ("uniform",)
+
+
+def reference_kind(config: dict[str, Any]) -> str:
+    """Which reference a run is, from its ``config.yaml`` (see the module docstring):
+    ``"multi-task"``, ``"fine-tuning"`` or ``""`` (a method).
+
+    Example:
+        >>> env = {"name": "multitask-halfcheetah", "make_kwargs": {"schedule": {"uniform": {"regimes": [0, 1]}}}}
+        >>> reference_kind({"env": env, "agent": {"name": "ppo"}})
+        'multi-task'
+        >>> reference_kind({"env": {"name": "cyclic-halfcheetah"}, "agent": {"name": "ppo"}})
+        'fine-tuning'
+        >>> reference_kind({"env": {"name": "cyclic-halfcheetah"}, "agent": {"name": "ppo-ewc"}})
+        ''
+    """
+    env = config.get("env")
+    kwargs = env.get("make_kwargs", {}) if isinstance(env, dict) else {}
+    schedule = kwargs.get("schedule") if isinstance(kwargs, dict) else None
+    name = next(iter(schedule), None) if isinstance(schedule, dict) and len(schedule) == 1 else schedule
+    if name in MULTI_TASK_SCHEDULES:
+        return "multi-task"
+    agent = config.get("agent", {})
+    return "fine-tuning" if (agent.get("name") if isinstance(agent, dict) else agent) in FINE_TUNING_AGENTS else ""
 
 
 def _last_step(run: Run) -> float:
@@ -578,6 +626,7 @@ def run_metrics(
     forget = regime_forgetting(run, seg, perf, source)
     ft = regime_forward_transfer(run, seg, reference_dirs) if reference_dirs else {}
     return {
+        "reference": run.reference,
         "average_performance": _mean(perf),
         "forgetting": _mean(forget),
         "forward_transfer": _mean(ft),
@@ -638,14 +687,16 @@ def summary_table(
     min_fraction: float = MIN_SEGMENT_FRACTION,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per (env, agent): ``env, agent, seeds, status, short_segments`` and for each score
+    """One row per (env, agent): ``env, agent, reference`` (:func:`reference_kind`), ``seeds, status,
+    short_segments`` and for each score
     ``<score>`` (text), ``<score>_iqm``, ``<score>_lo``, ``<score>_hi``, ``<score>_n`` (seeds with a
     value). The IQM over seeds with a stratified-bootstrap 95 % CI; ``n/a (1 seed)`` with one seed.
     """
     rows = []
     for (env, agent), rs in _groups(runs).items():
         sc = [run_scores(r, late_fraction=late_fraction, min_fraction=min_fraction) for r in rs]
-        row: dict[str, Any] = {"env": env, "agent": agent, "seeds": len(rs), "status": _status_counts(rs)}
+        row: dict[str, Any] = {"env": env, "agent": agent, "reference": rs[0].reference, "seeds": len(rs)}
+        row["status"] = _status_counts(rs)
         row["short_segments"] = int(sum(s["segments_short"] for s in sc))
         for key in SCORES:
             est = iqm_estimate(np.array([s[key] for s in sc]), reps=reps, seed=seed)

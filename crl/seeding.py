@@ -17,8 +17,9 @@ The streams of a run of seed ``s``, and where their state is kept for an exact r
   no state (one seed per episode).
 * **replay**: the reservoir buffer's draws, ``derive(s, "replay")``; the generator is saved
   with the buffer.
-* **drift**: regime ``k``'s parameters come from ``generator(drift_seed, <drift class name>, k)``
-  and a random-walk schedule's moves from ``generator(drift_seed, "random_walk")``, where
+* **drift**: regime ``k``'s parameters come from ``generator(drift_seed, <drift class name>, k)``,
+  a random-walk schedule's moves from ``generator(drift_seed, "random_walk")`` and a uniform
+  schedule's regime of segment ``k`` from ``generator(drift_seed, "uniform", k)``, where
   ``drift_seed`` is ``s`` unless set, so every agent of seed ``s`` faces the same regimes. The
   parameters are a pure function of the seed; the walk's state is in the schedule's state.
 

@@ -178,6 +178,9 @@ class NetworkSpec:
     """Initial value of the state-independent log standard deviation (PPO)."""
     layer_norm: bool = False
     """LayerNorm after every hidden Linear, before the activation (PPO)."""
+    dropout: float = 0.0
+    """Dropout probability after every hidden activation, in [0, 1) (PPO; 0: none). Rollouts
+    and evaluations run without dropout, updates with it (see ``docs/agents.md``, "Dropout")."""
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -185,8 +188,11 @@ class NetworkSpec:
             raise UnknownNameError("activation", self.activation, ACTIVATION_NAMES)
         if self.init not in INIT_NAMES:
             raise UnknownNameError("init", self.init, INIT_NAMES)
+        check_number("network.dropout", self.dropout, 0, 1, high_open=True)
         if algo != "ppo" and (self.layer_norm or self.activation == "crelu"):
             raise ConfigError("network: layer_norm and crelu are available for ppo only")
+        if algo != "ppo" and self.dropout:
+            raise ConfigError("network: dropout is available for ppo only")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:

@@ -146,7 +146,8 @@ def _print_compare_json(runs, summary, poi, table) -> None:
             k: {"point": row[f"{k}_iqm"], "low": row[f"{k}_lo"], "high": row[f"{k}_hi"], "n": row[f"{k}_n"]}
             for k in SCORES
         }
-        groups.append({k: row[k] for k in ("env", "agent", "seeds", "status", "short_segments")} | {"scores": scores})
+        keys = ("env", "agent", "reference", "seeds", "status", "short_segments")
+        groups.append({k: row[k] for k in keys} | {"scores": scores})
     out = {"groups": groups, "runs": table.to_dict("records")}
     for entry, run in zip(out["runs"], runs, strict=True):
         entry["scores"] = run_scores(run)
@@ -163,8 +164,9 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
 
     console = Console()
     styles = {"RUNNING": "yellow", "FAILED": "bold red", "INTERRUPTED": "magenta", "finished": "green"}
+    per_agent = ["env", "agent", "reference", "seeds", "status", *SCORES, "short_segments"]
     specs = [
-        ("Per agent: IQM [95% CI] (n seeds)", summary, ["env", "agent", "seeds", "status", *SCORES, "short_segments"]),
+        ("Per agent: IQM [95% CI] (n seeds)", summary, per_agent),
         ("Probability of improvement (average_performance)", poi, ["env", "X", "Y", "P(X > Y)"]),
         ("Runs", table, ["run", "status", "step", "error", "command"]),
     ]
@@ -181,6 +183,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
         f"late return: last {late_fraction:.0%} of a segment; segments under {min_fraction:.0%} of the intended "
         "length are left out (short_segments); definitions: docs/metrics.md"
     )
+    console.print(REFERENCE_NOTE)
 
 
 def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
@@ -201,8 +204,15 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     _score_arguments(p)
 
 
+#: What the ``reference`` column means (printed under the tables of ``crl compare`` and ``crl metrics``).
+REFERENCE_NOTE = (
+    "reference: fine-tuning = the plain agent (ppo, sac) on the sequence; multi-task = all regimes "
+    "trained jointly (uniform schedule), the upper bound; empty = a method"
+)
+
 #: The columns of ``crl metrics``' table, after the run (``--json`` has every part).
 METRIC_COLUMNS = (
+    "reference",
     "average_performance",
     "forgetting",
     "forward_transfer",
@@ -241,6 +251,7 @@ def run_metrics(a: argparse.Namespace) -> int:
     for d, r in results.items():
         t.add_row(_relative(d, root), *(format_value(r[k]) for k in METRIC_COLUMNS))
     Console().print(t)
+    Console().print(REFERENCE_NOTE)
     return 0
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Gradual",
     "RandomWalk",
     "Schedule",
+    "Uniform",
     "make_schedule",
     "register_schedule",
 ]
@@ -394,4 +395,72 @@ class Explicit(Schedule):
         raise ConfigError(f"regime {regime} never occurs in this schedule (regimes: {self.initial} then changes)")
 
 
-SCHEDULES.update({c.name: c for c in (Cyclic, Gradual, RandomWalk, Explicit)})
+class Uniform(Schedule):
+    """The multi-task reference: a regime drawn uniformly from ``regimes`` for every episode.
+
+    Continual World's and COOM's upper bound trains one agent on all tasks jointly; here a new
+    segment starts at every episode end and its regime id is drawn uniformly from ``regimes``
+    (the same set a sequential schedule visits one after another, e.g. ``[0, 1]`` for the
+    cyclic HalfCheetah's forward and backward tasks). The draw of segment ``k`` is a pure
+    function of the drift seed and ``k`` (``crl.seeding.generator(drift_seed, "uniform", k)``),
+    so the state is the counters and the seed, and a resumed run draws the same regimes.
+    Parallel copies of one env (``num_envs``) share the drift seed, hence the sequence of draws.
+
+    Args:
+        regimes: the regime ids to draw from (default ``[0, 1]``).
+
+    Example:
+        >>> s = Uniform(regimes=[0, 1, 2])
+        >>> s.seed(0)
+        >>> draws = []
+        >>> for end in [False, True] * 6:
+        ...     if s.advance(episode_end=end):
+        ...         draws.append(s.regime())
+        >>> len(draws), set(draws) <= {0, 1, 2}
+        (6, True)
+        >>> s.regime(4) == s.regime(4), s.segment_of(s.regime(9)) >= s.segment
+        (True, True)
+    """
+
+    name = "uniform"
+
+    def __init__(self, regimes: list[int] | None = None) -> None:
+        super().__init__()
+        if regimes is not None and (not isinstance(regimes, (list, tuple)) or not regimes):
+            raise ConfigError(f"regimes must be a non-empty list of regime ids, got {regimes!r}")
+        self.regimes = [check_int(f"regimes[{i}]", r) for i, r in enumerate([0, 1] if regimes is None else regimes)]
+        self._seed = 0
+        self._last: tuple[int, int] = (-1, 0)  # (segment, regime) of the last draw asked for
+
+    def seed(self, seed: int) -> None:
+        self._seed = check_int("seed", seed)
+        self._last = (-1, 0)
+
+    def _due(self, episode_end: bool) -> bool:
+        return episode_end
+
+    def regime(self, segment: int | None = None) -> int:
+        seg = self.segment if segment is None else int(segment)
+        if self._last[0] != seg:
+            rng = generator(self._seed, "uniform", seg)
+            self._last = (seg, self.regimes[int(rng.integers(len(self.regimes)))])
+        return self._last[1]
+
+    def segment_of(self, regime: int) -> int:
+        """The first segment from the current one on whose draw is ``regime``."""
+        if regime not in self.regimes:
+            raise ConfigError(f"regime {regime} is not one of the regimes {self.regimes}")
+        seg = self.segment
+        while self.regime(seg) != regime:  # each draw hits with probability >= 1 / len(regimes)
+            seg += 1
+        return seg
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "seed": self._seed}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.seed(int(state["seed"]))
+
+
+SCHEDULES.update({c.name: c for c in (Cyclic, Gradual, RandomWalk, Explicit, Uniform)})

@@ -75,7 +75,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from crl.fast.mlp import MlpPlan, global_module_hooks, has_grad_hooks, is_feature_hook
+from crl.fast.mlp import MlpPlan, global_module_hooks, has_grad_hooks, is_feature_hook, random_modules
 from crl.system import usable_cores
 
 __all__ = ["HANDSHAKE_ENV", "CriticWorker", "critic_modules", "default_spin", "hand_critic_step", "shared_memory_safe"]
@@ -235,6 +235,8 @@ class CriticWorker:
         body, head = critic_modules(policy)
         if not isinstance(head, nn.Linear):
             return f"value head {type(head).__name__} is not a Linear layer"
+        if random := random_modules(body, head):
+            return f"the critic has {random[0]} layers (their masks come from the trainer's random stream)"
         critic = {id(p) for p in [*body.parameters(), *head.parameters()]}
         critic_names = ("mlp_extractor.value_net.", "value_net.")
         if any(id(p) in critic for n, p in policy.named_parameters() if not n.startswith(critic_names)):

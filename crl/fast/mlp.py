@@ -16,10 +16,10 @@ product takes 163 us with MKL and 88-95 us with oneDNN; the forward and backward
 autograd and 500 us by hand.
 
 What it leaves to autograd (:meth:`MlpPlan.unsupported` says why): other layer types
-(``LayerNorm``, CReLU, ...), subclasses of ``Linear``, hooks other than crl's feature capture
-(:func:`crl.plasticity.nets.capture_features`, which :meth:`MlpPlan.forward` calls with the
-activation's output, as a module call would), gradient hooks on parameters, frozen or
-non-float32 parameters, and tensors off the CPU.
+(``LayerNorm``, CReLU, dropout: :func:`random_modules`, ...), subclasses of ``Linear``, hooks
+other than crl's feature capture (:func:`crl.plasticity.nets.capture_features`, which
+:meth:`MlpPlan.forward` calls with the activation's output, as a module call would), gradient
+hooks on parameters, frozen or non-float32 parameters, and tensors off the CPU.
 
 Example:
     >>> import torch
@@ -53,6 +53,7 @@ __all__ = [
     "has_grad_hooks",
     "is_feature_hook",
     "onednn_linear_available",
+    "random_modules",
 ]
 
 _PASSES = ("relu", "tanh")  # the activations (by crl.plasticity.nets name) with hand-written passes
@@ -105,6 +106,22 @@ def accumulate_grad(p: torch.Tensor, g: torch.Tensor) -> None:
         p.grad.add_(g)
 
 
+#: Module types whose training-mode output is random (torch's dropout family).
+_RANDOM = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def random_modules(*modules: nn.Module) -> list[str]:
+    """The type names of the modules inside ``modules`` whose training-mode output is random
+    (dropout). A hand-written pass or another process would draw their masks from another
+    random stream than torch's: crl's fast paths leave such networks to autograd.
+
+    Example:
+        >>> random_modules(nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Dropout(0.1)), nn.Linear(2, 1))
+        ['Dropout']
+    """
+    return [type(m).__name__ for module in modules for m in module.modules() if isinstance(m, _RANDOM)]
+
+
 def is_feature_hook(fn: Any) -> bool:
     """Whether the forward hook ``fn`` is crl's feature capture (:func:`crl.plasticity.nets.capture_features`)."""
     return bool(getattr(fn, "_crl_features", False))
@@ -155,6 +172,8 @@ class MlpPlan:
             return f"head {type(head).__name__} is not a Linear layer"
         if not isinstance(body, nn.Sequential):
             return f"body {type(body).__name__} is not a Sequential"
+        if random := random_modules(body, head):
+            return f"{random[0]} layers draw random masks (autograd draws them from torch's stream)"
         mods = list(body.children())
         for i, m in enumerate(mods):
             if i % 2 == 0 and type(m) is not nn.Linear:

@@ -11,7 +11,9 @@ hand-written passes.
 * :func:`hidden_layers`: the :class:`HiddenLayer` s of one module, in registration order: each
   ``Linear`` followed (after an optional ``LayerNorm``) by an activation. The layer's features
   are the activation's output; :class:`CReLU` doubles their width (unit ``i`` feeds outputs
-  ``i`` and ``i + width``).
+  ``i`` and ``i + width``) Other modules (``Dropout``
+  after the activation, ``network.dropout``) are walked through: the next ``Linear`` reads the
+  layer's units at the same indices, and the features are taken before the dropout.
 * :func:`find_mlps`: the :class:`MLPView` s of an SB3 model (PPO's policy and value nets, SAC's
   actor and critics) or an ``nn.Sequential``. An intervention never needs to know whether it
   acts on PPO's policy, SAC's critics or the supervised probe: it gets views, each a chain of
@@ -22,6 +24,9 @@ Example:
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), CReLU(), nn.Linear(8, 1))
     >>> [(layer.path, layer.width, activation_name(layer.act), layer.doubled) for layer in hidden_layers(net)]
     [('0', 4, 'crelu', True)]
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Dropout(0.1), nn.Linear(4, 1))
+    >>> [(layer.path, layer.outs == [net[3]]) for layer in hidden_layers(net)]
+    [('0', True)]
 """
 
 from __future__ import annotations
