@@ -341,10 +341,8 @@ def test_catalog_experiment_by_name_dry_run(tmp_path, crl_cli):
     proc = crl_cli("sweep", "quickstart", "--dry-run", "--run-dir", str(tmp_path), check=True)
     out = tmp_path / "quickstart"
     assert proc.stdout.splitlines() == [
-        f"new        {out / 'slippery-ant__ppo__s0'}",
-        f"new        {out / 'slippery-ant__ppo-proper-adam__s0'}",
-        f"new        {out / 'slippery-ant__ppo-l2__s0'}",
-        "3 runs: 3 new, 0 resumable, 0 failed, 0 finished",
+        *(f"new        {out / f'level-shift-cartpole__{a}__s{s}'}" for a in ("ppo", "ppo-redo") for s in range(3)),
+        "6 runs: 6 new, 0 resumable, 0 failed, 0 finished",
     ]
     bad = crl_cli("sweep", "no-such-sweep", "--dry-run")
     assert bad.returncode == 2 and "catalog experiments: " in bad.stderr and "quickstart" in bad.stderr
