@@ -16,6 +16,7 @@ AGENTS = sorted(agent_specs())
 
 
 #: (steps, change_every, checkpoint_every) of the catalog runs and of the smaller exact-resume runs
+#: (td3 agents run with the sac sizes and replay settings)
 SIZES = {"ppo": (2048, 500, 256), "sac": (500, 125, 125)}
 SMALL = {"ppo": (640, 150, 128), "sac": (300, 100, 100)}
 
@@ -104,7 +105,10 @@ def _rows(path):
 
 @pytest.mark.parametrize(
     "agent",
-    ["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"],
+    [
+        "ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay",
+        "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
+    ],  # fmt: skip
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all
