@@ -199,8 +199,8 @@ def test_agem_uses_sb3_td3s_own_losses(monkeypatch):
     samples = ReplayBufferSamples(t["obs"], t["actions"], t["next_obs"], t["dones"], t["rewards"])
     monkeypatch.setattr(model.replay_buffer, "sample", lambda *a, **k: samples)
     torch.manual_seed(5)
-    critic = float(td3_critic_loss(model, batch))
-    actor = float(td3_actor_loss(model, batch))
+    critic = td3_critic_loss(model, batch).item()
+    actor = td3_actor_loss(model, batch).item()
     torch.manual_seed(5)
     model.train(gradient_steps=1, batch_size=16)
     logged = model.logger.name_to_value
@@ -209,8 +209,8 @@ def test_agem_uses_sb3_td3s_own_losses(monkeypatch):
     agem = AGEM(samples=16, batch_size=16)
     agem.attach(model)
     torch.manual_seed(5)
-    assert float(agem.reference_loss(model.critic.optimizer, batch)) == pytest.approx(critic, rel=1e-6)
-    assert float(agem.reference_loss(model.actor.optimizer, batch)) == pytest.approx(actor, rel=1e-6)
+    assert agem.reference_loss(model.critic.optimizer, batch).item() == pytest.approx(critic, rel=1e-6)
+    assert agem.reference_loss(model.actor.optimizer, batch).item() == pytest.approx(actor, rel=1e-6)
 
 
 def test_td3_hyperparameters_are_checked_and_sb3s_defaults_are_the_presets():
