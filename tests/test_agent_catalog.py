@@ -98,6 +98,13 @@ def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
             assert state["consolidations"] >= 1
 
 
+#: The agents whose resumed run must log exactly what the uninterrupted one did.
+EXACT = [
+    "ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay",
+    "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
+]  # fmt: skip
+
+
 def _rows(path):
     with path.open() as f:
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
@@ -105,10 +112,7 @@ def _rows(path):
 
 @pytest.mark.parametrize(
     "agent",
-    [
-        "ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay",
-        "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
-    ],  # fmt: skip
+    EXACT,
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all

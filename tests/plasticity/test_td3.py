@@ -4,13 +4,14 @@ follow TD3's equations, target nets stay consistent, and TD3 runs from ``crl swe
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from stable_baselines3 import SAC
+from stable_baselines3 import SAC, TD3
 
 from crl.agents import build_model
 from crl.plasticity import INTERVENTIONS
@@ -108,7 +109,8 @@ def test_every_intervention_and_optimizer_that_applies_to_sac_acts_on_td3(name, 
     ref, got = plain_actor, _actor_state(model)
     assert all(torch.isfinite(v).all() for v in got.values())
     assert set(got) != set(ref) or any(not torch.equal(ref[k], got[k]) for k in ref), f"{name} changed nothing"
-    assert [tuple(p.shape) for p in model.actor.parameters()] == [tuple(p.shape) for p in model.actor_target.parameters()]
+    shapes = [tuple(p.shape) for p in model.actor_target.parameters()]
+    assert [tuple(p.shape) for p in model.actor.parameters()] == shapes
     if name in FAST:
         (iv,) = ivs.interventions
         restored = INTERVENTIONS[name](**FAST[name])
@@ -128,7 +130,8 @@ def test_redo_on_td3_keeps_the_target_actors_copy_of_the_units_consistent():
         redo.reset_units(actor, actor.layers[1], idx, reset_optimizer=True)
     assert torch.equal(target[2].weight[idx], mu[2].weight[idx])
     assert torch.equal(target[2].bias[idx], torch.zeros(2)) and torch.equal(mu[2].bias[idx], torch.zeros(2))
-    assert torch.equal(target[4].weight[:, idx], torch.zeros(1, 2)) and torch.equal(mu[4].weight[:, idx], torch.zeros(1, 2))
+    assert torch.equal(target[4].weight[:, idx], torch.zeros(1, 2))
+    assert torch.equal(mu[4].weight[:, idx], torch.zeros(1, 2))
     others = torch.tensor([0, 2, 3])
     assert not torch.equal(target[2].weight[others], mu[2].weight[others])  # the other units keep the target's lag
 
@@ -229,10 +232,6 @@ def test_td3_hyperparameters_are_checked_and_sb3s_defaults_are_the_presets():
             spec = _spec(**bad)
             build_model(spec, gym.make("Pendulum-v1"), seed=0)
     spec = agent_specs()["td3"]
-    from stable_baselines3 import TD3
-
-    import inspect
-
     defaults = {k: p.default for k, p in inspect.signature(TD3.__init__).parameters.items()}
     for k, v in spec.hyperparameters.items():
         if k not in ("learning_starts", "action_noise"):  # the two stated changes
