@@ -1,6 +1,6 @@
 """The builder: an agent spec (:class:`crl.spec.AgentSpec`) becomes a stable-baselines3 model.
 
-:func:`build_model` turns a spec into an SB3 ``PPO``/``SAC`` built with ``policy_kwargs``
+:func:`build_model` turns a spec into an SB3 ``PPO``/``SAC``/``TD3`` built with ``policy_kwargs``
 (``optimizer_class``/``optimizer_kwargs``, no fork of SB3) and attaches its plasticity
 interventions. The name tables of :mod:`crl.spec` (algorithms, activations,
 initialisations) map to classes and functions here; :func:`check` does the checks that
@@ -14,10 +14,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
-from stable_baselines3 import SAC
+from stable_baselines3 import SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.noise import ActionNoise, NormalActionNoise
 from torch import nn
 
 from crl.config import init_keywords
@@ -37,6 +39,7 @@ __all__ = [
     "ACTIVATIONS",
     "INITS",
     "SET_BY_CRL",
+    "action_noise",
     "apply_init",
     "build_model",
     "check",
@@ -46,7 +49,7 @@ __all__ = [
 ]
 
 #: SB3 algorithms by name.
-ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC}  # bench: FastPPO = PPO, leaner train()
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC, "td3": TD3}  # bench: FastPPO = PPO, leaner train()
 
 #: Activation modules by name: the one table of :mod:`crl.plasticity.nets` (names: :data:`crl.spec.ACTIVATION_NAMES`).
 ACTIVATIONS: dict[str, type[nn.Module]] = nets.ACTIVATIONS
@@ -186,6 +189,31 @@ def apply_init(module: nn.Module, init: str) -> None:
             fn(m)
 
 
+def action_noise(spec: Any, action_space: Any) -> ActionNoise | None:
+    """The SB3 exploration noise that an agent's ``action_noise`` hyperparameter names
+    (:data:`crl.hyperparameters.ACTION_NOISES`): ``{normal: {sigma: s}}`` is zero-mean Gaussian
+    noise of standard deviation ``s`` on every action dimension, added to the deterministic
+    action in the policy's [-1, 1] scale (SB3 clips the result). Its draws come from NumPy's
+    global generator, which SB3 seeds with the run and crl's checkpoints save.
+
+    Example:
+        >>> import numpy as np
+        >>> from gymnasium import spaces
+        >>> noise = action_noise({"normal": {"sigma": 0.1}}, spaces.Box(-1, 1, (2,)))
+        >>> noise
+        NormalActionNoise(mu=[0. 0.], sigma=[0.1 0.1])
+        >>> action_noise(None, spaces.Box(-1, 1, (2,))) is None
+        True
+    """
+    if spec is None:
+        return None
+    ((name, args),) = spec.items()
+    dim = int(np.prod(action_space.shape))
+    if name == "normal":
+        return NormalActionNoise(mean=np.zeros(dim), sigma=float(args["sigma"]) * np.ones(dim))
+    raise ConfigError(f"action_noise: unknown noise {name!r}")
+
+
 def policy_kwargs(spec: AgentSpec) -> dict[str, Any]:
     """SB3 ``policy_kwargs`` for ``spec``."""
     opt = dict(spec.optimizer)
@@ -237,6 +265,8 @@ def build_model(
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}
+    if "action_noise" in hp:
+        hp["action_noise"] = action_noise(hp["action_noise"], env.action_space)
     model = cls(policy, env, policy_kwargs=pkw, seed=seed, device=device, verbose=verbose, **hp)
     with torch.no_grad():
         if spec.algo == "ppo":
@@ -245,6 +275,8 @@ def build_model(
             apply_init(model.actor, spec.network.init)
             apply_init(model.critic, spec.network.init)
             model.critic_target.load_state_dict(model.critic.state_dict())
+            if getattr(model, "actor_target", None) is not None:  # TD3: the target actor starts as the actor
+                model.actor_target.load_state_dict(model.actor.state_dict())
     # SB3's default logger makes a temporary folder per learn() call; crl tracks metrics itself
     model.set_logger(Logger(folder=None, output_formats=[]))
     return model, InterventionSet(interventions, boundary_aware=spec.boundary_aware).attach(model)

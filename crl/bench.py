@@ -64,9 +64,9 @@ def _time_train(cls: type) -> list[float]:
     acc = [0.0]
     orig = cls.train
 
-    def train(self: Any) -> None:
+    def train(self: Any, *args: Any, **kwargs: Any) -> None:
         t = time.perf_counter()
-        orig(self)
+        orig(self, *args, **kwargs)
         acc[0] += time.perf_counter() - t
 
     cls.train = train
@@ -74,20 +74,21 @@ def _time_train(cls: type) -> list[float]:
 
 
 def _time_learn() -> list[float]:
-    """Patch SB3's on-policy ``learn`` to accumulate its wall time (setup excluded for every contender)."""
+    """Patch SB3's on- and off-policy ``learn`` to accumulate its wall time (setup excluded for every contender)."""
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
     from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
     acc = [0.0]
-    orig = OnPolicyAlgorithm.learn
+    for base in (OnPolicyAlgorithm, OffPolicyAlgorithm):
 
-    def learn(self: Any, *args: Any, **kwargs: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return orig(self, *args, **kwargs)
-        finally:
-            acc[0] += time.perf_counter() - t
+        def learn(self: Any, *args: Any, _orig: Any = base.learn, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _orig(self, *args, **kwargs)
+            finally:
+                acc[0] += time.perf_counter() - t
 
-    OnPolicyAlgorithm.learn = learn  # type: ignore[method-assign]
+        base.learn = learn  # type: ignore[method-assign]
     return acc
 
 
@@ -174,6 +175,7 @@ def _run_crl(
 ) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
+    from crl.catalog import resolve_agent
     from crl.run.callbacks import CrlCallback
 
     class TimeVecEnv(CrlCallback):
@@ -185,7 +187,7 @@ def _run_crl(
         def _on_step(self) -> bool:
             return True
 
-    learn = _time_train(ALGOS["ppo"])
+    learn = _time_train(ALGOS[resolve_agent(agent).algo])
     with tempfile.TemporaryDirectory() as d:
         cfg = run.RunConfig(
             env=ENV_NAME,
@@ -199,8 +201,8 @@ def _run_crl(
             n_envs=n_envs,
             vec_env=vec_env,
             train_threads=train_threads,
-            agent_kwargs={"n_steps": 2048 // n_envs},
-        )  # 2048 samples per update, as SB3's
+            agent_kwargs={"n_steps": 2048 // n_envs} if resolve_agent(agent).algo == "ppo" else {},
+        )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
         res = run.train(cfg, callbacks=[TimeVecEnv()])
     return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}

@@ -3,7 +3,7 @@
 stable-baselines3 checks few of its arguments, and late: ``learning_rate: fast`` or
 ``clip_range: wide`` fail inside the first update, ``batch_size: 0`` and ``n_steps: 1`` in
 an ``assert`` while the model is built, and ``gamma: 5`` is accepted (the returns then grow
-without bound). :data:`CHECKS` holds one check per keyword of ``PPO`` and ``SAC`` (and
+without bound). :data:`CHECKS` holds one check per keyword of ``PPO``, ``SAC`` and ``TD3`` (and
 crl's :class:`~crl.fast.FastPPO`), each naming what is valid, so a bad value is a one-line
 :class:`~crl.errors.ConfigError` when the spec is read (:meth:`crl.spec.AgentSpec.validate`),
 before a run folder exists. A keyword without an entry (one a newer SB3 added) only has to
@@ -30,7 +30,7 @@ from typing import Any
 
 from crl.errors import ConfigError, check_int, check_number
 
-__all__ = ["CHECKS", "MAX_COUNT", "check_hyperparameters", "check_rollout_size"]
+__all__ = ["ACTION_NOISES", "CHECKS", "MAX_COUNT", "check_hyperparameters", "check_rollout_size"]
 
 #: The largest count (steps, sizes, epochs) crl accepts anywhere: a larger one is a typo.
 MAX_COUNT = 10**10
@@ -85,6 +85,23 @@ def _train_freq(k: str, v: Any) -> None:
         check_int(k, v, minimum=1, maximum=MAX_COUNT)
     else:
         raise ConfigError(f"{k} must be a positive integer or [n, step|episode], got {v!r}")
+
+
+#: The exploration noises an off-policy agent's ``action_noise`` may name, with their arguments
+#: (``{normal: {sigma: 0.1}}``: SB3's ``NormalActionNoise``, zero mean, ``sigma`` on every
+#: action dimension, in the policy's [-1, 1] action scale; built by :func:`crl.agents.build_model`).
+ACTION_NOISES: dict[str, tuple[str, ...]] = {"normal": ("sigma",)}
+
+
+def _action_noise(k: str, v: Any) -> None:
+    if v is None:
+        return
+    if not (isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ACTION_NOISES):
+        raise ConfigError(f"{k} must be null or {{normal: {{sigma: <number>}}}}, got {v!r}")
+    ((name, args),) = v.items()
+    if not isinstance(args, dict) or set(args) != set(ACTION_NOISES[name]):
+        raise ConfigError(f"{k}.{name} takes exactly {', '.join(ACTION_NOISES[name])}, got {args!r}")
+    check_number(f"{k}.{name}.sigma", args["sigma"], 0, 1e3)
 
 
 def _auto_or(check: Check, what: str) -> Check:
@@ -157,6 +174,24 @@ CHECKS: dict[str, dict[str, Check]] = {
         "target_update_interval": _count(1),
         "target_entropy": _auto_or(_number(-1e6, 1e6), "a number"),
         "use_sde_at_warmup": _bool,
+    },
+    "td3": {
+        "learning_rate": _number(0, 1, low_open=True),
+        "gamma": _number(0, 1, low_open=True),
+        "stats_window_size": _count(1, 10**7),
+        "buffer_size": _count(1, 10**9),
+        "learning_starts": _count(0),
+        "batch_size": _count(1, 10**8),
+        "tau": _number(0, 1, low_open=True),
+        "train_freq": _train_freq,
+        "gradient_steps": _gradient_steps,
+        "n_steps": _count(1, 10**4),
+        "action_noise": _action_noise,
+        "replay_buffer_kwargs": _mapping,
+        "optimize_memory_usage": _bool,
+        "policy_delay": _count(1, 10**6),
+        "target_policy_noise": _number(0, 1e3),
+        "target_noise_clip": _number(0, 1e3),
     },
 }
 

@@ -71,7 +71,7 @@ __all__ = [
     "parse_named_list",
 ]
 
-Algorithm = Literal["ppo", "sac"]
+Algorithm = Literal["ppo", "sac", "td3"]
 #: The SB3 algorithms an agent may use (:data:`crl.agents.ALGOS` maps them to classes).
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 #: Activation names (:data:`crl.plasticity.nets.ACTIVATIONS` maps them to torch modules; a test keeps them equal).
@@ -170,7 +170,7 @@ class NetworkSpec:
     vf: list[int] = field(default_factory=lambda: [256, 256])
     """Hidden layer sizes of the value network (PPO)."""
     qf: list[int] = field(default_factory=lambda: [256, 256])
-    """Hidden layer sizes of each Q network (SAC)."""
+    """Hidden layer sizes of each Q network (SAC, TD3)."""
     activation: str = "relu"
     """Activation after every hidden Linear: one of :data:`ACTIVATION_NAMES`."""
     init: str = "lecun_uniform"
@@ -224,7 +224,7 @@ class AgentSpec:
     boundary_aware: bool = False
     """Whether the agent is told when the regime changes (``on_regime_change`` hooks)."""
     replay_buffer: str = "fifo"
-    """SAC only: ``fifo`` (SB3's buffer) or ``reservoir`` (keeps a uniform sample of every
+    """SAC and TD3 only: ``fifo`` (SB3's buffer) or ``reservoir`` (keeps a uniform sample of every
     regime seen; :class:`crl.plasticity.replay.ReservoirReplayBuffer`)."""
     name: str = ""
     """Catalog name (filled in by the loader)."""
@@ -254,8 +254,8 @@ class AgentSpec:
             if self.policy not in POLICY_NAMES:
                 raise UnknownNameError("policy", self.policy, POLICY_NAMES)
             self.network.validate(self.algo)
-            if self.algo != "sac" and self.replay_buffer != "fifo":
-                raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac agents only")
+            if self.algo == "ppo" and self.replay_buffer != "fifo":
+                raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac and td3 agents only")
             if not isinstance(self.optimizer.get("name"), str):
                 raise ConfigError("optimizer: needs a 'name'")
             if "betas" in self.optimizer:

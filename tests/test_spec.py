@@ -202,7 +202,7 @@ def test_network_spec_defaults_round_trip():
         ({"algo": "sac", "network": {"dropout": 0.1}}, "a.yaml: network: dropout is available for ppo only"),
         ({"hyperparameters": {"gamma": -1}}, "a.yaml: hyperparameters: gamma must be a number in (0, 1], got -1"),
         ({"optimizer": {"name": "adam", "betas": [1.5, 0.9]}}, "a.yaml: optimizer.betas must be a list of two numbers"),
-        ({"replay_buffer": "reservoir"}, "a.yaml: replay_buffer: 'reservoir' is for sac agents only"),
+        ({"replay_buffer": "reservoir"}, "a.yaml: replay_buffer: 'reservoir' is for sac and td3 agents only"),
         ({"optimizer": {"betas": [0.9, 0.9]}}, "a.yaml: optimizer: needs a 'name'"),
         ({"interventions": [{"ewc": {}, "mas": {}}]}, "a.yaml: an intervention is written {name: {arguments}}"),
         ({"interventions": "ewc"}, "a.yaml: interventions: expected a list, got 'ewc'"),

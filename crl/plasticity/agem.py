@@ -1,4 +1,4 @@
-"""A-GEM (Chaudhry et al. 2019, "Efficient lifelong learning with A-GEM") for PPO and SAC.
+"""A-GEM (Chaudhry et al. 2019, "Efficient lifelong learning with A-GEM") for PPO, SAC and TD3.
 
 At every known regime change, a seeded sample of the ending regime's transitions goes to an
 episodic memory (``samples`` per regime, at most ``capacity`` in all: when full, every regime
@@ -16,7 +16,11 @@ at the start of training); SAC's critic loss (twin soft Q targets with the targe
 the critic optimizer and the actor loss for the actor optimizer. Continual World's SAC
 projects actor and critic gradients jointly (one dot product over both); SB3's SAC steps the
 critic before the actor has a gradient, so crl projects each optimizer's gradient on its own.
-Memory: SAC samples the transitions stored since the last regime change (Continual World
+TD3 the same way, with SB3 TD3's losses: the critics' summed squared errors against the
+clipped double-Q target of the target actor's smoothed action (Gaussian noise of
+``target_policy_noise``, clipped at ``target_noise_clip``, drawn from torch's generator as in
+SB3's update), and ``-Q_1(s, mu(s))`` for the actor (whose steps come every ``policy_delay``).
+Memory: SAC and TD3 sample the transitions stored since the last regime change (Continual World
 samples its replay buffer, which it empties at each task change: the same set); PPO samples
 the last complete rollout.
 """
@@ -34,7 +38,16 @@ from crl.errors import check_int
 from crl.plasticity.base import register_intervention
 from crl.plasticity.regularisers import ParamIntervention
 
-__all__ = ["AGEM", "EpisodicMemory", "project", "ppo_loss", "sac_actor_loss", "sac_critic_loss"]
+__all__ = [
+    "AGEM",
+    "EpisodicMemory",
+    "project",
+    "ppo_loss",
+    "sac_actor_loss",
+    "sac_critic_loss",
+    "td3_actor_loss",
+    "td3_critic_loss",
+]
 
 
 def project(grads: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
@@ -147,6 +160,24 @@ def sac_actor_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
     return (_alpha(model) * log_prob.reshape(-1, 1) - q).mean()
 
 
+def td3_critic_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
+    """SB3 TD3's critic loss on stored ``obs, actions, rewards, next_obs, dones``."""
+    b = _tensors(model, batch)
+    with torch.no_grad():
+        noise = b["actions"].clone().normal_(0, model.target_policy_noise)
+        noise = noise.clamp(-model.target_noise_clip, model.target_noise_clip)
+        next_actions = (model.actor_target(b["next_obs"]) + noise).clamp(-1, 1)
+        next_q = torch.cat(model.critic_target(b["next_obs"], next_actions), dim=1).min(dim=1, keepdim=True)[0]
+        target = b["rewards"] + (1 - b["dones"]) * model.gamma * next_q
+    return sum(F.mse_loss(q, target) for q in model.critic(b["obs"], b["actions"]))
+
+
+def td3_actor_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
+    """SB3 TD3's actor loss on stored ``obs``: ``-mean Q_1(s, mu(s))``."""
+    obs = _tensors(model, batch)["obs"]
+    return -model.critic.q1_forward(obs, model.actor(obs)).mean()
+
+
 @register_intervention
 class AGEM(ParamIntervention):
     """A-GEM: gradients projected so as not to increase the loss on past regimes' transitions
@@ -177,7 +208,7 @@ class AGEM(ParamIntervention):
 
     def _setup(self) -> None:
         if not (hasattr(self.model, "replay_buffer") or hasattr(self.model, "rollout_buffer")):
-            raise TypeError("agem needs an SB3 PPO or SAC model (its loss gives the reference gradient)")
+            raise TypeError("agem needs an SB3 PPO, SAC or TD3 model (its loss gives the reference gradient)")
         self._regime_start = int(self.model.num_timesteps)
 
     # -- the memory ----------------------------------------------------------
@@ -225,6 +256,8 @@ class AGEM(ParamIntervention):
         m = self.model
         if not hasattr(m, "replay_buffer"):
             return ppo_loss(m, batch)
+        if hasattr(m, "actor_target"):  # TD3
+            return td3_actor_loss(m, batch) if optimizer is m.actor.optimizer else td3_critic_loss(m, batch)
         return sac_actor_loss(m, batch) if optimizer is m.actor.optimizer else sac_critic_loss(m, batch)
 
     def _before_step(self, optimizer: torch.optim.Optimizer) -> None:

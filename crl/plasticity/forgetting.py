@@ -12,9 +12,13 @@ Importances (per parameter, averaged over the states of the ending regime):
 
 - ``ewc``: the diagonal Fisher of the Gaussian policy, ``sum_j (d mu_j)^2 / sigma_j^2 +
   2 (d log sigma_j)^2`` (the Fisher of a Gaussian in its mean and log-std), plus for the
-  critic the squared gradients of its outputs (PPO's value, SAC's Q-values);
+  critic the squared gradients of its outputs (PPO's value, SAC's and TD3's Q-values). TD3's
+  actor is deterministic: it has no Fisher of its own, and crl takes the squared gradients of
+  its action, ``sum_j (d mu_j)^2``: the Fisher of a Gaussian ``N(mu(s), sigma^2)`` around it
+  with ``sigma = 1`` (its exploration noise's ``sigma`` would scale the actor's importances
+  by ``1 / sigma^2``; crl does not read it);
 - ``mas`` (Aljundi et al. 2018): ``|d ||f(x)||^2 / d theta|`` with ``f`` the actor's outputs
-  ``[mu, log sigma]`` and the critic's outputs;
+  ``[mu, log sigma]`` (TD3: its action ``mu``) and the critic's outputs;
 - ``l2_prev``: 1 for every parameter;
 - ``si`` (Zenke et al. 2017): the path integral of the task loss along the parameters'
   trajectory during the regime, ``omega = -sum_steps g * delta_theta`` (``g`` the
@@ -23,7 +27,7 @@ Importances (per parameter, averaged over the states of the ending regime):
   parameters' total change over the regime; it needs no states.
 
 States: PPO keeps the observations of its last complete rollout (plus the current partial
-one); SAC takes the most recent transitions of its replay buffer. A plain ``nn.Module``
+one); SAC and TD3 take the most recent transitions of their replay buffer. A plain ``nn.Module``
 (the supervised probe) is given its batch explicitly through :meth:`AnchorPenalty.consolidate`.
 """
 
@@ -81,6 +85,10 @@ def _sac_actor(actor: nn.Module, obs: torch.Tensor, act: torch.Tensor, fisher: b
     return torch.cat([mean, log_std], -1)
 
 
+def _td3_actor(actor: nn.Module, obs: torch.Tensor, act: torch.Tensor, fisher: bool) -> torch.Tensor:
+    return actor(obs)  # the deterministic action (see the module docstring for the Fisher)
+
+
 def _sac_critic(critic: nn.Module, obs: torch.Tensor, act: torch.Tensor, fisher: bool) -> torch.Tensor:
     return torch.cat(critic(obs, act), -1)
 
@@ -91,16 +99,18 @@ def _sequential(net: nn.Module, obs: torch.Tensor, act: torch.Tensor, fisher: bo
 
 def output_functions(model: Any, fisher: bool) -> list[tuple[nn.Module, Any]]:
     """``(module, f)`` pairs whose per-state output vectors define the importances: PPO's
-    actor and value net, SAC's actor and critics, or a plain module's outputs. With
+    actor and value net, SAC's and TD3's actor and critics, or a plain module's outputs. With
     ``fisher``, the actor's outputs are scaled so that the sum of squared Jacobian rows is
-    the Gaussian policy's Fisher (``mu / sigma`` with ``sigma`` held fixed, ``sqrt(2) log sigma``).
+    the Gaussian policy's Fisher (``mu / sigma`` with ``sigma`` held fixed, ``sqrt(2) log sigma``);
+    TD3's deterministic actor gives its action as it is (``sigma = 1``).
     """
     if isinstance(model, nn.Module):
         pairs = [(model, _sequential)]
     elif hasattr(model.policy, "mlp_extractor"):
         pairs = [(model.policy, _ppo_actor), (model.policy, _ppo_critic)]
     else:
-        pairs = [(model.actor, _sac_actor), (model.critic, _sac_critic)]
+        actor = _sac_actor if hasattr(model.actor, "get_action_dist_params") else _td3_actor
+        pairs = [(model.actor, actor), (model.critic, _sac_critic)]
     return [(m, lambda o, x, a, f=f: f(o, x, a, fisher)) for m, f in pairs]
 
 

@@ -15,7 +15,9 @@ hand-written passes.
   after the activation, ``network.dropout``) are walked through: the next ``Linear`` reads the
   layer's units at the same indices, and the features are taken before the dropout.
 * :func:`find_mlps`: the :class:`MLPView` s of an SB3 model (PPO's policy and value nets, SAC's
-  actor and critics) or an ``nn.Sequential``. An intervention never needs to know whether it
+  and TD3's actor and critics; never the target nets, which follow their online nets) or an
+  ``nn.Sequential``. TD3's actor ends its ``mu`` with a ``Tanh`` that squashes the action: it
+  is the output's, not a hidden layer's (:func:`mark_output_squash`). An intervention never needs to know whether it
   acts on PPO's policy, SAC's critics or the supervised probe: it gets views, each a chain of
   hidden layers (incoming ``nn.Linear``, the activation module after it, the outgoing
   ``nn.Linear`` s that read its units) and the optimizer that updates it.
@@ -54,6 +56,7 @@ __all__ = [
     "hidden_layers",
     "init_rows",
     "is_activation",
+    "mark_output_squash",
 ]
 
 
@@ -297,8 +300,33 @@ class MLPView:
         return ps
 
 
+#: The attribute :func:`mark_output_squash` sets on an output's squashing activation.
+OUTPUT_SQUASH = "crl_output_squash"
+
+
+def mark_output_squash(net: nn.Module) -> None:
+    """Mark the activation that ends the ``mu`` of every SB3 TD3 ``Actor`` inside ``net``
+    (``mu = Sequential(..., Linear, Tanh)``: the Tanh squashes the action into [-1, 1]) as the
+    output's, so the walker does not take the action head for a hidden layer. SAC's ``mu`` is a
+    plain ``Linear`` (its squashing is in the distribution) and is left alone.
+
+    Example:
+        >>> actor = nn.Module()
+        >>> actor.mu = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.Tanh())
+        >>> [layer.path for layer in hidden_layers(actor)]  # walking marks it
+        ['mu.0']
+        >>> [layer.path for layer in hidden_layers(actor.mu)], _walk(actor.mu)[1] is actor.mu[2]
+        (['0'], True)
+    """
+    for m in net.modules():
+        mu = getattr(m, "mu", None)
+        if isinstance(mu, nn.Sequential) and len(mu) >= 2 and isinstance(mu[-2], nn.Linear) and is_activation(mu[-1]):
+            setattr(mu[-1], OUTPUT_SQUASH, True)
+
+
 def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
     """The hidden layers of ``net`` and the ``Linear`` after the last of them, if any."""
+    mark_output_squash(net)
     layers: list[HiddenLayer] = []
     current: nn.Linear | None = None  # a Linear not yet followed by an activation
     path, norm = "", None
@@ -309,7 +337,7 @@ def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
             current, path, norm = m, name, None
         elif isinstance(m, nn.LayerNorm) and current is not None:
             norm = m
-        elif is_activation(m) and current is not None:
+        elif is_activation(m) and current is not None and not getattr(m, OUTPUT_SQUASH, False):
             layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers)), norm=norm, path=path))
             current = None
     return layers, current
@@ -338,8 +366,10 @@ def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) ->
 
 
 def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> list[MLPView]:
-    """The MLPs of an SB3 PPO/A2C/SAC model, or of an ``nn.Sequential`` (whose optimizer is
-    ``optimizer`` or its ``.optimizer`` attribute).
+    """The MLPs of an SB3 PPO/A2C/SAC/TD3 model, or of an ``nn.Sequential`` (whose optimizer is
+    ``optimizer`` or its ``.optimizer`` attribute). Target nets are no views of their own: a
+    view's ``targets`` are the copies kept consistent (SAC's and TD3's target critics, TD3's
+    target actor).
 
     Example:
         >>> seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
@@ -357,8 +387,15 @@ def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> lis
         views.append(_chain("vf", ext.value_net, [policy.value_net], policy.optimizer))
     elif hasattr(policy, "actor") and hasattr(policy, "critic"):  # SAC / TD3
         actor = policy.actor
-        heads = [h for h in (getattr(actor, "mu", None), getattr(actor, "log_std", None)) if isinstance(h, nn.Linear)]
-        views.append(_chain("actor", actor.latent_pi, heads, actor.optimizer))
+        if isinstance(getattr(actor, "mu", None), nn.Sequential):  # TD3: mu = the whole deterministic actor
+            mark_output_squash(policy)
+            views.append(_chain("actor", actor.mu, [], actor.optimizer))
+            target = getattr(policy, "actor_target", None)
+            if target is not None:
+                views[-1].targets.append(target.mu)
+        else:
+            heads = [h for h in (actor.mu, getattr(actor, "log_std", None)) if isinstance(h, nn.Linear)]
+            views.append(_chain("actor", actor.latent_pi, heads, actor.optimizer))
         for i, q in enumerate(policy.critic.q_networks):
             v = _chain(f"qf{i}", q, [], policy.critic.optimizer)
             target = getattr(policy, "critic_target", None)

@@ -20,7 +20,7 @@ AGENTS = sorted(agent_specs())
 
 def _build(name: str):
     spec = agent_specs()[name]
-    if spec.algo == "sac":  # a small replay buffer: nothing here fills it
+    if spec.algo in ("sac", "td3"):  # a small replay buffer: nothing here fills it
         hp = {**spec.hyperparameters, "buffer_size": 1000, "learning_starts": 10}
         spec = dataclasses.replace(spec, hyperparameters=hp)
     model, _ = build_model(spec, gym.make("Pendulum-v1"), seed=0)

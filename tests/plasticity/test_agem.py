@@ -107,5 +107,5 @@ def test_reference_gradients_and_projection_on_real_sb3_models(algo):
 def test_agem_refuses_a_plain_module():
     net = torch.nn.Sequential(torch.nn.Linear(2, 1))
     net.optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    with pytest.raises(TypeError, match="agem needs an SB3 PPO or SAC model"):
+    with pytest.raises(TypeError, match="agem needs an SB3 PPO, SAC or TD3 model"):
         AGEM().attach(net)
