@@ -16,6 +16,7 @@ from crl.plasticity.base import (
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
+from crl.plasticity.resets import ReGraMa, SelfNormalizedResets
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
     "WeightClip",
     "Injection",
     "ReDo",
+    "ReGraMa",
     "Reset",
+    "SelfNormalizedResets",
     "ShrinkPerturb",
     "SynapticIntelligence",
     "Intervention",
