@@ -104,7 +104,11 @@ def _rows(path):
 
 @pytest.mark.parametrize(
     "agent",
-    ["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"],
+    [
+        *["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout"],
+        *["sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"],
+        *["ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama"],
+    ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from crl.checkpoint import load
 from crl.errors import ConfigError
 from crl.plasticity import attach
 from crl.plasticity.resets import ReGraMa, SelfNormalizedResets
 from crl.plasticity.units import ReDo
+from tests._resume import check_resumes_exactly, train_args
 
 
 def _fresh_rows(seed: int, shape: tuple[int, int]) -> torch.Tensor:
@@ -189,3 +192,32 @@ def test_resumed_from_state_dicts_continues_identically(spec, counter):
 def test_bad_hyperparameters(spec):
     with pytest.raises(ConfigError):
         attach(_random_net(0), [spec])
+
+
+#: Settings that make both methods act within a few hundred steps (the presets' act rarely).
+ACTIVE = "interventions=[{snr: {percentile: 0.3}}, {regrama: {tau: 0.5, every: 5}}]"
+
+
+def _sac_args(root: Path) -> list[str]:
+    return [
+        "train", "--env", "slippery-hopper", "--agent", "sac-snr", "--steps", "800",
+        "--env-kwargs", "change_every=200", "align=exact",
+        "--agent-kwargs", "learning_starts=100", "buffer_size=2000", "batch_size=32", ACTIVE,
+        "--checkpoint-every", "200", "--run-dir", str(root), "--wandb", "disabled", "--no-progress",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_killed_and_resumed_run_with_both_methods_matches_the_uninterrupted_one(tmp_path, crl_cli, algo):
+    """A real ``crl train`` (PPO on Slippery Ant, SAC on Slippery Hopper) with SNR and ReGraMa
+    both resetting units, killed with SIGKILL at random and resumed: the same rows."""
+    if algo == "ppo":
+        args = lambda root: train_args(root, 2048, "--wandb", "disabled", agent="ppo-regrama", agent_kwargs=(ACTIVE,))  # noqa: E731
+        name, window = "slippery-ant__ppo-regrama__s3", (600, 1700)
+    else:
+        args, name, window = _sac_args, "slippery-hopper__sac-snr__s0", (250, 550)
+    crl_cli(*args(tmp_path / "ref"), check=True)
+    ref = tmp_path / "ref" / "default" / name
+    snr, regrama = load(ref / "checkpoints" / "last.pt")["interventions"]["interventions"]
+    assert snr["resets"] > 0 and regrama["recycled"] > 0
+    check_resumes_exactly(args(tmp_path / "killed"), tmp_path / "killed" / "default" / name, ref, steps=window)
