@@ -115,14 +115,20 @@ class SelfNormalizedResets(UnitIntervention):
             h = layer.features
             if h is None:
                 continue
-            key = f"{view.name}/{layer.name}"
-            on = (layer.units(h.reshape(-1, h.shape[-1])) > 0).sum(0).to(torch.long)
+            key, b = f"{view.name}/{layer.name}", h.numel() // h.shape[-1]
+            h = h.reshape(b, h.shape[-1])
+            on = (layer.units(h) > 0 if layer.doubled else h > 0).sum(0)
             self.fired[key] += on
-            self.seen[key] += h.numel() // h.shape[-1]
-            self.age[key] = torch.where(on > 0, 0, self.age[key] + h.numel() // h.shape[-1])
-            reset = self.age[key] >= self.thresholds(self.fired[key], self.seen[key], self.percentile)
-            if bool(reset.any()):
-                self._reset(view, layer, key, torch.nonzero(reset).flatten())
+            self.seen[key] += b
+            silent = torch.nonzero(on == 0).flatten()
+            self.age[key][on > 0] = 0
+            if silent.numel() == 0:  # every unit fired: nothing to test
+                continue
+            self.age[key][silent] += b
+            t = self.thresholds(self.fired[key][silent], self.seen[key][silent], self.percentile)
+            reset = silent[self.age[key][silent] >= t]
+            if reset.numel():
+                self._reset(view, layer, key, reset)
 
     def _reset(self, view: MLPView, layer: HiddenLayer, key: str, idx: torch.Tensor) -> None:
         self.reset_units(view, layer, idx, reset_optimizer=True)
