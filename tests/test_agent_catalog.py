@@ -107,6 +107,7 @@ EXACT = [
     "ppo-distill", "sac-distill", "ppo-genreplay", "sac-genreplay",
     "ppo-dff", "ppo-nap", "sac-dff", "sac-nap",
     "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
+    "ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama",
 ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from crl.plasticity.generative import GenerativeDistill
 from crl.plasticity.nap import NormalizeAndProject
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
+from crl.plasticity.resets import ReGraMa, SelfNormalizedResets
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "GenerativeDistill",
     "Injection",
     "ReDo",
+    "ReGraMa",
     "Reset",
+    "SelfNormalizedResets",
     "ShrinkPerturb",
     "SynapticIntelligence",
     "Intervention",
