@@ -104,7 +104,20 @@ def _rows(path):
 
 @pytest.mark.parametrize(
     "agent",
-    ["ppo-ewc", "ppo-si", "ppo-agem", "ppo-upgd", "ppo-dropout", "sac", "sac-ewc", "sac-si", "sac-agem", "sac-replay"],
+    [
+        "ppo-ewc",
+        "ppo-si",
+        "ppo-agem",
+        "ppo-upgd",
+        "ppo-dropout",
+        "sac",
+        "sac-ewc",
+        "sac-si",
+        "sac-agem",
+        "sac-replay",
+        "ppo-hare-tortoise",
+        "sac-hare-tortoise",
+    ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all

@@ -14,6 +14,7 @@ from crl.plasticity.base import (
     register_intervention,
 )
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
+from crl.plasticity.hare import HareTortoise
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
@@ -24,6 +25,7 @@ __all__ = [
     "OPTIMIZERS",
     "ContinualBackprop",
     "EWC",
+    "HareTortoise",
     "L2Init",
     "L2Prev",
     "MAS",
