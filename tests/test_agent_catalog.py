@@ -117,6 +117,8 @@ def _rows(path):
         "sac-replay",
         "ppo-hare-tortoise",
         "sac-hare-tortoise",
+        "ppo-cchain",
+        "sac-cchain",
     ],
 )
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):

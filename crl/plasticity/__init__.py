@@ -13,6 +13,7 @@ from crl.plasticity.base import (
     interventions_of,
     register_intervention,
 )
+from crl.plasticity.churn import CChain
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.hare import HareTortoise
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
@@ -21,6 +22,7 @@ from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, Shri
 
 __all__ = [
     "AGEM",
+    "CChain",
     "INTERVENTIONS",
     "OPTIMIZERS",
     "ContinualBackprop",
