@@ -108,6 +108,7 @@ EXACT = [
     "ppo-dff", "ppo-nap", "sac-dff", "sac-nap",
     "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
     "ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama",
+    "ppo-hare-tortoise", "sac-hare-tortoise", "ppo-cchain", "sac-cchain",
 ]  # fmt: skip
 
 

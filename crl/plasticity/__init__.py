@@ -13,9 +13,11 @@ from crl.plasticity.base import (
     interventions_of,
     register_intervention,
 )
+from crl.plasticity.churn import CChain
 from crl.plasticity.distill import PolicyDistill
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
 from crl.plasticity.generative import GenerativeDistill
+from crl.plasticity.hare import HareTortoise
 from crl.plasticity.nap import NormalizeAndProject
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
@@ -24,10 +26,12 @@ from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, Shri
 
 __all__ = [
     "AGEM",
+    "CChain",
     "INTERVENTIONS",
     "OPTIMIZERS",
     "ContinualBackprop",
     "EWC",
+    "HareTortoise",
     "L2Init",
     "L2Prev",
     "MAS",
