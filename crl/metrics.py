@@ -347,7 +347,7 @@ def _schedule_period(config: dict[str, Any]) -> float | None:
 
 #: Agents whose runs are the **fine-tuning** reference (Continual World's name for the plain
 #: agent trained on the sequence): crl's plain PPO and SAC.
-FINE_TUNING_AGENTS: tuple[str, ...] = ("ppo", "sac")
+FINE_TUNING_AGENTS: tuple[str, ...] = ("ppo", "sac", "td3")
 
 #: Schedules whose runs are the **multi-task** reference (all regimes trained jointly).
 MULTI_TASK_SCHEDULES: tuple[str, ...] = ("uniform",)
