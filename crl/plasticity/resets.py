@@ -194,7 +194,7 @@ class ReGraMa(ReDo):
         return g / g.mean().clamp(min=1e-12)
 
     def _after_step(self, view: MLPView) -> None:
-        if (self.steps + 1) % self.every != 0:
+        if self.optimizer_steps(view) % self.every != 0:
             return
         for layer in view.layers:
             grad = layer.inp.weight.grad

@@ -145,6 +145,8 @@ class UnitIntervention(Intervention):
         self.steps = 0
         self.views: list[MLPView] = []
         self._targets: dict[int, MLPView] = {}
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._optimizer_steps: list[int] = []
 
     def _on_attach(self, model: Any) -> None:
         opt = getattr(model, "optimizer", None) if isinstance(model, nn.Module) else None
@@ -157,23 +159,35 @@ class UnitIntervention(Intervention):
                 self._targets[id(view)] = find_mlps(target)[0]
         if self.needs_features:
             capture_features(self.views)
-        seen: list[torch.optim.Optimizer] = []
         for view in self.views:
-            if view.optimizer is not None and all(view.optimizer is not o for o in seen):
-                seen.append(view.optimizer)
+            if view.optimizer is not None and all(view.optimizer is not o for o in self._optimizers):
+                self._optimizers.append(view.optimizer)
                 view.optimizer.register_step_post_hook(self._post_step)
+        self._optimizer_steps = [0] * len(self._optimizers)
         self._setup()
 
     def _setup(self) -> None:
         """Hook: allocate per-layer state once the views are known."""
 
     def _post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for i, o in enumerate(self._optimizers):
+            if o is optimizer:
+                self._optimizer_steps[i] += 1
         with torch.no_grad():
             for view in self.views:
                 if view.optimizer is optimizer:
                     self._after_step(view)
         if optimizer is self.views[0].optimizer:
             self.steps += 1
+
+    def optimizer_steps(self, view: MLPView) -> int:
+        """The steps ``view``'s optimizer has taken, the one just taken included (each network
+        counts its own: TD3's critics step twice per actor step).
+        """
+        for o, n in zip(self._optimizers, self._optimizer_steps, strict=True):
+            if o is view.optimizer:
+                return n
+        return self.steps + 1
 
     def _after_step(self, view: MLPView) -> None:
         """Hook: called after every optimizer step of ``view``."""
@@ -220,11 +234,13 @@ class UnitIntervention(Intervention):
                 _of_net(out.weight.data, net)[:, cols] = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "gen": self.gen.get_state()}
+        return {"steps": self.steps, "gen": self.gen.get_state(), "optimizer_steps": list(self._optimizer_steps)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
         self.gen.set_state(state["gen"])
+        steps = state.get("optimizer_steps", [self.steps] * len(self._optimizers))  # crl 0.2: one counter
+        self._optimizer_steps = [int(n) for n in steps]
 
 
 @register_intervention
@@ -452,7 +468,7 @@ class ReDo(UnitIntervention):
         return a / a.mean().clamp(min=1e-12)
 
     def _after_step(self, view: MLPView) -> None:
-        if (self.steps + 1) % self.every != 0:
+        if self.optimizer_steps(view) % self.every != 0:
             return
         for layer in view.layers:
             if layer.features is None:

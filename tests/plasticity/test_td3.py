@@ -267,3 +267,32 @@ def test_td3_runs_from_crl_sweep(tmp_path, crl_cli):
         config = yaml.safe_load((run / "config.yaml").read_text())
         assert config["agent"]["algo"] == "td3"
         assert "losses/actor_loss" in (run / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_redo_checks_each_network_every_every_of_its_own_updates(monkeypatch):
+    """With policy delay 2 the critics step twice per actor step: ReDo checks each network at
+    its own every-th update (critics at gradient steps 5, 10, ...; the actor at its 5th, 10th,
+    ... update), never at two consecutive gradient steps."""
+    checked: list[tuple[str, int]] = []
+    model, ivs = build_model(_spec([{"redo": {"tau": 0.0, "every": 5}}]), gym.make("Pendulum-v1"), seed=0)
+    (iv,) = ivs.interventions
+    after = iv._after_step
+
+    def spy(view):
+        n = iv.optimizer_steps(view)
+        if n % iv.every == 0:
+            checked.append(("actor" if view.optimizer is model.actor.optimizer else "critic", n))
+        after(view)
+
+    monkeypatch.setattr(iv, "_after_step", spy)
+    model.learn(130)  # learning_starts 30: 100 gradient steps, 50 actor updates
+    critic = [n for who, n in checked if who == "critic"]
+    actor = [n for who, n in checked if who == "actor"]
+    # two critics share one optimizer: each critic-count is seen once per critic view
+    assert sorted(set(critic)) == [5 * k for k in range(1, len(set(critic)) + 1)]
+    assert actor == [5 * k for k in range(1, len(actor) + 1)]
+    assert max(critic) >= 2 * max(actor) - 5 > 0  # the critics count twice as many updates
+    restored = type(iv)(tau=0.0, every=5)
+    restored._optimizers, restored._optimizer_steps = iv._optimizers, [0] * len(iv._optimizers)
+    restored.load_state_dict(iv.state_dict())
+    assert restored._optimizer_steps == iv._optimizer_steps
