@@ -131,7 +131,7 @@ def _is_positive(text: str) -> bool:
 
 
 _COMMON: dict[str, Check] = {
-    "learning_rate": _number(0, 1, low_open=True),
+    "learning_rate": _number(0, 1),
     "gamma": _number(0, 1, low_open=True),
     "use_sde": _bool,
     "sde_sample_freq": _sde_freq,
@@ -176,7 +176,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "use_sde_at_warmup": _bool,
     },
     "td3": {
-        "learning_rate": _number(0, 1, low_open=True),
+        "learning_rate": _number(0, 1),
         "gamma": _number(0, 1, low_open=True),
         "stats_window_size": _count(1, 10**7),
         "buffer_size": _count(1, 10**9),

@@ -64,7 +64,6 @@ __all__ = [
     "check_experiment",
     "check_run_config",
     "check_run_dir",
-    "check_wandb_name",
     "check_wandb_names",
     "field_docs",
     "parse_named",
@@ -390,9 +389,6 @@ def check_run_config(cfg: RunConfig) -> None:
     if cfg.wandb not in WANDB_MODES:
         raise ConfigError(f"wandb must be one of {', '.join(WANDB_MODES)}; got {cfg.wandb!r}")
     check_number("summary_last_frac", cfg.summary_last_frac, 0, 1, low_open=True)
-    check_wandb_name("wandb_project", cfg.wandb_project)
-    if cfg.wandb_entity is not None:
-        check_wandb_name("wandb_entity", cfg.wandb_entity)
     check_wandb_names(cfg)
     check_experiment(cfg.experiment)
     check_device(cfg.device)
@@ -416,13 +412,6 @@ def check_experiment(name: Any) -> str:
     if isinstance(name, str) and EXPERIMENT_NAME.fullmatch(name):
         return name
     raise ConfigError(f"experiment must be a folder name: 1-64 of a-z A-Z 0-9 . _ -, first not . or -; got {name!r}")
-
-
-def check_wandb_name(field_name: str, name: Any) -> str:
-    r"""A wandb project or entity name: 1-128 characters, none of ``/ \\ # ? % :`` (wandb's rule)."""
-    if isinstance(name, str) and 0 < len(name) <= 128 and not re.search(r"[/\\#?%:]", name):
-        return name
-    raise ConfigError(f"{field_name} must be 1-128 characters without / \\ # ? % or :, got {name!r}")
 
 
 def check_device(device: Any) -> str:

@@ -79,11 +79,11 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("env-kwarg-type", [*TRAIN, "--env-kwargs", "change_every=abc"], "change_every", None),
     ("env-kwarg-zero", [*TRAIN, "--env-kwargs", "change_every=0"], "change_every", None),
     # -- hyperparameters that only SB3 would reject (late, or never) -----------------------------
-    ("lr-string", _kw("learning_rate=abc"), "learning_rate must be a number in (0, 1], got 'abc'", None),
-    ("lr-negative", _kw("learning_rate=-1"), "learning_rate must be a number in (0, 1]", None),
-    ("lr-zero", _kw("learning_rate=0"), "learning_rate must be a number in (0, 1]", None),
-    ("lr-nan", _kw("learning_rate=.nan"), "learning_rate must be a number in (0, 1]", None),
-    ("lr-inf", _kw("learning_rate=.inf"), "learning_rate must be a number in (0, 1]", None),
+    ("lr-string", _kw("learning_rate=abc"), "learning_rate must be a number in [0, 1], got 'abc'", None),
+    ("lr-negative", _kw("learning_rate=-1"), "learning_rate must be a number in [0, 1]", None),
+    ("lr-big", _kw("learning_rate=2"), "learning_rate must be a number in [0, 1]", None),
+    ("lr-nan", _kw("learning_rate=.nan"), "learning_rate must be a number in [0, 1]", None),
+    ("lr-inf", _kw("learning_rate=.inf"), "learning_rate must be a number in [0, 1]", None),
     ("clip-string", _kw("clip_range=wide"), "clip_range must be a number in (0, 1], got 'wide'", None),
     ("clip-zero", _kw("clip_range=0"), "clip_range must be a number in (0, 1]", None),
     ("clip-vf", _kw("clip_range_vf=-1"), "clip_range_vf must be a number in (0, 1e9]", None),
@@ -115,7 +115,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     (
         "yaml-lr-fast",
         _with(agent="bad-agent.yaml"),
-        "learning_rate must be a number in (0, 1], got 'fast'",
+        "learning_rate must be a number in [0, 1], got 'fast'",
         _agent("hyperparameters:\n  learning_rate: fast\n"),
     ),
     ("yaml-not-mapping", _with(agent="bad-agent.yaml"), "expected a mapping", _file("bad-agent.yaml", "- a\n- b\n")),
@@ -165,7 +165,7 @@ CASES: list[tuple[str, list[str], str, Callable[[Path], None] | None]] = [
     ("torch-threads", _with(torch_threads="0"), "torch_threads must be an integer in [1, 1024]", None),
     ("vec-env", _with(vec_env="turbo"), "argument --vec-env: invalid choice: 'turbo'", None),
     ("wandb-mode", _with(wandb="sometimes"), "argument --wandb: invalid choice: 'sometimes'", None),
-    ("wandb-project", _with(wandb_project="a/b"), "wandb_project must be 1-128 characters", None),
+    ("wandb-project", _with(wandb_project="a/b"), "wandb_project must be a string of 1 to 128 characters", None),
     # -- the command line itself ------------------------------------------------------------------------
     ("missing-env", ["train", "--agent", "ppo"], "the following arguments are required: --env", None),
     ("unknown-option", [*TRAIN, "--stepz", "5"], "unrecognized arguments: --stepz 5", None),
@@ -266,7 +266,7 @@ def test_read_only_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     ("argv", "message"),
     [
         (_with(experiment="../../x"), "experiment must be a folder name"),
-        (_kw("learning_rate=abc"), "learning_rate must be a number in (0, 1], got 'abc'"),
+        (_kw("learning_rate=abc"), "learning_rate must be a number in [0, 1], got 'abc'"),
         (_with(device="banana"), "device must be cpu"),
         (_with(steps="abc"), "crl train: error: argument --steps: expected an integer"),
     ],

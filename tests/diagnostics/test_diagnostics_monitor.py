@@ -115,7 +115,7 @@ def test_regime_summary_row_matches_metrics_file(tmp_path, crl_cli):
 
     (res,) = json.loads(proc.stdout).values()
     assert res["source"] == "eval"
-    assert "0" in res["forgetting"]
+    assert "0" in res["forgetting_by_regime"]
     assert np.isfinite(res["average_performance"]) and np.isfinite(res["plasticity_score"])
 
 
