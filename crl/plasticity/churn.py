@@ -100,6 +100,10 @@ def _sac_dist(policy: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch
     return mean, log_std
 
 
+def _td3_action(policy: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+    return policy.actor(obs)
+
+
 def _sac_q(policy: nn.Module, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     return torch.cat(policy.critic(obs, actions), dim=1)
 
@@ -158,13 +162,13 @@ class CChain(ParamIntervention):
             raise TypeError("cchain needs an SB3 PPO or SAC model (its reference batches come from their buffers)")
         if self.ppo and not isinstance(m.action_space, spaces.Box):
             raise TypeError("cchain for PPO needs a Box action space (it regularises the Gaussian policy's means)")
-        if not self.ppo and not hasattr(m.policy.actor, "get_action_dist_params"):
-            raise TypeError("cchain for off-policy agents needs SAC's Gaussian actor")
+        self.deterministic = not self.ppo and not hasattr(m.policy.actor, "get_action_dist_params")  # TD3
         if self.value_coef is None:
             self.value_coef = 0.0 if self.ppo else 0.1
         self.n = self.batch_size or int(m.batch_size)
         self._calls = {k: _Call(m.policy, f) for k, f in (("mean", _ppo_mean), ("value", _ppo_value))}
         self._calls.update(dist=_Call(m.policy, _sac_dist), q=_Call(m.policy, _sac_q))
+        self._calls.update(action=_Call(m.policy, _td3_action))
         self._index = {id(opt): i for i, opt in enumerate(self.optimizers)}
 
     # -- reference batches ---------------------------------------------------
@@ -221,6 +225,8 @@ class CChain(ParamIntervention):
     def _actor_loss(self, prev: dict[str, torch.Tensor]) -> torch.Tensor:
         b = self._batch if self._batch is not None else self._replay_batch()
         self._batch = None
+        if self.deterministic:
+            return self._deterministic_actor_loss(b, prev)
         mean, log_std = self._calls["dist"](b["obs"])
         kl = gaussian_kl(mean, log_std, *self._before("dist", b["obs"], params=prev))
         with torch.no_grad():  # the actor objective's scale (the authors' TD3+BC-like coefficient)
@@ -232,6 +238,16 @@ class CChain(ParamIntervention):
             q = self._calls["q"](b["obs"], a).min(dim=1).values
             scale = (q - _alpha(self.model) * log_pi).abs().mean()
         return self.policy_coef * scale * kl
+
+    def _deterministic_actor_loss(self, b: dict[str, torch.Tensor], prev: dict[str, torch.Tensor]) -> torch.Tensor:
+        """TD3: the churn of the actions, ``mean (a - a_before)^2`` (the KL of unit Gaussians up to
+        a factor 2), scaled by the actor objective ``mean |min Q(s, a)|`` as for SAC.
+        """
+        a = self._calls["action"](b["obs"])
+        churn = mean_churn(a, self._before("action", b["obs"], params=prev))
+        with torch.no_grad():
+            scale = self._calls["q"](b["obs"], a).min(dim=1).values.abs().mean()
+        return self.policy_coef * scale * churn
 
     def _before_step(self, optimizer: torch.optim.Optimizer) -> None:
         i = self._index[id(optimizer)]

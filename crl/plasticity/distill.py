@@ -94,10 +94,20 @@ def is_sac(model: Any) -> bool:
     return hasattr(model, "actor") and hasattr(model, "critic")
 
 
+def is_deterministic(model: Any) -> bool:
+    """Whether ``model``'s actor is deterministic (TD3: an action, no distribution)."""
+    return is_sac(model) and not hasattr(model.actor, "get_action_dist_params")
+
+
 def policy_outputs(model: Any, obs: torch.Tensor) -> dict[str, torch.Tensor]:
     """The policy's distribution parameters on ``obs``: ``mean`` and ``log_std`` (per row,
-    SAC's before the tanh) of a Gaussian policy, ``logits`` of a categorical one.
+    SAC's before the tanh) of a Gaussian policy, ``logits`` of a categorical one. TD3's
+    deterministic actor gives its action as ``mean`` with ``log_std`` 0: the KL of two unit
+    Gaussians is ``||a_old - a||^2 / 2``, behaviour cloning of the old actions.
     """
+    if is_deterministic(model):
+        action = model.actor(obs)
+        return {"mean": action, "log_std": torch.zeros_like(action)}
     if is_sac(model):
         mean, log_std, _ = model.actor.get_action_dist_params(obs)
         return {"mean": mean, "log_std": log_std}

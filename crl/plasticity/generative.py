@@ -33,7 +33,7 @@ from torch import nn
 
 from crl.errors import check_int, check_non_negative
 from crl.plasticity.base import register_intervention
-from crl.plasticity.distill import DistillBase, is_sac, policy_outputs, value_outputs
+from crl.plasticity.distill import DistillBase, is_deterministic, is_sac, policy_outputs, value_outputs
 
 __all__ = ["GenerativeDistill", "ObservationVAE", "teacher_copy"]
 
@@ -222,7 +222,10 @@ class GenerativeDistill(DistillBase):
         obs = self.generate(self.batch_size).reshape(self.batch_size, *shape)
         with torch.no_grad():
             out = dict(policy_outputs(self.teacher, obs))
-            actions = torch.tanh(out["mean"]) if is_sac(self.model) else None
+            if not is_sac(self.model):
+                actions = None
+            else:  # TD3's "mean" is its action already; SAC's is before the tanh
+                actions = out["mean"] if is_deterministic(self.model) else torch.tanh(out["mean"])
             out["values"] = value_outputs(self.teacher, obs, actions)
         batch = {"obs": obs, **out}
         if actions is not None:

@@ -37,6 +37,12 @@ FAST = {
     "shrink_perturb": {"shrink": 0.99, "sigma": 0.01},
     "reset": {"layers": 1},
     "injection": {},
+    "distill": {"samples": 64, "batch_size": 16, "strength": 10.0},
+    "genreplay": {"vae_steps": 20, "strength": 10.0},
+    "snr": {"percentile": 0.5},
+    "regrama": {"tau": 0.5, "every": 5},
+    "hare_tortoise": {"every": 10},
+    "cchain": {},
 }
 #: crl's own optimizers (sac-trac's TRAC, ppo-upgd's UPGD).
 OPTIMIZERS = {"trac": {"name": "trac"}, "upgd": {"name": "upgd"}}
@@ -93,7 +99,10 @@ def test_the_walker_finds_td3s_actor_and_critics_and_not_its_output_tanh():
 
 
 def test_the_fast_arguments_cover_every_intervention():
-    assert set(FAST) == set(INTERVENTIONS) - {"none"}
+    """Every intervention applies to TD3 but NaP, which needs LayerNorm (not a TD3 option)."""
+    assert set(FAST) == set(INTERVENTIONS) - {"none", "nap"}
+    with pytest.raises(Exception, match="LayerNorm"):
+        build_model(_spec([{"nap": {}}]), gym.make("Pendulum-v1"), seed=0)
 
 
 @pytest.mark.parametrize("name", [*sorted(FAST), *sorted(OPTIMIZERS)])
