@@ -12,7 +12,7 @@ def test_measure_splits_time_and_counts_steps():
     assert r["steps"] == 2048  # one rollout: 2048 // 4 steps per env x 4 envs
     assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
     assert r["sps"] == pytest.approx(r["steps"] / r["wall"])
-    assert 100 < r["peak_rss_mb"] < 2048
+    assert r["peak_rss_mb"] > 100  # this process's peak so far (under xdist, of every test it ran)
 
 
 def test_cli_json_tiny(crl_cli):

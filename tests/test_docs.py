@@ -191,8 +191,24 @@ AFTER: list[tuple[str, Callable[[dict, Path, str], None]]] = [
 PYTHON = [b for b in BLOCKS if b.lang == "python" and not b.file_name and not b.marker]
 
 
+@pytest.fixture
+def registries():
+    """crl's registries as they were before a block ran (a block that registers a diagnostic,
+    intervention, drift or schedule must not leak it into the tests that follow in this process)."""
+    from crl.diagnostics.registry import DIAGNOSTICS
+    from crl.drift.registration import DRIFTS
+    from crl.drift.schedules import SCHEDULES
+    from crl.plasticity.base import INTERVENTIONS
+
+    saved = [(r, dict(r)) for r in (DIAGNOSTICS, DRIFTS, SCHEDULES, INTERVENTIONS)]
+    yield
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)
+
+
 @pytest.mark.parametrize("block", PYTHON, ids=_ids(PYTHON))
-def test_python_block_runs(block: Block, tmp_path, monkeypatch, capsys):
+def test_python_block_runs(block: Block, tmp_path, monkeypatch, capsys, registries):
     monkeypatch.chdir(tmp_path)
     scope: dict = {"__name__": "__doc_block__"}
     error = None

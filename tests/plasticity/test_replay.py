@@ -52,7 +52,7 @@ def test_refusals():
         ReservoirReplayBuffer(10, SPACE, SPACE, optimize_memory_usage=True)
     with pytest.raises(ConfigError, match="replay buffer 'ring'"):  # a name of the builder's registry
         check(AgentSpec.from_dict({"description": "x", "algo": "sac", "replay_buffer": "ring"}, "a.yaml"))
-    with pytest.raises(ConfigError, match="for sac agents only"):  # the spec alone says so
+    with pytest.raises(ConfigError, match="for sac and td3 agents only"):  # the spec alone says so
         AgentSpec.from_dict({"description": "x", "algo": "ppo", "replay_buffer": "reservoir"}, "a.yaml")
     sac = {"description": "x", "algo": "sac", "replay_buffer": "reservoir", "boundary_aware": True}
     for name in ("ewc", "mas"):  # their importances read the most recent transitions
