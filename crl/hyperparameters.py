@@ -138,6 +138,19 @@ _COMMON: dict[str, Check] = {
     "stats_window_size": _count(1, 10**7),
 }
 
+#: The replay-buffer algorithms' keywords (SAC and TD3).
+_OFF_POLICY: dict[str, Check] = {
+    "buffer_size": _count(1, 10**9),
+    "learning_starts": _count(0),
+    "batch_size": _count(1, 10**8),
+    "tau": _number(0, 1, low_open=True),
+    "train_freq": _train_freq,
+    "gradient_steps": _gradient_steps,
+    "n_steps": _count(1, 10**4),
+    "replay_buffer_kwargs": _mapping,
+    "optimize_memory_usage": _bool,
+}
+
 #: The check of every hyperparameter keyword, by algorithm.
 CHECKS: dict[str, dict[str, Check]] = {
     "ppo": {
@@ -160,35 +173,17 @@ CHECKS: dict[str, dict[str, Check]] = {
     },
     "sac": {
         **_COMMON,
-        "buffer_size": _count(1, 10**9),
-        "learning_starts": _count(0),
-        "batch_size": _count(1, 10**8),
-        "tau": _number(0, 1, low_open=True),
-        "train_freq": _train_freq,
-        "gradient_steps": _gradient_steps,
-        "n_steps": _count(1, 10**4),
+        **_OFF_POLICY,
         "action_noise": _null_only,
-        "replay_buffer_kwargs": _mapping,
-        "optimize_memory_usage": _bool,
         "ent_coef": _auto_or(_number(0, 1e3), "a number in [0, 1000]"),
         "target_update_interval": _count(1),
         "target_entropy": _auto_or(_number(-1e6, 1e6), "a number"),
         "use_sde_at_warmup": _bool,
     },
     "td3": {
-        "learning_rate": _number(0, 1),
-        "gamma": _number(0, 1, low_open=True),
-        "stats_window_size": _count(1, 10**7),
-        "buffer_size": _count(1, 10**9),
-        "learning_starts": _count(0),
-        "batch_size": _count(1, 10**8),
-        "tau": _number(0, 1, low_open=True),
-        "train_freq": _train_freq,
-        "gradient_steps": _gradient_steps,
-        "n_steps": _count(1, 10**4),
+        **{k: v for k, v in _COMMON.items() if k not in ("use_sde", "sde_sample_freq")},  # no gSDE
+        **_OFF_POLICY,
         "action_noise": _action_noise,
-        "replay_buffer_kwargs": _mapping,
-        "optimize_memory_usage": _bool,
         "policy_delay": _count(1, 10**6),
         "target_policy_noise": _number(0, 1e3),
         "target_noise_clip": _number(0, 1e3),

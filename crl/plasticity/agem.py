@@ -136,7 +136,8 @@ def ppo_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
     return policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
 
 
-def _alpha(model: Any) -> torch.Tensor:
+def entropy_coefficient(model: Any) -> torch.Tensor:
+    """SAC's entropy coefficient alpha (learned or fixed), without gradient."""
     log_coef = getattr(model, "log_ent_coef", None)
     return torch.exp(log_coef.detach()) if log_coef is not None else model.ent_coef_tensor
 
@@ -147,7 +148,7 @@ def sac_critic_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
     with torch.no_grad():
         next_actions, next_log_prob = model.actor.action_log_prob(b["next_obs"])
         next_q = torch.cat(model.critic_target(b["next_obs"], next_actions), dim=1).min(dim=1, keepdim=True)[0]
-        next_q = next_q - _alpha(model) * next_log_prob.reshape(-1, 1)
+        next_q = next_q - entropy_coefficient(model) * next_log_prob.reshape(-1, 1)
         target = b["rewards"] + (1 - b["dones"]) * model.gamma * next_q
     return 0.5 * sum(F.mse_loss(q, target) for q in model.critic(b["obs"], b["actions"]))
 
@@ -157,7 +158,7 @@ def sac_actor_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:
     obs = _tensors(model, batch)["obs"]
     actions, log_prob = model.actor.action_log_prob(obs)
     q = torch.cat(model.critic(obs, actions), dim=1).min(dim=1, keepdim=True)[0]
-    return (_alpha(model) * log_prob.reshape(-1, 1) - q).mean()
+    return (entropy_coefficient(model) * log_prob.reshape(-1, 1) - q).mean()
 
 
 def td3_critic_loss(model: Any, batch: dict[str, np.ndarray]) -> torch.Tensor:

@@ -45,10 +45,12 @@ from torch import nn
 from torch.func import functional_call
 
 from crl.errors import check_int, check_non_negative
+from crl.plasticity.agem import entropy_coefficient
 from crl.plasticity.base import register_intervention
+from crl.plasticity.distill import gaussian_kl
 from crl.plasticity.regularisers import ParamIntervention
 
-__all__ = ["CChain", "gaussian_kl", "mean_churn"]
+__all__ = ["CChain", "clipped_kl", "mean_churn"]
 
 
 def mean_churn(now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
@@ -61,18 +63,16 @@ def mean_churn(now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
     return ((now - before) ** 2).mean()
 
 
-def gaussian_kl(mu: torch.Tensor, log_std: torch.Tensor, mu0: torch.Tensor, log_std0: torch.Tensor) -> torch.Tensor:
-    """``KL(N(mu, sigma) || N(mu0, sigma0))`` of diagonal Gaussians, summed over the last dim,
-    clipped to [0, 100] (as the authors) and averaged over the batch.
+def clipped_kl(mu: torch.Tensor, log_std: torch.Tensor, mu0: torch.Tensor, log_std0: torch.Tensor) -> torch.Tensor:
+    """:func:`crl.plasticity.distill.gaussian_kl` ``KL(N(mu, sigma) || N(mu0, sigma0))`` per
+    row, clipped to [0, 100] (as the authors) and averaged over the batch.
 
     Example:
         >>> z = torch.zeros(1, 2)
-        >>> gaussian_kl(z + 1.0, z, z, z)  # two dims of (1 - 0)^2 / 2
+        >>> clipped_kl(z + 1.0, z, z, z)  # two dims of (1 - 0)^2 / 2
         tensor(1.)
     """
-    var, var0 = torch.exp(2 * log_std), torch.exp(2 * log_std0)
-    kl = (log_std0 - log_std) + (var + (mu - mu0) ** 2) / (2 * var0) - 0.5
-    return kl.sum(-1).clamp(0.0, 100.0).mean()
+    return gaussian_kl(mu, log_std, mu0, log_std0).clamp(0.0, 100.0).mean()
 
 
 class _Call(nn.Module):
@@ -228,7 +228,7 @@ class CChain(ParamIntervention):
         if self.deterministic:
             return self._deterministic_actor_loss(b, prev)
         mean, log_std = self._calls["dist"](b["obs"])
-        kl = gaussian_kl(mean, log_std, *self._before("dist", b["obs"], params=prev))
+        kl = clipped_kl(mean, log_std, *self._before("dist", b["obs"], params=prev))
         with torch.no_grad():  # the actor objective's scale (the authors' TD3+BC-like coefficient)
             std = log_std.exp()
             x = mean + std * torch.randn(mean.shape, generator=self.gen).to(mean.device)
@@ -236,7 +236,7 @@ class CChain(ParamIntervention):
             log_pi = (-((x - mean) ** 2) / (2 * std**2) - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
             log_pi -= torch.log(1 - a**2 + 1e-6).sum(-1)
             q = self._calls["q"](b["obs"], a).min(dim=1).values
-            scale = (q - _alpha(self.model) * log_pi).abs().mean()
+            scale = (q - entropy_coefficient(self.model) * log_pi).abs().mean()
         return self.policy_coef * scale * kl
 
     def _deterministic_actor_loss(self, b: dict[str, torch.Tensor], prev: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -298,8 +298,3 @@ class CChain(ParamIntervention):
         self.history = [tuple(h) for h in state["history"]]
         self.last = None if state["last"] is None else tuple(state["last"])
         self.updates = int(state["updates"])
-
-
-def _alpha(model: Any) -> torch.Tensor:
-    log_coef = getattr(model, "log_ent_coef", None)
-    return torch.exp(log_coef.detach()) if log_coef is not None else model.ent_coef_tensor
