@@ -50,6 +50,21 @@ __all__ = [
 ]
 
 
+def rows_since(rb: Any, num_timesteps: int, start: int) -> np.ndarray:
+    """The rows of replay buffer ``rb`` (oldest first) written since step ``start`` (``num_timesteps``
+    now; one row holds a transition of each of the ``n_envs`` envs), at most those it holds.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> rb = SimpleNamespace(buffer_size=5, full=True, pos=1, n_envs=2)
+        >>> rows_since(rb, num_timesteps=20, start=14)  # 3 rows, wrapping past the end
+        array([3, 4, 0])
+    """
+    stored = rb.buffer_size if rb.full else rb.pos
+    rows = min(stored, (num_timesteps - start) // rb.n_envs)
+    return np.arange(rb.pos - rows, rb.pos) % rb.buffer_size
+
+
 def project(grads: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
     """A-GEM's projection of ``grads`` against ``ref`` (both lists of same-shaped tensors, seen
     as one vector). Returns the new gradients and whether they were projected.
@@ -228,9 +243,8 @@ class AGEM(ParamIntervention):
 
     def _regime_transitions(self) -> dict[str, np.ndarray]:
         rb = self.model.replay_buffer
-        stored = rb.buffer_size if rb.full else rb.pos
-        rows = min(stored, (int(self.model.num_timesteps) - self._regime_start) // rb.n_envs)
-        idx = np.arange(rb.pos - rows, rb.pos) % rb.buffer_size
+        idx = rows_since(rb, int(self.model.num_timesteps), self._regime_start)
+        rows = len(idx)
         next_obs = (
             rb.next_observations[idx] if not rb.optimize_memory_usage else rb.observations[(idx + 1) % rb.buffer_size]
         )

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from crl.errors import check_int, check_non_negative
-from crl.plasticity.agem import EpisodicMemory
+from crl.plasticity.agem import EpisodicMemory, rows_since
 from crl.plasticity.base import register_intervention
 from crl.plasticity.regularisers import ParamIntervention
 
@@ -182,11 +182,10 @@ class RegimeStates:
         """
         if is_sac(model):
             rb = model.replay_buffer
-            stored = rb.buffer_size if rb.full else rb.pos
-            rows = min(stored, (int(model.num_timesteps) - self.start) // rb.n_envs)
-            flat = np.arange(rows * rb.n_envs)
+            rows = rows_since(rb, int(model.num_timesteps), self.start)
+            flat = np.arange(len(rows) * rb.n_envs)
             keep = np.sort(rng.choice(len(flat), size=min(len(flat), self.limit), replace=False))
-            idx = (rb.pos - rows + keep // rb.n_envs) % rb.buffer_size
+            idx = rows[keep // rb.n_envs]
             out = {"obs": rb.observations[idx, keep % rb.n_envs], "actions": rb.actions[idx, keep % rb.n_envs]}
         else:
             buf = model.rollout_buffer
