@@ -46,6 +46,7 @@ __all__ = [
     "hyperparameter_keywords",
     "policy_kwargs",
     "seeded_interventions",
+    "with_tasks",
 ]
 
 #: SB3 algorithms by name.
@@ -212,6 +213,20 @@ def action_noise(spec: Any, action_space: Any) -> ActionNoise | None:
     if name == "normal":
         return NormalActionNoise(mean=np.zeros(dim), sigma=float(args["sigma"]) * np.ones(dim))
     raise ConfigError(f"action_noise: unknown noise {name!r}")
+
+
+def with_tasks(spec: AgentSpec, tasks: int) -> AgentSpec:
+    """``spec`` with ``network.tasks = tasks``: what an agent that observes the task id
+    (``task_id: true``) learns from its env (``tasks``: the env's number of task ids, 0: none).
+
+    Example:
+        >>> spec = AgentSpec.from_dict({"description": "x", "task_id": True}, "a.yaml", name="a")
+        >>> with_tasks(spec, 3).network.tasks
+        3
+    """
+    if spec.task_id and tasks < 1:
+        raise ConfigError(f"agent {spec.name!r} observes the task id, its env gives none (make it with task_id=True)")
+    return dataclasses.replace(spec, network=dataclasses.replace(spec.network, tasks=int(tasks)))
 
 
 def policy_kwargs(spec: AgentSpec) -> dict[str, Any]:

@@ -13,9 +13,10 @@ import gymnasium as gym
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from crl.agents import build_model
+from crl.agents import build_model, with_tasks
 from crl.catalog import resolve_agent
 from crl.run import env_of
+from crl.run.envs import task_count
 
 __all__ = ["make_agent"]
 
@@ -60,7 +61,10 @@ def make_agent(
     """
     spec = resolve_agent(agent, {**(overrides or {}), **hyperparameters})
     if isinstance(env, str):
-        env = gym.make(env_of(env).id)
+        env = gym.make(env_of(env).id, **({"task_id": True} if spec.task_id else {}))
+    if spec.task_id:  # the network reads the one-hot task id that ends the observation
+        first = env.envs[0] if hasattr(env, "envs") else env
+        spec = with_tasks(spec, task_count(first) if isinstance(first, gym.Env) else 0)
     if torch_threads is not None:
         torch.set_num_threads(int(torch_threads))
     model, _ = build_model(spec, env, seed=seed, device=device)

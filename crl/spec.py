@@ -181,6 +181,10 @@ class NetworkSpec:
     dropout: float = 0.0
     """Dropout probability after every hidden activation, in [0, 1) (PPO; 0: none). Rollouts
     and evaluations run without dropout, updates with it (see ``docs/agents.md``, "Dropout")."""
+    tasks: int = 0
+    """How many task ids end the observation (the one-hot of the env's ``task_id`` option), for
+    networks that select parameters by task (multi-head, PackNet, progressive, adapters); 0: none.
+    crl sets it from the env when the agent's ``task_id`` is true."""
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -189,6 +193,7 @@ class NetworkSpec:
         if self.init not in INIT_NAMES:
             raise UnknownNameError("init", self.init, INIT_NAMES)
         check_number("network.dropout", self.dropout, 0, 1, high_open=True)
+        check_int("network.tasks", self.tasks, minimum=0)
         if algo not in ("ppo", "sac") and (self.layer_norm or self.activation in ("crelu", "dff")):
             raise ConfigError("network: layer_norm, crelu and dff are available for ppo and sac only")
         if algo != "ppo" and self.dropout:
@@ -222,6 +227,9 @@ class AgentSpec:
     """Plasticity interventions, ``[{name: {arguments}}, ...]``."""
     boundary_aware: bool = False
     """Whether the agent is told when the regime changes (``on_regime_change`` hooks)."""
+    task_id: bool = False
+    """Whether the agent observes the one-hot id of the task in force (Continual World's setting):
+    crl makes the env with its ``task_id`` option and sets ``network.tasks`` to its number of tasks."""
     replay_buffer: str = "fifo"
     """SAC and TD3 only: ``fifo`` (SB3's buffer) or ``reservoir`` (keeps a uniform sample of every
     regime seen; :class:`crl.plasticity.replay.ReservoirReplayBuffer`)."""

@@ -25,6 +25,7 @@ from crl.drift.schedules import (
     make_schedule,
     register_schedule,
 )
+from crl.drift.task_id import TaskIdObservation
 from crl.drift.task_sequence import TaskSequence
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "RandomWalk",
     "Schedule",
     "TargetVelocity",
+    "TaskIdObservation",
     "TaskSequence",
     "find_drifts",
     "make_drifting",

@@ -28,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 
 from crl.drift.schedules import Schedule, make_schedule
-from crl.errors import check_int
+from crl.errors import ConfigError, check_int
 from crl.seeding import generator
 
 __all__ = ["DriftWrapper", "find_drifts", "log_uniform"]
@@ -166,6 +166,28 @@ class DriftWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.apply_params(params)
         self._params = params
         self._applied_key = key
+
+    # -- task identity -------------------------------------------------------
+    @property
+    def n_tasks(self) -> int | None:
+        """How many distinct tasks this env shows (the schedule's distinct regimes), or None when
+        every segment may be a new one (then an agent must be told how many to expect).
+        """
+        ids = self.schedule.regime_ids()
+        return None if ids is None else len(ids)
+
+    def task_index(self, regime: int | None = None) -> int:
+        """The task identity of ``regime`` (default: the regime in force): its position among the
+        schedule's distinct regimes, so a revisited regime has the id it had the first time
+        (cycle ``[3, 5]``: tasks 0 and 1); the regime id itself when the set is unbounded.
+        """
+        regime = self.regime if regime is None else regime
+        ids = self.schedule.regime_ids()
+        if ids is None:
+            return int(regime)
+        if regime not in ids:
+            raise ConfigError(f"regime {regime} is not one of this schedule's regimes {ids}")
+        return ids.index(regime)
 
     def drifts(self) -> list[DriftWrapper]:
         """The drift wrappers from this one inwards, outermost first (other wrappers

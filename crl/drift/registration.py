@@ -11,6 +11,8 @@ Keyword arguments of ``gymnasium.make`` are routed by name:
   overrides the schedule;
 * ``<drift>_<argument>`` (``friction_low``, ...) overrides that drift's argument;
 * ``drifts=[...]`` / ``schedule={...}`` replace the lists wholesale;
+* ``task_id`` (``True`` or a number of tasks) appends the one-hot task id to the observation
+  (:class:`~crl.drift.task_id.TaskIdObservation`);
 * ``episode_steps`` sets the base env's episode limit (``gymnasium.make(base,
   max_episode_steps=...)``), inside the drifts so they see truncations. (A plain
   ``max_episode_steps=`` of ``gymnasium.make`` adds its ``TimeLimit`` *outside* every
@@ -50,6 +52,7 @@ from crl.drift.metaworld import ContinualWorldTask
 from crl.drift.permutation import ActionPermutation, ObservationPermutation
 from crl.drift.reward import TargetVelocity
 from crl.drift.schedules import SCHEDULES, Schedule, make_schedule
+from crl.drift.task_id import task_id_wrapper
 from crl.drift.task_sequence import TaskSequence
 from crl.errors import ConfigError
 from crl.named import check_arguments, parse_named_list
@@ -163,6 +166,7 @@ def make_drifting(
     """Entry point of every registered drifting env: ``gymnasium.make(base)`` wrapped in
     the drifts. Keyword arguments are routed as the module docstring says.
     """
+    task_id = kwargs.pop("task_id", False)
     items, schedule, wkw, base_kwargs = split_make_kwargs(drifts or [], schedule, kwargs)
     if base_kwargs.get("episode_steps") is not None:
         base_kwargs["max_episode_steps"] = base_kwargs.pop("episode_steps")
@@ -173,7 +177,7 @@ def make_drifting(
         raise ConfigError(f"cannot make base env {base!r}: {e}") from None
     except TypeError as e:
         raise ConfigError(f"base env {base!r} rejected its arguments: {e}") from None
-    return wrap_drifts(env, items, schedule, **wkw)
+    return task_id_wrapper(wrap_drifts(env, items, schedule, **wkw), task_id)
 
 
 def register_drifting(

@@ -97,6 +97,14 @@ class Schedule:
         """
         return regime
 
+    def regime_ids(self) -> list[int] | None:
+        """Every regime id this schedule can produce, in order of first appearance, or None when
+        the set is unbounded (a new id per segment). Task identities are positions in this list
+        (:meth:`DriftWrapper.task_index <crl.drift.base.DriftWrapper.task_index>`).
+        A schedule that never changes has the one regime 0.
+        """
+        return [0] if type(self)._due is Schedule._due else None
+
     def mix(self) -> tuple[int, int, float] | None:
         """For gradual schedules: ``(from_regime, to_regime, alpha)``; None otherwise."""
         return None
@@ -241,6 +249,10 @@ class Cyclic(EveryNSteps):
         if regime not in self.cycle:
             raise ConfigError(f"regime {regime} is not in the cycle {self.cycle}")
         return self.segment - self.segment % len(self.cycle) + self.cycle.index(regime)
+
+    def regime_ids(self) -> list[int]:
+        """The cycle's distinct regime ids, in cycle order."""
+        return list(dict.fromkeys(self.cycle))
 
 
 class Gradual(Schedule):
@@ -394,6 +406,10 @@ class Explicit(Schedule):
                 return seg
         raise ConfigError(f"regime {regime} never occurs in this schedule (regimes: {self.initial} then changes)")
 
+    def regime_ids(self) -> list[int]:
+        """The initial regime, then each changed-to regime not seen before."""
+        return list(dict.fromkeys([self.initial] + [r for _, r in self.changes]))
+
 
 class Uniform(Schedule):
     """The multi-task reference: a regime drawn uniformly from ``regimes`` for every episode.
@@ -454,6 +470,10 @@ class Uniform(Schedule):
         while self.regime(seg) != regime:  # each draw hits with probability >= 1 / len(regimes)
             seg += 1
         return seg
+
+    def regime_ids(self) -> list[int]:
+        """The regimes drawn from, in the order given."""
+        return list(dict.fromkeys(self.regimes))
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "seed": self._seed}

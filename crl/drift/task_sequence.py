@@ -68,6 +68,15 @@ class TaskSequence(DriftWrapper):
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
         return {"task": float(regime % len(self._tasks))}
 
+    @property
+    def n_tasks(self) -> int:
+        """The number of tasks in the sequence (a task revisited keeps its id)."""
+        return len(self._tasks)
+
+    def task_index(self, regime: int | None = None) -> int:
+        """The index in the sequence of the task that ``regime`` runs (default: the one in force)."""
+        return int(self.regime if regime is None else regime) % len(self._tasks)
+
     def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
         raise ConfigError("task_sequence cannot change gradually; use a step schedule")
 

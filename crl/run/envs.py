@@ -9,10 +9,11 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from crl.checkpoint import get_env_state, set_env_state
+from crl.drift import TaskIdObservation
 from crl.errors import ConfigError, CrlError
 from crl.system import usable_cores
 
-__all__ = ["make_vec_env", "env_states", "set_env_states", "check_env_make"]
+__all__ = ["make_vec_env", "env_states", "set_env_states", "check_env_make", "task_count"]
 
 
 def make_vec_env(env_id: str, make_kwargs: dict[str, Any], n_envs: int, kind: str = "dummy") -> VecEnv:
@@ -57,11 +58,32 @@ def set_env_states(venv: VecEnv, states: list[Any]) -> None:
         venv.set_env_states(states)
 
 
-def check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> None:
-    """Make and close the env once: bad keyword arguments become one-line :class:`ConfigError`."""
+def check_env_make(env_id: str, make_kwargs: dict[str, Any]) -> int:
+    """Make and close the env once: bad keyword arguments become one-line :class:`ConfigError`.
+
+    Returns the number of task ids its observations end with (the ``task_id`` option; 0: none).
+    """
     try:
-        gym.make(env_id, **make_kwargs).close()
+        env = gym.make(env_id, **make_kwargs)
     except CrlError:
         raise
     except (TypeError, gym.error.Error) as e:
         raise ConfigError(f"env {env_id!r} rejected its arguments: {e}") from None
+    tasks = task_count(env)
+    env.close()
+    return tasks
+
+
+def task_count(env: gym.Env) -> int:
+    """How many task ids end ``env``'s observations (its :class:`~crl.drift.TaskIdObservation`), or 0.
+
+    Example:
+        >>> task_count(gym.make("CartPole-v1"))
+        0
+    """
+    e: Any = env
+    while e is not None:
+        if isinstance(e, TaskIdObservation):
+            return e.n_tasks
+        e = getattr(e, "env", None)
+    return 0

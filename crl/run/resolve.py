@@ -36,15 +36,21 @@ def env_of(name: str) -> EnvSpec:
     return resolve_env(name)
 
 
-def make_kwargs(env: EnvSpec, cfg: RunConfig, num_envs: int | None = None) -> dict[str, Any]:
+def make_kwargs(env: EnvSpec, cfg: RunConfig, num_envs: int | None = None, task_id: bool = False) -> dict[str, Any]:
     """The fully resolved ``gymnasium.make`` keyword arguments of ``env`` in run ``cfg``.
 
     A drifting env's ``drift_seed`` defaults to the run seed, so every agent of seed ``s``
-    sees the same regimes; ``num_envs`` is the envs stepped together (default ``cfg.n_envs``).
+    sees the same regimes; ``num_envs`` is the envs stepped together (default ``cfg.n_envs``);
+    ``task_id`` (an agent that observes the task id) turns on the env's ``task_id`` option
+    unless ``cfg.env_kwargs`` sets it.
     """
     kwargs = dict(cfg.env_kwargs)
     if env.base is None:
+        if task_id:
+            raise ConfigError(f"the agent observes the task id, but env {env.name or env.id!r} has no regimes")
         return kwargs
+    if task_id:
+        kwargs.setdefault("task_id", True)
     kwargs.setdefault("drift_seed", cfg.seed)
     kwargs["num_envs"] = cfg.n_envs if num_envs is None else num_envs
     return env.make_kwargs(kwargs)

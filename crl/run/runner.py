@@ -36,7 +36,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from crl.agents import build_model
+from crl.agents import build_model, with_tasks
 from crl.catalog import resolve_agent
 from crl.checkpoint import DamagedCheckpoint, atomic_save, rng_state, save_checkpoint, set_rng_state
 from crl.dashboard import summary_scores
@@ -100,8 +100,10 @@ class Runner:
         self.user_callbacks = list(callbacks)
         self.env_spec = env_of(cfg.env)
         self.agent_spec = resolve_agent(cfg.agent, cfg.agent_kwargs)
-        self.make_kwargs = make_kwargs(self.env_spec, cfg)
-        check_env_make(self.env_spec.id, self.make_kwargs)
+        self.make_kwargs = make_kwargs(self.env_spec, cfg, task_id=self.agent_spec.task_id)
+        tasks = check_env_make(self.env_spec.id, self.make_kwargs)
+        if self.agent_spec.task_id:
+            self.agent_spec = with_tasks(self.agent_spec, tasks)
         self.name = run_name(self.env_spec, self.agent_spec, cfg.seed)
         self.folder = RunFolder(Path(cfg.run_dir) / cfg.experiment / self.name)
         check_run(cfg, self.agent_spec, self.folder.path)
@@ -133,7 +135,7 @@ class Runner:
         return wandb_init_kwargs(self.cfg, self.env_spec, self.agent_spec, self.resolved, self.name, self.wandb_id)
 
     def _make_eval_env(self) -> gym.Env:
-        return gym.make(self.env_spec.id, **make_kwargs(self.env_spec, self.cfg, num_envs=1))
+        return gym.make(self.env_spec.id, **make_kwargs(self.env_spec, self.cfg, 1, self.agent_spec.task_id))
 
     def _callbacks(self) -> CrlCallbacks:
         cfg = self.cfg
