@@ -70,7 +70,7 @@ import numpy as np
 import pandas as pd
 
 from crl.errors import ConfigError
-from crl.stats import Estimate, improvement_estimate, iqm_estimate, slope
+from crl.stats import Estimate, improvement_estimate, iqm_estimate, paired_difference, share_estimate, slope
 
 __all__ = [
     "LATE_FRACTION",
@@ -95,6 +95,7 @@ __all__ = [
     "run_scores",
     "summary_table",
     "improvement_table",
+    "paired_table",
     "run_table",
     "json_safe",
     "format_value",
@@ -745,6 +746,43 @@ def improvement_table(
                     | {"hi": est.high, "n": est.n}
                 )
     return pd.DataFrame(rows, columns=["env", "X", "Y", "P(X > Y)", "p", "lo", "hi", "n"])
+
+
+def paired_table(
+    runs: list[Run],
+    base: str,
+    reps: int = 2000,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Each agent against ``base`` on the seeds both have, per env and score: ``env, agent, base,
+    score, difference`` (text: the mean of the per-seed differences agent - base with a bootstrap
+    95 % CI, :func:`crl.stats.paired_difference`), ``mean, lo, hi, n`` (pairs) and ``wins`` (the
+    share of pairs where the agent scores higher, with its Wilson interval). Empty when ``base``
+    has no runs on an env.
+    """
+    scores = {
+        key: {r.seed: run_scores(r, late_fraction=late_fraction, min_fraction=min_fraction) for r in rs}
+        for key, rs in _groups(runs).items()
+    }
+    rows = []
+    for (env, agent), by_seed in sorted(scores.items()):
+        ref = scores.get((env, base))
+        if agent == base or ref is None:
+            continue
+        seeds = sorted(set(by_seed) & set(ref))
+        for key in SCORES:
+            x = np.array([by_seed[s][key] for s in seeds], dtype=float)
+            y = np.array([ref[s][key] for s in seeds], dtype=float)
+            est = paired_difference(x, y, reps=reps, seed=seed)
+            ok = np.isfinite(x) & np.isfinite(y)
+            wins = share_estimate(int(np.sum(x[ok] > y[ok])), int(ok.sum()))
+            rows.append(
+                {"env": env, "agent": agent, "base": base, "score": key, "difference": est.text()}
+                | {"mean": est.point, "lo": est.low, "hi": est.high, "n": est.n, "wins": wins.text(2)}
+            )
+    return pd.DataFrame(rows, columns=["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins"])
 
 
 def run_table(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:

@@ -332,3 +332,28 @@ def test_make_references_launches_one_pinned_run_per_regime(tmp_path):
             assert {int(r["regime"]) for r in csv.DictReader(f)} == {k}
     res = M.run_metrics(run.run_dir, refs)
     assert set(res["forward_transfer_by_regime"]) == {0, 1}
+
+
+def test_paired_differences_match_the_hand_computed_ones(tmp_path, capsys):
+    """Agent b is agent a plus a per-seed offset: the paired difference is the mean offset, and only
+    seeds both agents have are paired."""
+    root = tmp_path / "runs" / "exp"
+    offsets = {0: 1.0, 1: 3.0, 2: 2.0}
+    for seed, off in offsets.items():
+        _cyclic_run(root, "a", seed, 0.0)
+        _cyclic_run(root, "b", seed, off)
+    _cyclic_run(root, "a", 7, 0.0)  # no partner: left out
+    runs, _ = M.find_runs(root)
+    t = M.paired_table(runs, "a", reps=500).set_index("score")
+    avg = t.loc["average_performance"]
+    assert (avg["agent"], avg["base"], avg["n"]) == ("b", "a", 3)
+    assert avg["mean"] == pytest.approx(2.0) and 1.0 <= avg["lo"] <= 2.0 <= avg["hi"] <= 3.0
+    assert avg["wins"].startswith("1 [") and avg["wins"].endswith("(n=3)")
+    forget = t.loc["forgetting"]  # the offset cancels in forgetting: no difference, no wins
+    assert forget["mean"] == 0.0 and forget["wins"].startswith("0 [")
+    assert M.paired_table(runs, "nobody").empty
+    assert main(["compare", str(root), "--paired", "a", "--json", "--reps", "200"]) == 0
+    paired = json.loads(capsys.readouterr().out)["paired"]
+    assert {(p["agent"], p["score"]) for p in paired} >= {("b", "average_performance"), ("b", "forgetting")}
+    assert main(["compare", str(root), "--paired", "c"]) == 2
+    assert "--paired: unknown agent 'c'; valid: a, b" in capsys.readouterr().err

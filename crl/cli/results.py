@@ -96,6 +96,12 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl compare``."""
     p.add_argument("paths", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
     p.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
+    p.add_argument(
+        "--paired",
+        metavar="BASE",
+        default=None,
+        help="add each agent's per-seed differences from agent BASE (mean, bootstrap CI, share of seeds won)",
+    )
     p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the confidence intervals")
     _score_arguments(p)
 
@@ -129,15 +135,29 @@ def run_compare(a: argparse.Namespace) -> int:
     runs = _load(a.paths)
     summary = summary_table(runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
     poi = improvement_table(runs, reps=min(a.reps, 1000), late_fraction=a.late_fraction, min_fraction=a.min_segment)
+    paired = _paired(runs, a)
     table = run_table(runs, _root(a.paths))
     if a.json:
-        _print_compare_json(runs, summary, poi if a.poi else None, table)
+        _print_compare_json(runs, summary, poi if a.poi else None, table, paired)
     else:
-        _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment)
+        _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment, paired)
     return 0
 
 
-def _print_compare_json(runs, summary, poi, table) -> None:
+def _paired(runs, a: argparse.Namespace):
+    """The paired table of ``--paired BASE`` (None without it); an unknown BASE is a one-line error."""
+    from crl.errors import ConfigError, UnknownNameError
+    from crl.metrics import paired_table
+
+    if a.paired is None:
+        return None
+    agents = sorted({r.agent for r in runs})
+    if a.paired not in agents:
+        raise ConfigError(f"--paired: {UnknownNameError('agent', a.paired, agents)}")
+    return paired_table(runs, a.paired, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
+
+
+def _print_compare_json(runs, summary, poi, table, paired=None) -> None:
     from crl.metrics import SCORES, json_safe, run_scores
 
     groups = []
@@ -153,10 +173,15 @@ def _print_compare_json(runs, summary, poi, table) -> None:
         entry["scores"] = run_scores(run)
     if poi is not None:
         out["poi"] = poi.to_dict("records")
+    if paired is not None:
+        out["paired"] = paired.to_dict("records")
     print(json.dumps(json_safe(out), indent=1, allow_nan=False))
 
 
-def _print_compare_tables(summary, poi, table, late_fraction: float, min_fraction: float) -> None:
+_PAIRED = ["env", "agent", "base", "score", "difference", "wins"]
+
+
+def _print_compare_tables(summary, poi, table, late_fraction: float, min_fraction: float, paired=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -168,6 +193,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
     specs = [
         ("Per agent: IQM [95% CI] (n seeds)", summary, per_agent),
         ("Probability of improvement (average_performance)", poi, ["env", "X", "Y", "P(X > Y)"]),
+        ("Paired by seed: agent - base, mean [95% bootstrap CI] (n pairs); wins: share of seeds", paired, _PAIRED),
         ("Runs", table, ["run", "status", "step", "error", "command"]),
     ]
     for title, df, cols in specs:
