@@ -96,6 +96,7 @@ __all__ = [
     "summary_table",
     "improvement_table",
     "paired_table",
+    "floor_table",
     "run_table",
     "json_safe",
     "format_value",
@@ -783,6 +784,35 @@ def paired_table(
                 | {"mean": est.point, "lo": est.low, "hi": est.high, "n": est.n, "wins": wins.text(2)}
             )
     return pd.DataFrame(rows, columns=["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins"])
+
+
+def floor_table(
+    runs: list[Run],
+    floor: float,
+    late_fraction: float = LATE_FRACTION,
+    min_fraction: float = MIN_SEGMENT_FRACTION,
+) -> pd.DataFrame:
+    """The share of seeds at the floor in each segment: ``env, agent, segment, regime, at_floor``
+    (text: the share with its Wilson 95 % interval), ``share, lo, hi, n`` (seeds with a value in
+    that segment), ``hits``. A seed is at the floor in a segment when its late return there is
+    below ``floor``; short segments are left out, as in every score.
+    """
+    rows = []
+    for (env, agent), rs in sorted(_groups(runs).items()):
+        late: dict[int, list[tuple[int, float]]] = {}
+        for r in rs:
+            for s in segment_table(r, late_fraction, min_fraction).itertuples(index=False):
+                if not s.short and math.isfinite(s.late_return):
+                    late.setdefault(int(s.segment), []).append((int(s.regime), float(s.late_return)))
+        for segment, values in sorted(late.items()):
+            hits = sum(v < floor for _, v in values)
+            est = share_estimate(hits, len(values))
+            rows.append(
+                {"env": env, "agent": agent, "segment": segment, "regime": values[0][0], "at_floor": est.text(2)}
+                | {"share": est.point, "lo": est.low, "hi": est.high, "n": est.n, "hits": hits}
+            )
+    cols = ["env", "agent", "segment", "regime", "at_floor", "share", "lo", "hi", "n", "hits"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def run_table(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:

@@ -299,4 +299,6 @@ def share_estimate(hits: int, n: int) -> Estimate:
     z, p = 1.959963984540054, hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(float(p), max(0.0, centre - half), min(1.0, centre + half), int(n))
+    low = 0.0 if hits == 0 else max(0.0, centre - half)  # exact at the ends, not a rounding error away
+    high = 1.0 if hits == n else min(1.0, centre + half)
+    return Estimate(float(p), low, high, int(n))

@@ -357,3 +357,17 @@ def test_paired_differences_match_the_hand_computed_ones(tmp_path, capsys):
     assert {(p["agent"], p["score"]) for p in paired} >= {("b", "average_performance"), ("b", "forgetting")}
     assert main(["compare", str(root), "--paired", "c"]) == 2
     assert "--paired: unknown agent 'c'; valid: a, b" in capsys.readouterr().err
+
+
+def test_the_share_of_seeds_at_the_floor_per_segment(experiment, capsys):
+    """Late returns of agent a (seeds 0-2) by segment: 10, 20, 8 + seed; segment 3 is short."""
+    runs, _ = M.find_runs(experiment)
+    t = M.floor_table(runs, floor=9.5)
+    a = t[t["agent"] == "a"].set_index("segment")
+    assert list(a.index) == [0, 1, 2] and list(a["regime"]) == [0, 1, 0]
+    assert list(a["hits"]) == [0, 0, 2] and list(a["n"]) == [3, 3, 3]  # 8 and 9 are below 9.5, 10 is not
+    assert a.loc[2, "share"] == pytest.approx(2 / 3) and 0.0 < a.loc[2, "lo"] < 2 / 3 < a.loc[2, "hi"] < 1.0
+    assert a.loc[0, "at_floor"].startswith("0 [0, ")
+    assert main(["compare", str(experiment), "--floor", "9.5", "--json", "--reps", "100"]) == 0
+    floor = json.loads(capsys.readouterr().out)["floor"]
+    assert {(f["agent"], f["segment"], f["hits"]) for f in floor} >= {("a", 2, 2), ("b", 2, 1), ("b", 0, 0)}

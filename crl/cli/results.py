@@ -102,6 +102,13 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="add each agent's per-seed differences from agent BASE (mean, bootstrap CI, share of seeds won)",
     )
+    p.add_argument(
+        "--floor",
+        type=float,
+        default=None,
+        metavar="RETURN",
+        help="add the share of seeds whose late return in each segment is below RETURN (Wilson CI)",
+    )
     p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the confidence intervals")
     _score_arguments(p)
 
@@ -135,13 +142,22 @@ def run_compare(a: argparse.Namespace) -> int:
     runs = _load(a.paths)
     summary = summary_table(runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
     poi = improvement_table(runs, reps=min(a.reps, 1000), late_fraction=a.late_fraction, min_fraction=a.min_segment)
-    paired = _paired(runs, a)
+    extra = {"paired": _paired(runs, a), "floor": _floor(runs, a)}
     table = run_table(runs, _root(a.paths))
     if a.json:
-        _print_compare_json(runs, summary, poi if a.poi else None, table, paired)
+        _print_compare_json(runs, summary, poi if a.poi else None, table, extra)
     else:
-        _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment, paired)
+        _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment, extra)
     return 0
+
+
+def _floor(runs, a: argparse.Namespace):
+    """The table of ``--floor RETURN`` (None without it)."""
+    from crl.metrics import floor_table
+
+    if a.floor is None:
+        return None
+    return floor_table(runs, a.floor, late_fraction=a.late_fraction, min_fraction=a.min_segment)
 
 
 def _paired(runs, a: argparse.Namespace):
@@ -157,7 +173,7 @@ def _paired(runs, a: argparse.Namespace):
     return paired_table(runs, a.paired, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
 
 
-def _print_compare_json(runs, summary, poi, table, paired=None) -> None:
+def _print_compare_json(runs, summary, poi, table, extra=None) -> None:
     from crl.metrics import SCORES, json_safe, run_scores
 
     groups = []
@@ -173,27 +189,31 @@ def _print_compare_json(runs, summary, poi, table, paired=None) -> None:
         entry["scores"] = run_scores(run)
     if poi is not None:
         out["poi"] = poi.to_dict("records")
-    if paired is not None:
-        out["paired"] = paired.to_dict("records")
+    for key, df in (extra or {}).items():
+        if df is not None:
+            out[key] = df.to_dict("records")
     print(json.dumps(json_safe(out), indent=1, allow_nan=False))
 
 
 _PAIRED = ["env", "agent", "base", "score", "difference", "wins"]
+_FLOOR = ["env", "agent", "segment", "regime", "at_floor"]
 
 
-def _print_compare_tables(summary, poi, table, late_fraction: float, min_fraction: float, paired=None) -> None:
+def _print_compare_tables(summary, poi, table, late_fraction: float, min_fraction: float, extra=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     from crl.metrics import SCORES
 
+    extra = extra or {}
     console = Console()
     styles = {"RUNNING": "yellow", "FAILED": "bold red", "INTERRUPTED": "magenta", "finished": "green"}
     per_agent = ["env", "agent", "reference", "seeds", "status", *SCORES, "short_segments"]
     specs = [
         ("Per agent: IQM [95% CI] (n seeds)", summary, per_agent),
         ("Probability of improvement (average_performance)", poi, ["env", "X", "Y", "P(X > Y)"]),
-        ("Paired by seed: agent - base, mean [95% bootstrap CI] (n pairs); wins: share of seeds", paired, _PAIRED),
+        ("Paired by seed: agent - base, mean [95% CI] (n pairs); wins: share of seeds", extra.get("paired"), _PAIRED),
+        ("Seeds at the floor: share [95% Wilson CI] (n seeds)", extra.get("floor"), _FLOOR),
         ("Runs", table, ["run", "status", "step", "error", "command"]),
     ]
     for title, df, cols in specs:

@@ -105,6 +105,12 @@ def make_trac(base: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
                 p.copy_(self.state[p]["trac_ref"] + delta * s_sum)
             return result
 
+        def metrics(self) -> dict[str, float]:
+            """What a run logs after every update (``optimizer/<net>/trac_scale``): the scale
+            ``S = max(0, sum_i s_i)`` now applied to the distance from the reference point.
+            """
+            return {"trac_scale": float(self.trac["s"].sum().clamp(min=0.0))}
+
         def state_dict(self) -> dict[str, Any]:
             sd = super().state_dict()
             sd["trac"] = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in self.trac.items()}

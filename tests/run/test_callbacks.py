@@ -173,3 +173,27 @@ def test_regimes_csv_has_the_summary_columns_whatever_the_segments_saw(tmp_path)
             headers.append(next(csv.reader(f)))
     assert headers[0] == headers[1]
     assert headers[0][-len(SUMMARY_COLUMNS) :] == SUMMARY_COLUMNS and headers[0][4] == "friction"
+
+
+def test_loss_logger_logs_trac_scale_after_every_update_of_a_real_run():
+    """TRAC's scale S (the optimizer's own value after the update) beside the update's KL."""
+    import gymnasium as gym
+
+    from crl import make_agent
+
+    model = make_agent("ppo-trac", gym.make("CartPole-v1"), seed=3, n_steps=64, batch_size=32, n_epochs=2)
+    sink = Sink()
+    logged = []
+
+    class Probe(LossLogger):
+        def log_losses(self):
+            before = len(sink.rows)
+            super().log_losses()
+            if len(sink.rows) > before:
+                logged.append(self.model.policy.optimizer.metrics()["trac_scale"])
+
+    model.learn(256, callback=Probe(sink))
+    rows = [r for _, r in sink.rows]
+    assert len(rows) == 4 and all("losses/approx_kl" in r for r in rows)
+    assert [r["optimizer/policy/trac_scale"] for r in rows] == logged
+    assert len(set(logged)) > 1 and min(logged) >= 0.0

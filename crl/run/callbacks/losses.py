@@ -12,7 +12,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from crl.run.callbacks.base import CrlCallback, Sink
 from crl.run.state import n_updates
 
-__all__ = ["LossLogger", "loss_row"]
+__all__ = ["LossLogger", "loss_row", "optimizer_row"]
 
 #: SB3's loss names that crl renames (``train/<sb3>`` -> ``losses/<crl>``).
 RENAMED = {"policy_gradient_loss": "policy_loss", "entropy_loss": "entropy"}
@@ -32,8 +32,32 @@ def loss_row(name_to_value: dict[str, Any]) -> dict[str, float]:
     return row
 
 
+def optimizer_row(model: Any) -> dict[str, float]:
+    """``optimizer/<net>/<metric>`` of every optimizer of ``model`` (PPO: ``policy``; SAC and TD3:
+    ``actor``, ``critic``) that reports metrics through a public ``metrics()`` method (TRAC: its
+    scale), read after an update.
+
+    Example:
+        >>> import torch
+        >>> from crl.plasticity.trac import make_trac
+        >>> class Net:
+        ...     optimizer = make_trac(torch.optim.Adam)([torch.nn.Parameter(torch.ones(1))], s_init=1e-8)
+        >>> class Model:
+        ...     policy = Net()
+        >>> optimizer_row(Model())
+        {'optimizer/policy/trac_scale': 0.0}
+    """
+    row: dict[str, float] = {}
+    for net in ("policy", "actor", "critic"):
+        metrics = getattr(getattr(getattr(model, net, None), "optimizer", None), "metrics", None)
+        if callable(metrics):
+            row.update({f"optimizer/{net}/{k}": float(v) for k, v in metrics().items()})
+    return row
+
+
 class LossLogger(CrlCallback):
-    """Log the last update's losses and the steps per second since the previous row.
+    """Log the last update's losses, what its optimizers report (:func:`optimizer_row`) and the
+    steps per second since the previous row.
 
     On-policy models log after every update (at the next rollout start); off-policy models
     at most every ``every`` steps. A row is written only after a new update.
@@ -78,6 +102,8 @@ class LossLogger(CrlCallback):
             return
         self.seen_updates = updates
         row = loss_row(self.model.logger.name_to_value)
+        if updates > 0:
+            row |= optimizer_row(self.model)
         now = time.perf_counter()
         if now > self._t_last and self.num_timesteps > self._steps_last:
             self.sps = (self.num_timesteps - self._steps_last) / (now - self._t_last)
