@@ -110,7 +110,7 @@ class Kron(torch.optim.Optimizer):
         >>> Kron([torch.nn.Parameter(torch.zeros(2))], lr=1e-3, memory_save_mode="most")
         Traceback (most recent call last):
         ...
-        crl.errors.ConfigError: memory_save_mode must be one of None, 'smart_one_diag', 'one_diag', 'all_diag', got 'most'
+        crl.errors.ConfigError: memory_save_mode must be null or one of smart_one_diag, one_diag, all_diag, got 'most'
     """
 
     def __init__(
@@ -196,8 +196,8 @@ class Kron(torch.optim.Optimizer):
 
 def _memory_save_mode(mode: Any) -> str | None:
     if mode not in MEMORY_SAVE_MODES:
-        valid = ", ".join(repr(m) for m in MEMORY_SAVE_MODES)
-        raise ConfigError(f"memory_save_mode must be one of {valid}, got {mode!r}")
+        valid = ", ".join(str(m) for m in MEMORY_SAVE_MODES[1:])
+        raise ConfigError(f"memory_save_mode must be null or one of {valid}, got {mode!r}")
     return mode
 
 
