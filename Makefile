@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# Continual World's Meta-World tasks without metaworld's mujoco==3.3.0 pin (crl patches the
 	# one incompatibility with mujoco 4: docs/envs.md), so CI runs the cw10/cw20 tests too
 	$(BIN)/python -m pip install --quiet --no-deps "metaworld==3.1.1"
+	# PSGD Kron's package without the triton its metadata requires (the CPU path never imports
+	# it), so CI tests the kron optimizer on crl's CPU torch
+	$(BIN)/python -m pip install --quiet --no-deps "kron-torch==0.3.3" "opt_einsum>=3.3"
 	touch $(STAMP)
 
 quickstart: $(STAMP)

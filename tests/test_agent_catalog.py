@@ -4,6 +4,7 @@ and resumes from its checkpoint to the end, with no duplicated or missing metric
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 
 import pytest
@@ -13,6 +14,18 @@ from crl.checkpoint import load
 from crl.cli import main
 
 AGENTS = sorted(agent_specs())
+
+
+def _param(agent: str):
+    """``agent`` as a test parameter: the Kron agents need kron-torch (an optional package), and
+    SAC's 2 x 450 Kron steps (about 3 min on 2 busy cores) make ``sac-kron`` an expensive run."""
+    marks = []
+    if "kron" in agent:
+        missing = importlib.util.find_spec("kron_torch") is None
+        marks.append(pytest.mark.skipif(missing, reason="needs kron-torch"))
+        if agent.startswith("sac"):
+            marks.append(pytest.mark.expensive)
+    return pytest.param(agent, marks=marks)
 
 
 #: (steps, change_every, checkpoint_every) of the catalog runs and of the smaller exact-resume runs
@@ -31,6 +44,8 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
     )
     if "genreplay" in agent:  # the preset's 2,000 VAE steps per regime change cost more than the run
         hp.append("interventions=[{genreplay: {vae_steps: 50}}]")
+    if agent == "ppo-kron":  # Kron's 256 x 256 preconditioner factors cost more than the run
+        hp += ["network.pi=[64, 64]", "network.vf=[64, 64]"]
     return [
         "train",
         "--env",
@@ -62,7 +77,7 @@ def test_the_catalog_has_the_published_methods():
     assert wanted <= set(AGENTS)
 
 
-@pytest.mark.parametrize("agent", AGENTS)
+@pytest.mark.parametrize("agent", [_param(a) for a in AGENTS])
 def test_agent_trains_is_interrupted_and_resumes(agent, tmp_path, monkeypatch):
     import crl.run
 
@@ -108,7 +123,7 @@ EXACT = [
     "ppo-dff", "ppo-nap", "sac-dff", "sac-nap",
     "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
     "ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama",
-    "ppo-hare-tortoise", "sac-hare-tortoise", "ppo-cchain", "sac-cchain",
+    "ppo-hare-tortoise", "sac-hare-tortoise", "ppo-cchain", "sac-cchain", "ppo-kron", "sac-kron",
 ]  # fmt: skip
 
 
@@ -117,10 +132,7 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
 
 
-@pytest.mark.parametrize(
-    "agent",
-    EXACT,
-)
+@pytest.mark.parametrize("agent", [_param(a) for a in EXACT])
 def test_resumed_run_equals_the_uninterrupted_run(agent, tmp_path, monkeypatch):
     """Importances, anchors, the saved rollout, UPGD's noise and the reservoir's draws all
     come back from the checkpoint: the resumed run logs exactly what the uninterrupted one did."""

@@ -24,6 +24,15 @@ What crl follows, and where it differs:
   optimizer's step;
 * ``reset_optimizer`` clears the optimizer state (Adam's moments and step count) at each
   reset (off by default).
+
+Defaults and their source: ``alpha = 0.999`` is the EMA rate of every Hare & Tortoise run in
+the authors' code (github.com/dojeon-ai/hare-tortoise, ``scripts/paper/*/hare_tortoise.sh``:
+``ema_rates=(0.999)``, the EMA applied after each optimizer step). That code resets the hare
+every 10 epochs of its supervised tasks (``trainer.hare_tortoise.reset_every=10``: after epochs
+0, 10, 20, ... of each task), copying the batch-norm buffers too and leaving the optimizer
+state alone (a fresh AdamW per task). Its RL (Atari-100k) runs are not in the released code:
+an RL reset interval is not verified, and ``every = 10_000`` (the SAC preset; PPO's: 1,600
+optimizer steps, 10 updates) is crl's choice.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 
 from crl.config import init_keywords
 from crl.errors import ConfigError, UnknownNameError, did_you_mean
+from crl.plasticity.kron import Kron
 from crl.plasticity.trac import TRACAdam
 from crl.plasticity.upgd import UPGD
 
@@ -28,6 +29,7 @@ __all__ = [
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "trac": TRACAdam,
     "upgd": UPGD,
+    "kron": Kron,  # PSGD Kron, run by the package kron-torch (crl.plasticity.kron)
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
     "sgd": torch.optim.SGD,

@@ -62,15 +62,17 @@ class SelfNormalizedResets(UnitIntervention):
     usual rate" in favour of "its rate dropped to zero" at level ``1 - percentile``). The
     authors' released code estimates each unit's threshold differently: from a histogram (MLP)
     or the mean (transformer) of its recent inter-firing times, re-estimated periodically
-    (thresholds expanded x2 when the quantile exceeds them, floored at one batch, capped).
+    (every ``threshold_reset_freq = 16`` tasks in its MLP code; thresholds expanded x2 when the
+    quantile exceeds them, floored at one batch, capped).
     crl keeps the paper's single hyperparameter and estimates the rate over the unit's life.
     With ``percentile >= 1 - 1/e`` (about 0.63), a unit that has never fired since its
     (re)initialisation is never reset (no evidence that its rate dropped). Meant for
     ReLU-like activations: tanh or ELU units "fire" on about half their inputs.
 
     Args:
-        percentile: the rejection percentile (the authors' code: 0.99; the paper reports the
-            method robust to it).
+        percentile: the rejection percentile (0.99: ``threshold_percentile``'s default in the
+            authors' code, ``src/models/MLP.py`` of ajozefiak/SelfNormalizedResets; the paper's
+            robustness claim and RL settings: not verified).
         init: distribution of fresh incoming weights (see ``crl.plasticity.nets.INIT_FNS``).
         seed: seed of the fresh weights (crl derives it from the run seed, see :mod:`crl.seeding`).
 
