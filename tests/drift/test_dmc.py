@@ -168,13 +168,23 @@ def test_evaluation_gives_each_tasks_return():
     env.close()
 
 
-def _train(run_dir, steps=1600):
+#: TD3 with small networks, so that the runs below take seconds (the preset's are 400x300).
+SMALL_TD3 = {
+    "learning_starts": 100,
+    "buffer_size": 2000,
+    "batch_size": 32,
+    "network.pi": [64, 64],
+    "network.qf": [64, 64],
+}
+
+
+def _train(run_dir, steps=1200):
     return [
         "train", "--env", "cdmc-walker", "--agent", "td3", "--steps", str(steps), "--seed", "1",
-        "--env-kwargs", "change_every=400", "episode_steps=200",
-        "--agent-kwargs", "learning_starts=200", "buffer_size=2000", "batch_size=32",
-        "--eval-every", "800", "--eval-episodes", "1",
-        "--checkpoint-every", "200", "--run-dir", str(run_dir), "--wandb", "disabled", "--no-progress",
+        "--env-kwargs", "change_every=300", "episode_steps=100",
+        "--agent-kwargs", *(f"{k}={v}".replace(" ", "") for k, v in SMALL_TD3.items()),
+        "--eval-every", "600", "--eval-episodes", "1",
+        "--checkpoint-every", "150", "--run-dir", str(run_dir), "--wandb", "disabled", "--no-progress",
     ]  # fmt: skip
 
 
@@ -188,7 +198,7 @@ def test_td3_on_continual_dmc_resumes_exactly_after_kill_9(tmp_path):
     assert {r["regime"] for r in rows(ref / "regimes.csv")} == {"0", "1", "2"}
     assert any(r.get("eval/regime_2/return") for r in metrics)
     run = tmp_path / "cut" / "default" / ref.name
-    check_resumes_exactly(_train(tmp_path / "cut"), run, ref, random.Random(0), steps=(300, 1300))
+    check_resumes_exactly(_train(tmp_path / "cut"), run, ref, random.Random(0), steps=(250, 1000))
 
 
 @needs_dmc
@@ -202,7 +212,7 @@ def test_td3_on_continual_dmc_runs_from_crl_sweep(tmp_path):
         "seeds": 1,
         "steps": 400,
         "env_kwargs": {"change_every": 200, "episode_steps": 100},
-        "agent_kwargs": {"learning_starts": 100, "buffer_size": 500, "batch_size": 32},
+        "agent_kwargs": SMALL_TD3,
         "checkpoint_every": 200,
         "wandb": "disabled",
         "run": {"eval_every": 200, "eval_episodes": 1},
