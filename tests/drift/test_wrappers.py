@@ -216,6 +216,45 @@ def test_task_sequence_switches_at_reset():
     assert used == [(1, "CartPole-v0"), (0, "CartPole-v1"), (1, "CartPole-v0"), (0, "CartPole-v1")]
 
 
+def _cartpoles():
+    return TaskSequence(
+        gym.make("CartPole-v1", max_episode_steps=8),
+        tasks=["CartPole-v0"],
+        schedule={"cyclic": {"change_every": 8, "cycle": [0, 1]}},
+    )
+
+
+def _steps(env, n):
+    out = []
+    for t in range(n):
+        obs, r, term, trunc, info = env.step(t % 3 % 2)
+        out.append((obs.tolist(), r, info["drift/task"]))
+        if term or trunc:
+            out.append((env.reset()[0].tolist(), 0.0, -1.0))
+    return out
+
+
+def test_task_sequence_seeds_and_checkpoints_every_task():
+    """Task 1 gets task 0's episode limit; a seeded reset seeds it too (its episodes repeat
+    with the seed); a checkpoint taken on task 1 restores into a new env (on task 0) exactly."""
+    env = _cartpoles()
+    assert env.task_envs()[1].spec.max_episode_steps == 8
+    runs = []
+    for seed in (3, 3, 4):
+        e = _cartpoles()
+        e.reset(seed=seed)
+        runs.append(_steps(e, 14))  # 8 steps of task 0, then 6 of task 1
+    assert runs[0] == runs[1] and runs[0][-1][2] == 1.0 and runs[0][-1] != runs[2][-1]
+    env.reset(seed=5)
+    _steps(env, 11)
+    state = get_env_state(env)
+    first = _steps(env, 30)
+    fresh = _cartpoles()
+    fresh.reset(seed=6)
+    set_env_state(fresh, state)
+    assert _steps(fresh, 30) == first and {t for _, _, t in first} >= {0.0, 1.0}
+
+
 @pytest.mark.parametrize(
     ("make", "error"),
     [
