@@ -10,7 +10,10 @@ state, so crl captures the state of each layer explicitly:
   derived quantities (``xpos``) that ``mj_step`` leaves from before its integration, so a
   recomputed ``mj_forward`` would change the next reward. With the whole ``MjData``
   physics and rewards continue bit for bit;
-* an env with its own ``get_state()`` / ``set_state()`` (Continual World's): those;
+* an env with its own ``get_state()`` / ``set_state()`` (Continual World's, DMC's): those;
+* a wrapper that holds several envs (``task_sequence``, its ``task_envs()``): every one of
+  them (the stack below it in a new env is task 0's until its ``set_state`` selects the
+  saved task: restored in its turn, task 0's own state then overwrites what that stack got);
 * other envs (classic control): their picklable attributes;
 * every layer's ``np_random`` generator state.
 
@@ -98,6 +101,8 @@ def get_env_state(env: gym.Env) -> list[dict[str, Any]]:
         s: dict[str, Any] = {"type": type(layer).__name__}
         if hasattr(layer, "get_state") and isinstance(layer, gym.Wrapper):
             s["drift"] = layer.get_state()
+        if callable(getattr(layer, "task_envs", None)):
+            s["task_envs"] = [get_env_state(e) for e in layer.task_envs()]
         for attr in _COUNTERS.get(type(layer).__name__, ()):
             if hasattr(layer, attr):
                 s.setdefault("counters", {})[attr] = copy.deepcopy(getattr(layer, attr))
@@ -138,6 +143,8 @@ def set_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
             setattr(layer, k, copy.deepcopy(v))
         if "own" in s:
             layer.set_state(s["own"])
+        for task_env, task_state in zip(layer.task_envs() if "task_envs" in s else [], s.get("task_envs", [])):
+            set_env_state(task_env, task_state)
         if "drift" in s:
             layer.set_state(s["drift"])
 

@@ -4,6 +4,7 @@
 :mod:`crl.errors`): a drifting env works from any RL code.
 """
 
+import crl.drift.dmc  # noqa: F401  (registers the crl/dmc-<domain>-<task>-v0 ids)
 from crl.drift.actuator import ActuatorDrift
 from crl.drift.base import DriftWrapper, find_drifts
 from crl.drift.damping import DampingDrift

@@ -10,6 +10,7 @@ import numpy as np
 from crl.drift.base import DriftWrapper, Params
 from crl.drift.schedules import Schedule
 from crl.errors import ConfigError
+from crl.seeding import derive
 
 __all__ = ["TaskSequence"]
 
@@ -17,10 +18,15 @@ __all__ = ["TaskSequence"]
 class TaskSequence(DriftWrapper):
     """Switch between environments: regime ``k`` runs ``tasks[k % len(tasks)]``.
 
-    The wrapped env is task 0; the others are made with ``gymnasium.make(id)`` and must
-    have identical observation and action spaces. A switch takes effect at the next
-    ``reset()`` (an episode never mixes two tasks), so pair it with an episode-aligned
-    schedule. ``info["drift/task"]`` is the index of the task in use.
+    The wrapped env is task 0; the others are made with ``gymnasium.make(id)``, with task 0's
+    episode limit where it has one, and must have identical observation and action spaces. A
+    switch takes effect at the next ``reset()`` (an episode never mixes two tasks), so pair it
+    with an episode-aligned schedule. ``info["drift/task"]`` is the index of the task in use.
+
+    A seeded ``reset(seed=s)`` seeds every task: the one in use with ``s``, task ``j`` otherwise
+    with ``crl.seeding.derive(s, "task_sequence", j)`` (a throw-away reset), so a task switched
+    in later starts from seeded episodes too. :meth:`get_state` holds the task in use and
+    :meth:`task_envs` every task's env, whose states crl's checkpoints keep.
 
     Args:
         env: the first task.
@@ -51,9 +57,10 @@ class TaskSequence(DriftWrapper):
         if not tasks or not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
             raise ConfigError(f"tasks must be a non-empty list of Gymnasium ids, got {tasks!r}")
         envs = [env]
+        limit = env.spec.max_episode_steps if env.spec is not None else None
         for t in tasks:
             try:
-                other = gym.make(t)
+                other = gym.make(t) if limit is None else gym.make(t, max_episode_steps=limit)
             except gym.error.Error as e:
                 raise ConfigError(f"task {t!r}: {e}") from None
             for what in ("observation_space", "action_space"):
@@ -80,13 +87,30 @@ class TaskSequence(DriftWrapper):
     def interpolate(self, a: Params, b: Params, alpha: float) -> Params:
         raise ConfigError("task_sequence cannot change gradually; use a step schedule")
 
+    def task_envs(self) -> list[gym.Env]:
+        """Every task's env, task 0 first (the one in use is also ``self.env``)."""
+        return list(self._tasks)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._refresh()
         index = int(self._params["task"])
         if index != self._active:
             self._active = index
             self.env = self._tasks[index]
+        if seed is not None:
+            for j, other in enumerate(self._tasks):
+                if j != index:
+                    other.reset(seed=derive(seed, "task_sequence", j))
         return super().reset(seed=seed, options=options)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "active": self._active}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if "active" in state:
+            self._active = int(state["active"])
+            self.env = self._tasks[self._active]
 
     def close(self) -> None:
         for e in self._tasks:

@@ -216,6 +216,45 @@ def test_task_sequence_switches_at_reset():
     assert used == [(1, "CartPole-v0"), (0, "CartPole-v1"), (1, "CartPole-v0"), (0, "CartPole-v1")]
 
 
+def _cartpoles():
+    return TaskSequence(
+        gym.make("CartPole-v1", max_episode_steps=8),
+        tasks=["CartPole-v0"],
+        schedule={"cyclic": {"change_every": 8, "cycle": [0, 1]}},
+    )
+
+
+def _steps(env, n):
+    out = []
+    for t in range(n):
+        obs, r, term, trunc, info = env.step(t % 3 % 2)
+        out.append((obs.tolist(), r, info["drift/task"]))
+        if term or trunc:
+            out.append((env.reset()[0].tolist(), 0.0, -1.0))
+    return out
+
+
+def test_task_sequence_seeds_and_checkpoints_every_task():
+    """Task 1 gets task 0's episode limit; a seeded reset seeds it too (its episodes repeat
+    with the seed); a checkpoint taken on task 1 restores into a new env (on task 0) exactly."""
+    env = _cartpoles()
+    assert env.task_envs()[1].spec.max_episode_steps == 8
+    runs = []
+    for seed in (3, 3, 4):
+        e = _cartpoles()
+        e.reset(seed=seed)
+        runs.append(_steps(e, 14))  # 8 steps of task 0, then 6 of task 1
+    assert runs[0] == runs[1] and runs[0][-1][2] == 1.0 and runs[0][-1] != runs[2][-1]
+    env.reset(seed=5)
+    _steps(env, 11)
+    state = get_env_state(env)
+    first = _steps(env, 30)
+    fresh = _cartpoles()
+    fresh.reset(seed=6)
+    set_env_state(fresh, state)
+    assert _steps(fresh, 30) == first and {t for _, _, t in first} >= {0.0, 1.0}
+
+
 @pytest.mark.parametrize(
     ("make", "error"),
     [
@@ -247,14 +286,21 @@ def test_every_drift_is_in_the_catalog_or_registry():
     assert len(DRIFTS) >= 10 and len(CRL_IDS) >= 12
 
 
-@pytest.mark.parametrize("env_id", CRL_IDS)
+@pytest.mark.parametrize(
+    "env_id",
+    # DMC's dog is slow to build (about 3 s a task) and to step: its ids run with the expensive tests
+    [pytest.param(i, marks=pytest.mark.expensive) if "dog" in i.lower() else i for i in CRL_IDS],
+)
 def test_check_env_on_every_registered_id(env_id):
     """Every crl id passes Gymnasium's checker, with short regimes where its schedule has a
     length (not the per-episode ``uniform`` schedule, nor a base env such as Meta-World's)."""
+    from crl.drift.dmc import dmc_missing
     from crl.drift.metaworld import metaworld_missing
 
     if ("ContinualWorld" in env_id or "CW" in env_id) and metaworld_missing():
         pytest.skip(metaworld_missing())
+    if "dmc" in env_id.lower() and dmc_missing():
+        pytest.skip(dmc_missing())
     try:
         env = gym.make(env_id, change_every=20)
     except (TypeError, crl.ConfigError) as e:
