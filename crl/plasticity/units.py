@@ -415,7 +415,7 @@ class ContinualBackprop(UnitIntervention):
         else:
             h = layer.units(h if layer.batched else h.reshape(-1, h.shape[-1])).float()  # CReLU: |x| per unit
             self.mean[key].mul_(eta).add_((1 - eta) * h.mean(-2))
-            f_hat = self.mean[key] / (1.0 - eta ** self.age[key].float())
+            f_hat = self.mean[key] / torch.rsub(torch.pow(eta, self.age[key].float()), 1.0)  # 1 - eta^age
             w_in = layer.inp.weight.detach().abs().mean(-1).clamp(min=1e-12)
             inst = w_out * (h - f_hat.unsqueeze(-2)).abs().mean(-2) / w_in
         self.util[key].mul_(eta).add_(inst, alpha=1 - eta)
