@@ -14,7 +14,7 @@ and their ratios to NumPy's are reported side by side.
 Example:
     >>> res = probe_bench(seeds=2, examples=300, methods=["bp", "cbp"], bin_size=100)
     >>> [r["name"] for r in res["rows"]]
-    ['numpy bp', 'crl bp', 'crl bp,cbp']
+    ['numpy bp', 'crl bp', 'crl 2 methods']
     >>> res["rows"][0]["ratio"]
     1.0
 """
@@ -107,7 +107,8 @@ def probe_bench(
     for ms in (["bp"], methods):
         outs, wall, cpu = _timed(lambda ms=ms: train_methods("bit-flipping", ms, seeds, examples, bin_size=bin_size))
         last = float(np.mean(np.asarray(outs[0]["binned"])[:, -1]))
-        rows.append({"name": f"crl {','.join(ms)}", "methods": len(ms), "wall_s": wall, "cpu_s": cpu})
+        name = "crl bp" if ms == ["bp"] else f"crl {len(ms)} methods"
+        rows.append({"name": name, "methods": len(ms), "method_names": ms, "wall_s": wall, "cpu_s": cpu})
         rows[-1]["last_bin_error"] = last
         if log:
             log(f"{rows[-1]['name']}: {wall:.1f} s")

@@ -17,7 +17,8 @@ def test_cli_json_tiny(crl_cli):
     p = crl_cli("bench", "probe", "--seeds", "2", "--examples", "300", "--methods", "bp,cbp", "--json", timeout=180)
     assert p.returncode == 0, p.stderr
     res = json.loads(p.stdout)
-    assert [r["name"] for r in res["rows"]] == ["numpy bp", "crl bp", "crl bp,cbp"]
+    assert [r["name"] for r in res["rows"]] == ["numpy bp", "crl bp", "crl 2 methods"]
+    assert res["rows"][2]["method_names"] == ["bp", "cbp"]
     assert res["rows"][0]["ratio"] == 1.0
     for r in res["rows"]:
         assert r["wall_s"] > 0 and r["cpu_s"] > 0 and np.isfinite(r["last_bin_error"])
