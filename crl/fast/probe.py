@@ -22,7 +22,7 @@ of one example are single multiplications; the forward products are ``bmm`` as i
 :class:`~crl.plasticity.nets.BatchedLinear`), and the update is torch SGD's (``grad + wd * p``,
 then ``p - lr * grad``, with the same fused rounding). A network's row is computed by the same
 kernels whatever the other rows hold, so a method's results do not depend on which methods
-are batched with it (``tests/fast/test_probe.py`` checks both).
+are batched with it (``tests/fast/test_probe_batch.py`` checks both).
 
 Example:
     >>> import torch
