@@ -71,3 +71,34 @@ def test_method_sgd_is_torch_sgd():
         ours.step()
         theirs.step()
     assert torch.equal(p, q)
+
+
+#: Per-bin errors (seeds x bins) of ``crl probe`` before the batched learner (commit 09cebcf,
+#: autograd, one process per method; bit-flipping, 2 seeds x 1,500 examples, step size 0.02,
+#: a task every 500 examples, seed 11): results made before it stay valid.
+BEFORE = {
+    "bp": [
+        [1.088354468345642, 1.3002973794937134, 0.7158279418945312],
+        [3.512681484222412, 0.8832063674926758, 1.641507863998413],
+    ],
+    "l2": [
+        [1.0907117128372192, 1.3029303550720215, 0.7151890397071838],
+        [3.4586472511291504, 0.9204245805740356, 1.6419634819030762],
+    ],
+    "shrink-perturb": [
+        [1.1530437469482422, 1.3846877813339233, 0.6984862089157104],
+        [2.999615430831909, 0.731536328792572, 1.6088253259658813],
+    ],
+    "cbp-hot": [
+        [1.0406416654586792, 1.380570650100708, 0.6085636615753174],
+        [2.970654249191284, 1.1344290971755981, 1.6484112739562988],
+    ],
+}
+
+
+def test_the_errors_made_before_the_batched_learner():
+    kw = dict(seeds=2, examples=1500, change_every=500, bin_size=500, step_size=0.02, seed=11)
+    outs = train_methods("bit-flipping", list(BEFORE), specs={"cbp-hot": HOT_CBP}, **kw)
+    got = {o["method"]: o["binned"] for o in outs}
+    for name, want in BEFORE.items():
+        assert got[name] == pytest.approx(want, rel=1e-6), name  # bit for bit on the machine that recorded them
