@@ -15,9 +15,13 @@ Two online problems, each learned one example at a time by many seeds at once:
 Every method is built from crl's own plug-ins, attached to the learner exactly as to an RL
 agent: ``bp`` (plain SGD), ``l2`` (SGD ``weight_decay``), ``cbp`` (:class:`ContinualBackprop`,
 the adaptable-contribution utility, replacement rate 1e-4, maturity 100), ``shrink-perturb``,
-``l2-init``, ``upgd`` (first-order UPGD). The seeds of one method are one batched network
-(:class:`~crl.plasticity.nets.BatchedLinear`), so a step costs the same few tensor operations
-for 1 or 30 seeds; methods run in parallel processes.
+``l2-init``, ``upgd`` (first-order UPGD), ``linear`` (a learner without hidden layer). The SGD
+methods of a process and their seeds are one batched network (:class:`crl.fast.probe.ProbeBatch`:
+methods x seeds networks, gradients by hand, each method's interventions on its rows), so a step
+costs the same few tensor operations for 1 or 30 seeds and for one method or several; the
+methods are shared out among ``workers`` processes by cost (:func:`split_methods`). Other
+optimizers learn through autograd, one method at a time (:func:`train_method`, the reference:
+the batched learner gives its numbers bit for bit).
 
 Example:
     >>> res = run_probe("bit-flipping", ["bp", "cbp"], seeds=2, examples=600, bin_size=200, workers=1)
@@ -39,7 +43,17 @@ import numpy as np
 
 from crl.system import usable_cores
 
-__all__ = ["METHODS", "TASKS", "run_probe", "train_method", "write_figure", "print_table", "early_late"]
+__all__ = [
+    "METHODS",
+    "TASKS",
+    "run_probe",
+    "train_method",
+    "train_methods",
+    "split_methods",
+    "write_figure",
+    "print_table",
+    "early_late",
+]
 
 
 @dataclass(frozen=True)
