@@ -101,4 +101,5 @@ def test_the_errors_made_before_the_batched_learner():
     outs = train_methods("bit-flipping", list(BEFORE), specs={"cbp-hot": HOT_CBP}, **kw)
     got = {o["method"]: o["binned"] for o in outs}
     for name, want in BEFORE.items():
-        assert got[name] == pytest.approx(want, rel=1e-6), name  # bit for bit on the machine that recorded them
+        # bit for bit on the machine that recorded them; float tolerance for other CPUs' kernels
+        torch.testing.assert_close(torch.tensor(got[name]), torch.tensor(want), rtol=1e-6, atol=0.0, msg=name)
