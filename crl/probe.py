@@ -15,9 +15,13 @@ Two online problems, each learned one example at a time by many seeds at once:
 Every method is built from crl's own plug-ins, attached to the learner exactly as to an RL
 agent: ``bp`` (plain SGD), ``l2`` (SGD ``weight_decay``), ``cbp`` (:class:`ContinualBackprop`,
 the adaptable-contribution utility, replacement rate 1e-4, maturity 100), ``shrink-perturb``,
-``l2-init``, ``upgd`` (first-order UPGD). The seeds of one method are one batched network
-(:class:`~crl.plasticity.nets.BatchedLinear`), so a step costs the same few tensor operations
-for 1 or 30 seeds; methods run in parallel processes.
+``l2-init``, ``upgd`` (first-order UPGD), ``linear`` (a learner without hidden layer). The SGD
+methods of a process and their seeds are one batched network (:class:`crl.fast.probe.ProbeBatch`:
+methods x seeds networks, gradients by hand, each method's interventions on its rows), so a step
+costs the same few tensor operations for 1 or 30 seeds and for one method or several; the
+methods are shared out among ``workers`` processes by cost (:func:`split_methods`). Other
+optimizers learn through autograd, one method at a time (:func:`train_method`, the reference:
+the batched learner gives its numbers bit for bit).
 
 Example:
     >>> res = run_probe("bit-flipping", ["bp", "cbp"], seeds=2, examples=600, bin_size=200, workers=1)
@@ -39,7 +43,17 @@ import numpy as np
 
 from crl.system import usable_cores
 
-__all__ = ["METHODS", "TASKS", "run_probe", "train_method", "write_figure", "print_table", "early_late"]
+__all__ = [
+    "METHODS",
+    "TASKS",
+    "run_probe",
+    "train_method",
+    "train_methods",
+    "split_methods",
+    "write_figure",
+    "print_table",
+    "early_late",
+]
 
 
 @dataclass(frozen=True)
@@ -50,12 +64,22 @@ class Method:
     optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
     interventions: list[Any] = field(default_factory=list)
     description: str = ""
+    hidden: tuple[int, ...] | None = None
+    """Hidden layer widths of the learner (``None``: the task's; ``()``: a linear learner)."""
+
+    @property
+    def batchable(self) -> bool:
+        """Whether :func:`train_methods` learns it by hand with other methods (plain SGD,
+        with or without weight decay); other optimizers go through autograd (:func:`train_method`).
+        """
+        return self.optimizer == "sgd" and set(self.optimizer_kwargs) <= {"weight_decay"}
 
 
 #: The probe's methods (step size comes from the task; ``init`` of fresh units is the learner's).
 METHODS: dict[str, Method] = {
     "bp": Method("sgd", description="plain backprop (SGD)"),
     "l2": Method("sgd", {"weight_decay": 1e-3}, description="SGD + coupled L2 1e-3"),
+    "linear": Method("sgd", hidden=(), description="linear learner (no hidden layer), SGD: Dohare's baseline"),
     "cbp": Method(
         "sgd",
         interventions=[
@@ -113,9 +137,22 @@ class BitFlipping:
         flip = torch.randint(0, 2, (self.n_nets, 1, self.n_flip), generator=self.gen).float()
         rand = torch.randint(0, 2, (self.n_nets, n, self.n_inputs - self.n_flip), generator=self.gen).float()
         x = torch.cat([flip.expand(-1, n, -1), rand], -1)
-        hidden = (torch.bmm(x, self.w1.transpose(1, 2)) + self.b1.unsqueeze(1) > self.tau.unsqueeze(1)).float()
-        y = torch.bmm(hidden, self.w2.transpose(1, 2)) + self.b2.unsqueeze(1)
-        return x, y
+        return x, self.targets(flip, rand)
+
+    def targets(self, flip: Any, rand: Any) -> Any:
+        """The target network's outputs for one segment: its value for each of the ``2^k``
+        patterns of the ``k`` random bits, then looked up. The sums are of +-1 and 0/1 terms,
+        exact in float32 in any order: the same numbers as the network applied to every example.
+        """
+        import torch
+
+        k = rand.shape[-1]
+        bits = (torch.arange(2**k).unsqueeze(1) >> torch.arange(k - 1, -1, -1)) & 1  # 2^k x k, pattern p's bits
+        patterns = torch.cat([flip.expand(-1, 2**k, -1), bits.float().expand(self.n_nets, -1, -1)], -1)
+        hidden = torch.bmm(patterns, self.w1.transpose(1, 2)) + self.b1.unsqueeze(1) > self.tau.unsqueeze(1)
+        table = torch.bmm(hidden.float(), self.w2.transpose(1, 2)) + self.b2.unsqueeze(1)  # nets x 2^k x 1
+        code = (rand.long() << torch.arange(k - 1, -1, -1)).sum(-1, keepdim=True)  # nets x n x 1
+        return torch.gather(table, 1, code)
 
 
 class PermutedDigits:
@@ -147,14 +184,16 @@ class PermutedDigits:
 TASKS: dict[str, type] = {"bit-flipping": BitFlipping, "permuted-digits": PermutedDigits}
 
 
-def _learner(task: Any, n_nets: int, seed: int) -> Any:
+def _learner(task: Any, n_nets: int, seed: int, hidden: tuple[int, ...] | None = None) -> Any:
     import torch
     from torch import nn
 
     from crl.plasticity.nets import INIT_FNS, BatchedLinear
 
     torch.manual_seed(seed)
-    sizes = [task.n_inputs, 5, 1] if not task.classification else [task.n_inputs, 64, 64, task.n_outputs]
+    if hidden is None:
+        hidden = (5,) if not task.classification else (64, 64)
+    sizes = [task.n_inputs, *hidden, task.n_outputs]
     layers: list[nn.Module] = []
     gen = torch.Generator().manual_seed(seed)
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -202,7 +241,7 @@ def train_method(
     change_every = change_every or cls.default_change_every
     lr = step_size or cls.default_step_size
     task = cls(seeds, seed, change_every)
-    net = _learner(task, seeds, seed + 1)
+    net = _learner(task, seeds, seed + 1, spec.hidden)
     net.optimizer = OPTIMIZERS[spec.optimizer](net.parameters(), lr=lr, **spec.optimizer_kwargs)
     interventions = attach(net, [_seeded(s, seed + 2) for s in spec.interventions])
     errors = torch.zeros(seeds, examples)
@@ -235,6 +274,125 @@ def train_method(
         "us_per_example": (time.perf_counter() - t0) / examples * 1e6,
         "interventions": interventions.names,
     }
+
+
+#: Examples per block of :func:`train_methods`: the inputs of a block are laid out per step at once.
+BLOCK = 1000
+
+
+def train_methods(
+    task_name: str,
+    methods: list[str],
+    seeds: int,
+    examples: int,
+    step_size: float | None = None,
+    change_every: int | None = None,
+    bin_size: int = 20_000,
+    seed: int = 0,
+    specs: dict[str, Method] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``seeds`` networks of every method online on the same stream, as
+    :func:`train_method` does one method at a time, and return the same per-method results.
+
+    The methods that :attr:`Method.batchable` and share a learner architecture learn as one
+    :class:`~crl.fast.probe.ProbeBatch` (``methods x seeds`` networks, gradients by hand,
+    crl's interventions attached to each method's view); the others go to :func:`train_method`.
+    ``specs`` replaces registered :data:`METHODS` entries by name (variants under study).
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    cls = TASKS[task_name]
+    specs = {m: (specs or {}).get(m) or METHODS[m] for m in methods}
+    change_every = change_every or cls.default_change_every
+    lr = step_size or cls.default_step_size
+    task = cls(seeds, seed, change_every)
+    t0 = time.perf_counter()
+    groups = _probe_batches(task, {m: s for m, s in specs.items() if s.batchable}, seeds, seed, lr)
+    binned = _learn_batches(task, [g[0] for g in groups], examples, change_every, bin_size)
+    seconds = time.perf_counter() - t0
+    outs: dict[str, dict[str, Any]] = {}
+    for (_, names, ivs), per_bin in zip(groups, binned, strict=True):
+        for m, (name, iv) in enumerate(zip(names, ivs, strict=True)):
+            rows = per_bin[:, m * seeds : (m + 1) * seeds].T  # seeds x bins
+            outs[name] = {"method": name, "binned": rows.tolist(), "seconds": seconds, "interventions": iv}
+            outs[name]["us_per_example"] = seconds / examples * 1e6
+    for m in methods:
+        if m not in outs:
+            outs[m] = train_method(task_name, m, seeds, examples, step_size, change_every, bin_size, seed, specs[m])
+    return [outs[m] for m in methods]
+
+
+def _probe_batches(
+    task: Any, specs: dict[str, Method], seeds: int, seed: int, lr: float
+) -> list[tuple[Any, list[str], list[list[str]]]]:
+    """One :class:`~crl.fast.probe.ProbeBatch` per learner architecture, with its methods'
+    names and the names of their interventions (attached to the methods' views).
+    """
+    from crl.fast.probe import ProbeBatch
+    from crl.plasticity import attach
+
+    by_arch: dict[tuple[int, ...] | None, list[str]] = {}
+    for name, spec in specs.items():
+        by_arch.setdefault(spec.hidden, []).append(name)
+    out = []
+    for hidden, names in by_arch.items():
+        decays = [float(specs[n].optimizer_kwargs.get("weight_decay", 0.0)) for n in names]
+        batch = ProbeBatch(_learner(task, seeds, seed + 1, hidden), lr, decays, task.classification)
+        ivs = [
+            attach(net, [_seeded(s, seed + 2) for s in specs[n].interventions]).names
+            for n, net in zip(names, batch.method_nets, strict=True)
+        ]
+        batch.ready()
+        out.append((batch, names, ivs))
+    return out
+
+
+def _per_step(t: Any, n_methods: int) -> Any:
+    """``t`` (seeds x steps x ...) as steps x (methods * seeds) x ..., method-major."""
+    from crl.fast.probe import expand_methods
+
+    return expand_methods(t, n_methods).transpose(0, 1).contiguous()
+
+
+def _learn_batches(task: Any, batches: list[Any], examples: int, change_every: int, bin_size: int) -> list[Any]:
+    """Learn the stream with every batch; each batch's error per bin (bins x networks, NumPy)."""
+    import torch
+
+    bufs = [torch.zeros(b.n_nets, bin_size) for b in batches]
+    bins: list[list[Any]] = [[] for _ in batches]
+    done = 0
+    while done < examples and batches:
+        n = min(change_every - done % change_every, examples - done)
+        xs, ys = task.chunk(n)
+        j = 0
+        while j < n:
+            at = (done + j) % bin_size
+            k = min(BLOCK, n - j, bin_size - at)
+            for batch, buf in zip(batches, bufs, strict=True):
+                buf[:, at : at + k].copy_(_learn_block(batch, xs[:, j : j + k], ys[:, j : j + k]).T)
+            j += k
+            if at + k == bin_size:
+                for batch, buf, out in zip(batches, bufs, bins, strict=True):
+                    if not batch.shared():
+                        raise RuntimeError("an intervention replaced a parameter of the probe's batched learner")
+                    out.append(buf.mean(-1).numpy())
+        done += n
+    return [np.stack(b) if b else np.zeros((0, batch.n_nets)) for b, batch in zip(bins, batches, strict=True)]
+
+
+def _learn_block(batch: Any, xs: Any, ys: Any) -> Any:
+    """Learn ``k`` examples per network (``xs``, ``ys``: seeds x k x ...); the errors (k x networks)."""
+    import torch
+
+    x = _per_step(xs, batch.n_methods).unsqueeze(2)  # k x nets x 1 x inputs
+    y = _per_step(ys, batch.n_methods)
+    if not batch.classification:
+        y = y.unsqueeze(2)  # k x nets x 1 x 1
+    errors = torch.empty(x.shape[0], batch.n_nets)
+    for i in range(x.shape[0]):
+        batch.step(x[i], y[i], errors[i])
+    return errors
 
 
 def run_probe(
@@ -271,14 +429,16 @@ def run_probe(
     from crl.stats import import_rliable, iqm_curve
 
     import_rliable()  # the summary's statistics: fail now, not after the training
-    args = [(task, m, seeds, examples, step_size, change_every, bin_size, seed, known[m]) for m in methods]
-    workers = max(1, min(workers or usable_cores(), len(methods)))
+    jobs = split_methods(methods, known, workers or usable_cores())
+    args = [(task, job, seeds, examples, step_size, change_every, bin_size, seed, known) for job in jobs]
     t0 = time.perf_counter()
-    if workers == 1:
-        outs = [train_method(*a) for a in args]
+    if len(jobs) == 1:
+        done = [train_methods(*a) for a in args]
     else:
-        with ProcessPoolExecutor(workers) as pool:
-            outs = list(pool.map(train_method, *zip(*args, strict=True)))
+        with ProcessPoolExecutor(len(jobs)) as pool:
+            done = list(pool.map(train_methods, *zip(*args, strict=True)))
+    by_name = {out["method"]: out for job in done for out in job}
+    outs = [by_name[m] for m in methods]
 
     result: dict[str, Any] = {
         "task": task,
@@ -302,6 +462,40 @@ def run_probe(
         if log:
             log(f"{out['method']}: {out['seconds']:.0f} s ({out['us_per_example']:.0f} us per example)")
     return result
+
+
+#: Relative cost per step of a method in a batch (measured on bit-flipping, 30 seeds): continual
+#: backprop's utilities and draws cost about as much as the learning step of four methods.
+_COST = {"cbp": 4.0, "shrink_perturb": 1.0}
+
+
+def split_methods(methods: list[str], known: dict[str, Method], workers: int) -> list[list[str]]:
+    """The methods in at most ``workers`` jobs of about equal cost (one process each): the
+    batchable ones shared out by their estimated cost, each other method a job of its own.
+    Results do not depend on the split (a method's numbers are the same in any batch).
+
+    Example:
+        >>> split_methods(["bp", "l2", "cbp", "shrink-perturb", "linear"], METHODS, 2)
+        [['cbp'], ['shrink-perturb', 'bp', 'l2', 'linear']]
+        >>> split_methods(["bp", "upgd"], METHODS, 1)
+        [['bp', 'upgd']]
+    """
+
+    def cost(m: str) -> float:
+        return 1.0 + sum(_COST.get(next(iter(iv)), 0.0) for iv in known[m].interventions)
+
+    workers = max(1, workers)
+    jobs: list[list[str]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for m in sorted((m for m in methods if known[m].batchable), key=cost, reverse=True):
+        i = loads.index(min(loads))
+        jobs[i].append(m)
+        loads[i] += cost(m)
+    for m in (m for m in methods if not known[m].batchable):
+        i = loads.index(min(loads))
+        jobs[i].append(m)
+        loads[i] += 4.0
+    return [j for j in jobs if j]
 
 
 def early_late(res: dict[str, Any], method: str, frac: float = 0.2) -> tuple[float, float]:

@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 
-HELP = "benchmark crl's training throughput against plain SB3"
+HELP = "benchmark crl's training throughput against plain SB3, and its probe against plain NumPy"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl bench``."""
-    p.add_argument("kind", choices=["throughput"], help="what to benchmark")
+    p.add_argument(
+        "kind", choices=["throughput", "probe"], help="what to benchmark (probe: crl probe against plain NumPy)"
+    )
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument(
@@ -39,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
         "one after the last; 0: no probes; default 1000)",
     )
+    p.add_argument("--seeds", type=int, default=30, help="probe: networks per method (default 30)")
+    p.add_argument("--examples", type=int, default=20_000, help="probe: examples per network (default 20000)")
+    p.add_argument(
+        "--methods",
+        default="bp,l2,cbp,shrink-perturb,linear",
+        help="probe: the methods batched in crl's second row (default bp,l2,cbp,shrink-perturb,linear)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -47,6 +56,8 @@ def run(a: argparse.Namespace) -> int:
     from crl.bench import CONTENDERS, print_table, throughput
     from crl.errors import ConfigError
 
+    if a.kind == "probe":
+        return _run_probe(a)
     if a.steps < 1 or a.repeats < 1:
         raise ConfigError(f"--steps and --repeats must be >= 1, got {a.steps} and {a.repeats}")
     if a.probe_steps < 0:
@@ -85,3 +96,23 @@ def _agent_exists(name: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def _run_probe(a: argparse.Namespace) -> int:
+    """``crl bench probe``: crl's probe against plain NumPy."""
+    from crl.bench_probe import print_probe_table, probe_bench
+    from crl.errors import ConfigError, UnknownNameError
+    from crl.probe import METHODS
+
+    if a.seeds < 1 or a.examples < 2:
+        raise ConfigError(f"--seeds must be >= 1 and --examples >= 2, got {a.seeds} and {a.examples}")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise UnknownNameError("probe method", m, list(METHODS))
+    res = probe_bench(a.seeds, a.examples, methods, log=None if a.json else lambda s: print(s, file=sys.stderr))
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_probe_table(res)
+    return 0

@@ -22,15 +22,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=200_000,
         help="examples per network (default 200000, a fifth of Dohare's 1M: enough for plain backprop's error "
-        "to rise clearly on bit-flipping at step size 0.01, in about 5 minutes on 2 cores for all six methods; "
-        "the paper's full curves need --examples 1000000)",
+        "to rise clearly on bit-flipping at step size 0.01; the paper's full curves need --examples 1000000, "
+        "see docs/performance.md for the time)",
     )
     p.add_argument("--step-size", type=float, default=None, help="SGD step size (default: the task's, 0.01)")
     p.add_argument("--change-every", type=int, default=None, help="examples per task (default 10000 / 5000)")
     p.add_argument(
         "--bin-size", type=int, default=None, help="examples per error bin (default: one task, --change-every)"
     )
-    p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes (default: number of cores); the SGD methods are shared out among them by cost, each "
+        "process's methods learning as one batched network (the numbers do not depend on the split)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/probe", help="folder of the figure and results.json")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -12,6 +12,7 @@ it only makes rollouts and updates cheaper. One line per module:
 - :mod:`crl.fast.adam`: a lean step of torch's fused Adam/AdamW.
 - :mod:`crl.fast.vecenv`: :class:`ProcVecEnv`, envs stepped in worker processes.
 - :mod:`crl.fast.protocol`: :class:`FastLoop` and :func:`is_rollout_safe`, for training loops and callbacks.
+- :mod:`crl.fast.probe`: :class:`~crl.fast.probe.ProbeBatch`, the supervised probe's methods x seeds as one learner.
 
 ``import crl.fast`` loads torch and SB3 only when :class:`FastPPO` or :class:`ProcVecEnv` is
 first used; :mod:`crl.fast.protocol` needs neither.

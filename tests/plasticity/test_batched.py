@@ -200,3 +200,39 @@ def test_interventions_without_batched_support_refuse_batched_networks(spec):
     batched.optimizer = torch.optim.SGD(batched.parameters(), lr=0.1)
     with pytest.raises(ConfigError, match=f"intervention '{spec}' does not handle batched networks"):
         attach(batched, [spec])
+
+
+def _two_layer_cbp_run(steps: int = 400):
+    torch.manual_seed(7)
+    net = nn.Sequential(BatchedLinear(B, 4, 6), nn.ReLU(), BatchedLinear(B, 6, 5), nn.ReLU(), BatchedLinear(B, 5, 1))
+    net.optimizer = torch.optim.SGD(net.parameters(), lr=0.05)
+    spec = {"replacement_rate": 0.03, "maturity": 5, "utility": "adaptable_contribution", "seed": 3}
+    iv = attach(net, [{"cbp": spec}]).interventions[0]
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        x, y = torch.rand(B, 1, 4, generator=gen), torch.randn(B, 1, 1, generator=gen)
+        net.optimizer.zero_grad()
+        ((net(x) - y) ** 2).sum().backward()
+        net.optimizer.step()
+    return net, iv
+
+
+def test_cbp_look_ahead_skips_draws_and_changes_nothing(monkeypatch):
+    """Batched CBP skips the draws of steps that cannot replace a unit (two layers: their
+    draws interleave), with the very same weights, ages, utilities and random streams as
+    drawing every step."""
+    from crl.plasticity.units import ContinualBackprop, NetworkDraws
+
+    skips = []
+    real_skip = NetworkDraws.skip
+    monkeypatch.setattr(NetworkDraws, "skip", lambda self: skips.append(1) or real_skip(self))
+    fast_net, fast = _two_layer_cbp_run()
+    monkeypatch.setattr(ContinualBackprop, "_look_ahead", lambda self, view: 0)
+    n_skips = len(skips)
+    slow_net, slow = _two_layer_cbp_run()
+    assert n_skips > 50 and len(skips) == n_skips and fast.replaced == slow.replaced > 5
+    assert all(torch.equal(a, b) for a, b in zip(fast_net.parameters(), slow_net.parameters(), strict=True))
+    for name in ("age", "util", "mean"):
+        assert all(torch.equal(getattr(fast, name)[k], getattr(slow, name)[k]) for k in fast.age)
+    a, b = fast.state_dict()["draws"], slow.state_dict()["draws"]
+    assert torch.equal(a["pos"], b["pos"]) and all(torch.equal(x, y) for x, y in zip(a["gens"], b["gens"], strict=True))
