@@ -12,10 +12,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 from stable_baselines3 import PPO, SAC
 from torch import nn
 
-import tests._task_envs  # noqa: F401  (registers test/PendulumPair-v0)
 from crl import diagnostics as D
 from crl.agents import build_model, with_tasks
 from crl.catalog import agent_specs
@@ -254,12 +254,48 @@ def test_ppo_progressive_on_the_cyclic_halfcheetah_resumes_exactly_after_sigkill
     check_resumes_exactly(cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(0), steps=(600, 1200))
 
 
-def test_sac_progressive_on_a_task_sequence_resumes_exactly_after_sigkill(tmp_path, crl_cli):
-    env = "tests._task_envs:test/PendulumPair-v0"
-    extra = ("--agent-kwargs", "learning_starts=100", "buffer_size=2000", "batch_size=32", "network.pi=[32,32]",
+#: A task sequence: Pendulum, then a lighter-gravity Pendulum, every 400 steps (two task ids).
+PENDULUM_PAIR = {
+    "description": "Pendulum (g = 10), then Pendulum with g = 4, switching every 400 steps",
+    "id": "test/PendulumPair-v0",
+    "base": "Pendulum-v1",
+    "drifts": [{"task_sequence": {"tasks": ["tests._task_envs:test/LightPendulum-v0"]}}],
+    "schedule": {"every_n_steps": {"change_every": 400, "align": "episode_end"}},
+}
+
+
+#: A cyclic level shift of Pendulum's observations: tasks 0, 1, 0, ... every 400 steps.
+CYCLIC_PENDULUM = {
+    "description": "Pendulum whose observations shift, cycling two regimes every 400 steps",
+    "id": "test/CyclicShiftPendulum-v0",
+    "base": "Pendulum-v1",
+    "drifts": [{"level_shift": {}}],
+    "schedule": {"cyclic": {"change_every": 400, "cycle": [0, 1], "align": "exact"}},
+}
+
+SAC_SMALL = ("--agent-kwargs", "learning_starts=100", "buffer_size=2000", "batch_size=32", "network.pi=[32,32]",
              "network.qf=[32,32]")  # fmt: skip
-    crl_cli(*_train(env, "sac-progressive", 1200, tmp_path / "ref", *extra), check=True)
+
+
+def test_sac_progressive_trains_on_a_task_sequence_and_freezes_the_first_column(tmp_path, crl_cli):
+    """End to end on a task sequence (not resumed: main's task sequences do not seed or checkpoint
+    the tasks not in use, so two uninterrupted runs already differ after the first switch)."""
+    env = tmp_path / "pendulum-pair.yaml"
+    env.write_text(yaml.safe_dump(PENDULUM_PAIR))
+    crl_cli(*_train(str(env), "sac-progressive", 900, tmp_path, *SAC_SMALL), check=True)
+    (run,) = (tmp_path / "default").iterdir()
+    assert (run / "regimes.csv").read_text().count("\n") >= 4  # task 0, task 1, task 0 again
+    model = SAC.load(run / "model.zip")
+    for net in _nets(model):
+        assert net.frozen.tolist() == [True, True] and int(net.active) == 0
+
+
+@pytest.mark.expensive
+def test_sac_progressive_resumes_exactly_after_sigkill(tmp_path, crl_cli):
+    env = tmp_path / "cyclic-pendulum.yaml"
+    env.write_text(yaml.safe_dump(CYCLIC_PENDULUM))
+    crl_cli(*_train(str(env), "sac-progressive", 1200, tmp_path / "ref", *SAC_SMALL), check=True)
     (ref,) = (tmp_path / "ref" / "default").iterdir()
-    assert (ref / "regimes.csv").read_text().count("\n") >= 3
-    cmd = _train(env, "sac-progressive", 1200, tmp_path / "cut", *extra)
+    assert (ref / "regimes.csv").read_text().count("\n") >= 4
+    cmd = _train(str(env), "sac-progressive", 1200, tmp_path / "cut", *SAC_SMALL)
     check_resumes_exactly(cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(1), steps=(300, 1000))
