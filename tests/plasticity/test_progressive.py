@@ -254,13 +254,13 @@ def test_ppo_progressive_on_the_cyclic_halfcheetah_resumes_exactly_after_sigkill
     check_resumes_exactly(cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(0), steps=(600, 1200))
 
 
-#: A task sequence: Pendulum, then a lighter-gravity Pendulum, every 400 steps (two task ids).
+#: A task sequence: Pendulum, then a lighter-gravity Pendulum, every 200 steps (two task ids).
 PENDULUM_PAIR = {
-    "description": "Pendulum (g = 10), then Pendulum with g = 4, switching every 400 steps",
+    "description": "Pendulum (g = 10), then Pendulum with g = 4, switching every 200 steps",
     "id": "test/PendulumPair-v0",
     "base": "Pendulum-v1",
     "drifts": [{"task_sequence": {"tasks": ["tests._task_envs:test/LightPendulum-v0"]}}],
-    "schedule": {"every_n_steps": {"change_every": 400, "align": "episode_end"}},
+    "schedule": {"every_n_steps": {"change_every": 200, "align": "episode_end"}},
 }
 
 
@@ -282,7 +282,7 @@ def test_sac_progressive_trains_on_a_task_sequence_and_freezes_the_first_column(
     the tasks not in use, so two uninterrupted runs already differ after the first switch)."""
     env = tmp_path / "pendulum-pair.yaml"
     env.write_text(yaml.safe_dump(PENDULUM_PAIR))
-    crl_cli(*_train(str(env), "sac-progressive", 900, tmp_path, *SAC_SMALL), check=True)
+    crl_cli(*_train(str(env), "sac-progressive", 500, tmp_path, *SAC_SMALL), check=True)
     (run,) = (tmp_path / "default").iterdir()
     assert (run / "regimes.csv").read_text().count("\n") >= 4  # task 0, task 1, task 0 again
     model = SAC.load(run / "model.zip")
