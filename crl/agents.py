@@ -30,6 +30,7 @@ from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
 from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
+from crl.plasticity.progressive import ProgressiveActorCriticPolicy, ProgressiveColumns, ProgressiveSACPolicy
 from crl.plasticity.replay import make_replay_buffer_class
 from crl.seeding import derive
 from crl.spec import AgentSpec
@@ -277,6 +278,10 @@ def build_model(
     if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
         policy = ArchSACPolicy
         pkw["layer_norm"] = spec.network.layer_norm
+    if spec.network.progressive:  # one column per task id, frozen after its task (crl.plasticity.progressive)
+        policy = ProgressiveActorCriticPolicy if spec.algo == "ppo" else ProgressiveSACPolicy
+        pkw["n_tasks"] = spec.network.tasks
+        interventions = [*interventions, ProgressiveColumns()]
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

@@ -187,10 +187,15 @@ def _run_crl(
         def _on_step(self) -> bool:
             return True
 
-    learn = _time_train(ALGOS[resolve_agent(agent).algo])
+    spec = resolve_agent(agent)
+    learn = _time_train(ALGOS[spec.algo])
+    # an agent that observes the task id gets two ids (Slippery Ant's regimes never repeat); the
+    # bench's steps stay in the first regime, so it measures task 0
+    env_kwargs = {"task_id": 2} if spec.task_id else {}
     with tempfile.TemporaryDirectory() as d:
         cfg = run.RunConfig(
             env=ENV_NAME,
+            env_kwargs=env_kwargs,
             agent=agent,
             seed=seed,
             steps=steps,
@@ -201,7 +206,7 @@ def _run_crl(
             n_envs=n_envs,
             vec_env=vec_env,
             train_threads=train_threads,
-            agent_kwargs={"n_steps": 2048 // n_envs} if resolve_agent(agent).algo == "ppo" else {},
+            agent_kwargs={"n_steps": 2048 // n_envs} if spec.algo == "ppo" else {},
         )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
         res = run.train(cfg, callbacks=[TimeVecEnv()])

@@ -185,6 +185,9 @@ class NetworkSpec:
     """How many task ids end the observation (the one-hot of the env's ``task_id`` option), for
     networks that select parameters by task (multi-head, PackNet, progressive, adapters); 0: none.
     crl sets it from the env when the agent's ``task_id`` is true."""
+    progressive: bool = False
+    """Progressive networks (Rusu et al. 2016; PPO, SAC): one column per task id, laterals from the
+    frozen columns of earlier tasks (:mod:`crl.plasticity.progressive`). Needs ``task_id: true``."""
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -198,6 +201,9 @@ class NetworkSpec:
             raise ConfigError("network: layer_norm, crelu and dff are available for ppo and sac only")
         if algo != "ppo" and self.dropout:
             raise ConfigError("network: dropout is available for ppo only")
+        plain = not (self.layer_norm or self.dropout or self.activation in ("crelu", "dff"))
+        if self.progressive and (algo not in ("ppo", "sac") or not plain):
+            raise ConfigError("network.progressive is for ppo and sac, without layer_norm, dropout, crelu or dff")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:
@@ -268,6 +274,11 @@ class AgentSpec:
             if "betas" in self.optimizer:
                 check_betas(self.optimizer["betas"])
             parse_named_list(self.interventions, "intervention")
+            if self.network.progressive and (not self.task_id or self.interventions or self.replay_buffer != "fifo"):
+                raise ConfigError(
+                    "network.progressive needs task_id: true, no interventions and the fifo replay buffer "
+                    "(its columns are chosen by the task id and frozen after their task)"
+                )
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 

@@ -56,6 +56,7 @@ __all__ = [
     "hidden_layers",
     "init_rows",
     "is_activation",
+    "mark_lateral",
     "mark_output_squash",
 ]
 
@@ -324,6 +325,25 @@ def mark_output_squash(net: nn.Module) -> None:
             setattr(mu[-1], OUTPUT_SQUASH, True)
 
 
+#: The attribute :func:`mark_lateral` sets on the modules of a lateral connection.
+LATERAL = "crl_lateral"
+
+
+def mark_lateral(module: nn.Module) -> None:
+    """Mark every module inside ``module`` as part of a lateral connection between the columns of
+    a progressive network (:mod:`crl.plasticity.progressive`): the walker leaves them out, so a
+    column's hidden layers are its own ``Linear`` + activation pairs.
+
+    Example:
+        >>> adapter = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1))
+        >>> mark_lateral(adapter)
+        >>> hidden_layers(nn.Sequential(nn.Linear(3, 2), nn.ReLU(), adapter))[0].outs
+        []
+    """
+    for m in module.modules():
+        setattr(m, LATERAL, True)
+
+
 def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
     """The hidden layers of ``net`` and the ``Linear`` after the last of them, if any."""
     mark_output_squash(net)
@@ -331,6 +351,8 @@ def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
     current: nn.Linear | None = None  # a Linear not yet followed by an activation
     path, norm = "", None
     for name, m in net.named_modules():
+        if getattr(m, LATERAL, False):
+            continue
         if isinstance(m, nn.Linear):
             if layers and not layers[-1].outs:
                 layers[-1].outs.append(m)
@@ -365,6 +387,19 @@ def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) ->
     return MLPView(name=name, layers=layers, optimizer=optimizer, output=output, module=seq)
 
 
+def _chains(name: str, net: nn.Module, heads: list[nn.Linear], optimizer: Any) -> list[MLPView]:
+    """One view of ``net``, or one per column of a progressive network (``<name>.col<k>``,
+    each ending with the column's own output layer).
+    """
+    if getattr(net, "crl_columns", False):
+        return [_chain(f"{name}.col{k}", column, [], optimizer) for k, column in enumerate(net.columns)]  # type: ignore[arg-type]
+    return [_chain(name, net, heads, optimizer)]
+
+
+def _column_targets(target: nn.Module) -> list[nn.Module]:
+    return list(target.columns) if getattr(target, "crl_columns", False) else [target]  # type: ignore[arg-type]
+
+
 def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> list[MLPView]:
     """The MLPs of an SB3 PPO/A2C/SAC/TD3 model, or of an ``nn.Sequential`` (whose optimizer is
     ``optimizer`` or its ``.optimizer`` attribute). Target nets are no views of their own: a
@@ -383,8 +418,8 @@ def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> lis
     views = []
     if hasattr(policy, "mlp_extractor"):  # PPO / A2C
         ext = policy.mlp_extractor
-        views.append(_chain("pi", ext.policy_net, [policy.action_net], policy.optimizer))
-        views.append(_chain("vf", ext.value_net, [policy.value_net], policy.optimizer))
+        views += _chains("pi", ext.policy_net, [policy.action_net], policy.optimizer)
+        views += _chains("vf", ext.value_net, [policy.value_net], policy.optimizer)
     elif hasattr(policy, "actor") and hasattr(policy, "critic"):  # SAC / TD3
         actor = policy.actor
         if isinstance(getattr(actor, "mu", None), nn.Sequential):  # TD3: mu = the whole deterministic actor
@@ -395,13 +430,14 @@ def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> lis
                 views[-1].targets.append(target.mu)
         else:
             heads = [h for h in (actor.mu, getattr(actor, "log_std", None)) if isinstance(h, nn.Linear)]
-            views.append(_chain("actor", actor.latent_pi, heads, actor.optimizer))
+            views += _chains("actor", actor.latent_pi, heads, actor.optimizer)
         for i, q in enumerate(policy.critic.q_networks):
-            v = _chain(f"qf{i}", q, [], policy.critic.optimizer)
+            vs = _chains(f"qf{i}", q, [], policy.critic.optimizer)
             target = getattr(policy, "critic_target", None)
             if target is not None:
-                v.targets.append(target.q_networks[i])
-            views.append(v)
+                for v, t in zip(vs, _column_targets(target.q_networks[i]), strict=True):
+                    v.targets.append(t)
+            views += vs
     else:
         raise TypeError(f"no MLP found in {type(model).__name__}")
     return views
