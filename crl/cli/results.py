@@ -97,7 +97,18 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
     p.add_argument("--poi", action="store_true", help="add probability of improvement between agent pairs")
     p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the confidence intervals")
+    _reference_argument(p)
     _score_arguments(p)
+
+
+def _reference_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="from-scratch reference run (one per regime), for forward transfer",
+    )
 
 
 def _load(paths: list[str]):
@@ -127,17 +138,20 @@ def run_compare(a: argparse.Namespace) -> int:
     from crl.metrics import improvement_table, run_table, summary_table
 
     runs = _load(a.paths)
-    summary = summary_table(runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
+    refs = a.reference or None
+    summary = summary_table(
+        runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment, reference_dirs=refs
+    )
     poi = improvement_table(runs, reps=min(a.reps, 1000), late_fraction=a.late_fraction, min_fraction=a.min_segment)
     table = run_table(runs, _root(a.paths))
     if a.json:
-        _print_compare_json(runs, summary, poi if a.poi else None, table)
+        _print_compare_json(runs, summary, poi if a.poi else None, table, refs)
     else:
         _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment)
     return 0
 
 
-def _print_compare_json(runs, summary, poi, table) -> None:
+def _print_compare_json(runs, summary, poi, table, refs=None) -> None:
     from crl.metrics import SCORES, json_safe, run_scores
 
     groups = []
@@ -150,7 +164,7 @@ def _print_compare_json(runs, summary, poi, table) -> None:
         groups.append({k: row[k] for k in keys} | {"scores": scores})
     out = {"groups": groups, "runs": table.to_dict("records")}
     for entry, run in zip(out["runs"], runs, strict=True):
-        entry["scores"] = run_scores(run)
+        entry["scores"] = run_scores(run, refs)
     if poi is not None:
         out["poi"] = poi.to_dict("records")
     print(json.dumps(json_safe(out), indent=1, allow_nan=False))
@@ -160,7 +174,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
     from rich.console import Console
     from rich.table import Table
 
-    from crl.metrics import SCORES
+    from crl.metrics import REFERENCE_NOTE, SCORES
 
     console = Console()
     styles = {"RUNNING": "yellow", "FAILED": "bold red", "INTERRUPTED": "magenta", "finished": "green"}
@@ -189,13 +203,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
 def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl metrics``."""
     p.add_argument("run_dirs", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
-    p.add_argument(
-        "--reference",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="from-scratch reference run (one per regime), for forward transfer",
-    )
+    _reference_argument(p)
     p.add_argument(
         "--make-references",
         action="store_true",
@@ -210,12 +218,6 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     )
     _score_arguments(p)
 
-
-#: What the ``reference`` column means (printed under the tables of ``crl compare`` and ``crl metrics``).
-REFERENCE_NOTE = (
-    "reference: fine-tuning = the plain agent (ppo, sac) on the sequence; multi-task = all regimes "
-    "trained jointly (uniform schedule), the upper bound; empty = a method"
-)
 
 #: The columns of ``crl metrics``' table, after the run (``--json`` has every part).
 METRIC_COLUMNS = (
@@ -233,7 +235,7 @@ METRIC_COLUMNS = (
 def run_metrics(a: argparse.Namespace) -> int:
     """Print the continual-learning metrics of each run below the given paths."""
     from crl.errors import ConfigError
-    from crl.metrics import RunReadError, format_value, json_safe, run_metrics
+    from crl.metrics import REFERENCE_NOTE, RunReadError, format_value, json_safe, run_metrics
     from crl.references import make_references
 
     results = {}
