@@ -2,15 +2,18 @@
 
     python docs/results/forgetting/evidence.py SRC DST
 
-For every run folder below SRC (a folder with ``config.yaml``) it writes, at the same place below
-DST: ``config.yaml``, ``status.json`` and ``regimes.csv`` as they are, and ``metrics.csv`` cut to the
-columns :mod:`crl.metrics` reads (``global_step``, ``charts/episodic_return``, ``regime/segment``,
-``eval/regime_<k>/return``), rows with none of them dropped. ``crl compare`` and ``crl metrics`` give
-the same scores on DST as on SRC; checkpoints, models and loss rows stay behind.
+For every finished run folder below SRC (a folder with ``config.yaml`` whose ``status.json`` says
+``finished``; the others are named on stderr and left out) it writes, at the same place below
+DST: ``config.yaml``, ``status.json`` and ``regimes.csv`` as they are, and ``metrics.csv`` cut to
+the columns :mod:`crl.metrics` reads (``global_step``, ``charts/episodic_return``,
+``regime/segment``, ``eval/regime_<k>/return``), rows with none of them dropped. ``crl compare``
+and ``crl metrics`` give the same scores on DST as on SRC; checkpoints, models and loss rows stay
+behind.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
@@ -22,9 +25,13 @@ SCORED = re.compile(r"^(global_step|charts/episodic_return|regime/segment|eval/r
 
 
 def copy_evidence(src: Path, dst: Path) -> list[Path]:
-    """Copy the scored files of every run folder below ``src`` to ``dst``; return the folders written."""
+    """Copy the scored files of every finished run folder below ``src`` to ``dst``; return the folders written."""
     written = []
     for run in sorted(p.parent for p in src.rglob("config.yaml")):
+        status = json.loads((run / "status.json").read_text()).get("status")
+        if status != "finished":
+            print(f"left out {run}: {status}", file=sys.stderr)
+            continue
         out = dst / run.relative_to(src)
         out.mkdir(parents=True, exist_ok=True)
         for name in ("config.yaml", "status.json", "regimes.csv"):
