@@ -86,6 +86,7 @@ __all__ = [
     "FINE_TUNING_AGENTS",
     "MULTI_TASK_SCHEDULES",
     "reference_kind",
+    "REFERENCE_NOTE",
     "segment_table",
     "normalised_auc",
     "forward_transfer",
@@ -376,6 +377,13 @@ def reference_kind(config: dict[str, Any]) -> str:
         return "multi-task"
     agent = config.get("agent", {})
     return "fine-tuning" if (agent.get("name") if isinstance(agent, dict) else agent) in FINE_TUNING_AGENTS else ""
+
+
+#: What the ``reference`` column means (under the tables of ``crl compare``, ``crl metrics`` and the report).
+REFERENCE_NOTE = (
+    "reference: fine-tuning = the plain agent (ppo, sac) on the sequence; multi-task = all regimes "
+    "trained jointly (uniform schedule), the upper bound; empty = a method"
+)
 
 
 def _last_step(run: Run) -> float:
@@ -701,15 +709,18 @@ def summary_table(
     late_fraction: float = LATE_FRACTION,
     min_fraction: float = MIN_SEGMENT_FRACTION,
     seed: int = 0,
+    reference_dirs: Iterable[str | Path] | None = None,
 ) -> pd.DataFrame:
     """One row per (env, agent): ``env, agent, reference`` (:func:`reference_kind`), ``seeds, status,
     short_segments`` and for each score
     ``<score>`` (text), ``<score>_iqm``, ``<score>_lo``, ``<score>_hi``, ``<score>_n`` (seeds with a
     value). The IQM over seeds with a stratified-bootstrap 95 % CI; ``n/a (1 seed)`` with one seed.
+    ``reference_dirs``: from-scratch reference runs (one per regime) for forward transfer (NaN without).
     """
+    refs = list(reference_dirs or [])
     rows = []
     for (env, agent), rs in _groups(runs).items():
-        sc = [run_scores(r, late_fraction=late_fraction, min_fraction=min_fraction) for r in rs]
+        sc = [run_scores(r, refs or None, late_fraction=late_fraction, min_fraction=min_fraction) for r in rs]
         row: dict[str, Any] = {"env": env, "agent": agent, "reference": rs[0].reference, "seeds": len(rs)}
         row["status"] = _status_counts(rs)
         row["short_segments"] = int(sum(s["segments_short"] for s in sc))
@@ -816,7 +827,9 @@ def floor_table(
 
 
 def run_table(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
-    """One row per run: ``run, env, agent, seed, status, step, error, command`` (``run`` relative to ``root``)."""
+    """One row per run: ``run, env, agent, reference, seed, status, step, error, command`` (``run`` relative
+    to ``root``; ``reference``: :func:`reference_kind`).
+    """
     rows = []
     for r in runs:
         try:
@@ -829,13 +842,15 @@ def run_table(runs: list[Run], root: str | Path | None = None) -> pd.DataFrame:
                 "run": name,
                 "env": r.env,
                 "agent": r.agent,
+                "reference": r.reference,
                 "seed": r.seed,
                 "status": STATUS_MARK.get(r.state, r.state.upper()),
             }
             | {"step": f"{r.status.get('global_step', '?')}/{steps}", "error": r.status.get("error") or ""}
             | {"command": r.config.get("command", "")}
         )
-    return pd.DataFrame(rows, columns=["run", "env", "agent", "seed", "status", "step", "error", "command"])
+    cols = ["run", "env", "agent", "reference", "seed", "status", "step", "error", "command"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 # ---------------------------------------------------------------- output

@@ -17,7 +17,7 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
     """Launch (or find finished) from-scratch reference runs of a run: one per regime id it
     visited, same env (drift seed included), agent and seed, with the schedule pinned to that
     regime (``cyclic`` with a one-regime cycle). ``steps`` defaults to the run's longest segment.
-    Returns the reference run folders (under ``<experiment>-ref``).
+    Returns the reference run folders (``<runs>/<experiment>-ref/regime_<k>/<run>``).
     """
     import yaml
 
@@ -44,8 +44,8 @@ def make_references(run_dir: str | Path, steps: int | None = None, experiment: s
                 agent=str(agent_file),
                 seed=int(cfg["seed"]),
                 steps=length,
-                experiment=f"{exp}/regime_{k}",
-                run_dir=str(d.parents[1]),
+                experiment=f"regime_{k}",
+                run_dir=str(d.parents[1] / exp),
                 env_kwargs=env_kwargs,
                 n_envs=int(cfg.get("n_envs", 1)),
                 wandb="disabled",

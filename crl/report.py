@@ -326,7 +326,7 @@ def print_compare(
     specs = {
         "summary": (
             "Per agent (IQM [95% CI] over seeds)",
-            ["env", "agent", "seeds", "status", *metrics.SCORES, "short_segments"],
+            ["env", "agent", "reference", "seeds", "status", *metrics.SCORES, "short_segments"],
         ),
         "poi": ("Probability of improvement", ["env", "X", "Y", "P(X > Y)"]),
         "runs": ("Runs", ["run", "status", "step", "error", "command"]),
@@ -341,3 +341,4 @@ def print_compare(
         for _, row in tables[key].iterrows():
             t.add_row(*[f"[{styles[str(row[c])]}]{row[c]}[/]" if str(row[c]) in styles else str(row[c]) for c in cols])
         console.print(t)
+    console.print(metrics.REFERENCE_NOTE)

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 import crl.report_figures as rf
-from crl.metrics import SCORES
+from crl.metrics import REFERENCE_NOTE, SCORES
 from crl.report import STATUS_MARK, Run, per_regime_table, segment_scores
 
 __all__ = ["SECTIONS", "ReportInput", "write", "table_html"]
@@ -175,8 +175,9 @@ def write(p: ReportInput, out: Path) -> tuple[Path, dict[str, dict[str, Path]]]:
     counts = rf.seed_counts(p.runs)
     seeds = "seeds: " + ", ".join(f"{e}/{a} n={n}" for (e, a), n in sorted(counts.items()))
     s = p.tables["summary"]
-    cols = ["env", "agent", "seeds", "status", *SCORES, "short_segments"]
-    page.section("summary", "Per agent (IQM [95% CI] over seeds)", table_html(s, cols) + _notes(notes))
+    cols = ["env", "agent", "reference", "seeds", "status", *SCORES, "short_segments"]
+    summary = table_html(s, cols) + _notes([REFERENCE_NOTE, *notes])
+    page.section("summary", "Per agent (IQM [95% CI] over seeds)", summary)
     page.section(
         "per-regime-table",
         "Per regime: late-segment return (IQM [95% CI] over seeds)",
@@ -190,7 +191,7 @@ def write(p: ReportInput, out: Path) -> tuple[Path, dict[str, dict[str, Path]]]:
     )
     _score_sections(page, p, table, col, seeds)
     _diagnostics_sections(page, p, table, col, seeds)
-    runs_cols = ["run", "env", "agent", "seed", "status", "step", "error", "command"]
+    runs_cols = ["run", "env", "agent", "reference", "seed", "status", "step", "error", "command"]
     page.section("runs", "Runs", table_html(p.tables["runs"], runs_cols))
     cfgs = "".join(_config_html(r) for r in p.runs)
     page.section("configs", "Configs", cfgs)

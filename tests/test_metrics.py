@@ -208,6 +208,24 @@ def test_forward_transfer_against_reference_runs(tmp_path):
     assert M.forward_transfer(1.0, 0.5) == 1.0 and M.forward_transfer(0.5, 0.5) == 0.0
 
 
+def test_compare_scores_forward_transfer_against_reference_runs(tmp_path, capsys):
+    """``crl compare --reference`` gives the same forward transfer as ``crl metrics --reference``."""
+    from crl.cli import main
+
+    _write_run(
+        tmp_path / "exp" / "r",
+        [(0, 0, 100), (1, 100, 200)],
+        [(50, 0, 3.0), (100, 0, 3.0), (100, 1, 0.0), (150, 1, 10.0), (200, 1, 10.0)],
+    )
+    ref1 = _write_run(tmp_path / "ref1", [(1, 0, None)], [(0, 0, 0.0), (75, 0, 10.0), (100, 0, 10.0)])
+    assert main(["compare", str(tmp_path / "exp"), "--reference", str(ref1), "--json", "--reps", "50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["groups"][0]["scores"]["forward_transfer"]["point"] == pytest.approx(1 / 3)
+    assert out["runs"][0]["scores"]["forward_transfer"] == pytest.approx(1 / 3)
+    assert main(["compare", str(tmp_path / "exp"), "--json", "--reps", "50"]) == 0
+    assert json.loads(capsys.readouterr().out)["groups"][0]["scores"]["forward_transfer"]["point"] is None
+
+
 def test_normalised_auc_step_function():
     assert M.normalised_auc(np.array([0, 25, 50]), np.array([0.0, 4.0, 8.0]), 100, 0.0, 8.0) == pytest.approx(
         (0 * 25 + 0.5 * 25 + 1.0 * 50) / 100

@@ -110,7 +110,18 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
         help="add the share of seeds whose late return in each segment is below RETURN (Wilson CI)",
     )
     p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the confidence intervals")
+    _reference_argument(p)
     _score_arguments(p)
+
+
+def _reference_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="from-scratch reference run (one per regime), for forward transfer",
+    )
 
 
 def _load(paths: list[str]):
@@ -140,12 +151,15 @@ def run_compare(a: argparse.Namespace) -> int:
     from crl.metrics import improvement_table, run_table, summary_table
 
     runs = _load(a.paths)
-    summary = summary_table(runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
+    refs = a.reference or None
+    summary = summary_table(
+        runs, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment, reference_dirs=refs
+    )
     poi = improvement_table(runs, reps=min(a.reps, 1000), late_fraction=a.late_fraction, min_fraction=a.min_segment)
     extra = {"paired": _paired(runs, a), "floor": _floor(runs, a)}
     table = run_table(runs, _root(a.paths))
     if a.json:
-        _print_compare_json(runs, summary, poi if a.poi else None, table, extra)
+        _print_compare_json(runs, summary, poi if a.poi else None, table, refs, extra)
     else:
         _print_compare_tables(summary, poi if a.poi else None, table, a.late_fraction, a.min_segment, extra)
     return 0
@@ -173,7 +187,7 @@ def _paired(runs, a: argparse.Namespace):
     return paired_table(runs, a.paired, reps=a.reps, late_fraction=a.late_fraction, min_fraction=a.min_segment)
 
 
-def _print_compare_json(runs, summary, poi, table, extra=None) -> None:
+def _print_compare_json(runs, summary, poi, table, refs=None, extra=None) -> None:
     from crl.metrics import SCORES, json_safe, run_scores
 
     groups = []
@@ -186,7 +200,7 @@ def _print_compare_json(runs, summary, poi, table, extra=None) -> None:
         groups.append({k: row[k] for k in keys} | {"scores": scores})
     out = {"groups": groups, "runs": table.to_dict("records")}
     for entry, run in zip(out["runs"], runs, strict=True):
-        entry["scores"] = run_scores(run)
+        entry["scores"] = run_scores(run, refs)
     if poi is not None:
         out["poi"] = poi.to_dict("records")
     for key, df in (extra or {}).items():
@@ -203,7 +217,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
     from rich.console import Console
     from rich.table import Table
 
-    from crl.metrics import SCORES
+    from crl.metrics import REFERENCE_NOTE, SCORES
 
     extra = extra or {}
     console = Console()
@@ -235,13 +249,7 @@ def _print_compare_tables(summary, poi, table, late_fraction: float, min_fractio
 def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``crl metrics``."""
     p.add_argument("run_dirs", nargs="+", metavar="PATH", help="run folders, experiment folders or runs folders")
-    p.add_argument(
-        "--reference",
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="from-scratch reference run (one per regime), for forward transfer",
-    )
+    _reference_argument(p)
     p.add_argument(
         "--make-references",
         action="store_true",
@@ -256,12 +264,6 @@ def add_metrics_arguments(p: argparse.ArgumentParser) -> None:
     )
     _score_arguments(p)
 
-
-#: What the ``reference`` column means (printed under the tables of ``crl compare`` and ``crl metrics``).
-REFERENCE_NOTE = (
-    "reference: fine-tuning = the plain agent (ppo, sac) on the sequence; multi-task = all regimes "
-    "trained jointly (uniform schedule), the upper bound; empty = a method"
-)
 
 #: The columns of ``crl metrics``' table, after the run (``--json`` has every part).
 METRIC_COLUMNS = (
@@ -279,7 +281,7 @@ METRIC_COLUMNS = (
 def run_metrics(a: argparse.Namespace) -> int:
     """Print the continual-learning metrics of each run below the given paths."""
     from crl.errors import ConfigError
-    from crl.metrics import RunReadError, format_value, json_safe, run_metrics
+    from crl.metrics import REFERENCE_NOTE, RunReadError, format_value, json_safe, run_metrics
     from crl.references import make_references
 
     results = {}

@@ -200,6 +200,7 @@ def test_print_compare(runs_dir):
     report.print_compare(runs_dir, reps=100, console=console)
     out = console.export_text()
     assert "ppo" in out and "RUNNING" in out and "Per agent" in out
+    assert "reference" in out and "fine-tuning" in out and "multi-task = all regimes" in out
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -232,6 +233,8 @@ def test_html_in_headless_chromium(built, tmp_path):
         assert re.search(rf'<section id="{sid}"><h2>[^<]+</h2>', dom.stdout), sid
     for name in FIGURES:
         assert re.search(rf'<img alt="{name}" src="data:image/png;base64,', dom.stdout), name
+    summary = dom.stdout.split('<section id="summary">')[1].split("</section>")[0]
+    assert "<th>reference</th>" in summary and "<td>ant</td><td>ppo</td><td>fine-tuning</td>" in summary
     assert not re.search(r"CONSOLE\(\d+\).*(Error|error)", dom.stderr), dom.stderr[-2000:]
     shot = out / "screenshot.png"
     subprocess.run(

@@ -75,6 +75,33 @@ def test_one_seed_page_says_na(one_seed, tmp_path):
         assert "n=1" in cap.split("</figcaption>")[0], cap[:200]
 
 
+def test_reference_column_in_the_summary_and_runs_tables(one_seed, tmp_path):
+    """The report marks the references as ``crl compare`` does (:func:`crl.metrics.reference_kind`):
+    plain ppo on the sequence is fine-tuning, a uniform-schedule run multi-task, a method nothing."""
+    from crl.metrics import REFERENCE_NOTE
+
+    root = tmp_path / "runs"
+    for agent in ("ppo", "ppo-cbp"):
+        write_run(root, agent, 0, 10.0)
+    multi = write_run(root, "mt", 0, 30.0)
+    cfg = yaml.safe_load((multi / "config.yaml").read_text())
+    cfg |= {"env": {"name": "cp-multitask", "make_kwargs": {"schedule": {"uniform": {"regimes": [0, 1]}}}}}
+    cfg["agent"] = {"name": "ppo"}
+    (multi / "config.yaml").write_text(yaml.safe_dump(cfg))
+    text = report.build_report(root, tmp_path / "out", reps=50).read_text()
+    summary = text.split('<section id="summary">')[1].split("</section>")[0]
+    assert "<th>env</th><th>agent</th><th>reference</th><th>seeds</th>" in summary
+    assert "<td>cp</td><td>ppo</td><td>fine-tuning</td>" in summary
+    assert "<td>cp</td><td>ppo-cbp</td><td></td>" in summary
+    assert "<td>cp-multitask</td><td>ppo</td><td>multi-task</td>" in summary
+    assert REFERENCE_NOTE in summary
+    runs = text.split('<section id="runs">')[1].split("</section>")[0]
+    assert "<th>agent</th><th>reference</th><th>seed</th>" in runs
+    assert runs.count("<td>fine-tuning</td>") == 1 and runs.count("<td>multi-task</td>") == 1
+    summary_csv = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False)
+    assert sorted(summary_csv["reference"]) == ["", "fine-tuning", "multi-task"]
+
+
 def test_bin_option(one_seed, tmp_path):
     from crl.cli import main
 
