@@ -29,6 +29,7 @@ from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
+from crl.plasticity.packnet import PackNetActorCriticPolicy, PackNetSACPolicy
 from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
 from crl.plasticity.replay import make_replay_buffer_class
 from crl.seeding import derive
@@ -51,6 +52,9 @@ __all__ = [
 
 #: SB3 algorithms by name.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC, "td3": TD3}  # bench: FastPPO = PPO, leaner train()
+
+#: PackNet's policy classes by algorithm (``network.packnet: true``).
+PACKNET_POLICIES: dict[str, type] = {"ppo": PackNetActorCriticPolicy, "sac": PackNetSACPolicy}
 
 #: Activation modules by name: the one table of :mod:`crl.plasticity.nets` (names: :data:`crl.spec.ACTIVATION_NAMES`).
 ACTIVATIONS: dict[str, type[nn.Module]] = nets.ACTIVATIONS
@@ -277,6 +281,10 @@ def build_model(
     if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
         policy = ArchSACPolicy
         pkw["layer_norm"] = spec.network.layer_norm
+    if spec.network.packnet:  # PackNet masks on the actor (crl.plasticity.packnet)
+        policy = PACKNET_POLICIES[spec.algo]
+        pkw.update(layer_norm=spec.network.layer_norm, packnet_tasks=spec.network.tasks)
+        pkw.update({"dropout": spec.network.dropout} if spec.algo == "ppo" else {})
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

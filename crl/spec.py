@@ -185,6 +185,9 @@ class NetworkSpec:
     """How many task ids end the observation (the one-hot of the env's ``task_id`` option), for
     networks that select parameters by task (multi-head, PackNet, progressive, adapters); 0: none.
     crl sets it from the env when the agent's ``task_id`` is true."""
+    packnet: bool = False
+    """PackNet masks on the actor's weights, selected by the observed task id (PPO, SAC; needs
+    ``task_id: true`` and the ``packnet`` intervention: :mod:`crl.plasticity.packnet`)."""
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -198,6 +201,8 @@ class NetworkSpec:
             raise ConfigError("network: layer_norm, crelu and dff are available for ppo and sac only")
         if algo != "ppo" and self.dropout:
             raise ConfigError("network: dropout is available for ppo only")
+        if algo not in ("ppo", "sac") and self.packnet:
+            raise ConfigError("network: packnet is available for ppo and sac only")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:
@@ -261,6 +266,8 @@ class AgentSpec:
             if self.policy not in POLICY_NAMES:
                 raise UnknownNameError("policy", self.policy, POLICY_NAMES)
             self.network.validate(self.algo)
+            if self.network.packnet and not self.task_id:
+                raise ConfigError("network.packnet selects weights by the observed task id; it needs task_id: true")
             if self.algo == "ppo" and self.replay_buffer != "fifo":
                 raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac and td3 agents only")
             if not isinstance(self.optimizer.get("name"), str):

@@ -31,6 +31,10 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
     )
     if "genreplay" in agent:  # the preset's 2,000 VAE steps per regime change cost more than the run
         hp.append("interventions=[{genreplay: {vae_steps: 50}}]")
+    if "packnet" in agent:  # the preset's retraining (1,000 or 100,000 steps) costs more than the run
+        hp.append("interventions=[{packnet: {retrain_steps: 20}}]")
+    # agents observing the task id: the friction segments never repeat, so room for 6 task ids
+    task_ids = ["task_id=6"] if agent_specs()[agent].task_id else []
     return [
         "train",
         "--env",
@@ -42,6 +46,7 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
         "--env-kwargs",
         f"change_every={change}",
         "align=exact",
+        *task_ids,
         "--agent-kwargs",
         *hp,
         "--checkpoint-every",
@@ -109,6 +114,7 @@ EXACT = [
     "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
     "ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama",
     "ppo-hare-tortoise", "sac-hare-tortoise", "ppo-cchain", "sac-cchain",
+    "ppo-packnet", "sac-packnet",
 ]  # fmt: skip
 
 
