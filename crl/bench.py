@@ -202,6 +202,7 @@ def _run_crl(
             vec_env=vec_env,
             train_threads=train_threads,
             agent_kwargs={"n_steps": 2048 // n_envs} if resolve_agent(agent).algo == "ppo" else {},
+            env_kwargs={"task_id": 1} if resolve_agent(agent).task_id else {},  # one friction regime: one task id
         )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
         res = run.train(cfg, callbacks=[TimeVecEnv()])
