@@ -81,8 +81,8 @@ class PackNetLinear(nn.Linear):
     Example:
         >>> layer = PackNetLinear.of(nn.Linear(3, 1), TaskView(2), reads_task=True)
         >>> with torch.no_grad():
-        ...     layer.weight.copy_(torch.tensor([[1.0, 2.0, 3.0]])); layer.bias.zero_()
-        ...     layer.owner.copy_(torch.tensor([[0, 1, 0]]))
+        ...     _ = layer.weight.copy_(torch.tensor([[1.0, 2.0, 3.0]])), layer.bias.zero_()
+        ...     _ = layer.owner.copy_(torch.tensor([[0, 1, 0]]))
         >>> x = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])  # task 0, then task 1 (one-hot end)
         >>> layer(x).flatten().tolist()  # task 0 does not see the weight task 1 owns
         [1.0, 4.0]
@@ -242,7 +242,7 @@ def shares(size: int, n_tasks: int) -> list[int]:
 
     Example:
         >>> shares(12, 3), shares(2, 3)
-        ([4, 4, 4], [0, 1, 1])
+        ([4, 4, 4], [1, 1, 0])
     """
     out, free = [], size
     for t in range(n_tasks):
