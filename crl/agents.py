@@ -29,6 +29,7 @@ from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
+from crl.plasticity.packnet import PackNetActorCriticPolicy, PackNetSACPolicy
 from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
 from crl.plasticity.progressive import ProgressiveActorCriticPolicy, ProgressiveColumns, ProgressiveSACPolicy
 from crl.plasticity.replay import make_replay_buffer_class
@@ -45,6 +46,7 @@ __all__ = [
     "build_model",
     "check",
     "hyperparameter_keywords",
+    "policy_class",
     "policy_kwargs",
     "seeded_interventions",
     "with_tasks",
@@ -52,6 +54,9 @@ __all__ = [
 
 #: SB3 algorithms by name.
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC, "td3": TD3}  # bench: FastPPO = PPO, leaner train()
+
+#: PackNet's policy classes by algorithm (``network.packnet: true``).
+PACKNET_POLICIES: dict[str, type] = {"ppo": PackNetActorCriticPolicy, "sac": PackNetSACPolicy}
 
 #: Activation modules by name: the one table of :mod:`crl.plasticity.nets` (names: :data:`crl.spec.ACTIVATION_NAMES`).
 ACTIVATIONS: dict[str, type[nn.Module]] = nets.ACTIVATIONS
@@ -248,6 +253,39 @@ def policy_kwargs(spec: AgentSpec) -> dict[str, Any]:
     return kw
 
 
+def policy_class(spec: AgentSpec, pkw: dict[str, Any]) -> tuple[Any, list[Intervention]]:
+    """The SB3 policy (class or name) that ``spec``'s network options ask for, adding the options'
+    keyword arguments to ``pkw``, and the interventions a network option brings with it (the
+    freezing of progressive columns).
+
+    Example:
+        >>> spec = AgentSpec.from_dict({"description": "x", "network": {"layer_norm": True}}, "a.yaml")
+        >>> pkw = {}
+        >>> policy, added = policy_class(spec, pkw)
+        >>> policy.__name__, pkw["layer_norm"], added
+        ('ArchActorCriticPolicy', True, [])
+    """
+    policy: Any = spec.policy
+    added: list[Intervention] = []
+    arch = spec.network.layer_norm or spec.network.activation in ("crelu", "dff") or spec.network.dropout
+    if spec.algo == "ppo" and arch:
+        policy = ArchActorCriticPolicy
+        pkw["layer_norm"] = spec.network.layer_norm
+        pkw["dropout"] = spec.network.dropout
+    if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
+        policy = ArchSACPolicy
+        pkw["layer_norm"] = spec.network.layer_norm
+    if spec.network.progressive:  # one column per task id, frozen after its task (crl.plasticity.progressive)
+        policy = ProgressiveActorCriticPolicy if spec.algo == "ppo" else ProgressiveSACPolicy
+        pkw["n_tasks"] = spec.network.tasks
+        added.append(ProgressiveColumns())
+    if spec.network.packnet:  # PackNet masks on the actor (crl.plasticity.packnet)
+        policy = PACKNET_POLICIES[spec.algo]
+        pkw.update(layer_norm=spec.network.layer_norm, packnet_tasks=spec.network.tasks)
+        pkw.update({"dropout": spec.network.dropout} if spec.algo == "ppo" else {})
+    return policy, added
+
+
 def build_model(
     spec: AgentSpec, env: Any, seed: int, device: str = "cpu", verbose: int = 0
 ) -> tuple[BaseAlgorithm, InterventionSet]:
@@ -269,19 +307,8 @@ def build_model(
     hp = dict(spec.hyperparameters)
     torch.manual_seed(seed)
     pkw = policy_kwargs(spec)
-    policy: Any = spec.policy
-    arch = spec.network.layer_norm or spec.network.activation in ("crelu", "dff") or spec.network.dropout
-    if spec.algo == "ppo" and arch:
-        policy = ArchActorCriticPolicy
-        pkw["layer_norm"] = spec.network.layer_norm
-        pkw["dropout"] = spec.network.dropout
-    if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
-        policy = ArchSACPolicy
-        pkw["layer_norm"] = spec.network.layer_norm
-    if spec.network.progressive:  # one column per task id, frozen after its task (crl.plasticity.progressive)
-        policy = ProgressiveActorCriticPolicy if spec.algo == "ppo" else ProgressiveSACPolicy
-        pkw["n_tasks"] = spec.network.tasks
-        interventions = [*interventions, ProgressiveColumns()]
+    policy, added = policy_class(spec, pkw)
+    interventions = [*interventions, *added]
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

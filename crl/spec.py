@@ -188,6 +188,9 @@ class NetworkSpec:
     progressive: bool = False
     """Progressive networks (Rusu et al. 2016; PPO, SAC): one column per task id, laterals from the
     frozen columns of earlier tasks (:mod:`crl.plasticity.progressive`). Needs ``task_id: true``."""
+    packnet: bool = False
+    """PackNet masks on the actor's weights, selected by the observed task id (PPO, SAC; needs
+    ``task_id: true`` and the ``packnet`` intervention: :mod:`crl.plasticity.packnet`)."""
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -204,6 +207,10 @@ class NetworkSpec:
         plain = not (self.layer_norm or self.dropout or self.activation in ("crelu", "dff"))
         if self.progressive and (algo not in ("ppo", "sac") or not plain):
             raise ConfigError("network.progressive is for ppo and sac, without layer_norm, dropout, crelu or dff")
+        if algo not in ("ppo", "sac") and self.packnet:
+            raise ConfigError("network: packnet is available for ppo and sac only")
+        if self.packnet and self.progressive:
+            raise ConfigError("network: packnet and progressive each own the task's parameters; choose one")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:
@@ -267,6 +274,8 @@ class AgentSpec:
             if self.policy not in POLICY_NAMES:
                 raise UnknownNameError("policy", self.policy, POLICY_NAMES)
             self.network.validate(self.algo)
+            if self.network.packnet and not self.task_id:
+                raise ConfigError("network.packnet selects weights by the observed task id; it needs task_id: true")
             if self.algo == "ppo" and self.replay_buffer != "fifo":
                 raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac and td3 agents only")
             if not isinstance(self.optimizer.get("name"), str):

@@ -46,6 +46,8 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
         hp.append("interventions=[{genreplay: {vae_steps: 50}}]")
     if agent == "ppo-kron":  # Kron's 256 x 256 preconditioner factors cost more than the run
         hp += ["network.pi=[64, 64]", "network.vf=[64, 64]"]
+    if "packnet" in agent:  # the preset's retraining (1,000 or 100,000 steps) costs more than the run
+        hp.append("interventions=[{packnet: {retrain_steps: 20}}]")
     return [
         "train",
         "--env",
@@ -126,6 +128,7 @@ EXACT = [
     "td3", "td3-redo", "td3-cbp", "td3-reset", "td3-shrink-perturb",
     "ppo-snr", "ppo-regrama", "sac-snr", "sac-regrama",
     "ppo-hare-tortoise", "sac-hare-tortoise", "ppo-cchain", "sac-cchain", "ppo-kron", "sac-kron",
+    "ppo-packnet", "sac-packnet",
 ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from crl.plasticity.generative import GenerativeDistill
 from crl.plasticity.hare import HareTortoise
 from crl.plasticity.nap import NormalizeAndProject
 from crl.plasticity.optimizers import OPTIMIZERS, make_optimizer_class
+from crl.plasticity.packnet import PackNet
 from crl.plasticity.regularisers import L2Init, OptimizerReset, Parseval, WeightClip
 from crl.plasticity.resets import ReGraMa, SelfNormalizedResets
 from crl.plasticity.units import ContinualBackprop, Injection, ReDo, Reset, ShrinkPerturb
@@ -37,6 +38,7 @@ __all__ = [
     "MAS",
     "NormalizeAndProject",
     "OptimizerReset",
+    "PackNet",
     "Parseval",
     "PolicyDistill",
     "WeightClip",

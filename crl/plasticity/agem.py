@@ -43,6 +43,7 @@ __all__ = [
     "EpisodicMemory",
     "project",
     "ppo_loss",
+    "rollout_rows",
     "sac_actor_loss",
     "sac_critic_loss",
     "td3_actor_loss",
@@ -63,6 +64,20 @@ def rows_since(rb: Any, num_timesteps: int, start: int) -> np.ndarray:
     stored = rb.buffer_size if rb.full else rb.pos
     rows = min(stored, (num_timesteps - start) // rb.n_envs)
     return np.arange(rb.pos - rows, rb.pos) % rb.buffer_size
+
+
+def rollout_rows(buf: Any) -> dict[str, np.ndarray]:
+    """A copy of a PPO rollout buffer's rows (``obs, actions, log_prob, advantages, returns``),
+    what :func:`ppo_loss` reads.
+    """
+    n = buf.pos * buf.n_envs
+    return {
+        "obs": buf.observations[: buf.pos].reshape(n, *buf.obs_shape).copy(),
+        "actions": buf.actions[: buf.pos].reshape(n, -1).copy(),
+        "log_prob": buf.log_probs[: buf.pos].reshape(n).copy(),
+        "advantages": buf.advantages[: buf.pos].reshape(n).copy(),
+        "returns": buf.returns[: buf.pos].reshape(n).copy(),
+    }
 
 
 def project(grads: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[list[torch.Tensor], bool]:
@@ -230,16 +245,8 @@ class AGEM(ParamIntervention):
     # -- the memory ----------------------------------------------------------
     def on_rollout_end(self) -> None:
         buf = getattr(self.model, "rollout_buffer", None)
-        if buf is None:
-            return
-        n = buf.pos * buf.n_envs
-        self._rollout = {
-            "obs": buf.observations[: buf.pos].reshape(n, *buf.obs_shape).copy(),
-            "actions": buf.actions[: buf.pos].reshape(n, -1).copy(),
-            "log_prob": buf.log_probs[: buf.pos].reshape(n).copy(),
-            "advantages": buf.advantages[: buf.pos].reshape(n).copy(),
-            "returns": buf.returns[: buf.pos].reshape(n).copy(),
-        }
+        if buf is not None:
+            self._rollout = rollout_rows(buf)
 
     def _regime_transitions(self) -> dict[str, np.ndarray]:
         rb = self.model.replay_buffer
