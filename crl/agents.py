@@ -28,6 +28,7 @@ from crl.fast import FastPPO
 from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
+from crl.plasticity.multihead import TaskActorCriticPolicy, TaskSACPolicy
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
 from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
 from crl.plasticity.replay import make_replay_buffer_class
@@ -247,6 +248,21 @@ def policy_kwargs(spec: AgentSpec) -> dict[str, Any]:
     return kw
 
 
+def _task_policy(spec: AgentSpec, pkw: dict[str, Any]) -> type:
+    """The task-conditioned policy class of ``spec`` (heads or adapters), its keywords added to ``pkw``."""
+    net = spec.network
+    if net.tasks < 1:
+        raise ConfigError(
+            f"agent {spec.name or 'agent'!r}: network.heads and network.adapters need the number of task ids "
+            "(network.tasks): build its env with task_id=True (crl does for agents with task_id: true)"
+        )
+    pkw.update(tasks=net.tasks, adapter_rank=net.adapters, freeze_trunk=net.freeze_trunk, layer_norm=net.layer_norm)
+    if spec.algo == "ppo":
+        pkw["dropout"] = net.dropout
+        return TaskActorCriticPolicy
+    return TaskSACPolicy
+
+
 def build_model(
     spec: AgentSpec, env: Any, seed: int, device: str = "cpu", verbose: int = 0
 ) -> tuple[BaseAlgorithm, InterventionSet]:
@@ -277,6 +293,8 @@ def build_model(
     if spec.algo == "sac" and arch:  # layer_norm, crelu, dff (dropout is refused for sac)
         policy = ArchSACPolicy
         pkw["layer_norm"] = spec.network.layer_norm
+    if spec.network.task_conditioned:
+        policy = _task_policy(spec, pkw)
     if spec.replay_buffer != "fifo":
         hp["replay_buffer_class"] = make_replay_buffer_class(spec.replay_buffer)
         hp["replay_buffer_kwargs"] = {"seed": derive(seed, "replay"), **(hp.get("replay_buffer_kwargs") or {})}

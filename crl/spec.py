@@ -185,6 +185,21 @@ class NetworkSpec:
     """How many task ids end the observation (the one-hot of the env's ``task_id`` option), for
     networks that select parameters by task (multi-head, PackNet, progressive, adapters); 0: none.
     crl sets it from the env when the agent's ``task_id`` is true."""
+    heads: bool = False
+    """One output head per task (PPO: action mean and value; SAC: mean, log-std and both critics),
+    selected by the observed task id, on shared hidden layers (needs ``task_id: true``;
+    :mod:`crl.plasticity.multihead`)."""
+    adapters: int = 0
+    """Rank of the per-task low-rank (LoRA) adapters of every hidden layer (0: none); adapters
+    come with a head per task (needs ``task_id: true``; :mod:`crl.plasticity.adapters`)."""
+    freeze_trunk: bool = False
+    """Freeze the shared hidden layers at the first update that sees a task other than the
+    first (with ``heads`` or ``adapters``): later tasks train their own heads and adapters only."""
+
+    @property
+    def task_conditioned(self) -> bool:
+        """Whether the network selects parameters by the observed task id (heads or adapters)."""
+        return bool(self.heads or self.adapters)
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -198,6 +213,11 @@ class NetworkSpec:
             raise ConfigError("network: layer_norm, crelu and dff are available for ppo and sac only")
         if algo != "ppo" and self.dropout:
             raise ConfigError("network: dropout is available for ppo only")
+        check_int("network.adapters", self.adapters, minimum=0)
+        if algo not in ("ppo", "sac") and self.task_conditioned:
+            raise ConfigError("network: heads and adapters are available for ppo and sac only")
+        if self.freeze_trunk and not self.task_conditioned:
+            raise ConfigError("network.freeze_trunk needs network.heads: true or network.adapters > 0")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:
@@ -261,6 +281,10 @@ class AgentSpec:
             if self.policy not in POLICY_NAMES:
                 raise UnknownNameError("policy", self.policy, POLICY_NAMES)
             self.network.validate(self.algo)
+            if self.network.task_conditioned and not self.task_id:
+                raise ConfigError(
+                    "network.heads and network.adapters select parameters by task: they need task_id: true"
+                )
             if self.algo == "ppo" and self.replay_buffer != "fifo":
                 raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac and td3 agents only")
             if not isinstance(self.optimizer.get("name"), str):
