@@ -29,6 +29,9 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
         if ppo
         else ["learning_starts=50", "buffer_size=1000", "batch_size=32"]
     )
+    env_kwargs = [f"change_every={change}", "align=exact"]
+    if agent_specs()[agent].task_id:  # regimes that never repeat: one task id per regime of the run
+        env_kwargs.append("task_id=8")
     if "genreplay" in agent:  # the preset's 2,000 VAE steps per regime change cost more than the run
         hp.append("interventions=[{genreplay: {vae_steps: 50}}]")
     return [
@@ -40,8 +43,7 @@ def _args(agent: str, root, sizes: dict = SIZES) -> list[str]:
         "--steps",
         str(steps),
         "--env-kwargs",
-        f"change_every={change}",
-        "align=exact",
+        *env_kwargs,
         "--agent-kwargs",
         *hp,
         "--checkpoint-every",
