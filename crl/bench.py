@@ -202,6 +202,9 @@ def _run_crl(
             vec_env=vec_env,
             train_threads=train_threads,
             agent_kwargs={"n_steps": 2048 // n_envs} if resolve_agent(agent).algo == "ppo" else {},
+            # an agent that observes the task id gets 2 ids (Slippery Ant's friction changes at
+            # 2M steps, so the bench's steps are all task 0's: one head or adapter per batch)
+            env_kwargs={"task_id": 2} if resolve_agent(agent).task_id else {},
         )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
         res = run.train(cfg, callbacks=[TimeVecEnv()])
