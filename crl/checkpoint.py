@@ -115,6 +115,9 @@ def get_env_state(env: gym.Env) -> list[dict[str, Any]]:
 
 def set_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
     """Restore :func:`get_env_state` into an env built the same way."""
+    for layer, s in zip(_layers(env), states, strict=False):
+        if "drift" in s and callable(getattr(layer, "select_stack", None)):
+            layer.select_stack(s["drift"])  # a task sequence: the inner stack is the saved task's
     layers = _layers(env)
     if [type(x).__name__ for x in layers] != [s["type"] for s in states]:
         raise ValueError(

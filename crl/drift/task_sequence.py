@@ -10,6 +10,7 @@ import numpy as np
 from crl.drift.base import DriftWrapper, Params
 from crl.drift.schedules import Schedule
 from crl.errors import ConfigError
+from crl.seeding import derive
 
 __all__ = ["TaskSequence"]
 
@@ -83,10 +84,32 @@ class TaskSequence(DriftWrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._refresh()
         index = int(self._params["task"])
+        if seed is not None:  # the other tasks' episodes are seeded too (derived from seed)
+            for i, task in enumerate(self._tasks):
+                if i != index:
+                    task.reset(seed=derive(seed, "task_sequence", i))
         if index != self._active:
             self._active = index
             self.env = self._tasks[index]
         return super().reset(seed=seed, options=options)
+
+    def get_state(self) -> dict[str, Any]:
+        """The drift's state, the task in use and every task's episode generator (the one in use
+        is also saved with its stack; the others' episodes start from theirs).
+        """
+        rngs = [task.unwrapped.np_random.bit_generator.state for task in self._tasks]
+        return {**super().get_state(), "active": self._active, "rngs": rngs}
+
+    def select_stack(self, state: dict[str, Any]) -> None:
+        """Run the task that ``state`` (:meth:`get_state`) had in use, before its stack is restored."""
+        self._active = int(state.get("active", 0))
+        self.env = self._tasks[self._active]
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.select_stack(state)
+        for task, rng in zip(self._tasks, state.get("rngs", []), strict=False):
+            task.unwrapped.np_random.bit_generator.state = rng
+        super().set_state(state)
 
     def close(self) -> None:
         for e in self._tasks:
