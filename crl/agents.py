@@ -28,6 +28,7 @@ from crl.fast import FastPPO
 from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
+from crl.plasticity.multihead import TaskActorCriticPolicy, TaskSACPolicy
 from crl.plasticity.optimizers import check_optimizer_kwargs, make_optimizer_class, optimizer_kwargs
 from crl.plasticity.packnet import PackNetActorCriticPolicy, PackNetSACPolicy
 from crl.plasticity.policies import ArchActorCriticPolicy, ArchSACPolicy
@@ -279,11 +280,28 @@ def policy_class(spec: AgentSpec, pkw: dict[str, Any]) -> tuple[Any, list[Interv
         policy = ProgressiveActorCriticPolicy if spec.algo == "ppo" else ProgressiveSACPolicy
         pkw["n_tasks"] = spec.network.tasks
         added.append(ProgressiveColumns())
+    if spec.network.task_conditioned:  # heads or adapters per task (crl.plasticity.multihead, .adapters)
+        policy = _task_policy(spec, pkw)
     if spec.network.packnet:  # PackNet masks on the actor (crl.plasticity.packnet)
         policy = PACKNET_POLICIES[spec.algo]
         pkw.update(layer_norm=spec.network.layer_norm, packnet_tasks=spec.network.tasks)
         pkw.update({"dropout": spec.network.dropout} if spec.algo == "ppo" else {})
     return policy, added
+
+
+def _task_policy(spec: AgentSpec, pkw: dict[str, Any]) -> type:
+    """The task-conditioned policy class of ``spec`` (heads or adapters), its keywords added to ``pkw``."""
+    net = spec.network
+    if net.tasks < 1:
+        raise ConfigError(
+            f"agent {spec.name or 'agent'!r}: network.heads and network.adapters need the number of task ids "
+            "(network.tasks): build its env with task_id=True (crl does for agents with task_id: true)"
+        )
+    pkw.update(tasks=net.tasks, adapter_rank=net.adapters, freeze_trunk=net.freeze_trunk, layer_norm=net.layer_norm)
+    if spec.algo == "ppo":
+        pkw["dropout"] = net.dropout
+        return TaskActorCriticPolicy
+    return TaskSACPolicy
 
 
 def build_model(

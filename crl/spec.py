@@ -191,6 +191,21 @@ class NetworkSpec:
     packnet: bool = False
     """PackNet masks on the actor's weights, selected by the observed task id (PPO, SAC; needs
     ``task_id: true`` and the ``packnet`` intervention: :mod:`crl.plasticity.packnet`)."""
+    heads: bool = False
+    """One output head per task (PPO: action mean and value; SAC: mean, log-std and both critics),
+    selected by the observed task id, on shared hidden layers (needs ``task_id: true``;
+    :mod:`crl.plasticity.multihead`)."""
+    adapters: int = 0
+    """Rank of the per-task low-rank (LoRA) adapters of every hidden layer (0: none); adapters
+    come with a head per task (needs ``task_id: true``; :mod:`crl.plasticity.adapters`)."""
+    freeze_trunk: bool = False
+    """Freeze the shared hidden layers at the first update that sees a task other than the
+    first (with ``heads`` or ``adapters``): later tasks train their own heads and adapters only."""
+
+    @property
+    def task_conditioned(self) -> bool:
+        """Whether the network selects parameters by the observed task id (heads or adapters)."""
+        return bool(self.heads or self.adapters)
 
     def validate(self, algo: str) -> None:
         """Check names and sizes (``algo``: the agent's algorithm); raise ConfigError."""
@@ -211,6 +226,13 @@ class NetworkSpec:
             raise ConfigError("network: packnet is available for ppo and sac only")
         if self.packnet and self.progressive:
             raise ConfigError("network: packnet and progressive each own the task's parameters; choose one")
+        check_int("network.adapters", self.adapters, minimum=0)
+        if algo not in ("ppo", "sac") and self.task_conditioned:
+            raise ConfigError("network: heads and adapters are available for ppo and sac only")
+        if self.freeze_trunk and not self.task_conditioned:
+            raise ConfigError("network.freeze_trunk needs network.heads: true or network.adapters > 0")
+        if self.task_conditioned and (self.packnet or self.progressive):
+            raise ConfigError("network: heads/adapters, packnet and progressive isolate tasks each their own way")
         for key in ("pi", "vf", "qf"):
             sizes = getattr(self, key)
             if not sizes:
@@ -276,6 +298,10 @@ class AgentSpec:
             self.network.validate(self.algo)
             if self.network.packnet and not self.task_id:
                 raise ConfigError("network.packnet selects weights by the observed task id; it needs task_id: true")
+            if self.network.task_conditioned and not self.task_id:
+                raise ConfigError(
+                    "network.heads and network.adapters select parameters by task: they need task_id: true"
+                )
             if self.algo == "ppo" and self.replay_buffer != "fifo":
                 raise ConfigError(f"replay_buffer: {self.replay_buffer!r} is for sac and td3 agents only")
             if not isinstance(self.optimizer.get("name"), str):

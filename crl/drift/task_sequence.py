@@ -94,6 +94,10 @@ class TaskSequence(DriftWrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._refresh()
         index = int(self._params["task"])
+        if seed is not None:  # the other tasks' episodes are seeded too (derived from seed)
+            for i, task in enumerate(self._tasks):
+                if i != index:
+                    task.reset(seed=derive(seed, "task_sequence", i))
         if index != self._active:
             self._active = index
             self.env = self._tasks[index]

@@ -50,12 +50,14 @@ __all__ = [
     "HiddenLayer",
     "INIT_FNS",
     "MLPView",
+    "PARALLEL_HEADS",
     "activation_name",
     "capture_features",
     "find_mlps",
     "hidden_layers",
     "init_rows",
     "is_activation",
+    "linears",
     "mark_lateral",
     "mark_output_squash",
 ]
@@ -316,7 +318,7 @@ def mark_output_squash(net: nn.Module) -> None:
         >>> actor.mu = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.Tanh())
         >>> [layer.path for layer in hidden_layers(actor)]  # walking marks it
         ['mu.0']
-        >>> [layer.path for layer in hidden_layers(actor.mu)], _walk(actor.mu)[1] is actor.mu[2]
+        >>> [layer.path for layer in hidden_layers(actor.mu)], _walk(actor.mu)[1] == [actor.mu[2]]
         (['0'], True)
     """
     for m in net.modules():
@@ -344,24 +346,53 @@ def mark_lateral(module: nn.Module) -> None:
         setattr(m, LATERAL, True)
 
 
-def _walk(net: nn.Module) -> tuple[list[HiddenLayer], nn.Linear | None]:
-    """The hidden layers of ``net`` and the ``Linear`` after the last of them, if any."""
+#: The attribute of a module whose ``Linear`` s are parallel output heads that all read the
+#: same features (one head per task: :class:`crl.plasticity.multihead.TaskHeads`).
+PARALLEL_HEADS = "crl_parallel_heads"
+
+
+def linears(module: nn.Module) -> list[nn.Linear]:
+    """The output ``Linear`` s that ``module`` stands for: itself if it is one, every head of a
+    module marked with :data:`PARALLEL_HEADS`, none otherwise.
+
+    Example:
+        >>> heads = nn.ModuleList([nn.Linear(4, 1), nn.Linear(4, 1)])
+        >>> setattr(heads, PARALLEL_HEADS, True)
+        >>> len(linears(heads)), len(linears(nn.Linear(2, 2))), linears(nn.ReLU())
+        (2, 1, [])
+    """
+    if isinstance(module, nn.Linear):
+        return [module]
+    if getattr(module, PARALLEL_HEADS, False):
+        return [m for m in module.modules() if isinstance(m, nn.Linear)]
+    return []
+
+
+def _walk(net: nn.Module) -> tuple[list[HiddenLayer], list[nn.Linear]]:
+    """The hidden layers of ``net`` and the ``Linear`` s after the last of them (one, or the
+    parallel heads of a :data:`PARALLEL_HEADS` module), if any.
+    """
     mark_output_squash(net)
     layers: list[HiddenLayer] = []
-    current: nn.Linear | None = None  # a Linear not yet followed by an activation
-    path, norm = "", None
+    current: list[nn.Linear] = []  # Linears not yet followed by an activation
+    path, norm, heads = "", None, None  # heads: the name prefix of the parallel heads walked
     for name, m in net.named_modules():
         if getattr(m, LATERAL, False):
             continue
-        if isinstance(m, nn.Linear):
+        if heads is not None and name.startswith(heads):
+            continue  # inside parallel heads: taken together with their module
+        found = linears(m)
+        if getattr(m, PARALLEL_HEADS, False):
+            heads = f"{name}."
+        if found:
             if layers and not layers[-1].outs:
-                layers[-1].outs.append(m)
-            current, path, norm = m, name, None
-        elif isinstance(m, nn.LayerNorm) and current is not None:
+                layers[-1].outs.extend(found)
+            current, path, norm = found, name, None
+        elif isinstance(m, nn.LayerNorm) and len(current) == 1:
             norm = m
-        elif is_activation(m) and current is not None and not getattr(m, OUTPUT_SQUASH, False):
-            layers.append(HiddenLayer(inp=current, act=m, outs=[], name=str(len(layers)), norm=norm, path=path))
-            current = None
+        elif is_activation(m) and len(current) == 1 and not getattr(m, OUTPUT_SQUASH, False):
+            layers.append(HiddenLayer(inp=current[0], act=m, outs=[], name=str(len(layers)), norm=norm, path=path))
+            current = []
     return layers, current
 
 
@@ -379,15 +410,16 @@ def hidden_layers(net: nn.Module) -> list[HiddenLayer]:
     return _walk(net)[0]
 
 
-def _chain(name: str, seq: nn.Module, heads: list[nn.Linear], optimizer: Any) -> MLPView:
+def _chain(name: str, seq: nn.Module, head_modules: list[nn.Module], optimizer: Any) -> MLPView:
     layers, last = _walk(seq)
+    heads = [h for m in head_modules for h in linears(m)]  # a head per task: every one of them
     if layers and not layers[-1].outs:
         layers[-1].outs.extend(heads)
-    output = [last, *heads] if last is not None else list(heads)  # the sequence may end with its output Linear
+    output = [*last, *heads]  # the sequence may end with its output Linear(s)
     return MLPView(name=name, layers=layers, optimizer=optimizer, output=output, module=seq)
 
 
-def _chains(name: str, net: nn.Module, heads: list[nn.Linear], optimizer: Any) -> list[MLPView]:
+def _chains(name: str, net: nn.Module, heads: list[nn.Module], optimizer: Any) -> list[MLPView]:
     """One view of ``net``, or one per column of a progressive network (``<name>.col<k>``,
     each ending with the column's own output layer).
     """
@@ -429,7 +461,7 @@ def find_mlps(model: Any, optimizer: torch.optim.Optimizer | None = None) -> lis
             if target is not None:
                 views[-1].targets.append(target.mu)
         else:
-            heads = [h for h in (actor.mu, getattr(actor, "log_std", None)) if isinstance(h, nn.Linear)]
+            heads = [h for h in (actor.mu, getattr(actor, "log_std", None)) if isinstance(h, nn.Module)]
             views += _chains("actor", actor.latent_pi, heads, actor.optimizer)
         for i, q in enumerate(policy.critic.q_networks):
             vs = _chains(f"qf{i}", q, [], policy.critic.optimizer)

@@ -3,15 +3,18 @@
 An agent with ``task_id: true`` observes the one-hot id of the task in force at the end of
 every observation (:class:`crl.drift.TaskIdObservation`), ``network.tasks`` entries long. Networks
 that select parameters by task (multi-head outputs, PackNet masks, progressive columns,
-adapters) read it with :func:`task_index` and :func:`split_task`, in training, rollouts and
+adapters) read it with :func:`task_index` and :func:`split_task` (and compute each task's rows
+with its own parameters with :func:`by_task`), in training, rollouts and
 evaluations alike, so a saved model needs nothing else to act.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-__all__ = ["split_task", "task_index"]
+__all__ = ["by_task", "split_task", "task_index"]
 
 
 def task_index(obs: torch.Tensor, n_tasks: int) -> torch.Tensor:
@@ -37,3 +40,24 @@ def split_task(obs: torch.Tensor, n_tasks: int) -> tuple[torch.Tensor, torch.Ten
         ([[0.5, -1.0]], [1])
     """
     return obs[..., :-n_tasks], task_index(obs, n_tasks)
+
+
+def by_task(task: torch.Tensor, x: torch.Tensor, fn: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``fn(k, rows of x of task k)`` for every task ``k`` present in ``task``, put back in the
+    rows' order. Only the tasks present are computed: the parameters of the others take no part
+    in the result, and get no gradient (``.grad`` stays ``None``, so torch's optimizers leave
+    them and their state alone).
+
+    Example:
+        >>> x, task = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([1, 0, 1])
+        >>> by_task(task, x, lambda k, rows: rows * 10**k).tolist()
+        [[10.0], [2.0], [30.0]]
+    """
+    present = torch.unique(task).tolist()
+    if len(present) == 1:
+        return fn(int(present[0]), x)
+    parts = [(task == k, fn(int(k), x[task == k])) for k in present]
+    out = parts[0][1].new_empty((*x.shape[:-1], parts[0][1].shape[-1]))
+    for rows, y in parts:
+        out[rows] = y
+    return out

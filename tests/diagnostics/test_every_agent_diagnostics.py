@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from crl import diagnostics as D
-from crl.agents import build_model
+from crl.agents import build_model, with_tasks
 from crl.catalog import agent_specs
+from crl.drift import make_drifting
 
 AGENTS = sorted(agent_specs())
 
@@ -23,13 +24,22 @@ def _build(name: str):
     if spec.algo in ("sac", "td3"):  # a small replay buffer: nothing here fills it
         hp = {**spec.hyperparameters, "buffer_size": 1000, "learning_starts": 10}
         spec = dataclasses.replace(spec, hyperparameters=hp)
-    model, _ = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    env = gym.make("Pendulum-v1")
+    if spec.task_id:  # the observation ends with a one-hot of 2 task ids
+        schedule = {"cyclic": {"change_every": 50, "cycle": [0, 1]}}
+        env = make_drifting("Pendulum-v1", drifts=[{"level_shift": {}}], schedule=schedule, task_id=True)
+        spec = with_tasks(spec, 2)
+    model, _ = build_model(spec, env, seed=0)
     return spec, model
 
 
 def _diagnostics(model) -> D.Diagnostics:
     diag = D.Diagnostics(model, probe_size=256)
-    diag.add_states(np.random.default_rng(0).uniform(-1, 1, size=(300, 3)))
+    states = np.random.default_rng(0).uniform(-1, 1, size=(300, 3))
+    extra = model.observation_space.shape[0] - 3  # a one-hot task id: tasks 0 and 1 in turn
+    if extra:
+        states = np.concatenate([states, np.eye(extra)[np.arange(300) % extra]], axis=1)
+    diag.add_states(states)
     diag.after_update()
     return diag
 

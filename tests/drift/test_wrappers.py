@@ -255,6 +255,35 @@ def test_task_sequence_seeds_and_checkpoints_every_task():
     assert _steps(fresh, 30) == first and {t for _, _, t in first} >= {0.0, 1.0}
 
 
+def test_a_task_sequence_is_seeded_and_its_checkpoint_restores_the_task_in_use():
+    """Every task's episodes come from the reset's seed (not only the first task's), and a
+    snapshot taken while a later task runs restores into a fresh env (whose stack starts on
+    task 0) and continues exactly."""
+
+    def make() -> gym.Env:
+        schedule = {"every_n_steps": {"change_every": 30, "align": "episode_end"}}
+        return TaskSequence(gym.make("HalfCheetah-v5", max_episode_steps=20), tasks=["Walker2d-v5"], schedule=schedule)
+
+    def run(env, steps: int) -> list[np.ndarray]:
+        out = []
+        for _ in range(steps):
+            obs, _, term, trunc, _ = env.step(np.full(6, 0.3))
+            out.append(obs)
+            if term or trunc:
+                out.append(env.reset()[0])
+        return out
+
+    a, b = make(), make()
+    a.reset(seed=5), b.reset(seed=5)
+    np.testing.assert_array_equal(run(a, 75), run(b, 75))  # Walker2d's resets seeded alike
+    assert a.env.spec.id == "Walker2d-v5"
+    state, fresh = get_env_state(a), make()
+    fresh.reset(seed=1)
+    set_env_state(fresh, state)
+    assert fresh.env.spec.id == "Walker2d-v5"
+    np.testing.assert_array_equal(run(a, 60), run(fresh, 60))  # back to HalfCheetah and on
+
+
 @pytest.mark.parametrize(
     ("make", "error"),
     [
