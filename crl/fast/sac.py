@@ -36,8 +36,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch as th
 from gymnasium import spaces
