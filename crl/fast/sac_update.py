@@ -247,12 +247,27 @@ class SacPlan:
         for m in self.modules:
             m.__dict__["training"] = mode
 
+    def head_weights(self) -> tuple[th.Tensor, th.Tensor]:
+        """The mean and log-std heads side by side (one product for both)."""
+        with th.no_grad():
+            return th.cat([self.mu.weight, self.log_std.weight]), th.cat([self.mu.bias, self.log_std.bias])
+
+    def heads(self, h: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The mean actions and the (unclamped) log-stds of the actor's latent ``h``, and the
+        heads' weights side by side (:meth:`head_weights`).
+        """
+        w, b = self.head_weights()
+        with th.no_grad():
+            out = linear(h, w, b)
+        n = self.mu.out_features
+        return out[:, :n], out[:, n:], w
+
     def actor_act(self, obs: th.Tensor) -> th.Tensor:
         """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: what ``predict`` acts with."""
         h = self.actor.forward(obs, hooks=False)[-1]
+        mean, raw_log_std, _ = self.heads(h)
         with th.no_grad():
-            mean = linear(h, self.mu.weight, self.mu.bias)
-            log_std = th.clamp(linear(h, self.log_std.weight, self.log_std.bias), LOG_STD_MIN, LOG_STD_MAX)
+            log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
             std = th.ones_like(mean) * log_std.exp()
             return th.tanh(mean + th.empty(mean.shape).normal_() * std)
 
@@ -261,10 +276,8 @@ class SacPlan:
         what the actor's backward needs (the same draw from torch's generator as ``rsample``).
         """
         outs = self.actor.forward(obs, hooks)
-        h = outs[-1]
+        mean, raw_log_std, w_heads = self.heads(outs[-1])
         with th.no_grad():
-            mean = linear(h, self.mu.weight, self.mu.bias)
-            raw_log_std = linear(h, self.log_std.weight, self.log_std.bias)
             log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
             std = th.ones_like(mean) * log_std.exp()
             eps = th.empty(mean.shape).normal_()
@@ -272,7 +285,15 @@ class SacPlan:
             a = th.tanh(u)
             log_prob = (-((u - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=1)
             log_prob -= th.sum(th.log(1 - a**2 + SQUASH_EPS), dim=1)
-        return {"outs": outs, "raw_log_std": raw_log_std, "std": std, "eps": eps, "a": a, "log_prob": log_prob}
+        return {
+            "outs": outs,
+            "w_heads": w_heads,
+            "raw_log_std": raw_log_std,
+            "std": std,
+            "eps": eps,
+            "a": a,
+            "log_prob": log_prob,
+        }
 
 
 def _q_values(
@@ -330,7 +351,7 @@ def _critic_step(plan: SacPlan, model: Any, batch: Batch, ent_coef: th.Tensor, s
         loss = 0.5 * sum(((q - target) ** 2).mean() for q in qs)
         for (chain, head), q, outs in zip(plan.critics, qs, saved, strict=True):
             g = (q - target) * (1.0 / n)  # d(0.5 * mse)/dq
-            g_h = g @ head.weight
+            g_h = g * head.weight  # g @ W for a one-unit head
             body, _ = chain.backward(outs, g_h)
             grads += [*body, *_head_grads(g, outs[-1])]
     opt = model.critic.optimizer
@@ -349,8 +370,7 @@ def _action_grad(plan: SacPlan, obs: th.Tensor, a: th.Tensor) -> tuple[th.Tensor
         g_a = th.empty_like(a)
         for k, ((chain, head), outs) in enumerate(zip(plan.critics, saved, strict=True)):
             rows = (idx[:, 0] == k).nonzero()[:, 0]  # the rows whose minimum is this critic's
-            g = th.ones(len(rows), 1)
-            g_h = g @ head.weight
+            g_h = head.weight.expand(len(rows), -1)  # d(min_q)/d(h) on these rows
             _, g_first = chain.backward([o.index_select(0, rows) for o in outs], g_h, params=False)
             g_a[rows] = g_first @ chain.linears[0].weight[:, plan.obs_dim :]
     return min_q, g_a
@@ -375,10 +395,12 @@ def _actor_step(
         raw = cur["raw_log_std"]
         inside = (raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX)  # clamp passes the gradient at its bounds
         g_log_std = (g_u * eps * std - c) * inside  # u = mean + eps * exp(log_std); -log(std) term
-        h = cur["outs"][-1]
-        g_h = g_mean @ plan.mu.weight + g_log_std @ plan.log_std.weight
+        g_heads = th.cat([g_mean, g_log_std], dim=1)
+        g_h = g_heads @ cur["w_heads"]
     body, _ = plan.actor.backward(cur["outs"], g_h)
-    grads = [*body, *_head_grads(g_mean, h), *_head_grads(g_log_std, h)]
+    w_grad, b_grad = _head_grads(g_heads, cur["outs"][-1])
+    n_act = g_mean.shape[1]
+    grads = [*body, w_grad[:n_act], b_grad[:n_act], w_grad[n_act:], b_grad[n_act:]]
     opt = model.actor.optimizer
     _set_grads(opt, [*plan.actor.params(), *plan.mu.parameters(), *plan.log_std.parameters()], grads)
     step(opt)
