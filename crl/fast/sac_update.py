@@ -44,7 +44,19 @@ from torch import nn
 from crl.fast.mlp import MlpPlan, accumulate_grad, global_module_hooks
 from crl.plasticity.nets import activation_name
 
-__all__ = ["Batch", "Chain", "SQUASH_EPS", "SacPlan", "StepOut", "gradient_step", "sample_batch"]
+__all__ = [
+    "Batch",
+    "Chain",
+    "SQUASH_EPS",
+    "SacPlan",
+    "StepOut",
+    "actor_step",
+    "critic_step",
+    "gradient_step",
+    "polyak_update",
+    "sample_batch",
+    "unsupported",
+]
 
 #: SB3's ``SquashedDiagGaussianDistribution`` epsilon in ``log(1 - tanh(u)^2 + eps)``.
 SQUASH_EPS = 1e-6
@@ -336,7 +348,7 @@ def _entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor
     return ent_coef, loss
 
 
-def _critic_step(plan: SacPlan, model: Any, batch: Batch, ent_coef: th.Tensor, step: Any) -> th.Tensor:
+def critic_step(plan: SacPlan, model: Any, batch: Batch, ent_coef: th.Tensor, step: Any) -> th.Tensor:
     """The soft Bellman target, the critics' loss and their optimizer's step; returns the loss."""
     with th.no_grad():
         nxt = plan.actor_sample(batch.next_observations, hooks=False)
@@ -376,7 +388,7 @@ def _action_grad(plan: SacPlan, obs: th.Tensor, a: th.Tensor) -> tuple[th.Tensor
     return min_q, g_a
 
 
-def _actor_step(
+def actor_step(
     plan: SacPlan, model: Any, obs: th.Tensor, cur: dict[str, th.Tensor], ent_coef: th.Tensor, step: Any
 ) -> th.Tensor:
     """The actor's loss and its optimizer's step (gradients through the critics, the tanh
@@ -407,16 +419,23 @@ def _actor_step(
     return loss
 
 
+def polyak_update(plan: SacPlan, tau: float) -> None:
+    """SB3's ``polyak_update`` of the target critics (``target = (1 - tau) * target + tau * critic``,
+    the same two operations per tensor) as one ``torch._foreach`` pair.
+    """
+    with th.no_grad():
+        th._foreach_mul_(plan.target_params, 1 - tau)
+        th._foreach_add_(plan.target_params, plan.critic_params, alpha=tau)
+
+
 def gradient_step(plan: SacPlan, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:
     """One gradient step of SB3's ``SAC.train`` on ``batch`` (see the module docstring);
     ``step(opt)`` steps an optimizer, ``polyak``: update the target critics after it.
     """
     cur = plan.actor_sample(batch.observations, hooks=True)
     ent_coef, ent_loss = _entropy_step(model, cur["log_prob"].reshape(-1, 1))
-    critic_loss = _critic_step(plan, model, batch, ent_coef, step)
-    actor_loss = _actor_step(plan, model, batch.observations, cur, ent_coef, step)
+    critic_loss = critic_step(plan, model, batch, ent_coef, step)
+    actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step)
     if polyak:
-        with th.no_grad():
-            th._foreach_mul_(plan.target_params, 1 - model.tau)
-            th._foreach_add_(plan.target_params, plan.critic_params, alpha=model.tau)
+        polyak_update(plan, model.tau)
     return StepOut(critic_loss, actor_loss, ent_coef, ent_loss)
