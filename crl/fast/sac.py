@@ -36,6 +36,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -44,7 +46,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 
 from crl.fast import adam
-from crl.fast.sac_update import SacPlan, StepOut, gradient_step, sample_batch, unsupported
+from crl.fast.sac_update import SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
 
 __all__ = ["FastSAC"]
 
@@ -57,9 +59,10 @@ class FastSAC(SAC):
 
     fast_path: bool | None = None
     _plan: SacPlan | None = None
+    _miss: tuple[Any, ...] | None = None  # the policy (and its signature) that has no plan
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_plan", "fast_path"]
+        return [*super()._excluded_save_params(), "_plan", "_miss", "fast_path"]
 
     def fast_path_reason(self) -> str | None:
         """Why :meth:`train` takes SB3's own step now (``None``: the hand-written one)."""
@@ -80,7 +83,13 @@ class FastSAC(SAC):
         plan = self._plan
         if plan is not None and plan.matches(self.policy):
             return plan
-        self._plan = None if self.fast_path_reason() is not None else SacPlan(self.policy)
+        self._plan = None
+        key = (self.policy, signature(list(self.policy.modules())))
+        if self._miss != key:
+            if self.fast_path_reason() is None:
+                self._plan = SacPlan(self.policy)
+            else:
+                self._miss = key  # not again until the policy changes
         return self._plan
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
@@ -113,15 +122,29 @@ class FastSAC(SAC):
         if outs and outs[0].ent_coef_loss is not None:
             self.logger.record("train/ent_coef_loss", np.mean([o.ent_coef_loss.item() for o in outs]))  # type: ignore[union-attr]
 
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``collect_rollouts``; where the plan applies, its ``policy.set_training_mode``
+        calls (one per env step) set the plain modules' flags directly (:meth:`SacPlan.set_training`).
+        """
+        plan = self._plan
+        if plan is None or not plan.matches(self.policy):
+            self._plan = None  # the next update builds a new one (or steps aside)
+            return super().collect_rollouts(*args, **kwargs)
+        self.policy.__dict__["set_training_mode"] = plan.set_training  # for this call only
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        finally:
+            del self.policy.__dict__["set_training_mode"]
+
     def _sample_action(
         self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
     ) -> tuple[np.ndarray, np.ndarray]:
         """SB3's action sampling; after the warm-up, with the actor's forward by hand where the
         plan applies (the same draw from torch's generator as ``policy.predict``).
         """
-        plan = self._plan
         warm = self.num_timesteps < learning_starts
-        if warm or plan is None or not plan.matches(self.policy) or not isinstance(self.action_space, spaces.Box):
+        plan = None if warm else self._current_plan()  # the policy as it is now (a callback may have changed it)
+        if plan is None or not isinstance(self.action_space, spaces.Box):
             return super()._sample_action(learning_starts, action_noise, n_envs)
         assert self._last_obs is not None, "self._last_obs was not set"
         plan.set_training(False)

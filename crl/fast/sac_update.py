@@ -55,6 +55,7 @@ __all__ = [
     "gradient_step",
     "polyak_update",
     "sample_batch",
+    "signature",
     "unsupported",
 ]
 
@@ -215,6 +216,26 @@ def unsupported(policy: Any) -> str | None:
     return None
 
 
+def signature(modules: list[nn.Module]) -> tuple[Any, ...]:
+    """What :meth:`SacPlan.matches` compares: per module, its children, parameters and hooks
+    (a layer or parameter swapped, a hook added or removed), and whether global hooks are set.
+    """
+    return (
+        global_module_hooks(),
+        tuple(
+            (
+                tuple(m._modules.values()),
+                tuple(m._parameters.values()),
+                tuple(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for m in modules
+        ),
+    )
+
+
 class SacPlan:
     """The hand passes of a SAC policy's actor, critics and target critics (see the module
     docstring). Build it with :meth:`of`; :meth:`matches` says whether the policy still has
@@ -233,7 +254,6 @@ class SacPlan:
         self.target_params = list(policy.critic_target.parameters())
         self.obs_dim = self.critics[0][0].linears[0].in_features - actor.mu.out_features
         self.all_modules = list(policy.modules())
-        self.all_params = [*actor.parameters(), *self.critic_params, *self.target_params]
         self._signature = self._hooks()
 
     @classmethod
@@ -242,12 +262,7 @@ class SacPlan:
         return None if unsupported(policy) is not None else cls(policy)
 
     def _hooks(self) -> tuple[Any, ...]:
-        return (
-            global_module_hooks(),
-            tuple(id(m) for m in self.all_modules[0].modules()),  # a module swapped anywhere below the policy
-            tuple((len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in self.all_modules),
-            tuple(map(id, self.all_params)),
-        )
+        return signature(self.all_modules)
 
     def matches(self, policy: Any) -> bool:
         """Whether ``policy`` still has this plan's modules, parameters and hooks."""
