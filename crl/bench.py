@@ -529,7 +529,7 @@ def print_table(res: dict[str, Any]) -> None:
     t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", *blank)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows on one line
-        console = Console(width=120)
+        console = Console(width=170 if sac else 120)
     console.print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
     if sac:
