@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3 import SAC, TD3
+from stable_baselines3 import TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.noise import ActionNoise, NormalActionNoise
@@ -24,7 +24,7 @@ from torch import nn
 
 from crl.config import init_keywords
 from crl.errors import ConfigError, did_you_mean
-from crl.fast import FastPPO
+from crl.fast import FastPPO, FastSAC
 from crl.named import parse_named_list
 from crl.plasticity import INTERVENTIONS, Intervention, InterventionSet, nets
 from crl.plasticity.base import build, check_boundaries
@@ -54,7 +54,11 @@ __all__ = [
 ]
 
 #: SB3 algorithms by name.
-ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": FastPPO, "sac": SAC, "td3": TD3}  # bench: FastPPO = PPO, leaner train()
+ALGOS: dict[str, type[BaseAlgorithm]] = {
+    "ppo": FastPPO,
+    "sac": FastSAC,
+    "td3": TD3,
+}  # FastPPO/FastSAC: SB3's math, leaner
 
 #: PackNet's policy classes by algorithm (``network.packnet: true``).
 PACKNET_POLICIES: dict[str, type] = {"ppo": PackNetActorCriticPolicy, "sac": PackNetSACPolicy}

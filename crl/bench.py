@@ -171,7 +171,14 @@ def _time_vec_env(venv: Any) -> None:
 
 
 def _run_crl(
-    agent: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+    agent: str,
+    steps: int,
+    seed: int,
+    n_envs: int = 16,
+    vec_env: str = "auto",
+    train_threads: int = 0,
+    env: str = ENV_NAME,
+    agent_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
@@ -183,6 +190,8 @@ def _run_crl(
 
         def _init_callback(self) -> None:
             _time_vec_env(self.training_env)
+            if hasattr(self.model, "critic"):  # SAC: the update's split (see sac_split)
+                _SacSplit.current.attach(self.model)
 
         def _on_step(self) -> bool:
             return True
@@ -192,9 +201,10 @@ def _run_crl(
     # an agent that observes the task id gets two ids (Slippery Ant's regimes never repeat); the
     # bench's steps stay in the first regime, so it measures task 0
     env_kwargs = {"task_id": 2} if spec.task_id else {}
+    ppo_kwargs = {"n_steps": 2048 // n_envs} if spec.algo == "ppo" else {}
     with tempfile.TemporaryDirectory() as d:
         cfg = run.RunConfig(
-            env=ENV_NAME,
+            env=env,
             env_kwargs=env_kwargs,
             agent=agent,
             seed=seed,
@@ -206,11 +216,148 @@ def _run_crl(
             n_envs=n_envs,
             vec_env=vec_env,
             train_threads=train_threads,
-            agent_kwargs={"n_steps": 2048 // n_envs} if spec.algo == "ppo" else {},
+            agent_kwargs=agent_kwargs if agent_kwargs is not None else ppo_kwargs,
         )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
         res = run.train(cfg, callbacks=[TimeVecEnv()])
     return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
+
+
+SAC_ENV_ID = "crl/SlipperyHopper-v0"
+SAC_ENV_NAME = "slippery-hopper"
+#: The parts of SAC's gradient steps that ``--algo sac`` times (see :class:`_SacSplit`).
+SAC_SPLIT = ("sample", "critic", "actor", "target")
+
+
+class _SacSplit:
+    """The wall time of each part of SAC's gradient steps, SB3's and crl's alike: the replay
+    batch (the sampler's call), the critic part (from the batch to the critic optimizer's step:
+    the actor's actions on the batch, the entropy coefficient's step, the soft target, the
+    critics' loss, gradients and step), the actor part (to the actor optimizer's step) and the
+    target update (the Polyak update). Timestamps come from the optimizers' step post-hooks.
+    """
+
+    current: _SacSplit
+
+    def __init__(self) -> None:
+        self.acc = dict.fromkeys(SAC_SPLIT, 0.0)
+        self.mark = 0.0
+        self._patch()
+
+    def attach(self, model: Any) -> None:
+        """Time ``model``'s critic and actor steps (their optimizers' post-hooks)."""
+        for part, opt in (("critic", model.critic.optimizer), ("actor", model.actor.optimizer)):
+
+            def post(opt: Any, args: Any, kwargs: Any, part: str = part) -> None:
+                now = time.perf_counter()
+                self.acc[part] += now - self.mark
+                self.mark = now
+
+            opt.register_step_post_hook(post)
+
+    def _timed(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.mark = time.perf_counter()
+            self.acc[part] += self.mark - t
+            return out
+
+        return timed
+
+    def _patch(self) -> None:
+        import stable_baselines3.sac.sac as sb3_sac
+        from stable_baselines3.common.buffers import ReplayBuffer
+
+        import crl.fast.sac as fast_sac
+        import crl.fast.sac_update as fast_update
+
+        ReplayBuffer.sample = self._timed("sample", ReplayBuffer.sample)  # type: ignore[method-assign]
+        fast_sac.sample_batch = self._timed("sample", fast_sac.sample_batch)  # type: ignore[assignment]
+        sb3_sac.polyak_update = self._timed("target", sb3_sac.polyak_update)  # type: ignore[assignment]
+        fast_update.polyak_update = self._timed("target", fast_update.polyak_update)  # type: ignore[assignment]
+
+
+def _run_sb3_sac(steps: int, seed: int, learning_starts: int) -> dict[str, float]:
+    """A plain SB3 SAC script with SB3's defaults (crl's ``sac`` agent's values) on Slippery Hopper."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    import crl  # noqa: F401  (registers crl/SlipperyHopper-v0)
+
+    learn = _time_train(SAC)
+    venv = DummyVecEnv([lambda: _Timer(gym.make(SAC_ENV_ID))])
+    model = SAC("MlpPolicy", venv, learning_starts=learning_starts, seed=seed)
+    _SacSplit.current.attach(model)
+    wall = _time_learn()
+    model.learn(steps)
+    return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
+
+
+def _sac_child(contender: str, steps: int, seed: int, learning_starts: int) -> dict[str, float]:
+    """One SAC measurement (in a child process): SB3's script or a crl agent with one env."""
+    import torch
+
+    torch.set_num_threads(1)
+    split = _SacSplit.current = _SacSplit()
+    if contender == "sb3":
+        out = _run_sb3_sac(steps, seed, learning_starts)
+    else:
+        kw = {"learning_starts": learning_starts}
+        out = _run_crl(contender, steps, seed, 1, "dummy", 0, env=SAC_ENV_NAME, agent_kwargs=kw)
+    out["sim"] = _Timer.total
+    out.update(split.acc)
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    out["peak_rss_mb"] = ru / 1024
+    return out
+
+
+def sac_update_products(
+    obs_dim: int = 11, act_dim: int = 3, hidden: int = 256, batch: int = 256, n_critics: int = 2
+) -> list[tuple[int, int, int]]:
+    """The matrix products ``(m, k, n)`` of one SAC gradient step of two-hidden-layer MLPs (Hopper's
+    sizes by default), as few as the math needs: forward passes of the actor (batch and next
+    observations), the target critics, the critics (replayed and actor's actions); the critics'
+    weight and input gradients; the actor loss's input gradients through the critics (each row
+    through the critic it picked) and the actor's weight and input gradients.
+
+    Example:
+        >>> len(sac_update_products()), sum(m * k * n for m, k, n in sac_update_products()) // 10**6
+        (41, 271)
+    """
+    b, h, q_in = batch, hidden, obs_dim + act_dim
+    actor = [(b, obs_dim, h), (b, h, h), (b, h, 2 * act_dim)]
+    critic = [(b, q_in, h), (b, h, h), (b, h, 1)]
+    out = actor * 2 + critic * (3 * n_critics)
+    out += [(h, b, h), (b, h, h), (h, b, q_in)] * n_critics  # critic loss: dW2, d(h1), dW1
+    out += [(b // n_critics, h, h), (b // n_critics, h, act_dim)] * n_critics  # d(min Q)/d(action)
+    out += [(b, 2 * act_dim, h), (2 * act_dim, b, h), (h, b, h), (b, h, h), (h, b, obs_dim)]  # actor
+    return out
+
+
+def sac_ceiling_ms(repeats: int = 20) -> float:
+    """Milliseconds of the raw matrix products of one SAC gradient step (:func:`sac_update_products`)
+    on one torch thread, best of ``repeats``: the compute limit of an update on one core.
+
+    Example:
+        >>> sac_ceiling_ms(2) > 0
+        True
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in sac_update_products()]
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for x, w in pairs:
+                torch.mm(x, w)
+            best = min(best, time.perf_counter() - t)
+        return best * 1000
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _child(
@@ -231,7 +378,13 @@ def _child(
 
 
 def measure(
-    contender: str, steps: int, seed: int = 0, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+    contender: str,
+    steps: int,
+    seed: int = 0,
+    n_envs: int = 16,
+    vec_env: str = "auto",
+    train_threads: int = 0,
+    learning_starts: int | None = None,
 ) -> dict[str, float]:
     """Train ``contender`` (``"sb3"``, a crl agent name, or ``agent:vec_env`` to pin the vec env of
     that contender, e.g. ``ppo:dummy``) for ``steps`` in a child process.
@@ -240,9 +393,15 @@ def measure(
     child's peak RSS in MB (worker processes included). crl agents run ``n_envs`` envs (in worker
     processes with ``vec_env="proc"``/``"auto"``) with ``n_steps = 2048 // n_envs`` (2048 samples
     per update, like the single-env SB3 script).
+
+    With ``learning_starts`` (SAC): ``"sb3"`` is a plain SB3 SAC script and crl agents run one
+    env on Slippery Hopper, learning from step ``learning_starts``; the result also has the
+    seconds of each part of the gradient steps (:data:`SAC_SPLIT`).
     """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
     call = f"b._child({contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads})"
+    if learning_starts is not None:
+        call = f"b._sac_child({contender!r}, {steps}, {seed}, {learning_starts})"
     code = f"import json, crl.bench as b; print('@@' + json.dumps({call}))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
@@ -251,6 +410,8 @@ def measure(
     r = json.loads(lines[-1][2:])
     r["sps"] = r["steps"] / r["wall"]
     r["act"] = max(r["wall"] - r["sim"] - r["learn"], 0.0)
+    if learning_starts is not None:
+        r["learn_other"] = max(r["learn"] - sum(r[k] for k in SAC_SPLIT), 0.0)
     return r
 
 
@@ -276,6 +437,8 @@ def throughput(
     vec_env: str = "auto",
     train_threads: int = 0,
     probe_steps: int = 1000,
+    algo: str = "ppo",
+    learning_starts: int = 1000,
 ) -> dict[str, Any]:
     """Alternate ``repeats`` rounds of every contender; summarise by median steps/s.
 
@@ -285,14 +448,19 @@ def throughput(
     ``speed_spread`` (the probes' range over their maximum) says how far the side-by-side ratios
     can be trusted. ``round_ratios`` are each round's steps/s over the first contender's in the
     same round.
+
+    ``algo="sac"``: plain SB3 SAC against crl's SAC agents (one env each, Slippery Hopper,
+    learning from step ``learning_starts``), with the split of the gradient steps' time and
+    :func:`sac_ceiling_ms`.
     """
+    sac = algo == "sac"
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
     probes: list[float] = []
     for rep in range(repeats):
         if probe_steps > 0:
             probes.append(raw_mujoco_rate(probe_steps))
         for c in contenders:
-            r = measure(c, steps, seed + rep, n_envs, vec_env, train_threads)
+            r = measure(c, steps, seed + rep, n_envs, vec_env, train_threads, learning_starts if sac else None)
             runs[c].append(r)
             if log:
                 log(f"round {rep + 1}/{repeats} {c}: {r['sps']:.0f} steps/s")
@@ -315,7 +483,11 @@ def throughput(
             "act_frac": sum(r["act"] for r in rs) / tot,
             "learn_frac": sum(r["learn"] for r in rs) / tot,
         }
+        for part in (*SAC_SPLIT, "learn_other") if sac else ():
+            rows[c][f"{part}_frac"] = sum(r[part] for r in rs) / tot
     return {
+        "algo": algo,
+        **({"learning_starts": learning_starts, "ceiling_ms": sac_ceiling_ms()} if sac else {}),
         "steps": steps,
         "repeats": repeats,
         "raw_mujoco_steps_per_s_per_core": raw,
@@ -336,10 +508,16 @@ def print_table(res: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), Slippery Ant"
-    crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
-    t = Table(title=f"{title}, {crl_setup}")
-    for col in ("contender", "steps/s", "ratio to sb3", "ratio per round", "peak RSS MB", "sim %", "act %", "learn %"):
+    sac = res.get("algo") == "sac"
+    cols = ["sim", "act", "learn"]
+    if sac:
+        env, crl_setup = "Slippery Hopper", f"SAC, learning from step {res['learning_starts']}, crl 1 env"
+        cols = ["sim", "act", *SAC_SPLIT, "learn_other"]
+    else:
+        env = "Slippery Ant"
+        crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
+    t = Table(title=f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), {env}, {crl_setup}")
+    for col in ("contender", "steps/s", "ratio to sb3", "ratio per round", "peak RSS MB", *(f"{c} %" for c in cols)):
         t.add_column(col, justify="right", no_wrap=col == "contender")
     for i, (c, r) in enumerate(res["results"].items()):
         rr = r["round_ratios"]
@@ -349,18 +527,24 @@ def print_table(res: dict[str, Any]) -> None:
             f"{r['ratio']:.2f}x",
             "" if i == 0 else f"{min(rr):.2f}x" if len(rr) == 1 else f"{min(rr):.2f}-{max(rr):.2f}x",
             f"{r['peak_rss_mb']:.0f}",
-            f"{100 * r['sim_frac']:.0f}",
-            f"{100 * r['act_frac']:.0f}",
-            f"{100 * r['learn_frac']:.0f}",
+            *(f"{100 * r[f'{col}_frac']:.0f}" for col in cols),
         )
-    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", *[""] * 6)
+    blank = [""] * (3 + len(cols))
+    t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", *blank)
     all_cores = f"raw MuJoCo Ant ({res['cpus']} processes at once)"
-    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", *[""] * 6)
+    t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", *blank)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows on one line
-        console = Console(width=120)
+        console = Console(width=170 if sac else 120)
     console.print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
+    if sac:
+        ms = res["ceiling_ms"]
+        print(
+            f"ceiling: the raw matrix products of one SAC gradient step take {ms:.2f} ms on one thread "
+            f"(at most {1000 / ms:.0f} steps/s on one core, {2000 / ms:.0f} split perfectly over two; "
+            "before simulation, acting and every non-product operation)"
+        )
     probes = res["speed_probes"]
     if probes:
         spread = res["speed_spread"]

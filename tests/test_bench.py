@@ -90,3 +90,40 @@ def test_contender_can_pin_its_vec_env():
 def test_cli_rejects_unknown_vec_env(crl_cli):
     p = crl_cli("bench", "throughput", "--agent", "ppo:threads", timeout=60)
     assert p.returncode != 0 and "--agent ppo:threads: vec env must be one of auto, dummy, proc" in p.stderr
+
+
+def test_cli_sac_json_tiny(crl_cli):
+    """``--algo sac``: plain SB3 SAC and crl's ``sac`` side by side, the split of the gradient
+    steps and the ceiling (tiny: 20 learning steps after 40 random ones)."""
+    from crl.bench import SAC_SPLIT
+
+    args = ("--algo", "sac", "--steps", "60", "--learning-starts", "40", "--repeats", "1", "--raw-steps", "50")
+    p = crl_cli("bench", "throughput", *args, "--probe-steps", "50", "--json", timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    assert res["algo"] == "sac" and res["learning_starts"] == 40 and res["ceiling_ms"] > 0
+    assert set(res["results"]) == {"sb3", "sac"}
+    for r in res["results"].values():
+        assert r["steps_per_s"] > 0 and r["peak_rss_mb"] > 100
+        parts = [r[f"{k}_frac"] for k in SAC_SPLIT]
+        assert all(f > 0 for f in parts)  # every part of the gradient steps was timed
+        assert sum(parts) + r["learn_other_frac"] == pytest.approx(r["learn_frac"], abs=1e-6)
+        assert r["sim_frac"] + r["act_frac"] + r["learn_frac"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sac_table_prints_the_split_and_the_ceiling(capsys):
+    from crl.bench import print_table
+
+    res = _result([5000.0, 5100.0])
+    res.update(algo="sac", learning_starts=1000, ceiling_ms=4.0)
+    for row in res["results"].values():
+        row.update(sample_frac=0.01, critic_frac=0.3, actor_frac=0.2, target_frac=0.01, learn_other_frac=0.01)
+    print_table(res)
+    out = capsys.readouterr().out
+    assert "Slippery Hopper" in out and "critic %" in out and "2.40-2.60x" in out
+    assert "ceiling: the raw matrix products of one SAC gradient step take 4.00 ms" in out and "250 steps/s" in out
+
+
+def test_cli_rejects_learning_starts_past_the_steps(crl_cli):
+    p = crl_cli("bench", "throughput", "--algo", "sac", "--steps", "100", "--learning-starts", "100", timeout=60)
+    assert p.returncode != 0 and "--learning-starts must be >= 0 and below --steps (100), got 100" in p.stderr

@@ -14,13 +14,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "kind", choices=["throughput", "probe"], help="what to benchmark (probe: crl probe against plain NumPy)"
     )
+    p.add_argument(
+        "--algo",
+        choices=["ppo", "sac"],
+        default="ppo",
+        help="ppo: plain SB3 PPO against crl's PPO agents on Slippery Ant (default); sac: plain SB3 SAC against "
+        "crl's SAC agents on Slippery Hopper, with the split of the gradient steps and the compute ceiling",
+    )
+    p.add_argument(
+        "--learning-starts",
+        type=int,
+        default=1000,
+        help="--algo sac: random warm-up steps before learning, for every contender (default 1000)",
+    )
     p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument(
         "--agent",
         action="append",
         default=None,
-        help="crl agents to compare (default: ppo, ppo-cbp); AGENT:VEC_ENV pins the vec env (ppo:dummy)",
+        help="crl agents to compare (default: ppo, ppo-cbp; with --algo sac: sac); AGENT:VEC_ENV pins the vec env "
+        "(ppo:dummy)",
     )
     p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
     p.add_argument(
@@ -64,7 +78,10 @@ def run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--probe-steps must be >= 0, got {a.probe_steps}")
     if a.n_envs < 1 or 2048 % a.n_envs:
         raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
-    agents = a.agent or [c for c in CONTENDERS[1:] if _agent_exists(c)]
+    if a.algo == "sac" and not 0 <= a.learning_starts < a.steps:
+        raise ConfigError(f"--learning-starts must be >= 0 and below --steps ({a.steps}), got {a.learning_starts}")
+    default = CONTENDERS[1:] if a.algo == "ppo" else ("sac",)
+    agents = a.agent or [c for c in default if _agent_exists(c)]
     for c in agents:
         kind = c.partition(":")[2]
         if ":" in c and kind not in ("auto", "dummy", "proc"):
@@ -79,6 +96,8 @@ def run(a: argparse.Namespace) -> int:
         vec_env=a.vec_env,
         train_threads=a.train_threads,
         probe_steps=a.probe_steps,
+        algo=a.algo,
+        learning_starts=a.learning_starts,
     )
     if a.json:
         print(json.dumps(res, indent=2))

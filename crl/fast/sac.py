@@ -1,0 +1,157 @@
+"""Leaner SAC updates and acting with the same math as stable-baselines3's :class:`~stable_baselines3.SAC`.
+
+:class:`FastSAC` is a ``SAC`` subclass (same SB3 policy, same saved-model format: a FastSAC
+``model.zip`` loads with ``SAC.load``) whose :meth:`FastSAC.train` and action sampling differ
+only in overheads, where the agent's configuration allows (:meth:`FastSAC.fast_path_reason`):
+
+- each gradient step is computed by hand (:mod:`crl.fast.sac_update`): the actor's squashed
+  Gaussian, the entropy coefficient's step, the soft Bellman target, the critics' and the
+  actor's losses and gradients with a dozen matrix products per network (oneDNN where torch
+  has it), no ``torch.distributions`` objects and no autograd graph; the optimizers and their
+  hooks run as in SB3 (:func:`crl.fast.adam.step`), the target critics follow in one
+  ``torch._foreach`` pair;
+- the replay batch is drawn with the same two NumPy draws as ``ReplayBuffer.sample``, without
+  its per-field conversions;
+- acting after the warm-up computes the actor's action for the last observation by hand (the
+  same draw from torch's generator as SB3's ``predict``) and sets the networks' training flags
+  directly instead of walking the modules twice per step;
+- the logger gets the means of the step's values once per ``train`` call.
+
+Where the configuration is outside these (gSDE, other networks or features extractors, hooks
+other than crl's feature capture, a replay buffer other than SB3's plain ``ReplayBuffer``,
+``VecNormalize``, batch norm), :meth:`train` and acting are SB3's own; the choice is made at
+every ``train`` call (an intervention that swaps a layer or adds a hook is seen at once) and
+:attr:`FastSAC.fast_path` says which was taken last.
+
+With the same seed, FastSAC and SAC draw the same batches and noise and make the same updates
+up to float rounding (tested).
+
+Example:
+    >>> import gymnasium as gym
+    >>> model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, batch_size=32, seed=0)
+    >>> _ = model.learn(60)
+    >>> model.fast_path, model._n_updates
+    (True, 10)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3 import SAC
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+
+from crl.fast import adam
+from crl.fast.sac_update import SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
+
+__all__ = ["FastSAC"]
+
+
+class FastSAC(SAC):
+    """SB3 SAC with a leaner :meth:`train` and action sampling (same losses, gradients and
+    random draws). :attr:`fast_path` says whether the last ``train`` call took the hand-written
+    step (``False``: SB3's, see :meth:`fast_path_reason`).
+    """
+
+    fast_path: bool | None = None
+    _plan: SacPlan | None = None
+    _miss: tuple[Any, ...] | None = None  # the policy (and its signature) that has no plan
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_plan", "_miss", "fast_path"]
+
+    def fast_path_reason(self) -> str | None:
+        """Why :meth:`train` takes SB3's own step now (``None``: the hand-written one)."""
+        if self.use_sde:
+            return "gSDE"
+        if type(self.replay_buffer) is not ReplayBuffer or self.replay_buffer.optimize_memory_usage:
+            return f"replay buffer {type(self.replay_buffer).__name__} (only SB3's plain ReplayBuffer)"
+        if self._vec_normalize_env is not None:
+            return "VecNormalize (the batch would be normalised)"
+        if self.batch_norm_stats or self.device.type != "cpu":
+            return "batch norm or a device other than the CPU"
+        if not isinstance(self.observation_space, spaces.Box) or len(self.observation_space.shape) != 1:
+            return "observations that are not flat vectors"
+        return unsupported(self.policy)
+
+    def _current_plan(self) -> SacPlan | None:
+        """The hand plan of the policy as it is now (rebuilt when modules or hooks changed)."""
+        plan = self._plan
+        if plan is not None and plan.matches(self.policy):
+            return plan
+        self._plan = None
+        key = (self.policy, signature(list(self.policy.modules())))
+        if self._miss != key:
+            if self.fast_path_reason() is None:
+                self._plan = SacPlan(self.policy)
+            else:
+                self._miss = key  # not again until the policy changes
+        return self._plan
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """``gradient_steps`` steps of SAC on replay batches of ``batch_size``, by hand where
+        :meth:`fast_path_reason` allows, else SB3's ``SAC.train``.
+        """
+        plan = self._current_plan()
+        self.fast_path = plan is not None
+        if plan is None:
+            return super().train(gradient_steps, batch_size)
+        plan.set_training(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        outs = []
+        for gradient_step_i in range(gradient_steps):
+            batch = sample_batch(self.replay_buffer, batch_size, self.gamma)
+            polyak = gradient_step_i % self.target_update_interval == 0
+            outs.append(gradient_step(plan, self, batch, polyak, adam.step))
+        self._n_updates += gradient_steps
+        self._log(outs)
+
+    def _log(self, outs: list[StepOut]) -> None:
+        """SB3's ``train/`` records: the means over this call's steps."""
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean([o.ent_coef.item() for o in outs]))
+        self.logger.record("train/actor_loss", np.mean([o.actor_loss.item() for o in outs]))
+        self.logger.record("train/critic_loss", np.mean([o.critic_loss.item() for o in outs]))
+        if outs and outs[0].ent_coef_loss is not None:
+            self.logger.record("train/ent_coef_loss", np.mean([o.ent_coef_loss.item() for o in outs]))  # type: ignore[union-attr]
+
+    def collect_rollouts(self, *args: Any, **kwargs: Any) -> Any:
+        """SB3's ``collect_rollouts``; where the plan applies, its ``policy.set_training_mode``
+        calls (one per env step) set the plain modules' flags directly (:meth:`SacPlan.set_training`).
+        """
+        plan = self._plan
+        if plan is None or not plan.matches(self.policy):
+            self._plan = None  # the next update builds a new one (or steps aside)
+            return super().collect_rollouts(*args, **kwargs)
+        self.policy.__dict__["set_training_mode"] = plan.set_training  # for this call only
+        try:
+            return super().collect_rollouts(*args, **kwargs)
+        finally:
+            del self.policy.__dict__["set_training_mode"]
+
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """SB3's action sampling; after the warm-up, with the actor's forward by hand where the
+        plan applies (the same draw from torch's generator as ``policy.predict``).
+        """
+        warm = self.num_timesteps < learning_starts
+        plan = None if warm else self._current_plan()  # the policy as it is now (a callback may have changed it)
+        if plan is None or not isinstance(self.action_space, spaces.Box):
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        assert self._last_obs is not None, "self._last_obs was not set"
+        plan.set_training(False)
+        obs = th.as_tensor(np.asarray(self._last_obs).reshape((-1, *self.observation_space.shape))).float()
+        with th.no_grad():
+            actions = plan.actor_act(obs).numpy().reshape((-1, *self.action_space.shape))
+        scaled_action = self.policy.scale_action(self.policy.unscale_action(actions))
+        if action_noise is not None:
+            scaled_action = np.clip(scaled_action + action_noise(), -1, 1)
+        return self.policy.unscale_action(scaled_action), scaled_action

@@ -1,0 +1,456 @@
+"""One gradient step of stable-baselines3's SAC, by hand: the same losses and gradients, fewer operations.
+
+SB3's ``SAC.train`` runs a gradient step through ``torch.distributions`` objects, module calls
+and autograd's graph (about 60 small torch operations and three backward passes per step).
+:class:`SacPlan` holds the actor and the critics of an SB3 ``SACPolicy`` whose networks are
+plain MLPs (``Linear`` + ``ReLU``/``Tanh``, a ``Flatten`` features extractor) and
+:func:`gradient_step` computes, with the same random draws in the same order:
+
+- the actor's squashed Gaussian actions and log-probabilities (with SB3's ``1e-6`` in the
+  tanh correction) for the batch's observations and next observations;
+- the entropy coefficient's loss and step (automatic entropy tuning), or the fixed coefficient;
+- the soft Bellman target from the target critics, the critics' loss and its gradients;
+- the actor's loss ``mean(alpha * log_prob - min_k Q_k(s, a_pi))`` and its gradients through
+  the (updated) critics' input, the tanh squashing and the clamped log-std head;
+
+writing the gradients into the parameters' ``.grad`` and stepping the same optimizers
+(:func:`crl.fast.adam.step`: their hooks run), then the Polyak update of the target critics as
+one ``torch._foreach`` pair. The matrix products go to oneDNN where torch has it
+(:func:`crl.fast.mlp.linear`). Numbers equal SB3's up to float rounding (tested).
+
+One difference is visible after a step: SB3's actor-loss backward also leaves the actor loss's
+gradient with respect to the critics' parameters in the critics' ``.grad`` (added to the
+critic loss's, unused: the next step zeroes it). Here the critics' ``.grad`` holds the critic
+loss's gradient, the one their optimizer stepped with.
+
+Feature-capture hooks (:func:`crl.plasticity.nets.capture_features`) are called as the module
+calls of SB3's step would call them: the actor on the observations, the critics on the
+replayed actions and then on the actor's actions; never in the no-grad target computation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.policies import ContinuousCritic
+from stable_baselines3.common.torch_layers import FlattenExtractor
+from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
+from torch import nn
+
+from crl.fast.mlp import MlpPlan, accumulate_grad, global_module_hooks
+from crl.plasticity.nets import activation_name
+
+__all__ = [
+    "Batch",
+    "Chain",
+    "SQUASH_EPS",
+    "SacPlan",
+    "StepOut",
+    "actor_step",
+    "critic_step",
+    "gradient_step",
+    "polyak_update",
+    "sample_batch",
+    "signature",
+    "unsupported",
+]
+
+#: SB3's ``SquashedDiagGaussianDistribution`` epsilon in ``log(1 - tanh(u)^2 + eps)``.
+SQUASH_EPS = 1e-6
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def linear(x: th.Tensor, w: th.Tensor, b: th.Tensor | None, relu: bool = False) -> th.Tensor:
+    """``x @ w.T + b`` (then ReLU) with torch's own kernels (``addmm``/``mm``; call under ``no_grad``).
+
+    Not oneDNN (:func:`crl.fast.mlp.linear`): on the 2-core AVX2 EPYC these SAC products were
+    measured on, oneDNN took 1.1-1.3x as long for 256-row products, 2-20x for the thin ones
+    of SAC's heads and inputs, and 60x for a column slice of a weight.
+    """
+    out = th.addmm(b, x, w.t()) if b is not None else x @ w.t()
+    return out.relu_() if relu else out
+
+
+class Batch(NamedTuple):
+    """A replay batch as SB3's ``ReplayBufferSamples`` holds it (``discounts``: gamma, or per row)."""
+
+    observations: th.Tensor
+    actions: th.Tensor
+    next_observations: th.Tensor
+    dones: th.Tensor
+    rewards: th.Tensor
+    discounts: th.Tensor | float
+
+
+class StepOut(NamedTuple):
+    """A gradient step's logged values (tensors: no sync per step)."""
+
+    critic_loss: th.Tensor
+    actor_loss: th.Tensor
+    ent_coef: th.Tensor
+    ent_coef_loss: th.Tensor | None
+
+
+def sample_batch(buffer: Any, batch_size: int, gamma: float) -> Batch:
+    """``buffer.sample(batch_size)`` of SB3's plain ``ReplayBuffer`` (not memory-optimised, no
+    ``VecNormalize``): the same two draws from NumPy's global generator, the same rows.
+
+    Example:
+        >>> from gymnasium import spaces
+        >>> from stable_baselines3.common.buffers import ReplayBuffer
+        >>> buf = ReplayBuffer(10, spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (1,)))
+        >>> for i in range(3):
+        ...     buf.add(np.full(2, i), np.full(2, i + 1), np.zeros(1), np.ones(1), np.zeros(1), [{}])
+        >>> b = sample_batch(buf, 4, 0.99)
+        >>> b.observations.shape, b.rewards.shape, b.discounts
+        (torch.Size([4, 2]), torch.Size([4, 1]), 0.99)
+    """
+    upper = buffer.buffer_size if buffer.full else buffer.pos
+    inds = np.random.randint(0, upper, size=batch_size)
+    envs = np.random.randint(0, high=buffer.n_envs, size=(batch_size,))
+    dones = buffer.dones[inds, envs] * (1 - buffer.timeouts[inds, envs])
+    return Batch(
+        th.from_numpy(buffer.observations[inds, envs, :]).float(),  # SB3's preprocess_obs: .float()
+        th.from_numpy(buffer.actions[inds, envs, :]),
+        th.from_numpy(buffer.next_observations[inds, envs, :]).float(),
+        th.from_numpy(dones.reshape(-1, 1)),
+        th.from_numpy(buffer.rewards[inds, envs].reshape(-1, 1)),
+        gamma,
+    )
+
+
+@dataclass
+class Chain:
+    """Hidden layers (``Linear`` then ``ReLU``/``Tanh``) of a plain MLP, by hand, with the
+    forward hooks (crl's feature capture) of its activations called as module calls would.
+    """
+
+    linears: list[nn.Linear]
+    kinds: list[str]
+    acts: list[nn.Module]
+
+    @classmethod
+    def of(cls, mods: list[nn.Module]) -> Chain:
+        return cls(list(mods[0::2]), [str(activation_name(a)) for a in mods[1::2]], list(mods[1::2]))  # type: ignore[arg-type]
+
+    def params(self) -> list[th.Tensor]:
+        return [p for lin in self.linears for p in (lin.weight, lin.bias)]
+
+    def forward(self, x: th.Tensor, hooks: bool) -> list[th.Tensor]:
+        """The input of every layer and the chain's output, last (hooks called when ``hooks``)."""
+        out = [x]
+        with th.no_grad():
+            for lin, kind in zip(self.linears, self.kinds, strict=True):
+                h = linear(out[-1], lin.weight, lin.bias, relu=kind == "relu")
+                out.append(h.tanh_() if kind == "tanh" else h)
+        if hooks:
+            for act, h in zip(self.acts, out[1:], strict=True):
+                for hook in list(act._forward_hooks.values()):
+                    hook(act, (), h)
+        return out
+
+    def backward(self, outs: list[th.Tensor], g: th.Tensor, params: bool = True) -> tuple[list[th.Tensor], th.Tensor]:
+        """The gradients of ``(chain(x) * g).sum()``: per parameter (in :meth:`params`' order,
+        empty unless ``params``) and with respect to the activation's input of the first layer
+        (``g`` through the first ``Linear`` is left to the caller).
+        """
+        grads: list[th.Tensor] = []
+        with th.no_grad():
+            for k in range(len(self.linears) - 1, -1, -1):
+                if self.kinds[k] == "relu":
+                    g = th.ops.aten.threshold_backward(g, outs[k + 1], 0)
+                else:
+                    g = th.ops.aten.tanh_backward(g, outs[k + 1])
+                if params:
+                    grads[:0] = [g.t() @ outs[k], g.sum(0)]
+                if k > 0:
+                    g = g @ self.linears[k].weight
+        return grads, g
+
+
+def _head_grads(g: th.Tensor, h: th.Tensor) -> list[th.Tensor]:
+    with th.no_grad():
+        return [g.t() @ h, g.sum(0)]
+
+
+def _plain_mlp(seq: nn.Module, head: nn.Module | None) -> str | None:
+    """Why ``seq`` (then ``head``) is no plain MLP the hand passes cover (``None`` when it is)."""
+    if not isinstance(seq, nn.Sequential):
+        return f"{type(seq).__name__} is not a Sequential"
+    mods = list(seq)
+    if head is None:
+        if not mods:
+            return "an empty network"
+        mods, head = mods[:-1], mods[-1]
+    return MlpPlan.unsupported(nn.Sequential(*mods), head)
+
+
+def unsupported(policy: Any) -> str | None:
+    """Why :class:`SacPlan` does not cover ``policy`` (``None`` when it does): SB3's SAC
+    ``Actor`` and ``ContinuousCritic`` of plain MLPs on flat observations, without gSDE and
+    without hooks other than crl's feature capture on the activations.
+    """
+    actor, critic, target = policy.actor, policy.critic, policy.critic_target
+    if type(actor) is not Actor or actor.use_sde or type(actor.log_std) is not nn.Linear:
+        return "the actor is not SB3's plain Actor (gSDE or another class)"
+    if type(critic) is not ContinuousCritic or type(target) is not ContinuousCritic:
+        return "the critic is not SB3's ContinuousCritic"
+    if global_module_hooks():
+        return "global module hooks are registered"
+    fes = (actor.features_extractor, critic.features_extractor, target.features_extractor)
+    for m in (policy, actor, critic, target, *fes):
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return f"{type(m).__name__} has hooks"
+    if any(type(fe) is not FlattenExtractor for fe in fes):
+        return "a features extractor is not a FlattenExtractor"
+    for seq, head in [(actor.latent_pi, actor.mu), (actor.latent_pi, actor.log_std)]:
+        if why := _plain_mlp(seq, head):
+            return f"actor: {why}"
+    for q in [*critic.q_networks, *target.q_networks]:
+        if why := _plain_mlp(q, None):
+            return f"critic: {why}"
+    return None
+
+
+def signature(modules: list[nn.Module]) -> tuple[Any, ...]:
+    """What :meth:`SacPlan.matches` compares: per module, its children, parameters and hooks
+    (a layer or parameter swapped, a hook added or removed), and whether global hooks are set.
+    """
+    return (
+        global_module_hooks(),
+        tuple(
+            (
+                tuple(m._modules.values()),
+                tuple(m._parameters.values()),
+                tuple(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(m._backward_pre_hooks),
+            )
+            for m in modules
+        ),
+    )
+
+
+class SacPlan:
+    """The hand passes of a SAC policy's actor, critics and target critics (see the module
+    docstring). Build it with :meth:`of`; :meth:`matches` says whether the policy still has
+    these modules and hooks (an intervention may swap a layer or add a hook).
+    """
+
+    def __init__(self, policy: Any) -> None:
+        actor = policy.actor
+        self.policy = policy
+        self.actor = Chain.of(list(actor.latent_pi))
+        self.mu, self.log_std = actor.mu, actor.log_std
+        self.critics = [(Chain.of(list(q)[:-1]), q[-1]) for q in policy.critic.q_networks]
+        self.targets = [(Chain.of(list(q)[:-1]), q[-1]) for q in policy.critic_target.q_networks]
+        self.modules = [m for net in (actor, policy.critic) for m in net.modules()]
+        self.critic_params = list(policy.critic.parameters())
+        self.target_params = list(policy.critic_target.parameters())
+        self.obs_dim = self.critics[0][0].linears[0].in_features - actor.mu.out_features
+        self.all_modules = list(policy.modules())
+        self._signature = self._hooks()
+
+    @classmethod
+    def of(cls, policy: Any) -> SacPlan | None:
+        """A plan for ``policy``, or ``None`` where :func:`unsupported` gives a reason."""
+        return None if unsupported(policy) is not None else cls(policy)
+
+    def _hooks(self) -> tuple[Any, ...]:
+        return signature(self.all_modules)
+
+    def matches(self, policy: Any) -> bool:
+        """Whether ``policy`` still has this plan's modules, parameters and hooks."""
+        return policy is self.policy and self._hooks() == self._signature
+
+    def set_training(self, mode: bool) -> None:
+        """``policy.set_training_mode(mode)`` for these plain modules (flags only, as ``Module.train`` sets them)."""
+        self.policy.__dict__["training"] = mode
+        for m in self.modules:
+            m.__dict__["training"] = mode
+
+    def head_weights(self) -> tuple[th.Tensor, th.Tensor]:
+        """The mean and log-std heads side by side (one product for both)."""
+        with th.no_grad():
+            return th.cat([self.mu.weight, self.log_std.weight]), th.cat([self.mu.bias, self.log_std.bias])
+
+    def heads(self, h: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """The mean actions and the (unclamped) log-stds of the actor's latent ``h``, and the
+        heads' weights side by side (:meth:`head_weights`).
+        """
+        w, b = self.head_weights()
+        with th.no_grad():
+            out = linear(h, w, b)
+        n = self.mu.out_features
+        return out[:, :n], out[:, n:], w
+
+    def actor_act(self, obs: th.Tensor) -> th.Tensor:
+        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: what ``predict`` acts with."""
+        h = self.actor.forward(obs, hooks=False)[-1]
+        mean, raw_log_std, _ = self.heads(h)
+        with th.no_grad():
+            log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
+            std = th.ones_like(mean) * log_std.exp()
+            return th.tanh(mean + th.empty(mean.shape).normal_() * std)
+
+    def actor_sample(self, obs: th.Tensor, hooks: bool) -> dict[str, th.Tensor]:
+        """SB3's ``actor.action_log_prob(obs)``: squashed actions and log-probabilities, with
+        what the actor's backward needs (the same draw from torch's generator as ``rsample``).
+        """
+        outs = self.actor.forward(obs, hooks)
+        mean, raw_log_std, w_heads = self.heads(outs[-1])
+        with th.no_grad():
+            log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
+            std = th.ones_like(mean) * log_std.exp()
+            eps = th.empty(mean.shape).normal_()
+            u = mean + eps * std
+            a = th.tanh(u)
+            log_prob = (-((u - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=1)
+            log_prob -= th.sum(th.log(1 - a**2 + SQUASH_EPS), dim=1)
+        return {
+            "outs": outs,
+            "w_heads": w_heads,
+            "raw_log_std": raw_log_std,
+            "std": std,
+            "eps": eps,
+            "a": a,
+            "log_prob": log_prob,
+        }
+
+
+def _q_values(
+    pairs: list[tuple[Chain, nn.Linear]], x: th.Tensor, hooks: bool
+) -> tuple[list[th.Tensor], list[list[th.Tensor]]]:
+    """Each critic's Q-values of ``x`` (observations and actions side by side) and its layers' inputs."""
+    qs, saved = [], []
+    for chain, head in pairs:
+        outs = chain.forward(x, hooks)
+        with th.no_grad():
+            qs.append(linear(outs[-1], head.weight, head.bias))
+        saved.append(outs)
+    return qs, saved
+
+
+def _set_grads(opt: th.optim.Optimizer, params: list[th.Tensor], grads: list[th.Tensor]) -> None:
+    """``opt.zero_grad()`` then the gradients added as ``backward()`` would add them."""
+    if type(opt).zero_grad is th.optim.Optimizer.zero_grad:
+        for group in opt.param_groups:
+            for p in group["params"]:
+                p.grad = None
+    else:
+        opt.zero_grad()
+    for p, g in zip(params, grads, strict=True):
+        accumulate_grad(p, g)
+
+
+def _entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
+    """The entropy coefficient of this step, and (automatic tuning) its loss, after its optimizer's step."""
+    log_ent_coef, opt = model.log_ent_coef, model.ent_coef_optimizer
+    if opt is None or log_ent_coef is None:
+        return model.ent_coef_tensor, None
+    ent_coef = th.exp(log_ent_coef.detach())
+    with th.no_grad():
+        err = log_prob + model.target_entropy
+        loss = -(log_ent_coef * err).mean()
+        grad = (err * (-1.0 / err.numel())).sum().reshape(log_ent_coef.shape)
+    _set_grads(opt, [log_ent_coef], [grad])
+    opt.step()
+    return ent_coef, loss
+
+
+def critic_step(plan: SacPlan, model: Any, batch: Batch, ent_coef: th.Tensor, step: Any) -> th.Tensor:
+    """The soft Bellman target, the critics' loss and their optimizer's step; returns the loss."""
+    with th.no_grad():
+        nxt = plan.actor_sample(batch.next_observations, hooks=False)
+        next_qs, _ = _q_values(plan.targets, th.cat([batch.next_observations, nxt["a"]], dim=1), hooks=False)
+        next_q, _ = th.min(th.cat(next_qs, dim=1), dim=1, keepdim=True)
+        next_q = next_q - ent_coef * nxt["log_prob"].reshape(-1, 1)
+        target = batch.rewards + (1 - batch.dones) * batch.discounts * next_q
+    qs, saved = _q_values(plan.critics, th.cat([batch.observations, batch.actions], dim=1), hooks=True)
+    grads: list[th.Tensor] = []
+    with th.no_grad():
+        n = target.shape[0]
+        loss = 0.5 * sum(((q - target) ** 2).mean() for q in qs)
+        for (chain, head), q, outs in zip(plan.critics, qs, saved, strict=True):
+            g = (q - target) * (1.0 / n)  # d(0.5 * mse)/dq
+            g_h = g * head.weight  # g @ W for a one-unit head
+            body, _ = chain.backward(outs, g_h)
+            grads += [*body, *_head_grads(g, outs[-1])]
+    opt = model.critic.optimizer
+    _set_grads(opt, plan.critic_params, grads)
+    step(opt)
+    return loss  # type: ignore[return-value]
+
+
+def _action_grad(plan: SacPlan, obs: th.Tensor, a: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """``min_k Q_k(obs, a)`` under the (updated) critics, and its gradient with respect to ``a``
+    (torch's ``min`` over a dimension sends a row's gradient to the critic it picked).
+    """
+    qs, saved = _q_values(plan.critics, th.cat([obs, a], dim=1), hooks=True)
+    with th.no_grad():
+        min_q, idx = th.min(th.cat(qs, dim=1), dim=1, keepdim=True)
+        g_a = th.empty_like(a)
+        for k, ((chain, head), outs) in enumerate(zip(plan.critics, saved, strict=True)):
+            rows = (idx[:, 0] == k).nonzero()[:, 0]  # the rows whose minimum is this critic's
+            g_h = head.weight.expand(len(rows), -1)  # d(min_q)/d(h) on these rows
+            _, g_first = chain.backward([o.index_select(0, rows) for o in outs], g_h, params=False)
+            g_a[rows] = g_first @ chain.linears[0].weight[:, plan.obs_dim :]
+    return min_q, g_a
+
+
+def actor_step(
+    plan: SacPlan, model: Any, obs: th.Tensor, cur: dict[str, th.Tensor], ent_coef: th.Tensor, step: Any
+) -> th.Tensor:
+    """The actor's loss and its optimizer's step (gradients through the critics, the tanh
+    squashing, the Gaussian's reparameterisation and the log-std clamp); returns the loss.
+    """
+    min_q, dq_da = _action_grad(plan, obs, cur["a"])
+    with th.no_grad():
+        log_prob, a, eps, std = cur["log_prob"].reshape(-1, 1), cur["a"], cur["eps"], cur["std"]
+        n = a.shape[0]
+        loss = (ent_coef * log_prob - min_q).mean()
+        c = ent_coef / n  # d(loss)/d(log_prob) per row
+        one_minus = 1 - a**2
+        # d(loss)/du through a = tanh(u) and through the tanh correction -log(1 - a^2 + eps)
+        g_u = dq_da * (-1.0 / n) * one_minus + c * (2 * a * one_minus / (one_minus + SQUASH_EPS))
+        g_mean = g_u  # the Gaussian term's own d/d(mean) cancels: u - mean = eps * std
+        raw = cur["raw_log_std"]
+        inside = (raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX)  # clamp passes the gradient at its bounds
+        g_log_std = (g_u * eps * std - c) * inside  # u = mean + eps * exp(log_std); -log(std) term
+        g_heads = th.cat([g_mean, g_log_std], dim=1)
+        g_h = g_heads @ cur["w_heads"]
+    body, _ = plan.actor.backward(cur["outs"], g_h)
+    w_grad, b_grad = _head_grads(g_heads, cur["outs"][-1])
+    n_act = g_mean.shape[1]
+    grads = [*body, w_grad[:n_act], b_grad[:n_act], w_grad[n_act:], b_grad[n_act:]]
+    opt = model.actor.optimizer
+    _set_grads(opt, [*plan.actor.params(), *plan.mu.parameters(), *plan.log_std.parameters()], grads)
+    step(opt)
+    return loss
+
+
+def polyak_update(plan: SacPlan, tau: float) -> None:
+    """SB3's ``polyak_update`` of the target critics (``target = (1 - tau) * target + tau * critic``,
+    the same two operations per tensor) as one ``torch._foreach`` pair.
+    """
+    with th.no_grad():
+        th._foreach_mul_(plan.target_params, 1 - tau)
+        th._foreach_add_(plan.target_params, plan.critic_params, alpha=tau)
+
+
+def gradient_step(plan: SacPlan, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:
+    """One gradient step of SB3's ``SAC.train`` on ``batch`` (see the module docstring);
+    ``step(opt)`` steps an optimizer, ``polyak``: update the target critics after it.
+    """
+    cur = plan.actor_sample(batch.observations, hooks=True)
+    ent_coef, ent_loss = _entropy_step(model, cur["log_prob"].reshape(-1, 1))
+    critic_loss = critic_step(plan, model, batch, ent_coef, step)
+    actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step)
+    if polyak:
+        polyak_update(plan, model.tau)
+    return StepOut(critic_loss, actor_loss, ent_coef, ent_loss)

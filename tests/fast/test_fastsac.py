@@ -1,0 +1,157 @@
+"""FastSAC makes the same gradient steps as SB3's SAC (same state, batch and draws), and the same
+run from the same seed; interventions run on its fast path; what it does not cover goes to SB3's."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.logger import Logger
+
+import crl
+from crl.fast.sac import FastSAC
+
+KW = dict(learning_starts=100, batch_size=64, seed=5, policy_kwargs=dict(net_arch=[64, 64]))
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+
+
+def _grad_spy(model):
+    """Every optimizer step's gradients, recorded by a step pre-hook (as the optimizers see them)."""
+    seen = {}
+    opts = {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
+    if model.ent_coef_optimizer is not None:
+        opts["ent_coef"] = model.ent_coef_optimizer
+    for name, opt in opts.items():
+
+        def pre(opt, args, kwargs, name=name):
+            seen[name] = [p.grad.clone() for g in opt.param_groups for p in g["params"]]
+
+        opt.register_step_pre_hook(pre)
+    return seen
+
+
+def _filled(cls, **kw):
+    """A model on Pendulum with 300 random transitions in its buffer, as ``learn`` leaves them."""
+    model = cls("MlpPolicy", gym.make("Pendulum-v1"), **{**KW, "learning_starts": 300, **kw})
+    model.learn(300)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
+CASES = {
+    "defaults": {},
+    "tanh, 3 critics": dict(policy_kwargs=dict(net_arch=[32, 48], activation_fn=torch.nn.Tanh, n_critics=3)),
+    "fixed entropy coefficient, gamma 0.9": dict(ent_coef=0.2, gamma=0.9),
+    "256x256 nets": dict(policy_kwargs=dict(net_arch=[256, 256]), batch_size=256),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_gradient_step_equals_sb3(case):
+    """From the same state, the same batch and the same draws: the same losses, the same
+    gradients at every optimizer's step, the same parameters after (float tolerance)."""
+    torch.set_num_threads(1)
+    a, b = _filled(SAC, **CASES[case]), _filled(FastSAC, **CASES[case])
+    b.policy.load_state_dict(a.policy.state_dict())
+    if a.log_ent_coef is not None:
+        b.log_ent_coef.data.copy_(a.log_ent_coef.data)
+    spies = [_grad_spy(a), _grad_spy(b)]
+    for model in (a, b):
+        np.random.seed(11)
+        torch.manual_seed(11)
+        model.train(gradient_steps=1, batch_size=model.batch_size)
+    assert b.fast_path is True
+    sa, sb = spies
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        for ga, gb in zip(sa[name], sb[name], strict=True):
+            torch.testing.assert_close(gb, ga, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    la, lb = a.logger.name_to_value, b.logger.name_to_value
+    assert la.keys() == lb.keys()
+    for key in la:
+        assert lb[key] == pytest.approx(la[key], rel=1e-5, abs=1e-7), key
+    # Adam divides by the gradient's own size: a gradient near 0 moves a parameter by up to lr
+    torch.testing.assert_close(_params(b), _params(a), rtol=1e-5, atol=1e-5)
+
+
+def test_a_short_run_from_the_same_seed_gives_the_same_parameters_as_sb3():
+    """300 gradient steps after the warm-up, acting included (same draws from the same seed)."""
+    torch.set_num_threads(1)
+    a = SAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    a.learn(400)
+    b = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    b.learn(400)
+    assert b.fast_path is True and a._n_updates == b._n_updates == 300
+    np.testing.assert_allclose(b.replay_buffer.actions[:400], a.replay_buffer.actions[:400], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_params(b), _params(a), rtol=1e-3, atol=2e-4)
+    torch.testing.assert_close(b.log_ent_coef, a.log_ent_coef, rtol=1e-4, atol=1e-5)
+
+
+def test_a_saved_model_loads_with_sac_load(tmp_path):
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    model.learn(120)
+    model.save(tmp_path / "m.zip")
+    loaded = SAC.load(tmp_path / "m.zip")
+    torch.testing.assert_close(_params(loaded), _params(model), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [(dict(use_sde=True), "gSDE"), (dict(optimize_memory_usage=True, replay_buffer_kwargs={}), "replay buffer")],
+)
+def test_what_it_does_not_cover_takes_sb3s_step(kw, reason):
+    kw = {**KW, **kw}
+    if "optimize_memory_usage" in kw:
+        kw["replay_buffer_kwargs"] = dict(handle_timeout_termination=False)
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **kw)
+    model.learn(110)
+    assert model.fast_path is False and reason in model.fast_path_reason()
+    assert model._n_updates == 10
+
+
+def test_a_module_swapped_between_steps_is_seen():
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    model.learn(105)
+    assert model.fast_path is True
+    model.critic.qf0[1] = torch.nn.ELU()  # an activation the hand passes do not cover
+    model.learn(5, reset_num_timesteps=False)
+    assert model.fast_path is False and "ELU" in model.fast_path_reason()
+
+
+@pytest.mark.parametrize(
+    ("agent", "fast"),
+    [
+        ("sac-cbp", True),
+        ("sac-redo", True),
+        ("sac-reset", True),
+        ("sac-ewc", True),
+        ("sac-trac", True),
+        ("sac-nap", False),
+    ],
+)
+def test_sac_interventions_train(agent, fast):
+    """CBP, ReDo, resets, EWC and TRAC train on the fast path (their feature capture and
+    optimizer hooks run there); NAP's LayerNorm networks take SB3's step."""
+    torch.set_num_threads(1)
+    model = crl.make_agent(agent, "slippery-hopper", seed=0, learning_starts=50, batch_size=32, buffer_size=1000)
+    before = _params(model).clone()
+    model.learn(150)
+    assert model.fast_path is fast, model.fast_path_reason()
+    after = _params(model)
+    assert torch.isfinite(after).all() and not torch.equal(before, after)
+
+
+def test_cbp_sees_the_features_of_the_fast_step():
+    """CBP's feature capture runs on the fast path: its utilities are updated at every step."""
+    from crl.plasticity import interventions_of
+
+    torch.set_num_threads(1)
+    model = crl.make_agent("sac-cbp", "slippery-hopper", seed=0, learning_starts=50, batch_size=32, buffer_size=1000)
+    model.learn(80)
+    (cbp,) = interventions_of(model).interventions
+    assert model.fast_path is True
+    layers = [layer for view in cbp.views for layer in view.layers]
+    assert layers and all(layer.features is not None and layer.features.shape[0] == 32 for layer in layers)
