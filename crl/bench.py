@@ -323,7 +323,7 @@ def sac_update_products(
 
     Example:
         >>> len(sac_update_products()), sum(m * k * n for m, k, n in sac_update_products()) // 10**6
-        (41, 271)
+        (39, 263)
     """
     b, h, q_in = batch, hidden, obs_dim + act_dim
     actor = [(b, obs_dim, h), (b, h, h), (b, h, 2 * act_dim)]

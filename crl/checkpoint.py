@@ -120,6 +120,10 @@ def get_env_state(env: gym.Env) -> list[dict[str, Any]]:
 
 def set_env_state(env: gym.Env, states: list[dict[str, Any]]) -> None:
     """Restore :func:`get_env_state` into an env built the same way."""
+    for i, s in enumerate(states):  # a task sequence runs the saved task first: its stack is below
+        layer = _layers(env)[i] if i < len(_layers(env)) else None
+        if "drift" in s and "active" in s["drift"] and callable(getattr(layer, "select_task", None)):
+            layer.select_task(s["drift"]["active"])  # type: ignore[union-attr]
     layers = _layers(env)
     if [type(x).__name__ for x in layers] != [s["type"] for s in states]:
         raise ValueError(

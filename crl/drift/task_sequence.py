@@ -101,20 +101,20 @@ class TaskSequence(DriftWrapper):
         if index != self._active:
             self._active = index
             self.env = self._tasks[index]
-        if seed is not None:
-            for j, other in enumerate(self._tasks):
-                if j != index:
-                    other.reset(seed=derive(seed, "task_sequence", j))
         return super().reset(seed=seed, options=options)
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "active": self._active}
 
+    def select_task(self, index: int) -> None:
+        """Run task ``index`` from now on (a checkpoint's task in use, put back before its stack is)."""
+        self._active = int(index)
+        self.env = self._tasks[self._active]
+
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         if "active" in state:
-            self._active = int(state["active"])
-            self.env = self._tasks[self._active]
+            self.select_task(state["active"])
 
     def close(self) -> None:
         for e in self._tasks:

@@ -19,7 +19,7 @@ from crl.config import yaml_load
 from crl.errors import ConfigError
 from crl.run.lock import LOCK_FILE
 from crl.run.status import CHECKPOINT, PREVIOUS_CHECKPOINT, has_checkpoint, read_status
-from crl.spec import AgentSpec
+from crl.spec import AgentSpec, NetworkSpec
 from crl.track import flatten
 
 __all__ = ["RunFolder", "config_difference", "ROW_FILES", "damaged_rows"]
@@ -35,13 +35,23 @@ VOLATILE = ("command", "crl_version", "created", "steps", "progress", "wandb", "
 
 
 def _added_default(key: str, value: Any) -> bool:
-    """Whether ``key`` is an agent-spec field that a newer crl added, at its default value
-    (a run started before the field existed resumes).
+    """Whether ``key`` is an agent-spec or network-spec field that a newer crl added, at its
+    default value (a run started before the field existed resumes).
+
+    Example:
+        >>> _added_default("agent.network.tasks", 0), _added_default("agent.network.tasks", 2)
+        (True, False)
+        >>> _added_default("agent.task_id", False), _added_default("env.task_id", False)
+        (True, False)
     """
     parts = key.split(".")
-    if len(parts) != 2 or parts[0] != "agent":
+    if parts[:2] == ["agent", "network"] and len(parts) == 3:
+        spec, name = NetworkSpec, parts[2]
+    elif len(parts) == 2 and parts[0] == "agent":
+        spec, name = AgentSpec, parts[1]
+    else:
         return False
-    field_ = {f.name: f for f in dataclasses.fields(AgentSpec)}.get(parts[1])
+    field_ = {f.name: f for f in dataclasses.fields(spec)}.get(name)
     return field_ is not None and field_.default is not dataclasses.MISSING and value == field_.default
 
 

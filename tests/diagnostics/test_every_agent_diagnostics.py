@@ -56,7 +56,9 @@ def test_every_agent_logs_every_metric_for_every_network_and_layer(name):
         nets = {"policy": spec.network.pi, "value": spec.network.vf}
     else:
         nets = {"actor": spec.network.pi, **{f"critic_{k}": spec.network.qf for k in (1, 2)}}
-    want = {f"plasticity/{n}/{i}/{m}" for n, sizes in nets.items() for i in range(len(sizes)) for m in D.DIAGNOSTICS}
+    columns = spec.network.tasks if spec.network.progressive else 1  # a progressive net: every column's layers
+    layers = {n: range(len(sizes) * columns) for n, sizes in nets.items()}
+    want = {f"plasticity/{n}/{i}/{m}" for n, idx in layers.items() for i in idx for m in D.DIAGNOSTICS}
     assert set(row) == want
     assert all(np.isfinite(v) for v in row.values())
 

@@ -72,7 +72,7 @@ def test_the_cases_cover_every_method_with_numeric_arguments():
         ("trac", "trac_betas[5]"),
     }
     assert expected <= covered, expected - covered
-    assert set(CRL_OPTIMIZERS) == {"trac", "upgd"}
+    assert set(CRL_OPTIMIZERS) == {"trac", "upgd", "kron"}
 
 
 @pytest.mark.parametrize(

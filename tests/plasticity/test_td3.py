@@ -99,8 +99,9 @@ def test_the_walker_finds_td3s_actor_and_critics_and_not_its_output_tanh():
 
 
 def test_the_fast_arguments_cover_every_intervention():
-    """Every intervention applies to TD3 but NaP, which needs LayerNorm (not a TD3 option)."""
-    assert set(FAST) == set(INTERVENTIONS) - {"none", "nap"}
+    """Every intervention applies to TD3 but NaP, which needs LayerNorm (not a TD3 option), and
+    PackNet, which needs PackNet's masked actor (``network.packnet``: PPO and SAC)."""
+    assert set(FAST) == set(INTERVENTIONS) - {"none", "nap", "packnet"}
     with pytest.raises(Exception, match="LayerNorm"):
         build_model(_spec([{"nap": {}}]), gym.make("Pendulum-v1"), seed=0)
 

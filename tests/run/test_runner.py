@@ -87,7 +87,7 @@ def test_same_seed_same_curves(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--env", "no-such-env", "--agent", "ppo"], "unknown env 'no-such-env'; valid: cw10, cw20, cyclic-"),
+        (["--env", "no-such-env", "--agent", "ppo"], "unknown env 'no-such-env'; valid: cdmc-dog, cdmc-quadruped, "),
         (["--env", "slippery-ant", "--agent", "no-such-agent"], "unknown agent 'no-such-agent'; valid:"),
         (["--env", "slippery-ant", "--agent", "ppo", "--steps", "-5"], "steps must be an integer in [1, "),
         (["--env", "slippery-ant", "--agent", "ppo", "--agent-kwargs", "n_stepz=3"], "unknown key 'n_stepz'"),
