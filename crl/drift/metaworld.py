@@ -290,6 +290,15 @@ class ContinualWorldTask(DriftWrapper):
     def sample_params(self, rng: np.random.Generator, regime: int) -> Params:
         return {"task": float(regime % self.env.unwrapped.num_tasks)}
 
+    @property
+    def n_tasks(self) -> int:
+        """The number of tasks in the sequence (the task id ``task_id`` observes, as CW's one-hot)."""
+        return int(self.env.unwrapped.num_tasks)
+
+    def task_index(self, regime: int | None = None) -> int:
+        """The place in the sequence of the task that ``regime`` runs (default: the one in force)."""
+        return int(self.regime if regime is None else regime) % self.n_tasks
+
     def apply_params(self, params: Params) -> None:
         self.env.unwrapped.select(int(params["task"]))
 

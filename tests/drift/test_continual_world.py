@@ -17,6 +17,7 @@ import pytest
 from crl.checkpoint import get_env_state, set_env_state
 from crl.cli import main
 from crl.diagnostics.evaluation import evaluate_regimes
+from crl.drift import find_drifts
 from crl.drift.metaworld import CW10, CW20, ContinualWorldEnv, metaworld_missing, task_names, weld_fix
 from crl.errors import ConfigError
 
@@ -109,6 +110,16 @@ def test_the_cw10_catalog_env_switches_task_at_each_regime():
             seen.append(int(info["drift/task"]))
             env.reset()
     assert seen == [0, 0, 1, 1, 2, 2]  # 200-step episodes, a new task at the first end after 300 steps
+    env.close()
+
+
+@needs_metaworld
+def test_the_task_id_option_gives_the_place_in_the_sequence_as_cws_one_hot():
+    env = gym.make("crl/CW10-v0", change_every=300, task_id=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (39 + 10 + 10,) and obs[-10:].tolist() == obs[-20:-10].tolist()
+    drift = find_drifts(env)[0]
+    assert drift.n_tasks == 10 and [drift.task_index(r) for r in (0, 9, 10, 13)] == [0, 9, 0, 3]
     env.close()
 
 
