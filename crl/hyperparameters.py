@@ -179,6 +179,7 @@ CHECKS: dict[str, dict[str, Check]] = {
         "target_update_interval": _count(1),
         "target_entropy": _auto_or(_number(-1e6, 1e6), "a number"),
         "use_sde_at_warmup": _bool,
+        "parallel_update": _optional(_bool),
     },
     "td3": {
         **{k: v for k, v in _COMMON.items() if k not in ("use_sde", "sde_sample_freq")},  # no gSDE

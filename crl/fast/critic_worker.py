@@ -78,7 +78,15 @@ from torch.nn import functional as F
 from crl.fast.mlp import MlpPlan, global_module_hooks, has_grad_hooks, is_feature_hook, random_modules
 from crl.system import usable_cores
 
-__all__ = ["HANDSHAKE_ENV", "CriticWorker", "critic_modules", "default_spin", "hand_critic_step", "shared_memory_safe"]
+__all__ = [
+    "HANDSHAKE_ENV",
+    "CriticWorker",
+    "critic_modules",
+    "default_spin",
+    "hand_critic_step",
+    "hookless_copy",
+    "shared_memory_safe",
+]
 
 _BEGIN, _MINIBATCH, _QUIT, _DONE, _ERROR, _END, _WAKE = b"B", b"M", b"Q", b"D", b"E", b"N", b"W"
 # the shared control block of the spinning handshake: submitted sequence number, rows, done
@@ -199,7 +207,7 @@ class CriticWorker:
             self._tap_bufs = [torch.zeros(self.batch_size, *shape).share_memory_() for shape in shapes]
         self._rows = 0
         # the worker's copy of the critic: no hooks, parameters living in the shared buffers
-        w_body, w_head = _hookless_copy(body), _hookless_copy(head)
+        w_body, w_head = hookless_copy(body), hookless_copy(head)
         for p, buf in zip([*w_body.parameters(), *w_head.parameters()], self._params, strict=True):
             p.data = buf
         method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -392,7 +400,7 @@ class CriticWorker:
             self.close()
 
 
-def _hookless_copy(module: nn.Module) -> nn.Module:
+def hookless_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` without any hooks (they belong to the trainer's process)."""
     hooks = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
     try:

@@ -15,7 +15,11 @@ only in overheads, where the agent's configuration allows (:meth:`FastSAC.fast_p
 - acting after the warm-up computes the actor's action for the last observation by hand (the
   same draw from torch's generator as SB3's ``predict``) and sets the networks' training flags
   directly instead of walking the modules twice per step;
-- the logger gets the means of the step's values once per ``train`` call.
+- the logger gets the means of the step's values once per ``train`` call;
+- with ``parallel_update`` (default: automatic, on x86 machines with 2+ usable cores and
+  networks big enough to pay), half of the twin critics' work of every gradient step runs in a
+  worker process (:class:`crl.fast.sac_worker.SacWorker`) while the trainer computes the other
+  half and the actor's: bitwise the same parameters after each step.
 
 Where the configuration is outside these (gSDE, other networks or features extractors, hooks
 other than crl's feature capture, a replay buffer other than SB3's plain ``ReplayBuffer``,
@@ -46,23 +50,76 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 
 from crl.fast import adam
-from crl.fast.sac_update import SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
+from crl.fast.sac_update import Batch, SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
+from crl.fast.sac_worker import SacWorker, parallel_gradient_step
+from crl.system import usable_cores
 
-__all__ = ["FastSAC"]
+__all__ = ["FastSAC", "PARALLEL_MIN_WORK"]
+
+#: ``parallel_update=None`` (automatic) uses the critic worker when ``batch_size`` times the
+#: critics' parameter count reaches this. SB3's default SAC (256x256 twin critics, batches of
+#: 256) does about 36 million on Hopper; 64x64 critics with batches of 64 about 0.6 million.
+PARALLEL_MIN_WORK = 4_000_000
 
 
 class FastSAC(SAC):
     """SB3 SAC with a leaner :meth:`train` and action sampling (same losses, gradients and
     random draws). :attr:`fast_path` says whether the last ``train`` call took the hand-written
     step (``False``: SB3's, see :meth:`fast_path_reason`).
+
+    Args:
+        parallel_update: compute half of the twin critics' work of each gradient step in a
+            worker process (``True``), never (``False``), or when it pays (``None``: 2+ usable
+            cores and ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`); only on
+            the hand-written path, with 2+ critics, on x86 CPUs (:meth:`SacWorker.unsupported`).
+        *args, **kwargs: those of :class:`~stable_baselines3.SAC`.
+
+    :attr:`parallel_steps` counts the gradient steps that used the worker since the model was
+    built or loaded. FastSAC is a :class:`crl.fast.protocol.FastLoop`.
     """
 
     fast_path: bool | None = None
+    parallel_update: bool | None = None
+    parallel_steps: int = 0
     _plan: SacPlan | None = None
     _miss: tuple[Any, ...] | None = None  # the policy (and its signature) that has no plan
+    _sac_worker: SacWorker | None = None
+
+    def __init__(self, *args: Any, parallel_update: bool | None = None, **kwargs: Any) -> None:
+        self.parallel_update = parallel_update
+        super().__init__(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_plan", "_miss", "fast_path"]
+        return [*super()._excluded_save_params(), "_plan", "_miss", "fast_path", "_sac_worker", "parallel_steps"]
+
+    def close_workers(self) -> None:
+        """Stop the critic worker process, if any (a later update starts a new one)."""
+        if self._sac_worker is not None:
+            self._sac_worker.close()
+            self._sac_worker = None
+
+    def policy_will_change(self) -> None:
+        """Nothing to do: SAC defers no work inside a rollout (:class:`crl.fast.protocol.FastLoop`)."""
+
+    def _worker_for(self, plan: SacPlan, batch: Batch) -> SacWorker | None:
+        """The critic worker for a gradient step on ``batch``, (re)built if needed; ``None``: one process."""
+        usable = (
+            self.parallel_update is not False
+            and SacWorker.unsupported(plan) is None
+            and isinstance(batch.discounts, float)
+            and all(x.dtype == th.float32 for x in batch[:5])
+        )
+        if usable and self.parallel_update is None:
+            work = len(batch.observations) * sum(p.numel() for p in plan.critic_params)
+            usable = usable_cores() >= 2 and work >= PARALLEL_MIN_WORK
+        if not usable:
+            self.close_workers()
+            return None
+        w = self._sac_worker
+        if w is None or not w.serves(plan, len(batch.observations)):
+            self.close_workers()
+            w = self._sac_worker = SacWorker(plan, len(batch.observations))
+        return w
 
     def fast_path_reason(self) -> str | None:
         """Why :meth:`train` takes SB3's own step now (``None``: the hand-written one)."""
@@ -99,6 +156,7 @@ class FastSAC(SAC):
         plan = self._current_plan()
         self.fast_path = plan is not None
         if plan is None:
+            self.close_workers()
             return super().train(gradient_steps, batch_size)
         plan.set_training(True)
         optimizers = [self.actor.optimizer, self.critic.optimizer]
@@ -109,7 +167,12 @@ class FastSAC(SAC):
         for gradient_step_i in range(gradient_steps):
             batch = sample_batch(self.replay_buffer, batch_size, self.gamma)
             polyak = gradient_step_i % self.target_update_interval == 0
-            outs.append(gradient_step(plan, self, batch, polyak, adam.step))
+            worker = self._worker_for(plan, batch)
+            if worker is None:
+                outs.append(gradient_step(plan, self, batch, polyak, adam.step))
+            else:
+                outs.append(parallel_gradient_step(worker, self, batch, polyak, adam.step))
+                self.parallel_steps += 1
         self._n_updates += gradient_steps
         self._log(outs)
 

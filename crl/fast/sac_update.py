@@ -50,12 +50,20 @@ __all__ = [
     "SQUASH_EPS",
     "SacPlan",
     "StepOut",
+    "action_grad_rows",
     "actor_step",
+    "critic_grads",
+    "critic_loss",
     "critic_step",
+    "entropy_step",
     "gradient_step",
+    "min_rows",
     "polyak_update",
+    "q_values",
     "sample_batch",
+    "set_grads",
     "signature",
+    "soft_target",
     "unsupported",
 ]
 
@@ -323,7 +331,7 @@ class SacPlan:
         }
 
 
-def _q_values(
+def q_values(
     pairs: list[tuple[Chain, nn.Linear]], x: th.Tensor, hooks: bool
 ) -> tuple[list[th.Tensor], list[list[th.Tensor]]]:
     """Each critic's Q-values of ``x`` (observations and actions side by side) and its layers' inputs."""
@@ -336,7 +344,7 @@ def _q_values(
     return qs, saved
 
 
-def _set_grads(opt: th.optim.Optimizer, params: list[th.Tensor], grads: list[th.Tensor]) -> None:
+def set_grads(opt: th.optim.Optimizer, params: list[th.Tensor], grads: list[th.Tensor]) -> None:
     """``opt.zero_grad()`` then the gradients added as ``backward()`` would add them."""
     if type(opt).zero_grad is th.optim.Optimizer.zero_grad:
         for group in opt.param_groups:
@@ -348,7 +356,7 @@ def _set_grads(opt: th.optim.Optimizer, params: list[th.Tensor], grads: list[th.
         accumulate_grad(p, g)
 
 
-def _entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
+def entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
     """The entropy coefficient of this step, and (automatic tuning) its loss, after its optimizer's step."""
     log_ent_coef, opt = model.log_ent_coef, model.ent_coef_optimizer
     if opt is None or log_ent_coef is None:
@@ -358,58 +366,102 @@ def _entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor
         err = log_prob + model.target_entropy
         loss = -(log_ent_coef * err).mean()
         grad = (err * (-1.0 / err.numel())).sum().reshape(log_ent_coef.shape)
-    _set_grads(opt, [log_ent_coef], [grad])
+    set_grads(opt, [log_ent_coef], [grad])
     opt.step()
     return ent_coef, loss
+
+
+def soft_target(next_qs: th.Tensor, next_log_prob: th.Tensor, ent_coef: th.Tensor, batch: Batch) -> th.Tensor:
+    """The soft Bellman target of ``batch`` from the target critics' Q-values ``next_qs``
+    (rows x critics) and the log-probabilities of the actor's next actions.
+    """
+    with th.no_grad():
+        next_q, _ = th.min(next_qs, dim=1, keepdim=True)
+        next_q = next_q - ent_coef * next_log_prob.reshape(-1, 1)
+        return batch.rewards + (1 - batch.dones) * batch.discounts * next_q
+
+
+def critic_grads(
+    chain: Chain, head: nn.Linear, q: th.Tensor, outs: list[th.Tensor], target: th.Tensor
+) -> list[th.Tensor]:
+    """One critic's gradients of its half-MSE loss ``0.5 * mean((q - target)^2)`` (in :meth:`Chain.params`
+    order, then the head's weight and bias), from its Q-values ``q`` and its layers' inputs ``outs``.
+    """
+    with th.no_grad():
+        g = (q - target) * (1.0 / target.shape[0])  # d(0.5 * mse)/dq
+        g_h = g * head.weight  # g @ W for a one-unit head
+        body, _ = chain.backward(outs, g_h)
+        return [*body, *_head_grads(g, outs[-1])]
+
+
+def critic_loss(qs: list[th.Tensor], target: th.Tensor) -> th.Tensor:
+    """The critics' loss ``0.5 * sum_k mse(q_k, target)``, as SB3 sums it."""
+    with th.no_grad():
+        return 0.5 * sum(((q - target) ** 2).mean() for q in qs)  # type: ignore[return-value]
 
 
 def critic_step(plan: SacPlan, model: Any, batch: Batch, ent_coef: th.Tensor, step: Any) -> th.Tensor:
     """The soft Bellman target, the critics' loss and their optimizer's step; returns the loss."""
     with th.no_grad():
         nxt = plan.actor_sample(batch.next_observations, hooks=False)
-        next_qs, _ = _q_values(plan.targets, th.cat([batch.next_observations, nxt["a"]], dim=1), hooks=False)
-        next_q, _ = th.min(th.cat(next_qs, dim=1), dim=1, keepdim=True)
-        next_q = next_q - ent_coef * nxt["log_prob"].reshape(-1, 1)
-        target = batch.rewards + (1 - batch.dones) * batch.discounts * next_q
-    qs, saved = _q_values(plan.critics, th.cat([batch.observations, batch.actions], dim=1), hooks=True)
+        next_qs, _ = q_values(plan.targets, th.cat([batch.next_observations, nxt["a"]], dim=1), hooks=False)
+        target = soft_target(th.cat(next_qs, dim=1), nxt["log_prob"], ent_coef, batch)
+    qs, saved = q_values(plan.critics, th.cat([batch.observations, batch.actions], dim=1), hooks=True)
+    loss = critic_loss(qs, target)
     grads: list[th.Tensor] = []
-    with th.no_grad():
-        n = target.shape[0]
-        loss = 0.5 * sum(((q - target) ** 2).mean() for q in qs)
-        for (chain, head), q, outs in zip(plan.critics, qs, saved, strict=True):
-            g = (q - target) * (1.0 / n)  # d(0.5 * mse)/dq
-            g_h = g * head.weight  # g @ W for a one-unit head
-            body, _ = chain.backward(outs, g_h)
-            grads += [*body, *_head_grads(g, outs[-1])]
+    for (chain, head), q, outs in zip(plan.critics, qs, saved, strict=True):
+        grads += critic_grads(chain, head, q, outs, target)
     opt = model.critic.optimizer
-    _set_grads(opt, plan.critic_params, grads)
+    set_grads(opt, plan.critic_params, grads)
     step(opt)
-    return loss  # type: ignore[return-value]
+    return loss
+
+
+def action_grad_rows(chain: Chain, head: nn.Linear, outs: list[th.Tensor], rows: th.Tensor, obs_dim: int) -> th.Tensor:
+    """The gradient of one critic's Q-value with respect to the action input, on the rows
+    ``rows`` of its layers' inputs ``outs`` (the rows whose minimum is this critic's).
+    """
+    with th.no_grad():
+        g_h = head.weight.expand(len(rows), -1)  # d(min_q)/d(h) on these rows
+        _, g_first = chain.backward([o.index_select(0, rows) for o in outs], g_h, params=False)
+        return g_first @ chain.linears[0].weight[:, obs_dim:]
+
+
+def min_rows(qs: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
+    """``min_k Q_k`` of the Q-values ``qs`` (rows x critics) and, per critic, the rows whose
+    minimum it is (torch's ``min`` over a dimension sends a row's gradient to the critic it picked).
+    """
+    with th.no_grad():
+        min_q, idx = th.min(qs, dim=1, keepdim=True)
+        return min_q, [(idx[:, 0] == k).nonzero()[:, 0] for k in range(qs.shape[1])]
 
 
 def _action_grad(plan: SacPlan, obs: th.Tensor, a: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
-    """``min_k Q_k(obs, a)`` under the (updated) critics, and its gradient with respect to ``a``
-    (torch's ``min`` over a dimension sends a row's gradient to the critic it picked).
-    """
-    qs, saved = _q_values(plan.critics, th.cat([obs, a], dim=1), hooks=True)
+    """``min_k Q_k(obs, a)`` under the (updated) critics, and its gradient with respect to ``a``."""
+    qs, saved = q_values(plan.critics, th.cat([obs, a], dim=1), hooks=True)
+    min_q, rows = min_rows(th.cat(qs, dim=1))
     with th.no_grad():
-        min_q, idx = th.min(th.cat(qs, dim=1), dim=1, keepdim=True)
         g_a = th.empty_like(a)
-        for k, ((chain, head), outs) in enumerate(zip(plan.critics, saved, strict=True)):
-            rows = (idx[:, 0] == k).nonzero()[:, 0]  # the rows whose minimum is this critic's
-            g_h = head.weight.expand(len(rows), -1)  # d(min_q)/d(h) on these rows
-            _, g_first = chain.backward([o.index_select(0, rows) for o in outs], g_h, params=False)
-            g_a[rows] = g_first @ chain.linears[0].weight[:, plan.obs_dim :]
+        for (chain, head), outs, r in zip(plan.critics, saved, rows, strict=True):
+            g_a[r] = action_grad_rows(chain, head, outs, r, plan.obs_dim)
     return min_q, g_a
 
 
 def actor_step(
-    plan: SacPlan, model: Any, obs: th.Tensor, cur: dict[str, th.Tensor], ent_coef: th.Tensor, step: Any
+    plan: SacPlan,
+    model: Any,
+    obs: th.Tensor,
+    cur: dict[str, th.Tensor],
+    ent_coef: th.Tensor,
+    step: Any,
+    q_grad: tuple[th.Tensor, th.Tensor] | None = None,
 ) -> th.Tensor:
     """The actor's loss and its optimizer's step (gradients through the critics, the tanh
     squashing, the Gaussian's reparameterisation and the log-std clamp); returns the loss.
+    ``q_grad``: ``min_k Q_k`` of the actor's actions and its gradient with respect to them,
+    when computed elsewhere (:mod:`crl.fast.sac_worker`).
     """
-    min_q, dq_da = _action_grad(plan, obs, cur["a"])
+    min_q, dq_da = q_grad if q_grad is not None else _action_grad(plan, obs, cur["a"])
     with th.no_grad():
         log_prob, a, eps, std = cur["log_prob"].reshape(-1, 1), cur["a"], cur["eps"], cur["std"]
         n = a.shape[0]
@@ -429,7 +481,7 @@ def actor_step(
     n_act = g_mean.shape[1]
     grads = [*body, w_grad[:n_act], b_grad[:n_act], w_grad[n_act:], b_grad[n_act:]]
     opt = model.actor.optimizer
-    _set_grads(opt, [*plan.actor.params(), *plan.mu.parameters(), *plan.log_std.parameters()], grads)
+    set_grads(opt, [*plan.actor.params(), *plan.mu.parameters(), *plan.log_std.parameters()], grads)
     step(opt)
     return loss
 
@@ -448,7 +500,7 @@ def gradient_step(plan: SacPlan, model: Any, batch: Batch, polyak: bool, step: A
     ``step(opt)`` steps an optimizer, ``polyak``: update the target critics after it.
     """
     cur = plan.actor_sample(batch.observations, hooks=True)
-    ent_coef, ent_loss = _entropy_step(model, cur["log_prob"].reshape(-1, 1))
+    ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
     critic_loss = critic_step(plan, model, batch, ent_coef, step)
     actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step)
     if polyak:

@@ -1,0 +1,436 @@
+"""Half of the twin critics' work of a SAC gradient step, computed in a second process.
+
+SAC's critics are independent networks: each critic's forward passes, its share of the critic
+loss's gradient and the gradient of the actor loss's ``min_k Q_k`` on the rows whose minimum
+it is need only the batch, the actor's actions, the soft Bellman target (a minimum over all
+target critics) and the critics' parameters. :class:`SacWorker` computes these for the second
+half of the critics (critic 1 of SB3's two) in a worker process while the trainer computes them
+for the first half, the actor's passes and every optimizer step (with their hooks). The two
+meet four times per gradient step through a few integers in shared memory:
+
+1. the trainer publishes the actor's actions on the batch and on the next observations, their
+   log-probabilities and the entropy coefficient; each side computes its target critics' values
+   on the next observations (the worker first computes its critics' values on the batch's
+   observations and actions, which need nothing from the trainer);
+2. with all target values, each side computes the soft Bellman target itself (the same
+   operations on the same numbers) and its critics' gradients; the trainer makes the worker's
+   its critics' ``.grad`` and steps the critics' optimizer;
+3. with the updated critics (their parameters live in shared memory, so the optimizer's in-place
+   step reaches the worker without a copy), each side computes its critics' values of the
+   actor's actions;
+4. with all of them, each side takes the minimum and computes the action gradient of its rows;
+   the trainer finishes the actor's backward pass and steps.
+
+Every number is computed by the same operations on the same inputs as
+:func:`crl.fast.sac_update.gradient_step` computes it in one process, so the parameters after a
+step are bitwise the same (with one torch thread in the trainer, as ``crl train`` sets it;
+tested). Feature-capture hooks on the worker's critics are called in the trainer, in the
+one-process order, with the features the worker computed.
+
+The trainer wakes the worker once per gradient step through a pipe (the worker blocks on it
+between steps, so it takes no CPU while the trainer acts or the env steps); inside a step both
+poll the shared counters (yielding the CPU after a while, for loaded machines), which relies on
+x86's ordering of stores, as :class:`crl.fast.critic_worker.CriticWorker`'s handshake does: on
+other CPUs the step runs in one process.
+
+Example:
+    >>> import gymnasium as gym
+    >>> from crl.fast.sac import FastSAC
+    >>> model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=50, batch_size=32,
+    ...                 parallel_update=True, seed=0)
+    >>> _ = model.learn(60)
+    >>> model.fast_path, model.parallel_steps
+    (True, 10)
+    >>> model.close_workers()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import struct
+import traceback
+from typing import Any
+
+import torch as th
+from torch import nn
+
+from crl.fast.critic_worker import hookless_copy, shared_memory_safe
+from crl.fast.sac_update import (
+    Batch,
+    Chain,
+    SacPlan,
+    StepOut,
+    action_grad_rows,
+    actor_step,
+    critic_grads,
+    critic_loss,
+    entropy_step,
+    min_rows,
+    polyak_update,
+    q_values,
+    set_grads,
+    soft_target,
+)
+
+__all__ = ["SacWorker", "parallel_gradient_step"]
+
+_STEP, _QUIT, _ERROR = b"S", b"Q", b"E"
+_T, _W = 0, 1  # the shared control block: the trainer's and the worker's phase counters
+_PHASES = 8  # counter values reserved per gradient step
+
+
+class _Stop(Exception):
+    """The trainer asked the worker to quit (or went away) in the middle of a step."""
+
+
+def _spin(ctl: Any, slot: int, phase: int, check: Any, yield_after: int) -> None:
+    """Poll ``ctl[slot]`` until it reaches ``phase``; ``check()`` every 256 polls (it raises to
+    stop); after ``yield_after`` polls each poll also yields the CPU (a loaded machine).
+    """
+    i = 0
+    while ctl[slot] < phase:
+        i += 1
+        if i & 255 == 0:
+            check()
+        if i > yield_after:
+            os.sched_yield()
+
+
+class _Buffers:
+    """The shared tensors of one worker: the batch, what the trainer publishes, what each side
+    publishes of its critics, the worker's gradients and features, the control block.
+    """
+
+    def __init__(self, plan: SacPlan, batch_size: int, theirs: list[int], taps: dict[int, list[int]]) -> None:
+        def z(*shape: int) -> th.Tensor:
+            return th.zeros(*shape).share_memory_()
+
+        b, od, ad, n = batch_size, plan.obs_dim, plan.mu.out_features, len(plan.critics)
+        self.obs, self.actions, self.next_obs, self.rewards, self.dones = z(b, od), z(b, ad), z(b, od), z(b, 1), z(b, 1)
+        self.a_pi, self.a_next, self.next_log_prob, self.ent_coef = z(b, ad), z(b, ad), z(b), z(1)
+        self.qs, self.next_qs, self.q_pis, self.g_a = z(n, b, 1), z(n, b, 1), z(n, b, 1), z(b, ad)
+        self.grads = {k: [z(*p.shape) for p in _critic_params(plan.critics[k])] for k in theirs}
+        widths = {k: [plan.critics[k][0].linears[i].out_features for i in taps[k]] for k in theirs}
+        self.feats = {k: [[z(b, w) for w in widths[k]] for _ in range(2)] for k in theirs}  # batch, actor's actions
+        self.ctl_t = th.zeros(2, dtype=th.int64).share_memory_()
+
+
+def _critic_params(pair: tuple[Chain, nn.Linear]) -> list[th.Tensor]:
+    chain, head = pair
+    return [*chain.params(), head.weight, head.bias]
+
+
+class SacWorker:
+    """Computes the second half of a SAC policy's critics in a worker process (see the module
+    docstring); :func:`parallel_gradient_step` runs a gradient step with it.
+
+    Args:
+        plan: the hand plan of the policy (:class:`crl.fast.sac_update.SacPlan`), two or more critics.
+        batch_size: the replay batch's rows.
+        start_method: multiprocessing start method (default ``fork`` where available).
+    """
+
+    #: Polls of a shared counter before each poll also yields the CPU to other processes.
+    YIELD_AFTER = 2000
+
+    def __init__(self, plan: SacPlan, batch_size: int, start_method: str | None = None) -> None:
+        n = len(plan.critics)
+        self.plan, self.batch_size = plan, int(batch_size)
+        self.mine, self.theirs = list(range(n // 2)), list(range(n // 2, n))
+        self.taps = {k: [i for i, a in enumerate(plan.critics[k][0].acts) if a._forward_hooks] for k in range(n)}
+        self.bufs = _Buffers(plan, self.batch_size, self.theirs, self.taps)
+        self.ctl = self.bufs.ctl_t.numpy()
+        self.params = [*plan.critic_params, *plan.target_params]
+        self.shared = [th.zeros_like(p).share_memory_() for p in self.params]
+        self.share()
+        self._seq = 0
+        self.closed = True
+        pairs = self._worker_networks()
+        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(method)
+        self._conn, child = ctx.Pipe()
+        args = (child, self._conn, pairs, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid())
+        self._proc = ctx.Process(target=_serve, args=(*args, self.YIELD_AFTER), daemon=True)
+        self._proc.start()
+        child.close()
+        self.closed = False
+
+    @staticmethod
+    def unsupported(plan: SacPlan) -> str | None:
+        """Why ``plan``'s critics cannot be split over two processes (``None`` when they can)."""
+        if len(plan.critics) < 2:
+            return "a single critic"
+        if not shared_memory_safe():
+            return "the shared-memory handshake needs an x86 CPU"
+        if any(p.dtype != th.float32 for p in [*plan.critic_params, *plan.target_params]):
+            return "critic parameters are not float32"
+        return None
+
+    def serves(self, plan: SacPlan, batch_size: int) -> bool:
+        """Whether this worker was built for ``plan`` and batches of ``batch_size`` rows."""
+        same = all(p.shape == s.shape for p, s in zip(self.params, self.shared, strict=True))
+        return plan is self.plan and int(batch_size) == self.batch_size and same and not self.closed
+
+    def _worker_networks(self) -> list[tuple[Any, Any]]:
+        """Hookless copies of the worker's critics and target critics on the shared parameters."""
+        policy, index = self.plan.policy, {id(p): i for i, p in enumerate(self.params)}
+        pairs = []
+        for k in self.theirs:
+            nets = (policy.critic.q_networks[k], policy.critic_target.q_networks[k])
+            copies = [hookless_copy(net) for net in nets]
+            for net, copy in zip(nets, copies, strict=True):
+                for p, c in zip(net.parameters(), copy.parameters(), strict=True):
+                    c.data = self.shared[index[id(p)]]
+            pairs.append(tuple(copies))
+        return pairs
+
+    def share(self) -> None:
+        """Move the trainer's critic and target parameters into the shared buffers (``p.data``):
+        the optimizer and the Polyak update then change them where the worker reads them; a
+        parameter given new storage (``p.data = ...``) is moved back (its values copied).
+        """
+        with th.no_grad():
+            for p, buf in zip(self.params, self.shared, strict=True):
+                if p.data_ptr() != buf.data_ptr():
+                    if p.shape != buf.shape:
+                        raise RuntimeError("a critic parameter changed shape inside a SAC gradient step")
+                    buf.copy_(p)
+                    p.data = buf
+
+    # -- the trainer's side of the handshake ---------------------------------
+    def start(self, batch: Batch) -> int:
+        """Copy ``batch`` into shared memory and wake the worker; the step's phase base."""
+        self.share()
+        b = self.bufs
+        pairs = ((b.obs, batch.observations), (b.actions, batch.actions), (b.next_obs, batch.next_observations))
+        for buf, x in (*pairs, (b.rewards, batch.rewards), (b.dones, batch.dones)):
+            buf.copy_(x)
+        self._seq += 1
+        base = self._seq * _PHASES
+        self._send(_STEP + struct.pack("<qd", base, float(batch.discounts)))  # type: ignore[arg-type]
+        return base
+
+    def signal(self, phase: int) -> None:
+        """Tell the worker the trainer reached ``phase`` (its writes before are visible: x86)."""
+        self.ctl[_T] = phase
+
+    def wait(self, phase: int) -> None:
+        """Wait until the worker reached ``phase``; its error or death raised here."""
+        _spin(self.ctl, _W, phase, self._check, self.YIELD_AFTER)
+
+    def _check(self) -> None:
+        if self.ctl[_W] < 0:  # the worker failed: its error's text is in the pipe
+            text = self._conn.recv_bytes()[1:].decode() if self._conn.poll(5) else "no message"
+            self.close()
+            raise RuntimeError(f"SAC critic worker failed: {text}")
+        if not self._proc.is_alive():
+            self.close()
+            raise RuntimeError("the SAC critic worker process died (see its output above)")
+
+    def replay(self, kind: int) -> None:
+        """Call the trainer's feature-capture hooks of the worker's critics with the features
+        it computed (``kind`` 0: on the batch's actions, 1: on the actor's actions).
+        """
+        for k in self.theirs:
+            acts = self.plan.critics[k][0].acts
+            for i, buf in zip(self.taps[k], self.bufs.feats[k][kind], strict=True):
+                out = buf.clone()
+                for hook in list(acts[i]._forward_hooks.values()):
+                    hook(acts[i], (), out)
+
+    def _send(self, msg: bytes) -> None:
+        if self.closed:
+            raise RuntimeError("the SAC critic worker is closed")
+        try:
+            self._conn.send_bytes(msg)
+        except (BrokenPipeError, OSError):
+            self.close()
+            raise RuntimeError("the SAC critic worker process died (see its output above)") from None
+
+    def close(self) -> None:
+        """Stop the worker process (also in the middle of a step)."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self._conn.send_bytes(_QUIT)
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=5)
+        self._conn.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+
+def _publish(bufs: Any, name: str, ks: list[int], values: list[th.Tensor]) -> None:
+    """Copy one value per critic ``k`` of ``ks`` into the shared ``bufs.<name>[k]``."""
+    buf = getattr(bufs, name)
+    for k, v in zip(ks, values, strict=True):
+        buf[k].copy_(v)
+
+
+def _critic_half(
+    w: SacWorker, model: Any, batch: Batch, cur: dict[str, th.Tensor], ent_coef: th.Tensor, step: Any, base: int
+) -> th.Tensor:
+    """The trainer's part of :func:`crl.fast.sac_update.critic_step`; returns the critics' loss."""
+    plan, b, mine = w.plan, w.bufs, w.mine
+    with th.no_grad():
+        nxt = plan.actor_sample(batch.next_observations, hooks=False)
+        for buf, x in ((b.a_pi, cur["a"]), (b.a_next, nxt["a"]), (b.next_log_prob, nxt["log_prob"])):
+            buf.copy_(x)
+        b.ent_coef.copy_(ent_coef)
+    w.signal(base + 1)
+    next_qs, _ = q_values([plan.targets[k] for k in mine], th.cat([batch.next_observations, nxt["a"]], 1), False)
+    _publish(b, "next_qs", mine, next_qs)
+    w.signal(base + 2)
+    qs, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, batch.actions], 1), True)
+    w.wait(base + 1)
+    w.replay(0)
+    target = soft_target(th.cat(list(b.next_qs), dim=1), nxt["log_prob"], ent_coef, batch)
+    own = dict(zip(mine, qs, strict=True))
+    loss = critic_loss([own[k] if k in own else b.qs[k].clone() for k in range(len(plan.critics))], target)
+    grads = {k: critic_grads(*plan.critics[k], own[k], outs, target) for k, outs in zip(mine, saved, strict=True)}
+    w.wait(base + 2)
+    opt = model.critic.optimizer
+    set_grads(opt, plan.critic_params, [g for k in range(len(plan.critics)) for g in grads.get(k, b.grads.get(k))])  # type: ignore[arg-type]
+    step(opt)
+    w.share()  # a hook that gave a parameter new storage
+    w.signal(base + 3)
+    return loss
+
+
+def _actor_half(w: SacWorker, batch: Batch, cur: dict[str, th.Tensor], base: int) -> tuple[th.Tensor, th.Tensor]:
+    """The trainer's part of the actor loss's ``min_k Q_k`` and its gradient with respect to the action."""
+    plan, b, mine = w.plan, w.bufs, w.mine
+    q_pis, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, cur["a"]], 1), True)
+    _publish(b, "q_pis", mine, q_pis)
+    w.signal(base + 4)
+    w.wait(base + 3)
+    w.replay(1)
+    min_q, rows = min_rows(th.cat(list(b.q_pis), dim=1))
+    with th.no_grad():
+        for k, outs in zip(mine, saved, strict=True):
+            b.g_a[rows[k]] = action_grad_rows(*plan.critics[k], outs, rows[k], plan.obs_dim)
+    w.wait(base + 4)
+    return min_q, b.g_a
+
+
+def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:
+    """:func:`crl.fast.sac_update.gradient_step` with the worker ``w`` computing half of the
+    critics (see the module docstring): the same draws, the same numbers. An exception stops the
+    worker (the next step builds a new one).
+    """
+    plan = w.plan
+    try:
+        base = w.start(batch)
+        cur = plan.actor_sample(batch.observations, hooks=True)
+        ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
+        critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
+        q_grad = _actor_half(w, batch, cur, base)
+    except BaseException:
+        w.close()
+        raise
+    actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step, q_grad)
+    if polyak:
+        polyak_update(plan, model.tau)
+    return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
+
+
+# -- the worker process ------------------------------------------------------------------
+def _serve(conn: Any, parent_end: Any, pairs: list[Any], bufs: _Buffers, *args: Any) -> None:
+    """The worker process's entry point: a :class:`_Server` on the pipe ``conn``."""
+    import signal
+
+    parent_end.close()  # the trainer's end of the pipe, copied by fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then sends quit
+    th.set_num_threads(1)
+    _Server(conn, pairs, bufs, *args).run()
+
+
+class _Server:
+    """The worker's side of :class:`SacWorker`: one gradient step per pipe message."""
+
+    def __init__(
+        self,
+        conn: Any,
+        pairs: list[Any],
+        bufs: _Buffers,
+        theirs: list[int],
+        taps: dict[int, list[int]],
+        obs_dim: int,
+        parent_pid: int,
+        yield_after: int,
+    ) -> None:
+        self.conn, self.b, self.theirs, self.taps, self.obs_dim = conn, bufs, theirs, taps, obs_dim
+        self.critics = [(Chain.of(list(q)[:-1]), q[-1]) for q, _ in pairs]
+        self.targets = [(Chain.of(list(t)[:-1]), t[-1]) for _, t in pairs]
+        self.ctl = bufs.ctl_t.numpy()
+        self.parent_pid, self.yield_after = parent_pid, yield_after
+
+    def _check(self) -> None:
+        if self.conn.poll(0) or os.getppid() != self.parent_pid:
+            raise _Stop
+
+    def wait(self, phase: int) -> None:
+        _spin(self.ctl, _T, phase, self._check, self.yield_after)
+
+    def features(self, kind: int, saved: list[list[th.Tensor]]) -> None:
+        for k, outs in zip(self.theirs, saved, strict=True):
+            for i, buf in zip(self.taps[k], self.b.feats[k][kind], strict=True):
+                buf.copy_(outs[i + 1])
+
+    def step(self, base: int, gamma: float) -> None:
+        """The worker's half of one gradient step (phases as in the module docstring)."""
+        b, ks = self.b, self.theirs
+        batch = Batch(b.obs, b.actions, b.next_obs, b.dones, b.rewards, gamma)
+        qs, saved = q_values(self.critics, th.cat([b.obs, b.actions], 1), False)
+        _publish(b, "qs", ks, qs)
+        self.features(0, saved)
+        self.wait(base + 1)
+        next_qs, _ = q_values(self.targets, th.cat([b.next_obs, b.a_next], 1), False)
+        _publish(b, "next_qs", ks, next_qs)
+        self.ctl[_W] = base + 1
+        self.wait(base + 2)
+        target = soft_target(th.cat(list(b.next_qs), dim=1), b.next_log_prob, b.ent_coef, batch)
+        for k, pair, q, outs in zip(ks, self.critics, qs, saved, strict=True):
+            th._foreach_copy_(b.grads[k], critic_grads(*pair, q, outs, target))
+        self.ctl[_W] = base + 2
+        self.wait(base + 3)
+        q_pis, saved = q_values(self.critics, th.cat([b.obs, b.a_pi], 1), False)
+        _publish(b, "q_pis", ks, q_pis)
+        self.features(1, saved)
+        self.ctl[_W] = base + 3
+        self.wait(base + 4)
+        _, rows = min_rows(th.cat(list(b.q_pis), dim=1))
+        with th.no_grad():
+            for k, pair, outs in zip(ks, self.critics, saved, strict=True):
+                b.g_a[rows[k]] = action_grad_rows(*pair, outs, rows[k], self.obs_dim)
+        self.ctl[_W] = base + 4
+
+    def receive(self) -> bytes | None:
+        """The next pipe message; ``None`` once the trainer is gone (e.g. SIGKILL)."""
+        while not self.conn.poll(1.0):
+            if os.getppid() != self.parent_pid:
+                return None
+        return self.conn.recv_bytes()
+
+    def run(self) -> None:
+        """Serve until quit, the pipe's end, or the trainer's exit."""
+        try:
+            while (msg := self.receive()) is not None and msg[:1] == _STEP:
+                base, gamma = struct.unpack("<qd", msg[1:])
+                try:
+                    self.step(base, gamma)
+                except _Stop:
+                    return
+                except Exception as e:
+                    self.conn.send_bytes(_ERROR + f"{type(e).__name__}: {e}\n{traceback.format_exc()}".encode())
+                    self.ctl[_W] = -1
+                    return
+        except (EOFError, BrokenPipeError, KeyboardInterrupt):
+            return

@@ -1,0 +1,247 @@
+"""FastSAC's parallel update: half of the twin critics of every gradient step in a worker process
+gives bitwise the parameters, losses and intervention state of the one-process step; the worker
+follows interventions, stops with the run, a kill or an error, and a killed run resumes exactly.
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+
+import crl  # noqa: F401  (registers the crl/ env ids)
+from crl.agents import build_model
+from crl.catalog import resolve_agent
+from crl.fast import sac as fastsac
+from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
+from crl.fast.sac_worker import SacWorker
+from tests._resume import check_resumes_exactly, rows
+from tests.fast.test_critic_worker import _alive
+
+KW = dict(learning_starts=100, batch_size=64, seed=3, policy_kwargs=dict(net_arch=[64, 64]))
+
+CASES = {
+    "defaults": {},
+    "tanh, 3 critics, fixed entropy coefficient": dict(
+        policy_kwargs=dict(net_arch=[32, 48], activation_fn=torch.nn.Tanh, n_critics=3), ent_coef=0.2
+    ),
+    "target update every 2 steps, 2 gradient steps per env step": dict(target_update_interval=2, gradient_steps=2),
+}
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in [*model.policy.parameters(), model.log_ent_coef] if p is not None])
+
+
+def _train(parallel, steps=260, **kw):
+    torch.set_num_threads(1)
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=parallel, **{**KW, **kw})
+    model.learn(steps)
+    used = model.parallel_steps
+    model.close_workers()
+    return model, used
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_parallel_steps_equal_one_process_bitwise(case):
+    (a, used_a), (b, used_b) = _train(False, **CASES[case]), _train(True, **CASES[case])
+    assert used_a == 0 and used_b == b._n_updates > 100
+    assert a.fast_path is b.fast_path is True
+    assert torch.equal(_params(a), _params(b))
+    for key in ("train/actor_loss", "train/critic_loss", "train/ent_coef"):
+        assert a.logger.name_to_value[key] == b.logger.name_to_value[key], key
+    for name in ("actor", "critic"):  # the optimizers' state too
+        sa, sb = (getattr(m, name).optimizer.state_dict()["state"] for m in (a, b))
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+
+
+def test_continual_backprop_sees_the_workers_critic_features_and_replaces_units():
+    """sac-cbp: CBP's utilities of critic 1 come from features computed in the worker; its unit
+    replacements (inside the critics' optimizer step) reach the worker's parameters."""
+
+    def run(parallel):
+        spec = resolve_agent("sac-cbp")
+        spec.hyperparameters.update(learning_starts=50, batch_size=32, buffer_size=1000)
+        spec.network.pi, spec.network.qf = [24, 24], [24, 24]
+        spec.interventions = [{"cbp": {"replacement_rate": 0.05, "maturity": 10, "decay": 0.9}}]
+        torch.set_num_threads(1)
+        model, iv = build_model(spec, gym.make("crl/SlipperyHopper-v0"), seed=1)
+        model.parallel_update = parallel
+        model.learn(150)
+        model.close_workers()
+        (cbp,) = iv.interventions
+        return model, cbp
+
+    (a, cbp_a), (b, cbp_b) = run(False), run(True)
+    assert (a.parallel_steps, b.parallel_steps) == (0, 100)
+    assert torch.equal(_params(a), _params(b))
+    assert set(cbp_a.util) == set(cbp_b.util) and len(cbp_b.util) >= 6  # actor, both critics
+    for key in cbp_a.util:
+        assert torch.equal(cbp_a.util[key], cbp_b.util[key]) and torch.equal(cbp_a.age[key], cbp_b.age[key]), key
+    assert all(u.abs().sum() > 0 for u in cbp_b.util.values())  # every layer was fed, critic 1's from the worker
+    assert cbp_a.replaced == cbp_b.replaced > 0
+
+
+def test_critic_parameters_given_new_storage_reach_the_worker():
+    runs = {}
+    for parallel in (False, True):
+        torch.set_num_threads(1)
+        model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=parallel, **KW)
+        model.learn(150)
+        worker = model._sac_worker
+        for p in [*model.critic.parameters(), *model.critic_target.parameters()]:
+            p.data = p.data * 1.5 + 0.25  # new storage, new values
+        model.learn(100, reset_num_timesteps=False)
+        assert model._sac_worker is worker  # the same worker saw the new values
+        runs[parallel] = _params(model)
+        model.close_workers()
+    assert worker is not None and torch.equal(runs[False], runs[True])
+
+
+def test_automatic_mode_and_what_runs_in_one_process(monkeypatch):
+    monkeypatch.setattr(fastsac, "usable_cores", lambda: 2)
+    _, used = _train(None, steps=120)
+    assert not used  # 64x64 critics x 64 rows is below the threshold
+    monkeypatch.setattr(fastsac, "PARALLEL_MIN_WORK", 1000)
+    _, used = _train(None, steps=120)
+    assert used
+    monkeypatch.setattr(fastsac, "usable_cores", lambda: 1)
+    _, used = _train(None, steps=120)
+    assert not used
+    one, used = _train(True, steps=120, policy_kwargs=dict(net_arch=[16], n_critics=1))
+    assert not used and SacWorker.unsupported(one._current_plan()) == "a single critic"
+    critics = sum(p.numel() for p in one.critic.parameters())
+    assert 64 * critics * 2 < PARALLEL_MIN_WORK
+
+
+def test_a_changed_critic_an_error_and_a_dead_worker():
+    torch.set_num_threads(1)
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
+    model.learn(110)
+    first = model._sac_worker
+    model.learn(5, reset_num_timesteps=False)
+    assert model._sac_worker is first  # reused across steps
+    model.policy.critic.qf1[0] = torch.nn.Linear(4, 64)  # a structural change: a new plan, a new worker
+    model.critic.optimizer = torch.optim.Adam(model.critic.parameters(), lr=1e-3)
+    model.learn(5, reset_num_timesteps=False)
+    assert model._sac_worker is not first and first.closed and not first._proc.is_alive()
+    second = model._sac_worker
+
+    def boom(opt):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):  # an error in the trainer mid-step stops the worker
+        fastsac.parallel_gradient_step(second, model, _batch(model), True, boom)
+    assert second.closed and not second._proc.is_alive()
+    model.learn(5, reset_num_timesteps=False)
+    third = model._sac_worker
+    assert third is not second
+    os.kill(third._proc.pid, signal.SIGKILL)
+    third._proc.join(5)
+    with pytest.raises(RuntimeError, match="worker process died"):
+        model.learn(5, reset_num_timesteps=False)
+    model.close_workers()
+
+
+def _batch(model):
+    from crl.fast.sac_update import sample_batch
+
+    return sample_batch(model.replay_buffer, model.batch_size, model.gamma)
+
+
+def test_saved_model_has_no_worker_and_loads_with_sb3(tmp_path):
+    from stable_baselines3 import SAC
+
+    model, used = _train(True, steps=120)
+    model.save(tmp_path / "m.zip")
+    assert torch.equal(_params(model), _params(SAC.load(tmp_path / "m.zip")))
+    again = FastSAC.load(tmp_path / "m.zip", env=gym.make("Pendulum-v1"))
+    assert used and again.parallel_update is True and again._sac_worker is None
+
+
+def _workers_of(run_dir: Path) -> list[int]:
+    """Processes (the trainer and its forked workers) whose command line names ``run_dir``."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd, stat = (d / "cmdline").read_bytes(), (d / "stat").read_text()
+            except OSError:
+                continue
+            if str(run_dir).encode() in cmd and stat.split()[2] != "Z":
+                pids.append(int(d.name))
+    return pids
+
+
+def _cmd(root: Path, parallel: bool) -> list[str]:
+    return [
+        "train",
+        "--env",
+        "slippery-hopper",
+        "--agent",
+        "sac",
+        "--steps",
+        "700",
+        "--env-kwargs",
+        "change_every=300",
+        "--agent-kwargs",
+        "learning_starts=100",
+        "buffer_size=400",
+        "batch_size=32",
+        f"parallel_update={str(parallel).lower()}",
+        "--checkpoint-every",
+        "200",
+        "--run-dir",
+        str(root),
+        "--wandb",
+        "disabled",
+        "--no-progress",
+    ]
+
+
+def _no_processes_left(root: Path) -> None:
+    deadline = time.monotonic() + 10
+    while _workers_of(root) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _workers_of(root)
+
+
+def test_crl_train_with_the_worker_killed_at_random_resumes_with_the_one_process_rows(tmp_path, crl_cli):
+    """A real ``crl train --agent sac`` with the worker on: killed at random (no process left
+    behind), resumed, it writes the rows of an uninterrupted one-process run."""
+    crl_cli(*_cmd(tmp_path / "ref", False), check=True)
+    ref = tmp_path / "ref" / "default" / "slippery-hopper__sac__s0"
+    assert len(rows(ref / "metrics.csv")) > 3
+    killed = tmp_path / "killed"
+    run = killed / "default" / "slippery-hopper__sac__s0"
+    check_resumes_exactly(_cmd(killed, True), run, ref, random.Random(7), steps=(250, 550))
+    _no_processes_left(killed)
+
+
+def test_the_worker_exits_when_the_trainer_is_killed_mid_run():
+    code = (
+        "import time, gymnasium as gym\n"
+        "from crl.fast.sac import FastSAC\n"
+        "m = FastSAC('MlpPolicy', gym.make('Pendulum-v1'), parallel_update=True, learning_starts=10,\n"
+        "            batch_size=16, policy_kwargs=dict(net_arch=[16]))\n"
+        "m.learn(20)\n"
+        "print(m._sac_worker._proc.pid, flush=True)\n"
+        "m.learn(10**7)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    pid = int(p.stdout.readline())
+    time.sleep(0.5)  # inside the training loop: the worker blocks on its pipe or polls inside a step
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
