@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ from stable_baselines3.common.noise import ActionNoise
 
 from crl.fast import adam
 from crl.fast.sac_update import Batch, SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
-from crl.fast.sac_worker import SacWorker, parallel_gradient_step
+from crl.fast.sac_worker import ParallelChooser, SacWorker, parallel_gradient_step
 from crl.system import usable_cores
 
 __all__ = ["FastSAC", "PARALLEL_MIN_WORK"]
@@ -70,8 +71,9 @@ class FastSAC(SAC):
     Args:
         parallel_update: compute half of the twin critics' work of each gradient step in a
             worker process (``True``), never (``False``), or when it pays (``None``: 2+ usable
-            cores and ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`); only on
-            the hand-written path, with 2+ critics, on x86 CPUs (:meth:`SacWorker.unsupported`).
+            cores and ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`, and then
+            while timed probes find it faster than one process, :class:`ParallelChooser`); only
+            on the hand-written path, with 2+ critics, on x86 CPUs (:meth:`SacWorker.unsupported`).
         *args, **kwargs: those of :class:`~stable_baselines3.SAC`.
 
     :attr:`parallel_steps` counts the gradient steps that used the worker since the model was
@@ -84,13 +86,22 @@ class FastSAC(SAC):
     _plan: SacPlan | None = None
     _miss: tuple[Any, ...] | None = None  # the policy (and its signature) that has no plan
     _sac_worker: SacWorker | None = None
+    _chooser: ParallelChooser | None = None
 
     def __init__(self, *args: Any, parallel_update: bool | None = None, **kwargs: Any) -> None:
         self.parallel_update = parallel_update
         super().__init__(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_plan", "_miss", "fast_path", "_sac_worker", "parallel_steps"]
+        return [
+            *super()._excluded_save_params(),
+            "_plan",
+            "_miss",
+            "fast_path",
+            "_sac_worker",
+            "_chooser",
+            "parallel_steps",
+        ]
 
     def close_workers(self) -> None:
         """Stop the critic worker process, if any (a later update starts a new one)."""
@@ -109,9 +120,14 @@ class FastSAC(SAC):
             and isinstance(batch.discounts, float)
             and all(x.dtype == th.float32 for x in batch[:5])
         )
-        if usable and self.parallel_update is None:
+        if self.parallel_update is not None:
+            self._chooser = None
+        elif usable:
             work = len(batch.observations) * sum(p.numel() for p in plan.critic_params)
             usable = usable_cores() >= 2 and work >= PARALLEL_MIN_WORK
+            self._chooser = (self._chooser or ParallelChooser()) if usable else None
+            if self._chooser is not None and not self._chooser.parallel():
+                return None  # the worker, if any, waits on its pipe
         if not usable:
             self.close_workers()
             return None
@@ -167,12 +183,16 @@ class FastSAC(SAC):
         for gradient_step_i in range(gradient_steps):
             batch = sample_batch(self.replay_buffer, batch_size, self.gamma)
             polyak = gradient_step_i % self.target_update_interval == 0
+            before = self._sac_worker
             worker = self._worker_for(plan, batch)
+            start = time.perf_counter()
             if worker is None:
                 outs.append(gradient_step(plan, self, batch, polyak, adam.step))
             else:
                 outs.append(parallel_gradient_step(worker, self, batch, polyak, adam.step))
                 self.parallel_steps += 1
+            if self._chooser is not None and (worker is None or worker is before):  # not a start-up
+                self._chooser.record(worker is not None, time.perf_counter() - start)
         self._n_updates += gradient_steps
         self._log(outs)
 

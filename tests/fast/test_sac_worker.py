@@ -20,7 +20,7 @@ from crl.agents import build_model
 from crl.catalog import resolve_agent
 from crl.fast import sac as fastsac
 from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
-from crl.fast.sac_worker import SacWorker
+from crl.fast.sac_worker import ParallelChooser, SacWorker
 from tests._resume import check_resumes_exactly, rows
 from tests.fast.test_critic_worker import _alive
 
@@ -109,8 +109,11 @@ def test_automatic_mode_and_what_runs_in_one_process(monkeypatch):
     _, used = _train(None, steps=120)
     assert not used  # 64x64 critics x 64 rows is below the threshold
     monkeypatch.setattr(fastsac, "PARALLEL_MIN_WORK", 1000)
-    _, used = _train(None, steps=120)
-    assert used
+    monkeypatch.setattr(ParallelChooser, "PROBE", 4)
+    monkeypatch.setattr(ParallelChooser, "KEEP", 10)
+    auto, used = _train(None, steps=160)  # 60 steps: probes of 4 + 4, then 10 the faster way
+    assert 12 <= used < 60 and auto._chooser.speedup is not None  # at least the probes
+    assert torch.equal(_params(auto), _params(_train(False, steps=160)[0]))  # either way, the same numbers
     monkeypatch.setattr(fastsac, "usable_cores", lambda: 1)
     _, used = _train(None, steps=120)
     assert not used
@@ -118,6 +121,18 @@ def test_automatic_mode_and_what_runs_in_one_process(monkeypatch):
     assert not used and SacWorker.unsupported(one._current_plan()) == "a single critic"
     critics = sum(p.numel() for p in one.critic.parameters())
     assert 64 * critics * 2 < PARALLEL_MIN_WORK
+
+
+def test_the_chooser_keeps_the_faster_way_and_probes_again():
+    c = ParallelChooser()
+    c.PROBE, c.KEEP = 2, 3
+    ways = []
+    for i in range(14):  # the worker is faster in the first probe, slower in the second
+        way = c.parallel()
+        ways.append(way)
+        c.record(way, (0.01 if i < 7 else 0.03) if way else 0.02)
+    assert ways == [False, False, True, True, True, True, True, False, False, True, True, False, False, False]
+    assert c.speedup == pytest.approx(2 / 3)
 
 
 def test_a_changed_critic_an_error_and_a_dead_worker():
