@@ -44,13 +44,15 @@ def iqm(x: np.ndarray) -> float:
         >>> iqm(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]))
         3.5
     """
-    from scipy.stats import trim_mean
-
     x = np.asarray(x, dtype=float).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan")
-    return float(trim_mean(x, 0.25))
+    # scipy.stats.trim_mean(x, 0.25) step by step (the same partition and mean, so the same bits),
+    # without its argument handling, which cost ~1 ms a call: a bootstrap calls this thousands of times
+    low = int(0.25 * x.size)
+    high = x.size - low
+    return float(np.mean(np.partition(x, (low, high - 1))[low:high]))
 
 
 def import_rliable():
