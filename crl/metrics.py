@@ -710,12 +710,14 @@ def summary_table(
     min_fraction: float = MIN_SEGMENT_FRACTION,
     seed: int = 0,
     reference_dirs: Iterable[str | Path] | None = None,
+    scores: Iterable[str] = SCORES,
 ) -> pd.DataFrame:
     """One row per (env, agent): ``env, agent, reference`` (:func:`reference_kind`), ``seeds, status,
     short_segments`` and for each score
     ``<score>`` (text), ``<score>_iqm``, ``<score>_lo``, ``<score>_hi``, ``<score>_n`` (seeds with a
     value). The IQM over seeds with a stratified-bootstrap 95 % CI; ``n/a (1 seed)`` with one seed.
     ``reference_dirs``: from-scratch reference runs (one per regime) for forward transfer (NaN without).
+    ``scores``: the scores with columns (all :data:`SCORES` by default; each bootstrap costs).
     """
     refs = list(reference_dirs or [])
     rows = []
@@ -724,7 +726,7 @@ def summary_table(
         row: dict[str, Any] = {"env": env, "agent": agent, "reference": rs[0].reference, "seeds": len(rs)}
         row["status"] = _status_counts(rs)
         row["short_segments"] = int(sum(s["segments_short"] for s in sc))
-        for key in SCORES:
+        for key in scores:
             est = iqm_estimate(np.array([s[key] for s in sc]), reps=reps, seed=seed)
             row[key] = est.text()
             row[f"{key}_iqm"], row[f"{key}_lo"], row[f"{key}_hi"], row[f"{key}_n"] = est.point, est.low, est.high, est.n
@@ -771,7 +773,8 @@ def paired_table(
     """Each agent against ``base`` on the seeds both have, per env and score: ``env, agent, base,
     score, difference`` (text: the mean of the per-seed differences agent - base with a bootstrap
     95 % CI, :func:`crl.stats.paired_difference`), ``mean, lo, hi, n`` (pairs) and ``wins`` (the
-    share of pairs where the agent scores higher, with its Wilson interval). Empty when ``base``
+    share of pairs where the agent scores higher, with its Wilson interval; ``won``, ``won_lo``,
+    ``won_hi``: that count and interval as numbers). Empty when ``base``
     has no runs on an env.
     """
     scores = {
@@ -793,8 +796,10 @@ def paired_table(
             rows.append(
                 {"env": env, "agent": agent, "base": base, "score": key, "difference": est.text()}
                 | {"mean": est.point, "lo": est.low, "hi": est.high, "n": est.n, "wins": wins.text(2)}
+                | {"won": int(np.sum(x[ok] > y[ok])), "won_lo": wins.low, "won_hi": wins.high}
             )
-    return pd.DataFrame(rows, columns=["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins"])
+    cols = ["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins", "won", "won_lo", "won_hi"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def floor_table(

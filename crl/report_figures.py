@@ -42,11 +42,12 @@ NET_ORDER = ("policy", "value", "actor", "critic", "critic_1", "critic_2", "qf")
 
 
 def colours(agents: list[str]) -> dict[str, Any]:
-    """One tab10 colour per agent, the same in every figure."""
+    """One colour per agent, the same in every figure: tab10, or tab20 for more than 10 agents."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    return {a: cmap(i % 10) for i, a in enumerate(sorted(agents))}
+    n = 10 if len(set(agents)) <= 10 else 20
+    cmap = matplotlib.colormaps[f"tab{n}"]
+    return {a: cmap(i % n) for i, a in enumerate(sorted(agents))}
 
 
 def seed_counts(runs: list[Run]) -> dict[tuple[str, str], int]:
