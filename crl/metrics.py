@@ -78,6 +78,7 @@ __all__ = [
     "SCORES",
     "RunReadError",
     "Run",
+    "metrics_file",
     "is_run_folder",
     "read_run",
     "find_runs",
@@ -170,8 +171,12 @@ class Run:
 def _text(path: Path, what: str) -> str:
     try:
         data = path.read_bytes()
-    except OSError as e:
-        raise RunReadError(f"{path.parent}: cannot read {what} ({e.strerror or e})") from e
+        if path.suffix == ".gz":
+            import gzip
+
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        raise RunReadError(f"{path.parent}: cannot read {what} ({getattr(e, 'strerror', None) or e})") from e
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -204,7 +209,8 @@ def _read_csv(path: Path, notes: list[str], numeric: tuple[str, ...]) -> pd.Data
     for col in df.columns:
         if not pd.api.types.is_numeric_dtype(df[col]):
             num = pd.to_numeric(df[col], errors="coerce")
-            if col in numeric or num.notna().any() or path.name == "metrics.csv":  # a damaged cell, not a text column
+            damaged = col in numeric or num.notna().any() or path.name.startswith("metrics.csv")
+            if damaged:  # a damaged cell, not a text column
                 df[col] = num
     return df
 
@@ -242,9 +248,15 @@ def _read_status(d: Path, notes: list[str]) -> dict[str, Any]:
     return status if isinstance(status, dict) else {"status": "unknown"}
 
 
+def metrics_file(run_dir: Path) -> Path:
+    """A run's ``metrics.csv``, or the ``metrics.csv.gz`` of evidence (:mod:`crl.evidence`) when only that exists."""
+    plain = run_dir / "metrics.csv"
+    return run_dir / "metrics.csv.gz" if not plain.is_file() and (run_dir / "metrics.csv.gz").is_file() else plain
+
+
 def is_run_folder(path: Path) -> bool:
-    """A run folder holds ``config.yaml`` or ``metrics.csv``."""
-    return path.is_dir() and ((path / "config.yaml").is_file() or (path / "metrics.csv").is_file())
+    """A run folder holds ``config.yaml`` or ``metrics.csv`` (or ``metrics.csv.gz``)."""
+    return path.is_dir() and ((path / "config.yaml").is_file() or metrics_file(path).is_file())
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -256,7 +268,7 @@ def read_run(run_dir: str | Path) -> Run:
         raise RunReadError(f"{d}: not a run folder (no config.yaml or metrics.csv)")
     notes: list[str] = []
     config = _read_config(d)
-    metrics = _read_csv(d / "metrics.csv", notes, ("global_step", RET, "regime/segment"))
+    metrics = _read_csv(metrics_file(d), notes, ("global_step", RET, "regime/segment"))
     if not metrics.empty:
         if "global_step" not in metrics:
             raise RunReadError(f"{d}: metrics.csv has no global_step column")
@@ -320,7 +332,7 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(metrics, regimes)`` data frames of a run folder (raises :class:`RunReadError`)."""
     run = read_run(run_dir)
-    if run.metrics.empty and not (Path(run_dir) / "metrics.csv").is_file():
+    if run.metrics.empty and not metrics_file(Path(run_dir)).is_file():
         raise RunReadError(f"{run_dir}: not a run folder (no metrics.csv)")
     return run.metrics, run.regimes
 

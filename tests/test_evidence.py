@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,9 +59,11 @@ def test_cut_keeps_what_scores_read(runs, mixed, tmp_path):
         assert (d / "metrics.csv").stat().st_size < (runs / d.name / "metrics.csv").stat().st_size / 2
 
 
+@pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("command", [("compare", "--json", "--paired", "ppo", "--floor", "20"), ("metrics", "--json")])
-def test_scores_on_the_evidence_equal_the_runs(runs, tmp_path, command):
-    cut_runs(runs, tmp_path / "ev")
+def test_scores_on_the_evidence_equal_the_runs(runs, tmp_path, command, compress):
+    written, _ = cut_runs(runs, tmp_path / "ev", compress=compress)
+    assert (written[0] / "metrics.csv.gz").is_file() == compress != (written[0] / "metrics.csv").is_file()
     full = json.loads(run_crl(command[0], str(runs), *command[1:], check=True).stdout)
     cut = json.loads(run_crl(command[0], str(tmp_path / "ev"), *command[1:], check=True).stdout)
     if command[0] == "compare":
@@ -85,6 +88,12 @@ def test_cut_command_and_bad_input(runs, mixed, tmp_path):
     assert "left out" in proc.stderr and len(proc.stdout.split()) == 2
     first = sorted((tmp_path / "ev").iterdir())[0]
     assert any(c.startswith("losses/") for c in pd.read_csv(first / "metrics.csv").columns)
+    again = run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True).stdout.split()
+    twice = run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True).stdout.split()
+    assert again == twice and not (Path(again[0]) / "metrics.csv").exists()
+    data = (Path(again[0]) / "metrics.csv.gz").read_bytes()
+    run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True)
+    assert (Path(again[0]) / "metrics.csv.gz").read_bytes() == data  # no time stamp: the same bytes
     bad = run_crl("results", "cut", str(tmp_path / "nope"), str(tmp_path / "x"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
     inside = run_crl("results", "cut", str(runs), str(runs / "evidence"))
