@@ -33,7 +33,9 @@ of the bins, :func:`crl.stats.paired_difference`, and the share of seeds with a 
 :func:`crl.stats.share_estimate`). Every table takes ``digits`` (significant digits, default 3);
 every table or figure on runs takes ``envs`` (only the runs on these envs).
 Figure types (:data:`FIGURES`): ``returns`` (:func:`crl.report_figures.fig_returns`;
-``bin_steps``), ``per-regime`` (:func:`crl.report_figures.fig_regime_bars`) and ``probe``
+``bin_steps``), ``per-regime`` (:func:`crl.report_figures.fig_regime_bars`), ``columns`` (any
+logged columns kept by ``crl results cut --keep``, :func:`crl.report_figures.fig_columns`;
+``columns``, ``bin_steps``, ``log``) and ``probe``
 (:func:`crl.probe.write_figure`, the late window shaded). Each figure is
 ``<study>/<name>.png``. Every study also has an ``about`` block: seeds, steps, cost and the
 commands as a ``bash`` block.
@@ -458,6 +460,17 @@ def _fig_per_regime(study: Study, runs: list[Any], opts: dict[str, Any]) -> Any:
     return fig
 
 
+def _fig_columns(study: Study, runs: list[Any], opts: dict[str, Any]) -> Any:
+    import crl.report_figures as rf
+    from crl.report import default_bin_steps, segment_scores
+
+    columns = [str(c) for c in _required(study, opts, "columns")]
+    table, _ = segment_scores(runs, study.late_fraction)
+    col = rf.colours(sorted({r.agent for r in runs}))
+    bin_steps = int(opts.get("bin_steps") or default_bin_steps(runs))
+    return rf.fig_columns(runs, table, col, columns, bin_steps, bool(opts.get("log", False)))
+
+
 def _fig_probe(study: Study, res: dict[str, Any], opts: dict[str, Any]) -> Any:
     from crl.probe import probe_figure
 
@@ -468,6 +481,7 @@ def _fig_probe(study: Study, res: dict[str, Any], opts: dict[str, Any]) -> Any:
 FIGURES: dict[str, tuple[str, Any]] = {
     "returns": ("runs", _fig_returns),
     "per-regime": ("runs", _fig_per_regime),
+    "columns": ("runs", _fig_columns),
     "probe": ("probe", _fig_probe),
 }
 

@@ -44,6 +44,7 @@ def docs(tmp_path):
     tables |= {"paired": {"type": "paired", "base": "ppo"}, "floor": {"type": "floor", "floor": 80}}
     tables |= {"late": {"type": "per-regime", "floor": 80}}
     figures = {"returns": {"type": "returns"}, "bars": {"type": "per-regime"}}
+    figures |= {"dormant": {"type": "columns", "columns": ["plasticity/pi/0/dormant_fraction"], "log": True}}
     spec = STUDY | {"runs": "runs", "order": ["ppo"], "tables": tables, "figures": figures}
     (runs.parent / "study.yaml").write_text(yaml.safe_dump(spec))
     probe = tmp_path / "docs" / "results" / "pr"
@@ -59,7 +60,7 @@ def docs(tmp_path):
     tables = {"bins": {"type": "probe-bins", "bins": [1, 10], "ratio": True}, "paired": {"type": "probe-paired"}}
     spec = STUDY | {"late_fraction": 0.2, "probe": "res.json", "tables": tables, "figures": {"c": {"type": "probe"}}}
     (probe / "study.yaml").write_text(yaml.safe_dump(spec))
-    ids = ["toy/about", "toy/compare", "toy/paired", "toy/floor", "toy/late", "toy/returns", "toy/bars"]
+    ids = ["toy/about", "toy/compare", "toy/paired", "toy/floor", "toy/late", "toy/returns", "toy/bars", "toy/dormant"]
     ids += ["pr/bins", "pr/paired", "pr/c"]
     page = "# Results\n\nprose stays\n" + "".join(
         f"\n<!-- crl-results {i} -->\nold\n<!-- /crl-results -->\n" for i in ids
