@@ -19,9 +19,11 @@ SECTIONS = [s for s in RESULTS.split("\n## ")[1:] if "```bash" in s and "crl swe
 PROBES = [s for s in RESULTS.split("\n## ")[1:] if "```bash\ncrl probe" in s]
 
 
-def _images(section: str) -> list[str]:
-    """The section's figures, as paths from the repository root (the page links them from docs/)."""
-    return [f"docs/{image}" for image in re.findall(r"\]\((results/[\w.-]+\.png)\)", section)]
+def _images(section: str, studies: bool = False) -> list[str]:
+    """The section's figures, as paths from the repository root (the page links them from docs/);
+    with ``studies``, also those a study draws in its folder (docs/results/<study>/, crl results build)."""
+    folder = r"(?:[\w.-]+/)?" if studies else ""
+    return [f"docs/{image}" for image in re.findall(rf"\]\((results/{folder}[\w.-]+\.png)\)", section)]
 
 
 #: File stem -> (agents, envs, seeds, runs) each file claims in its description.
@@ -76,7 +78,7 @@ def test_the_results_have_probe_sections():
 def test_the_probe_section_shows_the_figure_its_command_writes(section):
     command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", section)
     assert command
-    (image,) = _images(section)
+    (image,) = _images(section, studies=True)
     assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
     results = json.loads((ROOT / image).with_suffix(".json").read_text())
     table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", section, flags=re.M))
