@@ -26,7 +26,8 @@ Table types (:data:`TABLES`) on runs: ``compare`` (:func:`crl.metrics.summary_ta
 ``scores``), ``paired`` (:func:`crl.metrics.paired_table`; ``base``, ``scores``), ``floor``
 (:func:`crl.metrics.floor_table`; ``floor``), ``per-regime`` (late return per segment, IQM over
 seeds with its CI, :func:`crl.report.segment_scores`; optional ``floor`` adds the seeds below
-it, ``ci: false`` drops the intervals); on a probe: ``probe-bins`` (the result's IQM and CI per
+it, ``ci: false`` drops the intervals), ``per-seed`` (each run: every regime's performance at the
+end, :func:`crl.metrics.run_metrics`, and its ``scores``); on a probe: ``probe-bins`` (the result's IQM and CI per
 bin; ``bins``: 1-based bin numbers, ``ratio: true`` adds the late / early ratio) and
 ``probe-paired`` (each method minus ``base`` seed by seed, on the mean error of the late window
 of the bins, :func:`crl.stats.paired_difference`, and the share of seeds with a lower error,
@@ -351,6 +352,25 @@ def _per_regime(study: Study, runs: list[Any], opts: dict[str, Any]) -> str:
     return markdown_table(["env", "agent", *header], rows, left=2)
 
 
+def _per_seed(study: Study, runs: list[Any], opts: dict[str, Any]) -> str:
+    from crl.metrics import run_metrics
+
+    scores, d = _scores(study, opts, ("average_performance",)), int(opts.get("digits", 3))
+    per = {
+        id(r): run_metrics(r, _refs(study) if "forward_transfer" in scores else None, study.late_fraction) for r in runs
+    }
+    regimes = sorted({k for m in per.values() for k in m["performance"]})
+    rows = []
+    for env in sorted({r.env for r in runs}):
+        for agent in _ordered(study, sorted({r.agent for r in runs if r.env == env})):
+            for r in (r for r in runs if r.env == env and r.agent == agent):
+                m = per[id(r)]
+                cells = [_num(float(m["performance"].get(k, math.nan)), d) for k in regimes]
+                rows.append([env, _label(study, agent), str(r.seed), *cells, *(_num(float(m[k]), d) for k in scores)])
+    header = ["env", "agent", "seed", *(f"regime {k} at the end" for k in regimes), *map(_score_title, scores)]
+    return markdown_table(header, rows, left=2)
+
+
 # ---------------------------------------------------------------- tables on a probe
 
 
@@ -422,6 +442,7 @@ TABLES: dict[str, tuple[str, Any]] = {
     "paired": ("runs", _paired),
     "floor": ("runs", _floor),
     "per-regime": ("runs", _per_regime),
+    "per-seed": ("runs", _per_seed),
     "probe-bins": ("probe", _probe_bins),
     "probe-paired": ("probe", _probe_paired),
 }

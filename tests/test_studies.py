@@ -42,7 +42,7 @@ def docs(tmp_path):
         make_run(runs, "cbp", seed, level=100.0, drop=0.0)
     tables = {"compare": {"type": "compare", "scores": ["average_performance"]}}
     tables |= {"paired": {"type": "paired", "base": "ppo"}, "floor": {"type": "floor", "floor": 80}}
-    tables |= {"late": {"type": "per-regime", "floor": 80}}
+    tables |= {"late": {"type": "per-regime", "floor": 80}, "seeds": {"type": "per-seed"}}
     figures = {"returns": {"type": "returns"}, "bars": {"type": "per-regime"}}
     figures |= {"dormant": {"type": "columns", "columns": ["plasticity/pi/0/dormant_fraction"], "log": True}}
     spec = STUDY | {"runs": "runs", "order": ["ppo"], "tables": tables, "figures": figures}
@@ -60,7 +60,17 @@ def docs(tmp_path):
     tables = {"bins": {"type": "probe-bins", "bins": [1, 10], "ratio": True}, "paired": {"type": "probe-paired"}}
     spec = STUDY | {"late_fraction": 0.2, "probe": "res.json", "tables": tables, "figures": {"c": {"type": "probe"}}}
     (probe / "study.yaml").write_text(yaml.safe_dump(spec))
-    ids = ["toy/about", "toy/compare", "toy/paired", "toy/floor", "toy/late", "toy/returns", "toy/bars", "toy/dormant"]
+    ids = [
+        "toy/about",
+        "toy/compare",
+        "toy/paired",
+        "toy/floor",
+        "toy/late",
+        "toy/seeds",
+        "toy/returns",
+        "toy/bars",
+        "toy/dormant",
+    ]
     ids += ["pr/bins", "pr/paired", "pr/c"]
     page = "# Results\n\nprose stays\n" + "".join(
         f"\n<!-- crl-results {i} -->\nold\n<!-- /crl-results -->\n" for i in ids
@@ -92,6 +102,7 @@ def test_tables_have_the_known_numbers(docs):
     assert "| ant | cbp | 25 [25, 25] | 4/4 [0.51, 1.00] |" in blocks["toy/paired"]
     floor = blocks["toy/floor"].splitlines()  # ppo below 80 from segment 3 (70 + seed)
     assert floor[2] == "| ant | ppo | 0/4 [0.00, 0.49] | 0/4 [0.00, 0.49] | 0/4 [0.00, 0.49] | 4/4 [0.51, 1.00] |"
+    assert "| ant | ppo | 3 | 83 | 73 | 78 |" in blocks["toy/seeds"]  # seed 3: regime 0 ends at 80 + 3, 1 at 70 + 3
     assert "| ant | ppo | 102 [" in blocks["toy/late"] and "| 71.5 [70, 73] (4 below 80) |" in blocks["toy/late"]
 
 
