@@ -592,11 +592,15 @@ def regime_forgetting(
     return out
 
 
-def regime_forward_transfer(run: Run, seg: pd.DataFrame, reference_dirs: Iterable[str | Path]) -> dict[int, float]:
-    """Forward transfer of the first (not short) visit of each regime with a reference run."""
+def regime_forward_transfer(
+    run: Run, seg: pd.DataFrame, reference_dirs: Iterable[str | Path | Run]
+) -> dict[int, float]:
+    """Forward transfer of the first (not short) visit of each regime with a reference run
+    (folders, or runs already read: the same references for many runs are read once).
+    """
     refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for d in reference_dirs:
-        ref = read_run(d)
+        ref = _as_run(d)
         rseg = segment_table(ref)
         if rseg.empty:
             raise RunReadError(f"{d}: reference run has no regimes.csv")

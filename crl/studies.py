@@ -244,8 +244,11 @@ def _on_envs(runs: Any, opts: dict[str, Any]) -> Any:
     return [r for r in runs if r.env in envs]
 
 
-def _refs(study: Study) -> list[str] | None:
-    refs = [str(study.path / str(r)) for r in study.spec.get("references") or []]
+def _refs(study: Study) -> list[Any] | None:
+    """The study's reference runs, read once (every run's forward transfer reads them)."""
+    from crl.metrics import read_run
+
+    refs = [read_run(study.path / str(r)) for r in study.spec.get("references") or []]
     return refs or None
 
 
