@@ -155,7 +155,7 @@ def test_no_results_page(tmp_path, capsys):
 
 
 def test_studies_are_shipped_small():
-    """Evidence stays small: a study folder under 4 MB (cut run folders, probe results, figures)."""
+    """Evidence stays small: a study folder under 10 MB (cut run folders, probe results, figures)."""
     for study in find_studies(ROOT / "docs"):
         size = sum(p.stat().st_size for p in study.path.rglob("*") if p.is_file())
-        assert size < 4e6, f"{study.path}: {size / 1e6:.1f} MB"
+        assert size < 10e6, f"{study.path}: {size / 1e6:.1f} MB; cut long runs with crl results cut --gzip"
