@@ -2,13 +2,14 @@
 #   make quickstart   set up .venv, run experiments/quickstart.yaml (wandb offline, files under
 #                     runs/quickstart/), print where the results are
 #   make test         set up .venv, lint (ruff check + ruff format --check), run the default tests
+#   make results      regenerate docs/results.md's tables and figures from docs/results/<study>/
 LINT_PATHS := crl tests benchmarks
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.crl-installed
 
-.PHONY: quickstart test setup lint expensive clean
+.PHONY: quickstart test setup lint expensive results clean
 
 setup: $(STAMP)
 
@@ -40,6 +41,9 @@ test: lint
 
 expensive: $(STAMP)
 	$(BIN)/python -m pytest -m expensive
+
+results: $(STAMP)
+	$(BIN)/crl results build docs
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS)

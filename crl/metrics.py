@@ -78,6 +78,7 @@ __all__ = [
     "SCORES",
     "RunReadError",
     "Run",
+    "metrics_file",
     "is_run_folder",
     "read_run",
     "find_runs",
@@ -170,8 +171,12 @@ class Run:
 def _text(path: Path, what: str) -> str:
     try:
         data = path.read_bytes()
-    except OSError as e:
-        raise RunReadError(f"{path.parent}: cannot read {what} ({e.strerror or e})") from e
+        if path.suffix == ".gz":
+            import gzip
+
+            data = gzip.decompress(data)
+    except (OSError, EOFError) as e:
+        raise RunReadError(f"{path.parent}: cannot read {what} ({getattr(e, 'strerror', None) or e})") from e
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -204,7 +209,8 @@ def _read_csv(path: Path, notes: list[str], numeric: tuple[str, ...]) -> pd.Data
     for col in df.columns:
         if not pd.api.types.is_numeric_dtype(df[col]):
             num = pd.to_numeric(df[col], errors="coerce")
-            if col in numeric or num.notna().any() or path.name == "metrics.csv":  # a damaged cell, not a text column
+            damaged = col in numeric or num.notna().any() or path.name.startswith("metrics.csv")
+            if damaged:  # a damaged cell, not a text column
                 df[col] = num
     return df
 
@@ -242,9 +248,15 @@ def _read_status(d: Path, notes: list[str]) -> dict[str, Any]:
     return status if isinstance(status, dict) else {"status": "unknown"}
 
 
+def metrics_file(run_dir: Path) -> Path:
+    """A run's ``metrics.csv``, or the ``metrics.csv.gz`` of evidence (:mod:`crl.evidence`) when only that exists."""
+    plain = run_dir / "metrics.csv"
+    return run_dir / "metrics.csv.gz" if not plain.is_file() and (run_dir / "metrics.csv.gz").is_file() else plain
+
+
 def is_run_folder(path: Path) -> bool:
-    """A run folder holds ``config.yaml`` or ``metrics.csv``."""
-    return path.is_dir() and ((path / "config.yaml").is_file() or (path / "metrics.csv").is_file())
+    """A run folder holds ``config.yaml`` or ``metrics.csv`` (or ``metrics.csv.gz``)."""
+    return path.is_dir() and ((path / "config.yaml").is_file() or metrics_file(path).is_file())
 
 
 def read_run(run_dir: str | Path) -> Run:
@@ -256,7 +268,7 @@ def read_run(run_dir: str | Path) -> Run:
         raise RunReadError(f"{d}: not a run folder (no config.yaml or metrics.csv)")
     notes: list[str] = []
     config = _read_config(d)
-    metrics = _read_csv(d / "metrics.csv", notes, ("global_step", RET, "regime/segment"))
+    metrics = _read_csv(metrics_file(d), notes, ("global_step", RET, "regime/segment"))
     if not metrics.empty:
         if "global_step" not in metrics:
             raise RunReadError(f"{d}: metrics.csv has no global_step column")
@@ -320,7 +332,7 @@ def find_runs(paths: str | Path | Iterable[str | Path]) -> tuple[list[Run], list
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(metrics, regimes)`` data frames of a run folder (raises :class:`RunReadError`)."""
     run = read_run(run_dir)
-    if run.metrics.empty and not (Path(run_dir) / "metrics.csv").is_file():
+    if run.metrics.empty and not metrics_file(Path(run_dir)).is_file():
         raise RunReadError(f"{run_dir}: not a run folder (no metrics.csv)")
     return run.metrics, run.regimes
 
@@ -580,11 +592,15 @@ def regime_forgetting(
     return out
 
 
-def regime_forward_transfer(run: Run, seg: pd.DataFrame, reference_dirs: Iterable[str | Path]) -> dict[int, float]:
-    """Forward transfer of the first (not short) visit of each regime with a reference run."""
+def regime_forward_transfer(
+    run: Run, seg: pd.DataFrame, reference_dirs: Iterable[str | Path | Run]
+) -> dict[int, float]:
+    """Forward transfer of the first (not short) visit of each regime with a reference run
+    (folders, or runs already read: the same references for many runs are read once).
+    """
     refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for d in reference_dirs:
-        ref = read_run(d)
+        ref = _as_run(d)
         rseg = segment_table(ref)
         if rseg.empty:
             raise RunReadError(f"{d}: reference run has no regimes.csv")
@@ -710,12 +726,14 @@ def summary_table(
     min_fraction: float = MIN_SEGMENT_FRACTION,
     seed: int = 0,
     reference_dirs: Iterable[str | Path] | None = None,
+    scores: Iterable[str] = SCORES,
 ) -> pd.DataFrame:
     """One row per (env, agent): ``env, agent, reference`` (:func:`reference_kind`), ``seeds, status,
     short_segments`` and for each score
     ``<score>`` (text), ``<score>_iqm``, ``<score>_lo``, ``<score>_hi``, ``<score>_n`` (seeds with a
     value). The IQM over seeds with a stratified-bootstrap 95 % CI; ``n/a (1 seed)`` with one seed.
     ``reference_dirs``: from-scratch reference runs (one per regime) for forward transfer (NaN without).
+    ``scores``: the scores with columns (all :data:`SCORES` by default; each bootstrap costs).
     """
     refs = list(reference_dirs or [])
     rows = []
@@ -724,7 +742,7 @@ def summary_table(
         row: dict[str, Any] = {"env": env, "agent": agent, "reference": rs[0].reference, "seeds": len(rs)}
         row["status"] = _status_counts(rs)
         row["short_segments"] = int(sum(s["segments_short"] for s in sc))
-        for key in SCORES:
+        for key in scores:
             est = iqm_estimate(np.array([s[key] for s in sc]), reps=reps, seed=seed)
             row[key] = est.text()
             row[f"{key}_iqm"], row[f"{key}_lo"], row[f"{key}_hi"], row[f"{key}_n"] = est.point, est.low, est.high, est.n
@@ -771,7 +789,8 @@ def paired_table(
     """Each agent against ``base`` on the seeds both have, per env and score: ``env, agent, base,
     score, difference`` (text: the mean of the per-seed differences agent - base with a bootstrap
     95 % CI, :func:`crl.stats.paired_difference`), ``mean, lo, hi, n`` (pairs) and ``wins`` (the
-    share of pairs where the agent scores higher, with its Wilson interval). Empty when ``base``
+    share of pairs where the agent scores higher, with its Wilson interval; ``won``, ``won_lo``,
+    ``won_hi``: that count and interval as numbers). Empty when ``base``
     has no runs on an env.
     """
     scores = {
@@ -793,8 +812,10 @@ def paired_table(
             rows.append(
                 {"env": env, "agent": agent, "base": base, "score": key, "difference": est.text()}
                 | {"mean": est.point, "lo": est.low, "hi": est.high, "n": est.n, "wins": wins.text(2)}
+                | {"won": int(np.sum(x[ok] > y[ok])), "won_lo": wins.low, "won_hi": wins.high}
             )
-    return pd.DataFrame(rows, columns=["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins"])
+    cols = ["env", "agent", "base", "score", "difference", "mean", "lo", "hi", "n", "wins", "won", "won_lo", "won_hi"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def floor_table(

@@ -50,6 +50,7 @@ __all__ = [
     "train_method",
     "train_methods",
     "split_methods",
+    "probe_figure",
     "write_figure",
     "print_table",
     "early_late",
@@ -505,19 +506,24 @@ def early_late(res: dict[str, Any], method: str, frac: float = 0.2) -> tuple[flo
     return float(per[:, :k].mean()), float(per[:, -k:].mean())
 
 
-def write_figure(res: dict[str, Any], out: Path) -> Path:
-    """Binned error per method (IQM over seeds, 95% CI band), as PNG and SVG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def probe_figure(res: dict[str, Any], late_fraction: float | None = None) -> Any:
+    """Binned error per method (IQM over seeds, 95% CI band), a matplotlib figure; with
+    ``late_fraction``, the last ``late_fraction`` of the bins (the window a table scores) shaded.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
+    n_bins = 0
     for name, m in res["methods"].items():
-        x = (np.arange(len(m["bins"])) + 0.5) * res["bin_size"]
+        n_bins = len(m["bins"])
+        x = (np.arange(n_bins) + 0.5) * res["bin_size"]
         iqm = [b["iqm"] for b in m["bins"]]
         ax.plot(x, iqm, label=name)
         ax.fill_between(x, [b["lo"] for b in m["bins"]], [b["hi"] for b in m["bins"]], alpha=0.2)
+    if late_fraction is not None and n_bins:
+        k = max(1, round(n_bins * late_fraction))
+        ax.axvspan((n_bins - k) * res["bin_size"], n_bins * res["bin_size"], color="0.9", zorder=0)
+        ax.text(n_bins * res["bin_size"], ax.get_ylim()[1], f"last {k} bins ", ha="right", va="top", fontsize=8)
     what = "misclassification rate" if TASKS[res["task"]].classification else "squared error"
     ax.set_xlabel("examples")
     ax.set_ylabel(f"{what} (bins of {res['bin_size']:,})")
@@ -527,6 +533,17 @@ def write_figure(res: dict[str, Any], out: Path) -> Path:
         fontsize=9,
     )
     ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def write_figure(res: dict[str, Any], out: Path) -> Path:
+    """:func:`probe_figure` saved as ``out/probe-<task>.png`` and ``.svg``; returns the PNG's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = probe_figure(res)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"probe-{res['task']}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -35,6 +35,7 @@ __all__ = [
     "fig_profiles",
     "fig_poi",
     "fig_diagnostics",
+    "fig_columns",
 ]
 
 #: Networks in the order the diagnostics sections appear (others follow, sorted).
@@ -42,11 +43,12 @@ NET_ORDER = ("policy", "value", "actor", "critic", "critic_1", "critic_2", "qf")
 
 
 def colours(agents: list[str]) -> dict[str, Any]:
-    """One tab10 colour per agent, the same in every figure."""
+    """One colour per agent, the same in every figure: tab10, or tab20 for more than 10 agents."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    return {a: cmap(i % 10) for i, a in enumerate(sorted(agents))}
+    n = 10 if len(set(agents)) <= 10 else 20
+    cmap = matplotlib.colormaps[f"tab{n}"]
+    return {a: cmap(i % n) for i, a in enumerate(sorted(agents))}
 
 
 def seed_counts(runs: list[Run]) -> dict[tuple[str, str], int]:
@@ -345,4 +347,34 @@ def fig_diagnostics(runs: list[Run], table: pd.DataFrame, col: dict, net: str, b
     ]
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
+    return fig
+
+
+def fig_columns(runs: list[Run], table: pd.DataFrame, col: dict, columns: list[str], bin_steps: int, log: bool = False):
+    """Any logged ``metrics.csv`` columns (e.g. ``optimizer/policy/trac_scale``), a panel per column
+    and env: IQM over seeds per bin of ``bin_steps`` steps, regime lines; ``None`` when no run has one.
+    """
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r.env for r in runs if any(c in r.metrics for c in columns)})
+    if not envs:
+        return None
+    fig, axes = plt.subplots(len(columns), len(envs), figsize=(9 * len(envs), 3 * len(columns)), squeeze=False)
+    for j, env in enumerate(envs):
+        for i, c in enumerate(columns):
+            ax = axes[i, j]
+            for agent in sorted({r.agent for r in runs if r.env == env}):
+                rs = [r for r in runs if r.env == env and r.agent == agent and c in r.metrics]
+                series = [s for s in (_binned(r, c, bin_steps) for r in rs) if len(s)]
+                if series:
+                    df = pd.concat(series, axis=1)
+                    y = [iqm(row) for row in df.to_numpy(float)]
+                    ax.plot((df.index + 0.5) * bin_steps, y, color=col[agent], lw=1.2, label=_n_label(agent, len(rs)))
+            _vlines(ax, boundaries(table, env))
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(f"{env}: {c} (IQM over seeds, bins of {bin_steps:,} steps)", fontsize=9)
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    axes[-1, 0].set_xlabel("environment steps")
+    fig.tight_layout()
     return fig

@@ -170,7 +170,7 @@ def write(p: ReportInput, out: Path) -> tuple[Path, dict[str, dict[str, Path]]]:
 
     matplotlib.use("Agg")
     page = _Page(out)
-    table, notes = segment_scores(p.runs)
+    table, notes = segment_scores(p.runs, p.late_fraction)
     col = rf.colours(sorted({r.agent for r in p.runs}))
     counts = rf.seed_counts(p.runs)
     seeds = "seeds: " + ", ".join(f"{e}/{a} n={n}" for (e, a), n in sorted(counts.items()))

@@ -44,13 +44,15 @@ def iqm(x: np.ndarray) -> float:
         >>> iqm(np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]))
         3.5
     """
-    from scipy.stats import trim_mean
-
     x = np.asarray(x, dtype=float).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan")
-    return float(trim_mean(x, 0.25))
+    # scipy.stats.trim_mean(x, 0.25) step by step (the same partition and mean, so the same bits),
+    # without its argument handling, which cost ~1 ms a call: a bootstrap calls this thousands of times
+    low = int(0.25 * x.size)
+    high = x.size - low
+    return float(np.mean(np.partition(x, (low, high - 1))[low:high]))
 
 
 def import_rliable():
@@ -132,11 +134,17 @@ def iqm_curve(curves: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[np.n
         if rows.size == 1:
             mean[cols] = low[cols] = high[cols] = sub[0]
             continue
-        point, ci = _interval(
-            sub[:, None, :], lambda s: np.array([iqm(s[..., j]) for j in range(s.shape[-1])]), reps, seed
-        )
+        point, ci = _interval(sub[:, None, :], _column_iqm, reps, seed)
         mean[cols], low[cols], high[cols] = point, ci[0], ci[1]
     return mean, low, high
+
+
+def _column_iqm(s: np.ndarray) -> np.ndarray:
+    """:func:`iqm` of every column (last axis) of a resample of finite values, in one partition."""
+    x = s.reshape(-1, s.shape[-1])
+    low = int(0.25 * x.shape[0])
+    high = x.shape[0] - low
+    return np.partition(x, (low, high - 1), axis=0)[low:high].mean(axis=0)
 
 
 def slope(x: np.ndarray, y: np.ndarray) -> float:

@@ -47,6 +47,8 @@ def _modules(sub: str) -> list[Path]:
         ("report_page", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
         ("report_figures", ("crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config")),
         ("metrics", ("crl.metrics", "crl.stats", "crl.errors", "crl.config")),
+        ("evidence", ("crl.errors",)),
+        ("studies", ("crl.studies", "crl.report", "crl.metrics", "crl.stats", "crl.errors", "crl.config", "crl.probe")),
     ],
 )
 def test_dependency_rules(sub, allowed):
@@ -63,7 +65,8 @@ def test_import_crl_does_not_load_torch():
 
 def test_report_and_metrics_do_not_load_torch():
     code = (
-        "import importlib, sys\nfor m in ('crl.report', 'crl.report_page', 'crl.report_figures', 'crl.metrics'):\n"
+        "import importlib, sys\nfor m in ('crl.report', 'crl.report_page', 'crl.report_figures', 'crl.metrics',\n"
+        "          'crl.studies', 'crl.evidence'):\n"
         "    try: importlib.import_module(m)\n    except ModuleNotFoundError: pass\n"
         "print('torch' in sys.modules)"
     )

@@ -19,9 +19,11 @@ SECTIONS = [s for s in RESULTS.split("\n## ")[1:] if "```bash" in s and "crl swe
 PROBES = [s for s in RESULTS.split("\n## ")[1:] if "```bash\ncrl probe" in s]
 
 
-def _images(section: str) -> list[str]:
-    """The section's figures, as paths from the repository root (the page links them from docs/)."""
-    return [f"docs/{image}" for image in re.findall(r"\]\((results/[\w.-]+\.png)\)", section)]
+def _images(section: str, studies: bool = False) -> list[str]:
+    """The section's figures, as paths from the repository root (the page links them from docs/);
+    with ``studies``, also those a study draws in its folder (docs/results/<study>/, crl results build)."""
+    folder = r"(?:[\w.-]+/)?" if studies else ""
+    return [f"docs/{image}" for image in re.findall(rf"\]\((results/{folder}[\w.-]+\.png)\)", section)]
 
 
 #: File stem -> (agents, envs, seeds, runs) each file claims in its description.
@@ -55,6 +57,8 @@ def test_sweep_file_expands_to_the_runs_it_claims(stem):
 def test_every_results_section_shows_its_commands_and_figures():
     assert len(SECTIONS) >= 2
     for section in SECTIONS:
+        if "<!-- crl-results " in section and "crl results build" in section:
+            continue  # a study's section: crl results build --check (tests/test_studies.py) checks it
         sweep = re.search(r"crl sweep experiments/([\w-]+)\.yaml", section)
         report = re.search(r"crl report runs/([\w-]+)( --bin-steps \d+)?", section)
         assert sweep and report
@@ -76,7 +80,7 @@ def test_the_results_have_probe_sections():
 def test_the_probe_section_shows_the_figure_its_command_writes(section):
     command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", section)
     assert command
-    (image,) = _images(section)
+    (image,) = _images(section, studies=True)
     assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
     results = json.loads((ROOT / image).with_suffix(".json").read_text())
     table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", section, flags=re.M))

@@ -1,14 +1,14 @@
 """The ``crl`` command: every sub-command is registered here, in :data:`COMMANDS`.
 
-========================  ========================================================
+========================  ==================================================================
 :mod:`crl.cli.train`      ``crl train``: one (env, agent, seed) run
 :mod:`crl.cli.sweep`      ``crl sweep``: a grid of runs, locally or on Ray
 :mod:`crl.cli.catalog`    ``crl envs``, ``crl agents``: what the catalogs hold
-:mod:`crl.cli.results`    ``crl report``, ``crl compare``, ``crl metrics``
+:mod:`crl.cli.results`    ``crl report``, ``crl compare``, ``crl metrics``, ``crl results``
 :mod:`crl.cli.probe`      ``crl probe``: supervised plasticity probes
 :mod:`crl.cli.bench`      ``crl bench``: throughput against plain SB3
 :mod:`crl.cli.dashboard`  ``crl dashboard``: a wandb workspace of an experiment
-========================  ========================================================
+========================  ==================================================================
 
 Each module defines its arguments and its handler; heavy imports (torch, SB3) happen in
 the handler, so ``crl --help`` is fast. Every :class:`~crl.errors.CrlError` is printed as
@@ -16,7 +16,7 @@ one line ``crl: error: ...`` with exit status 2.
 
 Example:
     >>> sorted(COMMANDS)
-    ['agents', 'bench', 'compare', 'dashboard', 'envs', 'metrics', 'probe', 'report', 'sweep', 'train']
+    ['agents', 'bench', 'compare', 'dashboard', 'envs', 'metrics', 'probe', 'report', 'results', 'sweep', 'train']
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command(results.REPORT_HELP, results.add_report_arguments, results.run_report),
     "compare": Command(results.COMPARE_HELP, results.add_compare_arguments, results.run_compare),
     "metrics": Command(results.METRICS_HELP, results.add_metrics_arguments, results.run_metrics),
+    "results": Command(results.RESULTS_HELP, results.add_results_arguments, results.run_results),
     "probe": Command(probe.HELP, probe.add_arguments, probe.run),
     "bench": Command(bench.HELP, bench.add_arguments, bench.run),
     "dashboard": Command(dashboard.HELP, dashboard.add_arguments, dashboard.run),

@@ -1,4 +1,4 @@
-"""``crl report``, ``crl compare`` and ``crl metrics``: what a set of runs shows."""
+"""``crl report``, ``crl compare``, ``crl metrics`` and ``crl results``: what a set of runs shows."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 REPORT_HELP = "build the HTML comparison report from run directories"
 COMPARE_HELP = "print the comparison tables in the terminal"
 METRICS_HELP = "continual-learning metrics of run folders"
+RESULTS_HELP = "the Results' evidence: cut run folders to what scores read; regenerate tables and figures"
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -315,3 +316,47 @@ def _relative(path: str, root: str | None) -> str:
         return str(Path(path).relative_to(root)) if root else Path(path).name
     except ValueError:
         return Path(path).name
+
+
+def add_results_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``crl results cut`` and ``crl results build``."""
+    from crl.cli.common import OneLineParser
+
+    sub = p.add_subparsers(dest="results_command", metavar="{cut,build}", parser_class=OneLineParser, required=True)
+    cut = sub.add_parser("cut", help="copy what the scores read from finished run folders (crl.evidence)")
+    cut.add_argument("runs_dir", metavar="RUNS_DIR", help="run, experiment or runs folder")
+    cut.add_argument("dest", metavar="DEST", help="evidence folder (e.g. docs/results/<study>/runs)")
+    cut.add_argument(
+        "--keep",
+        metavar="REGEX",
+        default=None,
+        help="also keep the metrics.csv columns this regular expression matches (e.g. '^optimizer/')",
+    )
+    cut.add_argument(
+        "--gzip",
+        action="store_true",
+        help="write metrics.csv.gz (4-5x smaller; crl compare, metrics and report read it): for long runs",
+    )
+    build = sub.add_parser("build", help="regenerate every study's tables and figures (crl.studies)")
+    build.add_argument("docs_dir", metavar="DOCS_DIR", nargs="?", default="docs", help="default: docs")
+    build.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate into a temporary folder and fail, naming them, if tables differ from DOCS_DIR/results.md",
+    )
+
+
+def run_results(a: argparse.Namespace) -> int:
+    """``crl results cut`` / ``crl results build``."""
+    if a.results_command == "cut":
+        from crl.evidence import cut_runs
+
+        written, notes = cut_runs(a.runs_dir, a.dest, a.keep, a.gzip)
+        for n in notes:
+            print(f"crl: note: {n}", file=sys.stderr)
+        for d in written:
+            print(d)
+        return 0
+    from crl.studies import build
+
+    return build(a.docs_dir, check=a.check)

@@ -81,6 +81,21 @@ def test_iqm_hand_computed():
     assert np.isnan(stats.iqm(np.array([])))
 
 
+def test_iqm_is_scipys_trimmed_mean_to_the_bit():
+    """crl's IQM is scipy.stats.trim_mean(x, 0.25) without its per-call overhead: the same numbers,
+    so every committed table stays what it was (docs/results.md, crl results build --check)."""
+    from scipy.stats import trim_mean
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 40):
+        x = rng.normal(size=n) * rng.uniform(1, 1000)
+        assert stats.iqm(x) == float(trim_mean(x, 0.25))
+    c = rng.normal(size=(9, 12))
+    c[3, 6:] = np.nan
+    m, _, _ = stats.iqm_curve(c, reps=20)
+    assert m.tolist() == [stats.iqm(col) for col in c.T]
+
+
 def test_iqm_ci_contains_point_and_is_tight_for_constant():
     m, lo, hi = stats.iqm_ci(np.array([5.0, 5.0, 5.0, 5.0]), reps=200)
     assert (m, lo, hi) == (5.0, 5.0, 5.0)
