@@ -31,7 +31,9 @@ end, :func:`crl.metrics.run_metrics`, and its ``scores``); on a probe: ``probe-b
 bin; ``bins``: 1-based bin numbers, ``ratio: true`` adds the late / early ratio) and
 ``probe-paired`` (each method minus ``base`` seed by seed, on the mean error of the late window
 of the bins, :func:`crl.stats.paired_difference`, and the share of seeds with a lower error,
-:func:`crl.stats.share_estimate`). Every table takes ``digits`` (significant digits, default 3);
+:func:`crl.stats.share_estimate`) and ``probe-rise`` (each method's late window minus its early
+window of the same width, seed by seed, and the share of seeds whose error rose). Every table
+takes ``digits`` (significant digits, default 3);
 every table or figure on runs takes ``envs`` (only the runs on these envs).
 Figure types (:data:`FIGURES`): ``returns`` (:func:`crl.report_figures.fig_returns`;
 ``bin_steps``), ``per-regime`` (:func:`crl.report_figures.fig_regime_bars`), ``columns`` (any
@@ -432,6 +434,27 @@ def _probe_paired(study: Study, res: dict[str, Any], opts: dict[str, Any]) -> st
     return markdown_table(["method", f"{what}: method - {base}", f"seeds with a lower error than {base}"], rows)
 
 
+def _probe_rise(study: Study, res: dict[str, Any], opts: dict[str, Any]) -> str:
+    """Per method, seed by seed: the mean error of the last ``late_fraction`` of the bins minus that of
+    the first as many (a rise is loss of plasticity), with a bootstrap CI and the seeds where it rose.
+    """
+    from crl.stats import paired_difference, share_estimate
+
+    d, frac = int(opts.get("digits", 3)), study.late_fraction
+    rows = []
+    for m in _ordered(study, list(res["methods"])):
+        per = np.asarray(res["methods"][m]["seeds"], dtype=float)
+        late, early = _late_mean(per.tolist(), frac), _late_mean(per[:, ::-1].tolist(), frac)
+        est = paired_difference(late, early, reps=study.reps)
+        ok = np.isfinite(late) & np.isfinite(early)
+        hits = int(np.sum(late[ok] > early[ok]))
+        rose = share_estimate(hits, int(ok.sum()))
+        cells = [_ci(est.point, est.low, est.high, d) + f" (n={est.n})", _share(hits, rose.n, rose.low, rose.high)]
+        rows.append([_label(study, m), *cells])
+    k = max(1, round(len(res["methods"][next(iter(res["methods"]))]["bins"]) * frac))
+    return markdown_table(["method", f"mean error: last {k} bins - first {k} bins", "seeds whose error rose"], rows)
+
+
 def _late_mean(seeds: list[list[float]], frac: float) -> np.ndarray:
     """Per seed: the mean of the last ``frac`` of the bins (at least one bin), as in :func:`crl.probe.early_late`."""
     per = np.asarray(seeds, dtype=float)
@@ -448,6 +471,7 @@ TABLES: dict[str, tuple[str, Any]] = {
     "per-seed": ("runs", _per_seed),
     "probe-bins": ("probe", _probe_bins),
     "probe-paired": ("probe", _probe_paired),
+    "probe-rise": ("probe", _probe_rise),
 }
 
 

@@ -58,6 +58,7 @@ def docs(tmp_path):
         res["methods"][m] = {"bins": bins, "seeds": per.tolist()}
     (probe / "res.json").write_text(json.dumps(res))
     tables = {"bins": {"type": "probe-bins", "bins": [1, 10], "ratio": True}, "paired": {"type": "probe-paired"}}
+    tables |= {"rise": {"type": "probe-rise"}}
     spec = STUDY | {"late_fraction": 0.2, "probe": "res.json", "tables": tables, "figures": {"c": {"type": "probe"}}}
     (probe / "study.yaml").write_text(yaml.safe_dump(spec))
     ids = [
@@ -71,7 +72,7 @@ def docs(tmp_path):
         "toy/bars",
         "toy/dormant",
     ]
-    ids += ["pr/bins", "pr/paired", "pr/c"]
+    ids += ["pr/bins", "pr/paired", "pr/rise", "pr/c"]
     page = "# Results\n\nprose stays\n" + "".join(
         f"\n<!-- crl-results {i} -->\nold\n<!-- /crl-results -->\n" for i in ids
     )
@@ -114,6 +115,16 @@ def test_probe_tables_pair_seeds(docs):
     row = f"| cbp | {est.point:.3g} [{est.low:.3g}, {est.high:.3g}] (n=5) | 5/5 [0.57, 1.00] |"
     assert row in blocks["pr/paired"] and "last 2 bins (20%)" in blocks["pr/paired"]
     assert blocks["pr/bins"].splitlines()[0] == "| method | bin 1 | bin 10 | last 20% / first 20% of bins |"
+
+
+def test_probe_rise_is_late_minus_early_per_seed(docs):
+    blocks = study_blocks(load_study(docs / "results" / "pr"))
+    per = np.asarray(json.loads((docs / "results" / "pr" / "res.json").read_text())["methods"]["cbp"]["seeds"])
+    late, early = per[:, -2:].mean(axis=1), per[:, :2].mean(axis=1)  # 20 % of 10 bins at each end
+    est = paired_difference(late, early, reps=200)
+    rose = int(np.sum(late > early))
+    row = f"| cbp | {est.point:.3g} [{est.low:.3g}, {est.high:.3g}] (n=5) | {rose}/5 ["
+    assert row in blocks["pr/rise"] and "last 2 bins - first 2 bins" in blocks["pr/rise"]
 
 
 def test_check_names_what_differs(docs, capsys):
