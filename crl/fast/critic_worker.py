@@ -85,6 +85,7 @@ __all__ = [
     "default_spin",
     "hand_critic_step",
     "hookless_copy",
+    "share_in_place",
     "shared_memory_safe",
 ]
 
@@ -97,6 +98,21 @@ _SEQ, _START, _STOP, _DONE_SEQ = range(4)
 #: The environment variable that picks how a :class:`CriticWorker` built without ``spin`` hands
 #: minibatches over: ``pipe``, ``shared`` (x86 only) or ``auto`` (see the module docstring).
 HANDSHAKE_ENV = "CRL_CRITIC_HANDSHAKE"
+
+
+def share_in_place(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Move each tensor's storage into shared memory in place and return aliases of them.
+
+    ``Tensor.share_memory_`` swaps the storage's memory under every tensor that views it, so
+    what others hold on a parameter (an optimizer's state keys, an intervention's
+    ``p.detach()``, e.g. Hare & Tortoise's EMA pairs) keeps reading and writing the values the
+    worker process sees. Giving a parameter new storage (``p.data = buf``) instead would leave
+    those views on the old memory, reading stale values.
+    """
+    with torch.no_grad():
+        for t in tensors:
+            t.share_memory_()
+    return [t.detach() for t in tensors]
 
 
 def shared_memory_safe() -> bool:
@@ -179,7 +195,7 @@ class CriticWorker:
         self._feats = torch.zeros(self.n, feat_dim).share_memory_()
         self._returns = torch.zeros(self.n).share_memory_()
         self._order = torch.zeros(self.n, dtype=torch.long).share_memory_()
-        self._params = [torch.zeros_like(p).share_memory_() for p in self.params]
+        self._params = share_in_place(self.params)
         self._share_params()
         self._grads = [torch.zeros_like(p).share_memory_() for p in self.params]
         self._loss = torch.zeros(()).share_memory_()

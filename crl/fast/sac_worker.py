@@ -56,7 +56,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from crl.fast.critic_worker import hookless_copy, shared_memory_safe
+from crl.fast.critic_worker import hookless_copy, share_in_place, shared_memory_safe
 from crl.fast.sac_update import (
     Batch,
     Chain,
@@ -143,7 +143,7 @@ class SacWorker:
         self.bufs = _Buffers(plan, self.batch_size, self.theirs, self.taps)
         self.ctl = self.bufs.ctl_t.numpy()
         self.params = [*plan.critic_params, *plan.target_params]
-        self.shared = [th.zeros_like(p).share_memory_() for p in self.params]
+        self.shared = share_in_place(self.params)
         self.share()
         self._seq = 0
         self.closed = True
