@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from crl.plasticity.agem import AGEM, EpisodicMemory, project
+from tests._models import tiny_model
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -46,31 +46,9 @@ def test_memory_is_bounded_seeded_and_shared_equally():
     assert np.array_equal(a.sample(4)["x"], first)  # the checkpoint holds the stream
 
 
-def _model(algo: str):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "interventions": [{"agem": {"samples": 40, "batch_size": 16}}],
-            "boundary_aware": True,
-        },
-        "t",
-    )
-    return build_model(spec, gym.make("Pendulum-v1"), seed=0)
-
-
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_reference_gradients_and_projection_on_real_sb3_models(algo):
-    model, ivs = _model(algo)
+    model, ivs = tiny_model(algo, interventions=[{"agem": {"samples": 40, "batch_size": 16}}], boundary_aware=True)
     iv = ivs.interventions[0]
     model.learn(128)
     assert iv.projections == 0 and len(iv.memory) == 0  # no past regime yet: nothing projected

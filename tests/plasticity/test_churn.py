@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,29 +13,8 @@ from torch.distributions import Normal, kl_divergence
 from crl.errors import ConfigError
 from crl.plasticity.base import build
 from crl.plasticity.churn import CChain, clipped_kl, mean_churn
+from tests._models import tiny_model
 from tests.plasticity.test_hare import resumed_equals_uninterrupted
-
-
-def _model(algo: str, **kwargs):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 16, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "network": {"pi": [8, 8], "vf": [8, 8], "qf": [8, 8], "activation": "relu"},
-            "interventions": [{"cchain": kwargs}],
-        },
-        "t",
-    )
-    return build_model(spec, gym.make("Pendulum-v1"), seed=0)
 
 
 def _hook_gradients(iv: CChain, optimizer) -> dict[str, torch.Tensor]:
@@ -51,7 +29,13 @@ def _hook_gradients(iv: CChain, optimizer) -> dict[str, torch.Tensor]:
 
 def test_ppo_penalty_gradient_equals_the_analytic_one():
     """mu = W h + c: d/dW lambda mean_{b,j} (mu - mu^-)^2 = lambda 2 / (B A) sum_b (mu_b - mu^-_b) h_b^T."""
-    model, ivs = _model("ppo", initial_coef=3.0)
+    model, ivs = tiny_model(
+        "ppo",
+        hyperparameters={"batch_size": 16},
+        sizes=[8, 8],
+        network={"activation": "relu"},
+        interventions=[{"cchain": {"initial_coef": 3.0}}],
+    )
     iv = ivs.interventions[0]
     model.learn(128)  # two updates: a rollout in the buffer, theta^- from the last step
     opt = model.policy.optimizer
@@ -82,7 +66,12 @@ def test_ppo_penalty_gradient_equals_the_analytic_one():
 
 
 def test_sac_penalty_gradients_equal_an_independent_computation():
-    model, ivs = _model("sac", value_coef=0.4, policy_coef=0.01)
+    model, ivs = tiny_model(
+        "sac",
+        sizes=[8, 8],
+        network={"activation": "relu"},
+        interventions=[{"cchain": {"value_coef": 0.4, "policy_coef": 0.01}}],
+    )
     iv = ivs.interventions[0]
     model.learn(64)
     with torch.no_grad():

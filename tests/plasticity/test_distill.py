@@ -5,40 +5,18 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from crl.plasticity.distill import PolicyDistill, gaussian_kl
-
-
-def _model(algo: str, env: str = "Pendulum-v1", **args):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "network": {"pi": [16], "vf" if algo == "ppo" else "qf": [16]},
-            "interventions": [{"distill": {"samples": 40, "batch_size": 16, **args}}],
-            "boundary_aware": True,
-        },
-        "t",
-    )
-    return build_model(spec, gym.make(env), seed=0)
+from tests._models import tiny_model
 
 
 def _consolidated(algo: str, env: str = "Pendulum-v1", **args):
     """A model that trained one regime, stored it, then moved away from the stored outputs."""
-    model, ivs = _model(algo, env, **args)
+    distill = {"samples": 40, "batch_size": 16, **args}
+    model, ivs = tiny_model(algo, env=env, sizes=[16], interventions=[{"distill": distill}], boundary_aware=True)
     iv = ivs.interventions[0]
     model.learn(128)
     ivs.on_rollout_end()
@@ -134,7 +112,8 @@ def test_categorical_policies_get_the_softmax_gradient():
 
 
 def _three_regimes():
-    model, ivs = _model("ppo", samples=40, capacity=60)
+    distill = {"samples": 40, "batch_size": 16, "capacity": 60}
+    model, ivs = tiny_model("ppo", sizes=[16], interventions=[{"distill": distill}], boundary_aware=True)
     iv = ivs.interventions[0]
     seen = []
     for k in range(3):

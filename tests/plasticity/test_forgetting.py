@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import pytest
 import torch
 from torch import nn
 
 from crl.plasticity.forgetting import EWC, MAS, L2Prev, SynapticIntelligence
+from tests._models import tiny_model
 
 
 def _net() -> nn.Sequential:
@@ -105,25 +105,8 @@ def test_no_penalty_before_the_first_regime_ends():
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 @pytest.mark.parametrize("name", ["ewc", "mas"])
 def test_importances_on_real_sb3_models(algo, name):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "interventions": [{name: {"strength": 1.0, "samples": 50}}],
-            "boundary_aware": True,
-        },
-        "t",
-    )
-    model, ivs = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    interventions = [{name: {"strength": 1.0, "samples": 50}}]
+    model, ivs = tiny_model(algo, interventions=interventions, boundary_aware=True)
     model.learn(128)
     ivs.on_rollout_end()
     iv = ivs.interventions[0]
@@ -225,25 +208,7 @@ def test_si_negative_path_integral_is_clipped_at_zero():
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_si_on_real_sb3_models(algo):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "interventions": [{"si": {}}],
-            "boundary_aware": True,
-        },
-        "t",
-    )
-    model, ivs = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    model, ivs = tiny_model(algo, interventions=[{"si": {}}], boundary_aware=True)
     model.learn(128)
     iv = ivs.interventions[0]
     assert sum(float(v.abs().sum()) for v in iv.omega_running.values()) > 0  # the hooks saw the steps

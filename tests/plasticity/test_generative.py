@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from crl.plasticity.distill import distill_loss, policy_outputs, value_outputs
 from crl.plasticity.generative import GenerativeDistill, ObservationVAE
+from tests._models import tiny_model
 
 
 def _blob(n: int, centre: float, gen: torch.Generator) -> torch.Tensor:
@@ -51,33 +51,13 @@ def test_the_vae_keeps_its_previous_selfs_distribution_only_with_replay(replay):
         assert near_old < 0.02  # the first regime is forgotten
 
 
-def _model(algo: str, **args):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 1}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    iv = {"samples": 60, "batch_size": 16, "vae_steps": 50, "vae_batch": 32, "latent": 2, "hidden": 16, **args}
-    spec = AgentSpec.from_dict(
-        {
-            "description": "t",
-            "algo": algo,
-            "hyperparameters": hp,
-            "network": {"pi": [16], "vf" if algo == "ppo" else "qf": [16]},
-            "interventions": [{"genreplay": iv}],
-            "boundary_aware": True,
-        },
-        "t",
-    )
-    return build_model(spec, gym.make("Pendulum-v1"), seed=0)
+GENREPLAY = {"samples": 60, "batch_size": 16, "vae_steps": 50, "vae_batch": 32, "latent": 2, "hidden": 16}
+"""A small generative replay: a VAE of 2 latents, 16 hidden units, fitted in 50 steps."""
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_distillation_sees_only_generated_states_and_a_frozen_teacher(algo):
-    model, ivs = _model(algo)
+    model, ivs = tiny_model(algo, sizes=[16], interventions=[{"genreplay": GENREPLAY}], boundary_aware=True)
     iv = ivs.interventions[0]
     model.learn(128)
     ivs.on_rollout_end()
@@ -123,7 +103,8 @@ def test_distillation_sees_only_generated_states_and_a_frozen_teacher(algo):
 
 
 def test_the_gradient_is_the_distillation_loss_on_generated_states():
-    model, ivs = _model("ppo", strength=2.0, value_strength=0.5)
+    genreplay = {**GENREPLAY, "strength": 2.0, "value_strength": 0.5}
+    model, ivs = tiny_model("ppo", sizes=[16], interventions=[{"genreplay": genreplay}], boundary_aware=True)
     iv = ivs.interventions[0]
     model.learn(128)
     ivs.on_rollout_end()

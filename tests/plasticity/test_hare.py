@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import gymnasium as gym
 import pytest
 import torch
 from torch import nn
@@ -13,6 +12,7 @@ from torch import nn
 from crl.errors import ConfigError
 from crl.plasticity.base import build
 from crl.plasticity.hare import HareTortoise
+from tests._models import tiny_model
 
 
 def _net() -> nn.Sequential:
@@ -89,19 +89,8 @@ def test_arguments_are_checked():
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])
 def test_every_optimized_parameter_of_sb3_models_has_a_tortoise(algo):
-    from crl.agents import build_model
-    from crl.spec import AgentSpec
-
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 2}
-        if algo == "ppo"
-        else {"learning_starts": 32, "buffer_size": 500, "batch_size": 16}
-    )
-    spec = AgentSpec.from_dict(
-        {"description": "t", "algo": algo, "hyperparameters": hp, "interventions": [{"hare_tortoise": {"every": 5}}]},
-        "t",
-    )
-    model, ivs = build_model(spec, gym.make("Pendulum-v1"), seed=0)
+    hp = {"n_epochs": 2} if algo == "ppo" else {}
+    model, ivs = tiny_model(algo, hyperparameters=hp, interventions=[{"hare_tortoise": {"every": 5}}])
     iv = ivs.interventions[0]
     trained = {n for n, p in model.policy.named_parameters() if p.requires_grad and "target" not in n}
     assert set(iv.tortoise) == trained

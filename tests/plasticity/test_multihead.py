@@ -17,7 +17,7 @@ import torch
 import yaml
 from stable_baselines3 import PPO, SAC
 
-from crl.agents import build_model, with_tasks
+from crl.agents import build_model
 from crl.catalog import agent_specs
 from crl.drift import find_drifts, make_drifting
 from crl.errors import ConfigError
@@ -26,9 +26,9 @@ from crl.plasticity.adapters import TaskLinear
 from crl.plasticity.multihead import TaskActorCriticPolicy, TaskHeads, TaskTrunk
 from crl.plasticity.nets import find_mlps
 from crl.spec import AgentSpec
+from tests._models import cyclic_pendulum, tiny_model
 from tests._resume import check_resumes_exactly
 
-CYCLIC = {"cyclic": {"change_every": 40, "cycle": [0, 1], "align": "exact"}}
 SMALL_HP = {
     "ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 2},
     "sac": {"learning_starts": 32, "buffer_size": 1000, "batch_size": 32},
@@ -43,25 +43,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _env(**kwargs) -> gym.Env:
-    """Pendulum with a level shift cycling between two regimes: two task ids."""
-    return make_drifting("Pendulum-v1", drifts=[{"level_shift": {}}], schedule=CYCLIC, task_id=True, **kwargs)
+def _env() -> gym.Env:
+    """Pendulum with a level shift cycling between two regimes every 40 steps: two task ids."""
+    return cyclic_pendulum(tasks=2, change_every=40)
 
 
-def _spec(algo: str, **network) -> AgentSpec:
-    data = {
-        "description": "x",
-        "algo": algo,
-        "task_id": True,
-        "hyperparameters": SMALL_HP[algo],
-        "network": {"pi": [16, 16], "vf": [16, 16], "qf": [16, 16], **network},
-    }
-    return with_tasks(AgentSpec.from_dict(data, "test", name="t"), 2)
-
-
-def _model(algo: str, seed: int = 0, **network):
-    model, _ = build_model(_spec(algo, **network), _env(), seed=seed)
-    return model
+def _model(algo: str, env: gym.Env | None = None, **network):
+    """A two-task model of 16x16 networks with ``network``'s options, on ``env`` (:func:`_env`'s)."""
+    env = _env() if env is None else env
+    return tiny_model(algo, env=env, hyperparameters=SMALL_HP[algo], sizes=[16, 16], network=network, tasks=2)[0]
 
 
 def _obs(task: int, n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -145,9 +135,8 @@ def test_training_a_task_leaves_the_other_tasks_adapters_and_heads_and_a_frozen_
     adapters and heads stay bit-equal, and with ``freeze_trunk`` the trunks and task 0's outputs too
     (SAC's target critics follow their critics: they are left out).
     """
-    env = _env()
     steps = 128 if algo == "ppo" else 96
-    model, _ = build_model(_spec(algo, adapters=2, freeze_trunk=freeze), env, seed=0)
+    model = _model(algo, adapters=2, freeze_trunk=freeze)
     _train(model, steps)
     trunks = [m for m in model.policy.modules() if isinstance(m, TaskTrunk)]
     assert all(bool(t.frozen) == freeze for t in trunks if t.training)
@@ -246,7 +235,7 @@ def test_more_tasks_than_heads_stops_the_run_in_one_line():
     (crl.drift.TaskIdObservation), so a head is never missing."""
     every = {"every_n_steps": {"change_every": 40, "align": "exact"}}
     env = make_drifting("Pendulum-v1", drifts=[{"level_shift": {}}], schedule=every, task_id=2)
-    model, _ = build_model(_spec("ppo", heads=True), env, seed=0)
+    model = _model("ppo", env, heads=True)
     with pytest.raises(ConfigError, match="regime 2 is task 2, but only 2 task ids were asked for"):
         model.learn(200)
 

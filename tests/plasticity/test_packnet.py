@@ -15,7 +15,6 @@ from torch.nn import functional as F
 
 from crl.agents import build_model, with_tasks
 from crl.checkpoint import load
-from crl.drift import make_drifting
 from crl.errors import ConfigError
 from crl.fast import adam
 from crl.plasticity import interventions_of
@@ -31,6 +30,7 @@ from crl.plasticity.packnet import (
 )
 from crl.run.callbacks import InterventionHooks, RegimeLogger
 from crl.spec import AgentSpec
+from tests._models import cyclic_pendulum, tiny_model
 from tests._resume import check_resumes_exactly
 
 
@@ -46,29 +46,29 @@ def _one_thread():
 CHANGE = 200  # steps per task of the test env (cycle [0, 1]: tasks 0, 1, 0, ...)
 
 
-def _env(change_every: int = CHANGE):
-    schedule = {"cyclic": {"change_every": change_every, "cycle": [0, 1], "align": "exact"}}
-    return make_drifting("Pendulum-v1", drifts=[{"level_shift": {}}], schedule=schedule, task_id=True)
+HP = {
+    "ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 2},
+    "sac": {"learning_starts": 32, "batch_size": 32, "buffer_size": 2000},
+}
 
 
-def _model(algo: str, optimizer: dict | None = None, retrain_steps: int = 20, sizes: list[int] | None = None):
-    sizes = sizes or [16, 16]
-    hp = (
-        {"n_steps": 64, "batch_size": 32, "n_epochs": 2}
-        if algo == "ppo"
-        else {"learning_starts": 32, "batch_size": 32, "buffer_size": 2000}
+def _env():
+    return cyclic_pendulum(tasks=2, change_every=CHANGE)
+
+
+def _model(algo: str, optimizer: dict | None = None, sizes: list[int] | None = None):
+    """A two-task PackNet model (16x16 networks unless ``sizes``) and its PackNet intervention."""
+    model, ivs = tiny_model(
+        algo,
+        env=_env(),
+        hyperparameters=HP[algo],
+        sizes=sizes or [16, 16],
+        network={"packnet": True},
+        optimizer=optimizer,
+        interventions=[{"packnet": {"retrain_steps": 20}}],
+        boundary_aware=True,
+        tasks=2,
     )
-    spec = {
-        "description": "packnet test",
-        "algo": algo,
-        "hyperparameters": hp,
-        "network": {"pi": sizes, "vf": sizes, "qf": sizes, "packnet": True},
-        "optimizer": optimizer or {"name": "adam"},
-        "interventions": [{"packnet": {"retrain_steps": retrain_steps}}],
-        "boundary_aware": True,
-        "task_id": True,
-    }
-    model, ivs = build_model(with_tasks(AgentSpec.from_dict(spec, "t.yaml", name="t"), 2), _env(), seed=0)
     return model, ivs.interventions[0]
 
 

@@ -19,13 +19,13 @@ from torch import nn
 from crl import diagnostics as D
 from crl.agents import build_model, with_tasks
 from crl.catalog import agent_specs
-from crl.drift import make_drifting
 from crl.errors import ConfigError
 from crl.plasticity import InterventionSet
 from crl.plasticity.nets import find_mlps, hidden_layers
 from crl.plasticity.progressive import ProgressiveColumns, ProgressiveNet, parameter_count
 from crl.run.callbacks import InterventionHooks
 from crl.spec import AgentSpec
+from tests._models import cyclic_pendulum, tiny_model
 from tests._resume import check_resumes_exactly
 
 SMALL = {"pi": [16, 16], "vf": [16, 16], "qf": [16, 16], "progressive": True}
@@ -36,20 +36,13 @@ HP = {
 
 
 def _env(tasks: int = 3):
-    schedule = {"cyclic": {"change_every": 100, "cycle": list(range(tasks)), "align": "exact"}}
-    return make_drifting("Pendulum-v1", drifts=[{"level_shift": {}}], schedule=schedule, task_id=True)
+    return cyclic_pendulum(tasks, change_every=100)
 
 
-def _model(algo: str, tasks: int = 3, network=None, **hp):
-    data = {
-        "description": "x",
-        "algo": algo,
-        "task_id": True,
-        "network": network or SMALL,
-        "hyperparameters": {**HP[algo], **hp},
-    }
-    spec = with_tasks(AgentSpec.from_dict(data, "x.yaml"), tasks)
-    model, ivs = build_model(spec, _env(tasks), seed=0)
+def _model(algo: str, tasks: int = 3, network=None):
+    """A progressive model of ``tasks`` columns (``network``: :data:`SMALL` unless given) and the
+    callback that drives its interventions."""
+    model, ivs = tiny_model(algo, env=_env(tasks), hyperparameters=HP[algo], network=network or SMALL, tasks=tasks)
     return model, InterventionHooks(ivs)
 
 
@@ -185,10 +178,7 @@ def test_a_saved_model_loads_with_sb3_and_acts_the_same(algo, cls, tmp_path):
 
 
 def test_fast_ppo_steps_aside_and_trains_exactly_as_sb3s_ppo():
-    spec = AgentSpec.from_dict(
-        {"description": "x", "algo": "ppo", "task_id": True, "network": SMALL, "hyperparameters": HP["ppo"]}, "x"
-    )
-    model, ivs = build_model(with_tasks(spec, 3), _env(), seed=0)
+    model, ivs = tiny_model("ppo", env=_env(), hyperparameters=HP["ppo"], network=SMALL, tasks=3)
     assert type(model).__name__ == "FastPPO"
     plain = PPO(type(model.policy), _env(), policy_kwargs=model.policy_kwargs, seed=0, **HP["ppo"])
     plain.policy.load_state_dict(model.policy.state_dict())
