@@ -76,37 +76,41 @@ def test_the_results_have_probe_sections():
     assert len(PROBES) >= 2  # bit-flipping and permuted digits
 
 
-@pytest.mark.parametrize("section", PROBES, ids=lambda s: s.split("\n", 1)[0][:40])
-def test_the_probe_section_shows_the_figure_its_command_writes(section):
-    command = re.search(r"crl probe --task ([\w-]+) .*--out (\S+)", section)
-    assert command
-    (image,) = _images(section, studies=True)
-    assert image == f"{command.group(2)}/probe-{command.group(1)}.png" and (ROOT / image).is_file()
-    results = json.loads((ROOT / image).with_suffix(".json").read_text())
-    table = dict(re.findall(r"^\| ([\w-]+) [^|]*\|.* \| ([\d.]+) \|$", section, flags=re.M))
-    from crl.probe import early_late
-
-    assert set(table) == set(results["methods"])
-    for method, ratio in table.items():  # the table's last column is computed from the saved results
-        early, late = early_late(results, method)
-        assert float(ratio) == pytest.approx(late / early, abs=0.006), method
+PROBE_COMMANDS = re.findall(r"^crl probe --task ([\w-]+) .*--out (\S+)$", RESULTS, flags=re.M)
 
 
-def test_the_shown_commands_write_the_figures(tmp_path, crl_cli):
-    """Run the CartPole reproduction's sweep file at a tiny size, then the exact report command
-    of docs/results.md: it writes the two figures the page shows."""
-    section = next(s for s in SECTIONS if "repro-level-shift-cartpole" in s)
-    data = yaml.safe_load((ROOT / "experiments/repro-level-shift-cartpole.yaml").read_text())
-    data.update(steps=1024, seeds=1, agents=data["agents"][:2], env_kwargs={"change_every": 400}, report=False)
+@pytest.mark.parametrize(("task", "out"), PROBE_COMMANDS, ids=[o for _, o in PROBE_COMMANDS])
+def test_each_probe_command_has_its_figure_and_results_on_the_page(task, out):
+    """The figure and results.json the shown ``crl probe`` command writes are committed and linked
+    (their tables: ``crl results build --check``, tests/test_studies.py)."""
+    figure, results = f"{out}/probe-{task}.png", f"{out}/probe-{task}.json"
+    assert (ROOT / figure).is_file() and (ROOT / results).is_file()
+    assert f"]({figure.removeprefix('docs/')})" in RESULTS and f"]({results.removeprefix('docs/')})" in RESULTS
+    assert json.loads((ROOT / results).read_text())["task"] == task
+
+
+def test_the_shown_commands_write_the_study(tmp_path, crl_cli):
+    """The TRAC study's commands, as docs/results.md shows them, at a tiny size: the sweep, the
+    evidence cut and ``crl results build`` write the study's tables and figures."""
+    study = yaml.safe_load((ROOT / "docs/results/trac-paper/study.yaml").read_text())
+    data = yaml.safe_load((ROOT / "experiments/trac-paper-cartpole-small.yaml").read_text())
+    data.update(steps=1536, seeds=2, env_kwargs={"change_every": 512, "episode_steps": 100}, report=False)
     data["agent_kwargs"] = {"n_steps": 256, "batch_size": 64, "n_epochs": 1}
     (tmp_path / "experiments").mkdir()
-    (tmp_path / "experiments/repro-level-shift-cartpole.yaml").write_text(yaml.safe_dump(data))
-    shutil.copytree(ROOT / "envs", tmp_path / "envs")
-    shutil.copytree(ROOT / "agents", tmp_path / "agents")
-    for line in re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1).strip().splitlines():
-        args = line.split()[1:]
+    (tmp_path / "experiments/trac-paper-cartpole-small.yaml").write_text(yaml.safe_dump(data))
+    for folder in ("envs", "agents"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    (tmp_path / "docs/results/trac-paper").mkdir(parents=True)
+    markers = [f"<!-- crl-results trac-paper/{name} -->\n<!-- /crl-results -->" for name in ("late", "optimizer")]
+    (tmp_path / "docs/results.md").write_text("# Results\n\n" + "\n\n".join(markers) + "\n")
+    study["tables"] = {"late": study["tables"]["late"]}
+    study["figures"] = {"optimizer": study["figures"]["optimizer"]}
+    (tmp_path / "docs/results/trac-paper/study.yaml").write_text(yaml.safe_dump(study))
+    for line in study["commands"].strip().splitlines():
+        args = line.replace("'", "").split()[1:]
         if args[0] == "sweep":
-            args += ["--wandb", "disabled", "--no-progress", "--workers", "2"]
+            args += ["--no-progress"]
         crl_cli(*args, cwd=tmp_path, check=True, timeout=600)
-    out = tmp_path / "runs/repro-level-shift-cartpole/report"
-    assert (out / "returns.png").is_file() and (out / "per_regime.png").is_file()
+    page = (tmp_path / "docs/results.md").read_text()
+    assert "| level-shift-cartpole | PPO + TRAC" in page
+    assert (tmp_path / "docs/results/trac-paper/optimizer.png").is_file()

@@ -195,6 +195,7 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k != "time/sps"} for r in csv.DictReader(f)]
 
 
+@pytest.mark.expensive  # ~1.5 min idle; test_checkpointed_state_replays_bit_for_bit covers the env state
 @needs_metaworld
 def test_crl_train_on_cw10_resumes_exactly(tmp_path, monkeypatch):
     """Killed mid-task and resumed, the run logs what the uninterrupted run logs, success rates

@@ -188,6 +188,7 @@ def _train(run_dir, steps=1200):
     ]  # fmt: skip
 
 
+@pytest.mark.expensive  # ~1 min idle; test_td3_on_continual_dmc_runs_from_crl_sweep stays in the default run
 @needs_dmc
 def test_td3_on_continual_dmc_resumes_exactly_after_kill_9(tmp_path):
     """The uninterrupted run, then the same run killed at random and resumed: the same rows,

@@ -107,6 +107,7 @@ def test_fast_ppo_takes_the_generic_step():
     assert not eligible(Kron([torch.nn.Parameter(torch.zeros(2, 2))], lr=0.1))
 
 
+@pytest.mark.expensive  # ~1 min idle (Kron steps are 11-16x Adam's); the Kron state round trip is tested above
 def test_ppo_kron_killed_and_resumed_matches_uninterrupted(tmp_path):
     """A real ``crl train`` of ``ppo-kron`` (preconditioner updated on every other step, so the
     update counter in the checkpoint matters; 64-unit networks keep it short) killed with
