@@ -20,6 +20,7 @@ from crl.catalog import resolve_agent
 from crl.fast.critic_worker import CriticWorker, hand_critic_step
 from crl.fast.mlp import MlpPlan
 from crl.fast.ppo import PARALLEL_MIN_WORK, FastPPO
+from tests._procs import process_alive
 
 KW = dict(
     n_steps=256,
@@ -241,21 +242,13 @@ def test_the_worker_exits_when_the_trainer_is_killed(tmp_path):
     env = {**os.environ, "PYTHONPATH": root}
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     pid = int(p.stdout.readline())
-    assert _alive(pid)
+    assert process_alive(pid)
     p.kill()
     p.wait()
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid)
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not process_alive(pid)
 
 
 @pytest.mark.parametrize("spin", [True, False])

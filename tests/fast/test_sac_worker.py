@@ -21,8 +21,8 @@ from crl.catalog import resolve_agent
 from crl.fast import sac as fastsac
 from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
 from crl.fast.sac_worker import ParallelChooser, SacWorker
+from tests._procs import process_alive
 from tests._resume import check_resumes_exactly, rows
-from tests.fast.test_critic_worker import _alive
 
 KW = dict(learning_starts=100, batch_size=64, seed=3, policy_kwargs=dict(net_arch=[64, 64]))
 
@@ -257,6 +257,6 @@ def test_the_worker_exits_when_the_trainer_is_killed_mid_run():
     p.kill()
     p.wait()
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid)
+    assert not process_alive(pid)

@@ -17,6 +17,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import crl  # noqa: F401  (registers crl/* ids)
 from crl.checkpoint import get_env_state
 from crl.fast.vecenv import ProcVecEnv, _Pickler, _spin
+from tests._procs import process_alive
 
 KW = {"change_every": 150, "align": "exact", "episode_steps": 60}
 
@@ -244,17 +245,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     alive = pids
     while alive and time.time() < deadline:
         time.sleep(0.2)
-        alive = [p for p in pids if _alive(p)]
+        alive = [p for p in pids if process_alive(p)]
     assert not alive
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie waiting for init counts as gone
-        return f.read().split()[2] != "Z"
 
 
 def test_training_with_worker_processes_equals_in_process_training(tmp_path):
