@@ -319,8 +319,10 @@ class CriticWorker:
         self._order.copy_(order)
 
     def _share_params(self) -> None:
-        """Move the trainer's critic parameters into the shared buffers (``p.data``): the
-        optimizer then updates them where the worker reads them, and no minibatch copies them.
+        """Keep the trainer's critic parameters on the shared buffers (shared in place when the
+        worker was built, :func:`share_in_place`): the optimizer then updates them where the
+        worker reads them, and no minibatch copies them; a parameter given new storage
+        (``p.data = ...``) is moved back (its values copied into the shared buffer).
         """
         with torch.no_grad():
             for p, buf in zip(self.params, self._params, strict=True):

@@ -187,9 +187,10 @@ class SacWorker:
         return pairs
 
     def share(self) -> None:
-        """Move the trainer's critic and target parameters into the shared buffers (``p.data``):
-        the optimizer and the Polyak update then change them where the worker reads them; a
-        parameter given new storage (``p.data = ...``) is moved back (its values copied).
+        """Keep the trainer's critic and target parameters on the shared buffers (shared in place
+        when the worker was built, :func:`crl.fast.critic_worker.share_in_place`): the optimizer
+        and the Polyak update then change them where the worker reads them; a parameter given
+        new storage (``p.data = ...``) is moved back (its values copied into the shared buffer).
         """
         with th.no_grad():
             for p, buf in zip(self.params, self.shared, strict=True):
