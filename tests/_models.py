@@ -80,3 +80,30 @@ def tiny_model(
         data["interventions"] = interventions
     spec = AgentSpec.from_dict(data, "tiny.yaml", name="tiny")
     return build_model(with_tasks(spec, tasks) if tasks else spec, gym.make(env) if isinstance(env, str) else env, seed)
+
+
+def fast_cbp_run(preset: str, hyperparameters: dict[str, Any], steps: int, parallel: bool) -> tuple[Any, Any, bool]:
+    """A CBP preset (``ppo-cbp``, ``sac-cbp``) with 24x24 networks and fast replacement (rate
+    0.05, maturity 10, decay 0.9) trained ``steps`` on SlipperyHopper with one torch thread and
+    its critic worker on or off (``parallel``): the model (its workers closed), the CBP
+    intervention and whether a critic worker was built. The critic worker tests compare the two runs.
+    """
+    import torch
+
+    import crl  # noqa: F401  (registers the crl/ env ids)
+    from crl.catalog import resolve_agent
+
+    spec = resolve_agent(preset)
+    spec.hyperparameters.update(hyperparameters)
+    critic = "qf" if spec.algo == "sac" else "vf"
+    spec.network.pi = [24, 24]
+    setattr(spec.network, critic, [24, 24])
+    spec.interventions = [{"cbp": {"replacement_rate": 0.05, "maturity": 10, "decay": 0.9}}]
+    torch.set_num_threads(1)
+    model, iv = build_model(spec, gym.make("crl/SlipperyHopper-v0"), seed=1)
+    model.parallel_update = parallel
+    model.learn(steps)
+    used = any(getattr(model, name, None) is not None for name in ("_critic_worker", "_sac_worker"))
+    model.close_workers()
+    (cbp,) = iv.interventions
+    return model, cbp, used

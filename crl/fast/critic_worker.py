@@ -80,16 +80,21 @@ from crl.system import usable_cores
 
 __all__ = [
     "HANDSHAKE_ENV",
+    "QUIT",
     "CriticWorker",
+    "WorkerProcess",
     "critic_modules",
     "default_spin",
     "hand_critic_step",
     "hookless_copy",
+    "keep_shared",
     "share_in_place",
     "shared_memory_safe",
 ]
 
-_BEGIN, _MINIBATCH, _QUIT, _DONE, _ERROR, _END, _WAKE = b"B", b"M", b"Q", b"D", b"E", b"N", b"W"
+_BEGIN, _MINIBATCH, _DONE, _ERROR, _END, _WAKE = b"B", b"M", b"D", b"E", b"N", b"W"
+#: The message that asks any :class:`WorkerProcess` to quit.
+QUIT = b"Q"
 # the shared control block of the spinning handshake: submitted sequence number, rows, done
 # sequence number (minus it on an error, whose text comes through the pipe)
 _SEQ, _START, _STOP, _DONE_SEQ = range(4)
@@ -164,6 +169,85 @@ def _taps(body: nn.Module) -> list[int]:
     return [i for i, m in enumerate(body.modules()) if m._forward_hooks]
 
 
+class WorkerProcess:
+    """A daemon worker process and the trainer's end of its pipe, shared by the critic workers.
+
+    ``serve(conn, *args)`` runs in the new process (with one torch thread and Ctrl-C ignored:
+    the trainer handles it, then asks the worker to quit); the trainer sends bytes with
+    :meth:`send` and stops the process with :meth:`close`, which also works in the middle of
+    a step. ``name`` words the errors ("the critic worker process died ...").
+
+    Args:
+        serve: a module-level function (``spawn`` pickles it by name).
+        args: its arguments after the pipe.
+        name: what the worker is called in error messages.
+        start_method: multiprocessing start method (default ``fork`` where available).
+    """
+
+    def __init__(self, serve: Any, args: tuple[Any, ...], name: str, start_method: str | None = None) -> None:
+        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        ctx = mp.get_context(method)
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(serve, child, self.conn, *args), daemon=True)
+        self.proc.start()
+        child.close()
+        self.closed = False
+
+    def died(self) -> RuntimeError:
+        """Close the handle and return the error saying the process died."""
+        self.close()
+        return RuntimeError(f"the {self.name} process died (see its output above)")
+
+    def send(self, msg: bytes) -> None:
+        """Send ``msg`` down the pipe; a closed handle or a dead process raises."""
+        if self.closed:
+            raise RuntimeError(f"the {self.name} is closed")
+        try:
+            self.conn.send_bytes(msg)
+        except (BrokenPipeError, OSError):
+            raise self.died() from None
+
+    def close(self) -> None:
+        """Ask the process to quit, wait for it (terminate it after 5 s) and close the pipe."""
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.conn.send_bytes(QUIT)
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+        self.conn.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+
+def _worker_main(serve: Any, conn: Any, parent_end: Any, *args: Any) -> None:
+    """A :class:`WorkerProcess`'s entry point: set the process up, then ``serve(conn, *args)``."""
+    parent_end.close()  # the trainer's end of the pipe, copied by fork (or passed by spawn)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then sends quit
+    torch.set_num_threads(1)
+    serve(conn, *args)
+
+
+def keep_shared(params: list[torch.Tensor], shared: list[torch.Tensor]) -> None:
+    """Keep ``params`` on their ``shared`` buffers (see :func:`share_in_place`): a parameter given
+    new storage (``p.data = ...``) has its values copied into its buffer and is moved back; a
+    parameter whose shape changed raises.
+    """
+    with torch.no_grad():
+        for p, buf in zip(params, shared, strict=True):
+            if p.data_ptr() != buf.data_ptr():
+                if p.shape != buf.shape:
+                    raise RuntimeError("a critic parameter changed shape while a critic worker serves it")
+                buf.copy_(p)
+                p.data = buf
+
+
 class CriticWorker:
     """Computes the critic's PPO gradients in a worker process (see the module docstring).
 
@@ -196,7 +280,6 @@ class CriticWorker:
         self._returns = torch.zeros(self.n).share_memory_()
         self._order = torch.zeros(self.n, dtype=torch.long).share_memory_()
         self._params = share_in_place(self.params)
-        self._share_params()
         self._grads = [torch.zeros_like(p).share_memory_() for p in self.params]
         self._loss = torch.zeros(()).share_memory_()
         self.spin = default_spin() if spin is None else bool(spin)
@@ -226,17 +309,9 @@ class CriticWorker:
         w_body, w_head = hookless_copy(body), hookless_copy(head)
         for p, buf in zip([*w_body.parameters(), *w_head.parameters()], self._params, strict=True):
             p.data = buf
-        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        ctx = mp.get_context(method)
-        self._conn, child = ctx.Pipe()
         bufs = (self._feats, self._returns, self._order, self._grads, self._loss, taps, self._tap_bufs, self._ctl_t)
         idle = self.SPIN_IDLE if self.spin else 0.0
-        self._proc = ctx.Process(
-            target=_serve, args=(child, self._conn, w_body, w_head, bufs, os.getpid(), idle), daemon=True
-        )
-        self._proc.start()
-        child.close()
-        self.closed = False
+        self.handle = WorkerProcess(_serve, (w_body, w_head, bufs, os.getpid(), idle), "critic worker", start_method)
 
     # -- eligibility ---------------------------------------------------------
     @staticmethod
@@ -318,21 +393,9 @@ class CriticWorker:
         """The minibatch order of the next epoch (a permutation of the rows)."""
         self._order.copy_(order)
 
-    def _share_params(self) -> None:
-        """Keep the trainer's critic parameters on the shared buffers (shared in place when the
-        worker was built, :func:`share_in_place`): the optimizer then updates them where the
-        worker reads them, and no minibatch copies them; a parameter given new storage
-        (``p.data = ...``) is moved back (its values copied into the shared buffer).
-        """
-        with torch.no_grad():
-            for p, buf in zip(self.params, self._params, strict=True):
-                if p.data_ptr() != buf.data_ptr():
-                    buf.copy_(p)
-                    p.data = buf
-
     def submit(self, start: int, stop: int) -> None:
         """Compute, with the current critic parameters, the minibatch ``order[start:stop]``."""
-        self._share_params()  # a no-op unless something gave a parameter new storage
+        keep_shared(self.params, self._params)  # a no-op unless something gave a parameter new storage
         self._rows = stop - start
         if not self.spin:
             self._send(_MINIBATCH + struct.pack("<qq", int(start), int(stop)))
@@ -353,9 +416,8 @@ class CriticWorker:
                 self._reply()
             i += 1
             if i & 1023 == 0:
-                if not self._proc.is_alive():
-                    self.close()
-                    raise RuntimeError("the critic worker process died (see its output above)")
+                if not self.handle.proc.is_alive():
+                    raise self.handle.died()
                 now = time.perf_counter()
                 since = since or now
                 if not woken and now - since > self.WAKE_AFTER:  # it may have gone back to the pipe
@@ -365,10 +427,9 @@ class CriticWorker:
     def _reply(self) -> None:
         """Read the worker's pipe reply to a minibatch: done, or its error raised here."""
         try:
-            reply = self._conn.recv_bytes()
+            reply = self.handle.conn.recv_bytes()
         except EOFError:
-            self.close()
-            raise RuntimeError("the critic worker process died (see its output above)") from None
+            raise self.handle.died() from None
         if reply[:1] == _ERROR:
             self.close()
             raise RuntimeError(f"critic worker failed: {reply[1:].decode()}")
@@ -392,30 +453,17 @@ class CriticWorker:
         if self.spin and not self.closed:
             self._send(_END)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the worker process was stopped (:meth:`close`, or an error)."""
+        return self.handle.closed
+
     def _send(self, msg: bytes) -> None:
-        if self.closed:
-            raise RuntimeError("the critic worker is closed")
-        try:
-            self._conn.send_bytes(msg)
-        except (BrokenPipeError, OSError):
-            self.close()
-            raise RuntimeError("the critic worker process died (see its output above)") from None
+        self.handle.send(msg)
 
     def close(self) -> None:
         """Stop the worker process."""
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self._conn.send_bytes(_QUIT)
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._conn.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
+        self.handle.close()
 
 
 def hookless_copy(module: nn.Module) -> nn.Module:
@@ -431,18 +479,9 @@ def hookless_copy(module: nn.Module) -> nn.Module:
 
 
 def _serve(
-    conn: Any,
-    parent_end: Any,
-    body: nn.Module,
-    head: nn.Module,
-    bufs: tuple[Any, ...],
-    parent_pid: int,
-    spin_idle: float = 0.0,
+    conn: Any, body: nn.Module, head: nn.Module, bufs: tuple[Any, ...], parent_pid: int, spin_idle: float = 0.0
 ) -> None:
-    """The worker process's entry point: a :class:`_Server` on the pipe ``conn``."""
-    parent_end.close()  # the trainer's end of the pipe, copied by fork (or passed by spawn)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then sends quit
-    torch.set_num_threads(1)
+    """The worker process's work (see :class:`WorkerProcess`): a :class:`_Server` on the pipe ``conn``."""
     _Server(conn, body, head, bufs, parent_pid, spin_idle).run()
 
 
@@ -549,7 +588,7 @@ class _Server:
                 if spinning:
                     last = self.spin(last)
                 msg = self.receive()
-                if msg is None or msg[:1] == _QUIT:
+                if msg is None or msg[:1] == QUIT:
                     return
                 spinning = self.handle(msg, spinning)
         except (EOFError, BrokenPipeError, KeyboardInterrupt):

@@ -46,8 +46,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import os
 import struct
 import traceback
@@ -56,7 +54,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
-from crl.fast.critic_worker import hookless_copy, share_in_place, shared_memory_safe
+from crl.fast.critic_worker import WorkerProcess, hookless_copy, keep_shared, share_in_place, shared_memory_safe
 from crl.fast.sac_update import (
     Batch,
     Chain,
@@ -76,7 +74,7 @@ from crl.fast.sac_update import (
 
 __all__ = ["ParallelChooser", "SacWorker", "parallel_gradient_step"]
 
-_STEP, _QUIT, _ERROR = b"S", b"Q", b"E"
+_STEP, _ERROR = b"S", b"E"
 _T, _W = 0, 1  # the shared control block: the trainer's and the worker's phase counters
 _PHASES = 8  # counter values reserved per gradient step
 
@@ -144,18 +142,9 @@ class SacWorker:
         self.ctl = self.bufs.ctl_t.numpy()
         self.params = [*plan.critic_params, *plan.target_params]
         self.shared = share_in_place(self.params)
-        self.share()
         self._seq = 0
-        self.closed = True
-        pairs = self._worker_networks()
-        method = start_method or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        ctx = mp.get_context(method)
-        self._conn, child = ctx.Pipe()
-        args = (child, self._conn, pairs, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid())
-        self._proc = ctx.Process(target=_serve, args=(*args, self.YIELD_AFTER), daemon=True)
-        self._proc.start()
-        child.close()
-        self.closed = False
+        args = (self._worker_networks(), self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER)
+        self.handle = WorkerProcess(_serve, args, "SAC critic worker", start_method)
 
     @staticmethod
     def unsupported(plan: SacPlan) -> str | None:
@@ -190,15 +179,14 @@ class SacWorker:
         """Keep the trainer's critic and target parameters on the shared buffers (shared in place
         when the worker was built, :func:`crl.fast.critic_worker.share_in_place`): the optimizer
         and the Polyak update then change them where the worker reads them; a parameter given
-        new storage (``p.data = ...``) is moved back (its values copied into the shared buffer).
+        new storage (``p.data = ...``) is moved back (:func:`crl.fast.critic_worker.keep_shared`).
         """
-        with th.no_grad():
-            for p, buf in zip(self.params, self.shared, strict=True):
-                if p.data_ptr() != buf.data_ptr():
-                    if p.shape != buf.shape:
-                        raise RuntimeError("a critic parameter changed shape inside a SAC gradient step")
-                    buf.copy_(p)
-                    p.data = buf
+        keep_shared(self.params, self.shared)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the worker process was stopped (:meth:`close`, or an error)."""
+        return self.handle.closed
 
     # -- the trainer's side of the handshake ---------------------------------
     def start(self, batch: Batch) -> int:
@@ -222,13 +210,13 @@ class SacWorker:
         _spin(self.ctl, _W, phase, self._check, self.YIELD_AFTER)
 
     def _check(self) -> None:
+        conn = self.handle.conn
         if self.ctl[_W] < 0:  # the worker failed: its error's text is in the pipe
-            text = self._conn.recv_bytes()[1:].decode() if self._conn.poll(5) else "no message"
+            text = conn.recv_bytes()[1:].decode() if conn.poll(5) else "no message"
             self.close()
             raise RuntimeError(f"SAC critic worker failed: {text}")
-        if not self._proc.is_alive():
-            self.close()
-            raise RuntimeError("the SAC critic worker process died (see its output above)")
+        if not self.handle.proc.is_alive():
+            raise self.handle.died()
 
     def replay(self, kind: int) -> None:
         """Call the trainer's feature-capture hooks of the worker's critics with the features
@@ -242,30 +230,11 @@ class SacWorker:
                     hook(acts[i], (), out)
 
     def _send(self, msg: bytes) -> None:
-        if self.closed:
-            raise RuntimeError("the SAC critic worker is closed")
-        try:
-            self._conn.send_bytes(msg)
-        except (BrokenPipeError, OSError):
-            self.close()
-            raise RuntimeError("the SAC critic worker process died (see its output above)") from None
+        self.handle.send(msg)
 
     def close(self) -> None:
         """Stop the worker process (also in the middle of a step)."""
-        if self.closed:
-            return
-        self.closed = True
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self._conn.send_bytes(_QUIT)
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout=5)
-        self._conn.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # interpreter shutdown
-            self.close()
+        self.handle.close()
 
 
 def _publish(bufs: Any, name: str, ks: list[int], values: list[th.Tensor]) -> None:
@@ -386,13 +355,10 @@ class ParallelChooser:
 
 
 # -- the worker process ------------------------------------------------------------------
-def _serve(conn: Any, parent_end: Any, pairs: list[Any], bufs: _Buffers, *args: Any) -> None:
-    """The worker process's entry point: a :class:`_Server` on the pipe ``conn``."""
-    import signal
-
-    parent_end.close()  # the trainer's end of the pipe, copied by fork
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle; it then sends quit
-    th.set_num_threads(1)
+def _serve(conn: Any, pairs: list[Any], bufs: _Buffers, *args: Any) -> None:
+    """The worker process's work (see :class:`crl.fast.critic_worker.WorkerProcess`): a
+    :class:`_Server` on the pipe ``conn``.
+    """
     _Server(conn, pairs, bufs, *args).run()
 
 

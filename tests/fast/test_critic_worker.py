@@ -20,6 +20,7 @@ from crl.catalog import resolve_agent
 from crl.fast.critic_worker import CriticWorker, hand_critic_step
 from crl.fast.mlp import MlpPlan
 from crl.fast.ppo import PARALLEL_MIN_WORK, FastPPO
+from tests._models import fast_cbp_run
 from tests._procs import process_alive
 
 KW = dict(
@@ -101,21 +102,8 @@ def test_discrete_actions_and_separate_extractors():
 def test_continual_backprop_sees_the_workers_critic_features():
     """CBP's utilities of the value net come from features computed in the worker."""
 
-    def run(parallel):
-        spec = resolve_agent("ppo-cbp")
-        spec.hyperparameters.update(n_steps=256, batch_size=64, n_epochs=2)
-        spec.network.pi, spec.network.vf = [24, 24], [24, 24]
-        spec.interventions = [{"cbp": {"replacement_rate": 0.05, "maturity": 10, "decay": 0.9}}]
-        torch.set_num_threads(1)
-        model, iv = build_model(spec, gym.make("crl/SlipperyHopper-v0"), seed=1)
-        model.parallel_update = parallel
-        model.learn(768)
-        used = model._critic_worker is not None
-        model.close_workers()
-        (cbp,) = iv.interventions
-        return model, cbp, used
-
-    (a, cbp_a, used_a), (b, cbp_b, used_b) = run(False), run(True)
+    hp = {"n_steps": 256, "batch_size": 64, "n_epochs": 2}
+    (a, cbp_a, used_a), (b, cbp_b, used_b) = (fast_cbp_run("ppo-cbp", hp, 768, parallel) for parallel in (False, True))
     assert (used_a, used_b) == (False, True)
     assert torch.equal(_params(a), _params(b))
     assert sorted(cbp_b.util) == ["pi/0", "pi/1", "vf/0", "vf/1"]
@@ -208,8 +196,8 @@ def test_a_changed_critic_gets_a_new_worker_and_a_dead_worker_is_reported():
     model.policy.optimizer = torch.optim.Adam(model.policy.parameters(), lr=1e-3)
     model.learn(256, reset_num_timesteps=False)
     assert model._critic_worker is not first and first.closed
-    os.kill(model._critic_worker._proc.pid, signal.SIGKILL)
-    model._critic_worker._proc.join(5)
+    os.kill(model._critic_worker.handle.proc.pid, signal.SIGKILL)
+    model._critic_worker.handle.proc.join(5)
     with pytest.raises(RuntimeError, match="critic worker process died"):
         model.learn(256, reset_num_timesteps=False)
     model.close_workers()
@@ -235,7 +223,7 @@ def test_the_worker_exits_when_the_trainer_is_killed(tmp_path):
         "m = FastPPO('MlpPolicy', gym.make('Pendulum-v1'), parallel_update=True,\n"
         "            n_steps=64, batch_size=32, n_epochs=1)\n"
         "m.learn(64)\n"
-        "print(m._critic_worker._proc.pid, flush=True)\n"
+        "print(m._critic_worker.handle.proc.pid, flush=True)\n"
         "time.sleep(60)\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -342,7 +330,7 @@ def test_a_spinning_worker_polls_only_inside_an_update():
     then); after ``end`` it blocks on its pipe and takes no CPU time while rollouts run.
     """
     policy, worker, feats, returns = _worker_and_data(spin=True)
-    pid = worker._proc.pid
+    pid = worker.handle.proc.pid
     try:
         worker.begin(feats, returns, vf_coef=1.0, training=True, hand=True)
         worker.epoch(torch.arange(64))

@@ -16,11 +16,10 @@ import pytest
 import torch
 
 import crl  # noqa: F401  (registers the crl/ env ids)
-from crl.agents import build_model
-from crl.catalog import resolve_agent
 from crl.fast import sac as fastsac
 from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
 from crl.fast.sac_worker import ParallelChooser, SacWorker
+from tests._models import fast_cbp_run
 from tests._procs import process_alive
 from tests._resume import check_resumes_exactly, rows
 
@@ -65,20 +64,8 @@ def test_continual_backprop_sees_the_workers_critic_features_and_replaces_units(
     """sac-cbp: CBP's utilities of critic 1 come from features computed in the worker; its unit
     replacements (inside the critics' optimizer step) reach the worker's parameters."""
 
-    def run(parallel):
-        spec = resolve_agent("sac-cbp")
-        spec.hyperparameters.update(learning_starts=50, batch_size=32, buffer_size=1000)
-        spec.network.pi, spec.network.qf = [24, 24], [24, 24]
-        spec.interventions = [{"cbp": {"replacement_rate": 0.05, "maturity": 10, "decay": 0.9}}]
-        torch.set_num_threads(1)
-        model, iv = build_model(spec, gym.make("crl/SlipperyHopper-v0"), seed=1)
-        model.parallel_update = parallel
-        model.learn(150)
-        model.close_workers()
-        (cbp,) = iv.interventions
-        return model, cbp
-
-    (a, cbp_a), (b, cbp_b) = run(False), run(True)
+    hp = {"learning_starts": 50, "batch_size": 32, "buffer_size": 1000}
+    (a, cbp_a, _), (b, cbp_b, _) = (fast_cbp_run("sac-cbp", hp, 150, parallel) for parallel in (False, True))
     assert (a.parallel_steps, b.parallel_steps) == (0, 100)
     assert torch.equal(_params(a), _params(b))
     assert set(cbp_a.util) == set(cbp_b.util) and len(cbp_b.util) >= 6  # actor, both critics
@@ -145,7 +132,7 @@ def test_a_changed_critic_an_error_and_a_dead_worker():
     model.policy.critic.qf1[0] = torch.nn.Linear(4, 64)  # a structural change: a new plan, a new worker
     model.critic.optimizer = torch.optim.Adam(model.critic.parameters(), lr=1e-3)
     model.learn(5, reset_num_timesteps=False)
-    assert model._sac_worker is not first and first.closed and not first._proc.is_alive()
+    assert model._sac_worker is not first and first.closed and not first.handle.proc.is_alive()
     second = model._sac_worker
 
     def boom(opt):
@@ -153,12 +140,12 @@ def test_a_changed_critic_an_error_and_a_dead_worker():
 
     with pytest.raises(ValueError, match="boom"):  # an error in the trainer mid-step stops the worker
         fastsac.parallel_gradient_step(second, model, _batch(model), True, boom)
-    assert second.closed and not second._proc.is_alive()
+    assert second.closed and not second.handle.proc.is_alive()
     model.learn(5, reset_num_timesteps=False)
     third = model._sac_worker
     assert third is not second
-    os.kill(third._proc.pid, signal.SIGKILL)
-    third._proc.join(5)
+    os.kill(third.handle.proc.pid, signal.SIGKILL)
+    third.handle.proc.join(5)
     with pytest.raises(RuntimeError, match="worker process died"):
         model.learn(5, reset_num_timesteps=False)
     model.close_workers()
@@ -246,7 +233,7 @@ def test_the_worker_exits_when_the_trainer_is_killed_mid_run():
         "m = FastSAC('MlpPolicy', gym.make('Pendulum-v1'), parallel_update=True, learning_starts=10,\n"
         "            batch_size=16, policy_kwargs=dict(net_arch=[16]))\n"
         "m.learn(20)\n"
-        "print(m._sac_worker._proc.pid, flush=True)\n"
+        "print(m._sac_worker.handle.proc.pid, flush=True)\n"
         "m.learn(10**7)\n"
     )
     root = Path(__file__).resolve().parents[2]
