@@ -71,8 +71,11 @@ class Method:
     @property
     def batchable(self) -> bool:
         """Whether :func:`train_methods` learns it by hand with other methods (plain SGD,
-        with or without weight decay); other optimizers go through autograd (:func:`train_method`).
+        with or without weight decay, or crl's UPGD); other optimizers go through autograd
+        (:func:`train_method`).
         """
+        if self.optimizer == "upgd":
+            return "generator" not in self.optimizer_kwargs
         return self.optimizer == "sgd" and set(self.optimizer_kwargs) <= {"weight_decay"}
 
 
@@ -339,7 +342,8 @@ def _probe_batches(
     out = []
     for hidden, names in by_arch.items():
         decays = [float(specs[n].optimizer_kwargs.get("weight_decay", 0.0)) for n in names]
-        batch = ProbeBatch(_learner(task, seeds, seed + 1, hidden), lr, decays, task.classification)
+        template = _learner(task, seeds, seed + 1, hidden)
+        batch = ProbeBatch(template, lr, decays, task.classification, _upgd_methods(specs, names))
         ivs = [
             attach(net, [_seeded(s, seed + 2) for s in specs[n].interventions]).names
             for n, net in zip(names, batch.method_nets, strict=True)
@@ -347,6 +351,21 @@ def _probe_batches(
         batch.ready()
         out.append((batch, names, ivs))
     return out
+
+
+def _upgd_methods(specs: dict[str, Method], names: list[str]) -> dict[int, dict[str, Any]]:
+    """The UPGD methods among ``names`` (by index) and their optimizer's keyword arguments,
+    each with its own generator for the perturbations: the state of torch's global generator
+    now (just after :func:`_learner`), which is where :func:`train_method`'s UPGD draws them.
+    """
+    import torch
+
+    state = torch.get_rng_state()
+    return {
+        m: {**specs[n].optimizer_kwargs, "generator": torch.Generator().set_state(state)}
+        for m, n in enumerate(names)
+        if specs[n].optimizer == "upgd"
+    }
 
 
 def _per_step(t: Any, n_methods: int) -> Any:
