@@ -16,11 +16,14 @@ method's feature-capture hooks with its rows of the hidden features (as a module
 would), calls every method's pre-step hooks (L2 Init adds its gradient), updates every
 network at once, then calls every method's post-step hooks (continual backprop's utilities
 and replacements, Shrink & Perturb). Each intervention sees its own method's networks only.
+A method that learns by UPGD (:class:`MethodUPGD`) is left alone by the SGD update: its rows
+are stepped by crl's own :class:`~crl.plasticity.upgd.UPGD` code on its view (the maximum
+utility per network, its perturbations from its own generator).
 
 The numbers are autograd's: the same operations on the same shapes (the products of a batch
 of one example are single multiplications; the forward products are ``bmm`` as in
 :class:`~crl.plasticity.nets.BatchedLinear`), and the update is torch SGD's (``grad + wd * p``,
-then ``p - lr * grad``, with the same fused rounding). A network's row is computed by the same
+then ``p - lr * grad``, with the same fused rounding; UPGD's is UPGD's code itself). A network's row is computed by the same
 kernels whatever the other rows hold, so a method's results do not depend on which methods
 are batched with it (``tests/fast/test_probe_batch.py`` checks both).
 
