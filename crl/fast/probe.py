@@ -23,9 +23,9 @@ utility per network, its perturbations from its own generator).
 The numbers are autograd's: the same operations on the same shapes (the products of a batch
 of one example are single multiplications; the forward products are ``bmm`` as in
 :class:`~crl.plasticity.nets.BatchedLinear`), and the update is torch SGD's (``grad + wd * p``,
-then ``p - lr * grad``, with the same fused rounding; UPGD's is UPGD's code itself). A network's row is computed by the same
-kernels whatever the other rows hold, so a method's results do not depend on which methods
-are batched with it (``tests/fast/test_probe_batch.py`` checks both).
+then ``p - lr * grad``, with the same fused rounding; UPGD's is UPGD's code itself). A
+network's row is computed by the same kernels whatever the other rows hold, so a method's
+results do not depend on which methods are batched with it (``tests/fast/test_probe_batch.py`` checks both).
 
 Example:
     >>> import torch
