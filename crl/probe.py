@@ -16,12 +16,13 @@ Every method is built from crl's own plug-ins, attached to the learner exactly a
 agent: ``bp`` (plain SGD), ``l2`` (SGD ``weight_decay``), ``cbp`` (:class:`ContinualBackprop`,
 the adaptable-contribution utility, replacement rate 1e-4, maturity 100), ``shrink-perturb``,
 ``l2-init``, ``upgd`` (first-order UPGD), ``linear`` (a learner without hidden layer). The SGD
-methods of a process and their seeds are one batched network (:class:`crl.fast.probe.ProbeBatch`:
-methods x seeds networks, gradients by hand, each method's interventions on its rows), so a step
+and UPGD methods of a process and their seeds are one batched network
+(:class:`crl.fast.probe.ProbeBatch`: methods x seeds networks, gradients by hand, each method's
+interventions on its rows, UPGD's rows stepped by crl's UPGD with its own generator), so a step
 costs the same few tensor operations for 1 or 30 seeds and for one method or several; the
 methods are shared out among ``workers`` processes by cost (:func:`split_methods`). Other
 optimizers learn through autograd, one method at a time (:func:`train_method`, the reference:
-the batched learner gives its numbers bit for bit).
+the batched learner gives its numbers bit for bit, UPGD's perturbations included).
 
 Example:
     >>> res = run_probe("bit-flipping", ["bp", "cbp"], seeds=2, examples=600, bin_size=200, workers=1)
@@ -71,8 +72,11 @@ class Method:
     @property
     def batchable(self) -> bool:
         """Whether :func:`train_methods` learns it by hand with other methods (plain SGD,
-        with or without weight decay); other optimizers go through autograd (:func:`train_method`).
+        with or without weight decay, or crl's UPGD); other optimizers go through autograd
+        (:func:`train_method`).
         """
+        if self.optimizer == "upgd":
+            return "generator" not in self.optimizer_kwargs
         return self.optimizer == "sgd" and set(self.optimizer_kwargs) <= {"weight_decay"}
 
 
@@ -297,7 +301,9 @@ def train_methods(
 
     The methods that :attr:`Method.batchable` and share a learner architecture learn as one
     :class:`~crl.fast.probe.ProbeBatch` (``methods x seeds`` networks, gradients by hand,
-    crl's interventions attached to each method's view); the others go to :func:`train_method`.
+    crl's interventions attached to each method's view; a UPGD method draws its perturbations
+    from a generator in the state :func:`train_method`'s global one has when it starts, so
+    the same noise); the others go to :func:`train_method`.
     ``specs`` replaces registered :data:`METHODS` entries by name (variants under study).
     """
     import torch
@@ -339,7 +345,8 @@ def _probe_batches(
     out = []
     for hidden, names in by_arch.items():
         decays = [float(specs[n].optimizer_kwargs.get("weight_decay", 0.0)) for n in names]
-        batch = ProbeBatch(_learner(task, seeds, seed + 1, hidden), lr, decays, task.classification)
+        template = _learner(task, seeds, seed + 1, hidden)
+        batch = ProbeBatch(template, lr, decays, task.classification, _upgd_methods(specs, names))
         ivs = [
             attach(net, [_seeded(s, seed + 2) for s in specs[n].interventions]).names
             for n, net in zip(names, batch.method_nets, strict=True)
@@ -347,6 +354,21 @@ def _probe_batches(
         batch.ready()
         out.append((batch, names, ivs))
     return out
+
+
+def _upgd_methods(specs: dict[str, Method], names: list[str]) -> dict[int, dict[str, Any]]:
+    """The UPGD methods among ``names`` (by index) and their optimizer's keyword arguments,
+    each with its own generator for the perturbations: the state of torch's global generator
+    now (just after :func:`_learner`), which is where :func:`train_method`'s UPGD draws them.
+    """
+    import torch
+
+    state = torch.get_rng_state()
+    return {
+        m: {**specs[n].optimizer_kwargs, "generator": torch.Generator().set_state(state)}
+        for m, n in enumerate(names)
+        if specs[n].optimizer == "upgd"
+    }
 
 
 def _per_step(t: Any, n_methods: int) -> Any:
@@ -468,6 +490,10 @@ def run_probe(
 #: Relative cost per step of a method in a batch (measured on bit-flipping, 30 seeds): continual
 #: backprop's utilities and draws cost about as much as the learning step of four methods.
 _COST = {"cbp": 4.0, "shrink_perturb": 1.0}
+#: Extra relative cost of an optimizer in a batch: UPGD's step (one Gaussian draw per weight,
+#: a dozen passes over the weights) costs about six times the learning step of plain backprop
+#: (measured on permuted-digits, 30 seeds: 44 against 7 CPU-s per 10,000 examples).
+_OPTIMIZER_COST = {"upgd": 6.0}
 
 
 def split_methods(methods: list[str], known: dict[str, Method], workers: int) -> list[list[str]]:
@@ -479,11 +505,14 @@ def split_methods(methods: list[str], known: dict[str, Method], workers: int) ->
         >>> split_methods(["bp", "l2", "cbp", "shrink-perturb", "linear"], METHODS, 2)
         [['cbp'], ['shrink-perturb', 'bp', 'l2', 'linear']]
         >>> split_methods(["bp", "upgd"], METHODS, 1)
-        [['bp', 'upgd']]
+        [['upgd', 'bp']]
+        >>> split_methods(list(METHODS), METHODS, 2)
+        [['upgd', 'bp', 'linear'], ['cbp', 'shrink-perturb', 'l2', 'l2-init']]
     """
 
     def cost(m: str) -> float:
-        return 1.0 + sum(_COST.get(next(iter(iv)), 0.0) for iv in known[m].interventions)
+        extra = _OPTIMIZER_COST.get(known[m].optimizer, 0.0)
+        return 1.0 + extra + sum(_COST.get(next(iter(iv)), 0.0) for iv in known[m].interventions)
 
     workers = max(1, workers)
     jobs: list[list[str]] = [[] for _ in range(workers)]

@@ -16,13 +16,16 @@ method's feature-capture hooks with its rows of the hidden features (as a module
 would), calls every method's pre-step hooks (L2 Init adds its gradient), updates every
 network at once, then calls every method's post-step hooks (continual backprop's utilities
 and replacements, Shrink & Perturb). Each intervention sees its own method's networks only.
+A method that learns by UPGD (:class:`MethodUPGD`) is left alone by the SGD update: its rows
+are stepped by crl's own :class:`~crl.plasticity.upgd.UPGD` code on its view (the maximum
+utility per network, its perturbations from its own generator).
 
 The numbers are autograd's: the same operations on the same shapes (the products of a batch
 of one example are single multiplications; the forward products are ``bmm`` as in
 :class:`~crl.plasticity.nets.BatchedLinear`), and the update is torch SGD's (``grad + wd * p``,
-then ``p - lr * grad``, with the same fused rounding). A network's row is computed by the same
-kernels whatever the other rows hold, so a method's results do not depend on which methods
-are batched with it (``tests/fast/test_probe_batch.py`` checks both).
+then ``p - lr * grad``, with the same fused rounding; UPGD's is UPGD's code itself). A
+network's row is computed by the same kernels whatever the other rows hold, so a method's
+results do not depend on which methods are batched with it (``tests/fast/test_probe_batch.py`` checks both).
 
 Example:
     >>> import torch
@@ -51,13 +54,46 @@ from torch.utils.hooks import RemovableHandle
 
 from crl.fast.mlp import has_grad_hooks, is_feature_hook
 from crl.plasticity.nets import BatchedLinear
+from crl.plasticity.upgd import UPGD
 
-__all__ = ["MethodSGD", "ProbeBatch", "expand_methods"]
+__all__ = ["MethodSGD", "MethodUPGD", "ProbeBatch", "expand_methods"]
 
 _Hook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-class MethodSGD(torch.optim.Optimizer):
+class _StepHooks:
+    """Step hooks kept by the optimizer itself, so that :class:`ProbeBatch` can call them
+    around its update of every method at once (:meth:`run_pre_hooks`, :meth:`run_post_hooks`).
+    """
+
+    def _init_hooks(self) -> None:
+        self.pre_hooks: OrderedDict[int, _Hook] = OrderedDict()  # weakly referenced by the handles
+        self.post_hooks: OrderedDict[int, _Hook] = OrderedDict()
+
+    def register_step_pre_hook(self, hook: _Hook) -> RemovableHandle:
+        """Register ``hook(optimizer, args, kwargs)``, called before every step."""
+        handle = RemovableHandle(self.pre_hooks)
+        self.pre_hooks[handle.id] = hook
+        return handle
+
+    def register_step_post_hook(self, hook: _Hook) -> RemovableHandle:
+        """Register ``hook(optimizer, args, kwargs)``, called after every step."""
+        handle = RemovableHandle(self.post_hooks)
+        self.post_hooks[handle.id] = hook
+        return handle
+
+    def run_pre_hooks(self) -> None:
+        """Call the pre-step hooks (in registration order)."""
+        for hook in list(self.pre_hooks.values()):
+            hook(self, (), {})
+
+    def run_post_hooks(self) -> None:
+        """Call the post-step hooks (in registration order)."""
+        for hook in list(self.post_hooks.values()):
+            hook(self, (), {})
+
+
+class MethodSGD(_StepHooks, torch.optim.Optimizer):
     """Plain SGD (with coupled weight decay, as ``torch.optim.SGD``) over one method's
     parameters, which keeps its step hooks for :class:`ProbeBatch`: the batch updates every
     method at once and calls each method's hooks around that update (:meth:`run_pre_hooks`,
@@ -76,30 +112,7 @@ class MethodSGD(torch.optim.Optimizer):
 
     def __init__(self, params: Any, lr: float, weight_decay: float = 0.0) -> None:
         super().__init__(params, {"lr": float(lr), "weight_decay": float(weight_decay)})
-        self.pre_hooks: OrderedDict[int, _Hook] = OrderedDict()  # weakly referenced by the handles
-        self.post_hooks: OrderedDict[int, _Hook] = OrderedDict()
-
-    def register_step_pre_hook(self, hook: _Hook) -> RemovableHandle:  # type: ignore[override]
-        """Register ``hook(optimizer, args, kwargs)``, called before every step."""
-        handle = RemovableHandle(self.pre_hooks)
-        self.pre_hooks[handle.id] = hook
-        return handle
-
-    def register_step_post_hook(self, hook: _Hook) -> RemovableHandle:  # type: ignore[override]
-        """Register ``hook(optimizer, args, kwargs)``, called after every step."""
-        handle = RemovableHandle(self.post_hooks)
-        self.post_hooks[handle.id] = hook
-        return handle
-
-    def run_pre_hooks(self) -> None:
-        """Call the pre-step hooks (in registration order)."""
-        for hook in list(self.pre_hooks.values()):
-            hook(self, (), {})
-
-    def run_post_hooks(self) -> None:
-        """Call the post-step hooks (in registration order)."""
-        for hook in list(self.post_hooks.values()):
-            hook(self, (), {})
+        self._init_hooks()
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -110,6 +123,37 @@ class MethodSGD(torch.optim.Optimizer):
                 if p.grad is not None:
                     d = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
                     p.add_(d, alpha=-group["lr"])
+        self.run_post_hooks()
+
+
+class MethodUPGD(_StepHooks, UPGD):
+    """crl's :class:`~crl.plasticity.upgd.UPGD` over one method's parameters (its rows of a
+    :class:`ProbeBatch`, batched: the maximum utility is each network's), with its step hooks
+    kept for the batch as :class:`MethodSGD` does. :meth:`update` is UPGD's step without the
+    hooks (the batch calls it between every method's pre- and post-step hooks); :meth:`step`
+    steps this method alone, hooks included. Give it a ``generator`` for its perturbations.
+
+    Example:
+        >>> w = nn.Parameter(torch.tensor([1.0, -1.0]))
+        >>> opt = MethodUPGD([w], lr=0.1, sigma=0.0, weight_decay=0.0, adaptive=False)
+        >>> w.grad = torch.tensor([0.5, 0.5])
+        >>> opt.step()
+        >>> w.data  # the useful weight (u = -g*w > 0) is protected; the other takes a step of lr * g
+        tensor([ 0.9500, -1.0000])
+    """
+
+    def __init__(self, params: Any, lr: float, **kwargs: Any) -> None:
+        super().__init__(params, lr=lr, **kwargs)
+        self._init_hooks()
+
+    def update(self) -> None:
+        """One UPGD step of this method's parameters (no hooks)."""
+        UPGD.step(self)
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        """One UPGD step of this method's parameters, with its hooks."""
+        self.run_pre_hooks()
+        self.update()
         self.run_post_hooks()
 
 
@@ -131,11 +175,20 @@ class ProbeBatch:
     ``method_nets[m]`` is method ``m``'s view (attach its interventions to it, with
     ``method_nets[m].optimizer``); ``classification`` picks the loss: cross-entropy on class
     indices (the error is the misclassification) or the squared error (the error is that loss).
+    ``upgd`` maps the methods that learn by UPGD to :class:`MethodUPGD`'s keyword arguments
+    (their ``weight_decays`` entry is unused): the batch's SGD step leaves their rows alone and
+    each steps its rows by UPGD's own code.
     """
 
     def __init__(
-        self, template: nn.Sequential, lr: float, weight_decays: list[float], classification: bool = False
+        self,
+        template: nn.Sequential,
+        lr: float,
+        weight_decays: list[float],
+        classification: bool = False,
+        upgd: dict[int, dict[str, Any]] | None = None,
     ) -> None:
+        upgd = upgd or {}
         linears = [m for m in template if isinstance(m, BatchedLinear)]
         self.seeds, self.n_methods = linears[0].n_nets, len(weight_decays)
         self.n_nets, self.classification = self.seeds * self.n_methods, classification
@@ -150,10 +203,15 @@ class ProbeBatch:
                 b.copy_(expand_methods(lin.bias, self.n_methods))
         self.w_t = [w.transpose(1, 2) for w in self.weights]  # views: they follow every update
         self.b_rows = [b.unsqueeze(1) for b in self.biases]
-        per_net = torch.tensor(weight_decays, dtype=torch.float32).repeat_interleave(self.seeds).unsqueeze(1)
-        self.weight_decay = per_net if any(weight_decays) else None
-        self.neg_lr = torch.full((self.n_nets, 1), -float(lr))
-        self.method_nets = [self._method_net(template, m, lr, wd) for m, wd in enumerate(weight_decays)]
+        sgd = [m not in upgd for m in range(self.n_methods)]
+        decays = [wd if s else 0.0 for wd, s in zip(weight_decays, sgd, strict=True)]
+        per_net = torch.tensor(decays, dtype=torch.float32).repeat_interleave(self.seeds).unsqueeze(1)
+        self.weight_decay = per_net if any(decays) else None
+        self.any_sgd = any(sgd)
+        lrs = [-float(lr) if s else 0.0 for s in sgd]  # 0: UPGD's rows are left as they are
+        self.neg_lr = torch.tensor(lrs, dtype=torch.float32).repeat_interleave(self.seeds).unsqueeze(1)
+        self.method_nets = [self._method_net(template, m, lr, wd, upgd.get(m)) for m, wd in enumerate(decays)]
+        self.upgd = [self.method_nets[m].optimizer for m in sorted(upgd)]
         self._taps: list[tuple[int, nn.Module, slice]] = []
         """(hidden layer, activation module, rows) of every method's feature-capture hooks."""
 
@@ -168,7 +226,9 @@ class ProbeBatch:
             at += o * i + o
         return out
 
-    def _method_net(self, template: nn.Sequential, m: int, lr: float, weight_decay: float) -> nn.Sequential:
+    def _method_net(
+        self, template: nn.Sequential, m: int, lr: float, weight_decay: float, upgd: dict[str, Any] | None
+    ) -> nn.Sequential:
         """Method ``m``'s view: a copy of ``template`` whose parameters are its rows."""
         net = copy.deepcopy(template)
         rows = slice(m * self.seeds, (m + 1) * self.seeds)
@@ -181,7 +241,10 @@ class ProbeBatch:
                 p._crl_batched = True  # type: ignore[attr-defined]
                 p.grad = grad[rows]
                 setattr(lin, name, p)
-        net.optimizer = MethodSGD(net.parameters(), lr=lr, weight_decay=weight_decay)
+        if upgd is None:
+            net.optimizer = MethodSGD(net.parameters(), lr=lr, weight_decay=weight_decay)
+        else:
+            net.optimizer = MethodUPGD(net.parameters(), lr=lr, **upgd)
         return net
 
     def ready(self) -> None:
@@ -253,12 +316,17 @@ class ProbeBatch:
                 g = threshold_backward(torch.bmm(g, self.weights[k]), outs[k], 0)
 
     def update(self) -> None:
-        """Every method's pre-step hooks, one SGD step of every network, the post-step hooks."""
+        """Every method's pre-step hooks, one SGD step of every network (UPGD's rows: a step
+        of 0) then UPGD's step of its methods' rows, the post-step hooks.
+        """
         for net in self.method_nets:
             net.optimizer.run_pre_hooks()
         if self.weight_decay is not None:
             self.grad.addcmul_(self.flat, self.weight_decay)  # grad + wd * p, torch SGD's coupled weight decay
-        self.flat.addcmul_(self.grad, self.neg_lr)
+        if self.any_sgd:
+            self.flat.addcmul_(self.grad, self.neg_lr)
+        for opt in self.upgd:
+            opt.update()
         for net in self.method_nets:
             net.optimizer.run_post_hooks()
 

@@ -59,6 +59,9 @@ class UPGD(torch.optim.Optimizer):
         eps: Adam's epsilon (1e-5, as the authors' code).
         adaptive: ``False`` gives the paper's first-order (non-adaptive) UPGD used in its
             supervised streams: the gated step is ``(g + xi) * (1 - s)``, no moments.
+        generator: where the perturbations are drawn (``None``: torch's global generator).
+            The draws are the same either way: one ``randn`` of each parameter's shape per
+            step, in parameter order (the probe's batched learner relies on it).
 
     Example:
         >>> w = torch.nn.Parameter(torch.tensor([1.0, -1.0]))
@@ -79,6 +82,7 @@ class UPGD(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-5,
         adaptive: bool = True,
+        generator: torch.Generator | None = None,
     ) -> None:
         lr, weight_decay = check_non_negative("lr", lr), check_non_negative("weight_decay", weight_decay)
         sigma, eps = check_non_negative("sigma", sigma), check_non_negative("eps", eps, strict=True)
@@ -95,6 +99,7 @@ class UPGD(torch.optim.Optimizer):
             adaptive=bool(adaptive),
         )
         super().__init__(params, defaults)
+        self.generator = generator
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -150,6 +155,7 @@ class UPGD(torch.optim.Optimizer):
                 else:
                     update = p.grad
                 if sigma > 0:
-                    update = update + torch.randn_like(p) * sigma
+                    noise = torch.randn(p.shape, generator=self.generator, dtype=p.dtype, device=p.device)
+                    update = update + noise * sigma
                 p.mul_(1 - lr * wd).add_(update * (1 - scaled), alpha=-lr)
         return loss
