@@ -56,6 +56,8 @@ def _args(agent: str, root) -> list[str]:
         hp += ["network.pi=[64, 64]", "network.vf=[64, 64]"]
     if "packnet" in agent:  # the preset's retraining (1,000 or 100,000 steps) costs more than the run
         hp.append("interventions=[{packnet: {retrain_steps: 20}}]")
+    if "progressive" in agent:  # a column per task id, each with lateral links to the earlier ones
+        hp += ["network.pi=[32, 32]", "network.vf=[32, 32]"] if ppo else ["network.pi=[32, 32]", "network.qf=[32, 32]"]
     return [
         "train",
         "--env",
@@ -67,7 +69,8 @@ def _args(agent: str, root) -> list[str]:
         "--env-kwargs",
         f"change_every={change}",
         "align=exact",
-        *(["task_id=8"] if SPECS[agent].task_id else []),  # friction regimes never repeat: 8 ids
+        # friction regimes never repeat: one task id per regime
+        *([f"task_id={steps // change + 1}"] if SPECS[agent].task_id else []),
         "--agent-kwargs",
         *hp,
         "--checkpoint-every",
