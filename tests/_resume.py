@@ -24,6 +24,18 @@ def rows(path: Path, drop: tuple[str, ...] = ("time/sps",)) -> list[dict[str, st
         return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
 
 
+def train_here(*args: str) -> None:
+    """``crl ARGS`` in this process (:func:`crl.cli.main`, the command's entry point), for a run
+    whose process is not the point: it saves the new interpreter's imports of torch, SB3 and
+    MuJoCo (about 4 CPU-seconds, far more on busy cores). ``crl train`` sets torch's threads from
+    the run's config, so the rows are those ``python -m crl`` writes.
+    """
+    from crl.cli import main
+
+    code = main(list(args))
+    assert code == 0, f"crl {' '.join(args)} exited with {code}"
+
+
 def kill_at_random(cmd: list[str], run: Path, rng: random.Random, steps: tuple[int, int] = (600, 2300)) -> None:
     """Start ``crl CMD`` and SIGKILL it at a random moment after its run folder ``run`` reached
     a random step in ``steps`` (somewhere inside a rollout or an update).
@@ -57,11 +69,12 @@ def check_resumes_exactly(
     reference: Path,
     rng: random.Random | None = None,
     steps: tuple[int, int] = (600, 2300),
+    resume_here: bool = False,
 ) -> None:
     """Kill ``crl CMD`` at random (:func:`kill_at_random`), check that the killed run is not
-    marked finished, run the same command again (it resumes from its last checkpoint) and
-    compare its ``metrics.csv`` and ``regimes.csv`` row for row with those of the uninterrupted
-    run folder ``reference``.
+    marked finished, run the same command again (it resumes from its last checkpoint; in this
+    process with ``resume_here``, :func:`train_here`) and compare its ``metrics.csv`` and
+    ``regimes.csv`` row for row with those of the uninterrupted run folder ``reference``.
     """
     rng = rng or random.Random()
     for _ in range(3):
@@ -73,7 +86,10 @@ def check_resumes_exactly(
         # checkpoint interval in well under its 0.3 s): start again, at another random step
         shutil.rmtree(run)
     assert status["status"] == "running", (status, f"3 runs ended before the kill: is the window {steps} too late?")
-    run_crl(*cmd, check=True)  # the same command resumes
+    if resume_here:  # the same command resumes
+        train_here(*cmd)
+    else:
+        run_crl(*cmd, check=True)
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert rows(run / "regimes.csv") == rows(reference / "regimes.csv")
     assert rows(run / "metrics.csv") == rows(reference / "metrics.csv")

@@ -10,15 +10,15 @@ from tests._resume import rows, train_args
 
 
 def test_extend_a_finished_run_exactly(tmp_path: Path, crl_cli) -> None:
-    ext = [*train_args(tmp_path / "ext", 1024, "--wandb", "disabled")]
+    ext = [*train_args(tmp_path / "ext", 512, "--wandb", "disabled")]  # the extension crosses the change at 700
     crl_cli(*ext, check=True)
-    longer = [a if a != "1024" else "2048" for a in ext]
+    longer = [a if a != "512" else "1024" for a in ext]
     refused = crl_cli(*longer)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
-    assert "finished at step 1,024; to train it on to 2,048 steps add --resume" in refused.stderr
+    assert "finished at step 512; to train it on to 1,024 steps add --resume" in refused.stderr
     done = crl_cli(*longer, "--resume", check=True)
-    assert "finished at step 2,048" in done.stdout
-    crl_cli(*train_args(tmp_path / "ref", 2048, "--wandb", "disabled"), check=True)
+    assert "finished at step 1,024" in done.stdout
+    crl_cli(*train_args(tmp_path / "ref", 1024, "--wandb", "disabled"), check=True)
     run, ref = (tmp_path / d / "default" / "slippery-ant__ppo__s3" for d in ("ext", "ref"))
     assert rows(run / "metrics.csv") == rows(ref / "metrics.csv")
     assert rows(run / "regimes.csv") == rows(ref / "regimes.csv")

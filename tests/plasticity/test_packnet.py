@@ -31,7 +31,7 @@ from crl.plasticity.packnet import (
 from crl.run.callbacks import InterventionHooks, RegimeLogger
 from crl.spec import AgentSpec
 from tests._models import cyclic_pendulum, tiny_model
-from tests._resume import check_resumes_exactly
+from tests._resume import check_resumes_exactly, train_here
 
 
 @pytest.fixture(autouse=True)
@@ -228,19 +228,20 @@ def _packed(run) -> dict:
 
 
 def test_ppo_packnet_on_the_cyclic_halfcheetah_resumes_exactly_after_kill_9(tmp_path, crl_cli):
-    """Tasks forward (0-500), backward (500-1000), forward again: task 0 is packed at 500 and its
+    """Tasks forward (0-250), backward (250-500), forward again: task 0 is packed at 250 and its
     actor stays fixed on the revisit; a run killed at random resumes with the same rows."""
     hp = ["n_steps=256", "batch_size=64", "n_epochs=2", "interventions=[{packnet: {retrain_steps: 20}}]"]
     hp += ["network.pi=[32, 32]", "network.vf=[32, 32]"]
 
     def args(root):
-        return _train(root, "ppo-packnet", "cyclic-halfcheetah", 1536, ["change_every=500", "align=exact"], hp, 256)
+        return _train(root, "ppo-packnet", "cyclic-halfcheetah", 768, ["change_every=250", "align=exact"], hp, 256)
 
-    crl_cli(*args(tmp_path / "ref"), check=True)
+    train_here(*args(tmp_path / "ref"))
     ref = tmp_path / "ref" / "default" / "cyclic-halfcheetah__ppo-packnet__s1"
     assert {k: _packed(ref)[k] for k in ("task", "packed", "retrains")} == {"task": 1, "packed": 1, "retrains": 1}
     run = tmp_path / "killed" / "default" / ref.name
-    check_resumes_exactly(args(tmp_path / "killed"), run, ref, steps=(550, 1250))
+    # checkpoints at 256 and 512
+    check_resumes_exactly(args(tmp_path / "killed"), run, ref, steps=(300, 512), resume_here=True)
 
 
 def test_sac_packnet_on_a_task_sequence_resumes_exactly_after_kill_9(tmp_path, crl_cli):
@@ -260,7 +261,9 @@ def test_sac_packnet_on_a_task_sequence_resumes_exactly_after_kill_9(tmp_path, c
     hp = ["learning_starts=50", "buffer_size=1000", "batch_size=32", "interventions=[{packnet: {retrain_steps: 20}}]"]
     hp += ["network.pi=[32, 32]", "network.qf=[32, 32]"]
     args = lambda root: _train(root, "sac-packnet", str(env), 500, ["change_every=150"], hp, 100)  # noqa: E731
-    crl_cli(*args(tmp_path / "ref"), check=True)
+    train_here(*args(tmp_path / "ref"))
     (ref,) = (tmp_path / "ref" / "default").iterdir()
     assert _packed(ref)["packed"] == 1 and _packed(ref)["retrains"] == 1
-    check_resumes_exactly(args(tmp_path / "killed"), tmp_path / "killed" / "default" / ref.name, ref, steps=(200, 380))
+    check_resumes_exactly(
+        args(tmp_path / "killed"), tmp_path / "killed" / "default" / ref.name, ref, steps=(200, 380), resume_here=True
+    )

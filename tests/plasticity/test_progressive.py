@@ -26,7 +26,7 @@ from crl.plasticity.progressive import ProgressiveColumns, ProgressiveNet, param
 from crl.run.callbacks import InterventionHooks
 from crl.spec import AgentSpec
 from tests._models import cyclic_pendulum, tiny_model
-from tests._resume import check_resumes_exactly
+from tests._resume import check_resumes_exactly, train_here
 
 SMALL = {"pi": [16, 16], "vf": [16, 16], "qf": [16, 16], "progressive": True}
 HP = {
@@ -235,13 +235,15 @@ def _train(env: str, agent: str, steps: int, run_dir, *extra: str) -> list[str]:
 
 
 def test_ppo_progressive_on_the_cyclic_halfcheetah_resumes_exactly_after_sigkill(tmp_path, crl_cli):
-    extra = ("--env-kwargs", "change_every=512", "align=exact", "--agent-kwargs", "n_steps=256", "batch_size=128",
+    extra = ("--env-kwargs", "change_every=256", "align=exact", "--agent-kwargs", "n_steps=256", "batch_size=128",
              "n_epochs=2", "network.pi=[32,32]", "network.vf=[32,32]")  # fmt: skip
-    crl_cli(*_train("cyclic-halfcheetah", "ppo-progressive", 1536, tmp_path / "ref", *extra), check=True)
+    train_here(*_train("cyclic-halfcheetah", "ppo-progressive", 768, tmp_path / "ref", *extra))
     (ref,) = (tmp_path / "ref" / "default").iterdir()
     assert (ref / "regimes.csv").read_text().count("\n") >= 3  # forward, backward, forward again
-    cmd = _train("cyclic-halfcheetah", "ppo-progressive", 1536, tmp_path / "cut", *extra)
-    check_resumes_exactly(cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(0), steps=(600, 1200))
+    cmd = _train("cyclic-halfcheetah", "ppo-progressive", 768, tmp_path / "cut", *extra)
+    check_resumes_exactly(
+        cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(0), steps=(300, 512), resume_here=True
+    )
 
 
 #: A task sequence: Pendulum, then a lighter-gravity Pendulum, every 200 steps (two task ids).
@@ -272,7 +274,7 @@ def test_sac_progressive_trains_on_a_task_sequence_and_freezes_the_first_column(
     the tasks not in use, so two uninterrupted runs already differ after the first switch)."""
     env = tmp_path / "pendulum-pair.yaml"
     env.write_text(yaml.safe_dump(PENDULUM_PAIR))
-    crl_cli(*_train(str(env), "sac-progressive", 500, tmp_path, *SAC_SMALL), check=True)
+    train_here(*_train(str(env), "sac-progressive", 500, tmp_path, *SAC_SMALL))
     (run,) = (tmp_path / "default").iterdir()
     assert (run / "regimes.csv").read_text().count("\n") >= 4  # task 0, task 1, task 0 again
     model = SAC.load(run / "model.zip")
@@ -288,4 +290,6 @@ def test_sac_progressive_resumes_exactly_after_sigkill(tmp_path, crl_cli):
     (ref,) = (tmp_path / "ref" / "default").iterdir()
     assert (ref / "regimes.csv").read_text().count("\n") >= 4
     cmd = _train(str(env), "sac-progressive", 1200, tmp_path / "cut", *SAC_SMALL)
-    check_resumes_exactly(cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(1), steps=(300, 1000))
+    check_resumes_exactly(
+        cmd, tmp_path / "cut" / "default" / ref.name, ref, random.Random(1), steps=(300, 1000), resume_here=True
+    )

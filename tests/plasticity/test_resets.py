@@ -16,7 +16,7 @@ from crl.errors import ConfigError
 from crl.plasticity import attach
 from crl.plasticity.resets import ReGraMa, SelfNormalizedResets
 from crl.plasticity.units import ReDo
-from tests._resume import check_resumes_exactly, train_args
+from tests._resume import check_resumes_exactly, train_args, train_here
 
 
 def _fresh_rows(seed: int, shape: tuple[int, int]) -> torch.Tensor:
@@ -200,7 +200,7 @@ ACTIVE = "interventions=[{snr: {percentile: 0.3}}, {regrama: {tau: 0.5, every: 5
 
 def _sac_args(root: Path) -> list[str]:
     return [
-        "train", "--env", "slippery-hopper", "--agent", "sac-snr", "--steps", "800",
+        "train", "--env", "slippery-hopper", "--agent", "sac-snr", "--steps", "600",
         "--env-kwargs", "change_every=200", "align=exact",
         "--agent-kwargs", "learning_starts=100", "buffer_size=2000", "batch_size=32", ACTIVE,
         "--checkpoint-every", "200", "--run-dir", str(root), "--wandb", "disabled", "--no-progress",
@@ -212,12 +212,14 @@ def test_killed_and_resumed_run_with_both_methods_matches_the_uninterrupted_one(
     """A real ``crl train`` (PPO on Slippery Ant, SAC on Slippery Hopper) with SNR and ReGraMa
     both resetting units, killed with SIGKILL at random and resumed: the same rows."""
     if algo == "ppo":
-        args = lambda root: train_args(root, 2048, "--wandb", "disabled", agent="ppo-regrama", agent_kwargs=(ACTIVE,))  # noqa: E731
-        name, window = "slippery-ant__ppo-regrama__s3", (600, 1700)
-    else:
-        args, name, window = _sac_args, "slippery-hopper__sac-snr__s0", (250, 550)
-    crl_cli(*args(tmp_path / "ref"), check=True)
+        args = lambda root: train_args(root, 1536, "--wandb", "disabled", agent="ppo-regrama", agent_kwargs=(ACTIVE,))  # noqa: E731
+        name, window = "slippery-ant__ppo-regrama__s3", (600, 1280)
+    else:  # checkpoints at 200 and 400 of 600 steps
+        args, name, window = _sac_args, "slippery-hopper__sac-snr__s0", (250, 400)
+    train_here(*args(tmp_path / "ref"))
     ref = tmp_path / "ref" / "default" / name
     snr, regrama = load(ref / "checkpoints" / "last.pt")["interventions"]["interventions"]
     assert snr["resets"] > 0 and regrama["recycled"] > 0
-    check_resumes_exactly(args(tmp_path / "killed"), tmp_path / "killed" / "default" / name, ref, steps=window)
+    check_resumes_exactly(
+        args(tmp_path / "killed"), tmp_path / "killed" / "default" / name, ref, steps=window, resume_here=True
+    )

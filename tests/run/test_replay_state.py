@@ -18,7 +18,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from crl.checkpoint import atomic_save, load
 from crl.plasticity.replay import ReservoirReplayBuffer
 from crl.run.replay_state import buffer_state, restore_buffer_state, stored_rows
-from tests._resume import check_resumes_exactly, rows
+from tests._resume import check_resumes_exactly, rows, train_here
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), dtype=np.float64)
 ACT = gym.spaces.Box(-1, 1, (2,), dtype=np.float32)
@@ -159,7 +159,7 @@ def _sac(root, agent: str, steps: int, *hp: str, every: int = 200) -> list[str]:
 def test_a_6k_step_sac_checkpoint_with_the_default_1m_buffer_is_a_few_megabytes(tmp_path, crl_cli):
     """Issue 23 item 14: it was ~200 MB (the whole preallocated buffer pickled). Random warm-up
     only (learning_starts >= steps) keeps the run short; the buffer fills the same way."""
-    crl_cli(*_sac(tmp_path, "sac", 6010, "learning_starts=6010", every=6000), check=True)
+    train_here(*_sac(tmp_path, "sac", 6010, "learning_starts=6010", every=6000))
     run = tmp_path / "default" / "slippery-hopper__sac__s0"
     ckpt = run / "checkpoints" / "last.pt"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
@@ -180,11 +180,12 @@ def test_a_6k_step_sac_checkpoint_with_the_default_1m_buffer_is_a_few_megabytes(
     ],
 )
 def test_sac_killed_at_random_resumes_with_the_rows_of_the_uninterrupted_run(tmp_path, crl_cli, agent, hp):
-    crl_cli(*_sac(tmp_path / "ref", agent, 800, *hp), check=True)
+    train_here(*_sac(tmp_path / "ref", agent, 600, *hp))
     ref = tmp_path / "ref" / "default" / f"slippery-hopper__{agent}__s0"
     assert len(rows(ref / "metrics.csv")) > 3
     run = tmp_path / "killed" / "default" / f"slippery-hopper__{agent}__s0"
-    check_resumes_exactly(_sac(tmp_path / "killed", agent, 800, *hp), run, ref, steps=(250, 550))
+    # checkpoints at 200 and 400, a regime change at 300
+    check_resumes_exactly(_sac(tmp_path / "killed", agent, 600, *hp), run, ref, steps=(250, 400), resume_here=True)
 
 
 @pytest.mark.parametrize("agent", ["sac", "sac-replay"])

@@ -13,7 +13,7 @@ import yaml
 
 from crl.errors import NonFiniteLossError
 from crl.run import RunConfig, train
-from tests._resume import check_resumes_exactly, rows, train_args
+from tests._resume import check_resumes_exactly, rows, train_args, train_here
 
 
 def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
@@ -53,11 +53,13 @@ def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
-    steps = 3072
-    crl_cli(*train_args(tmp_path / "ref", steps, "--wandb", "disabled"), check=True)
+    steps = 1536  # 6 rollouts, regime changes at 700 and 1400
+    train_here(*train_args(tmp_path / "ref", steps, "--wandb", "disabled"))
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
     cmd = train_args(tmp_path / "killed", steps, "--wandb", "disabled")
-    check_resumes_exactly(cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref)
+    check_resumes_exactly(
+        cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref, steps=(600, 1280), resume_here=True
+    )
 
 
 def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
@@ -175,11 +177,13 @@ def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path)
 def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_path, crl_cli):
     """Envs simulated in worker processes (``--vec-env proc``): killed and resumed, the run equals
     an uninterrupted run with in-process envs row for row."""
-    steps, two = 3072, ["--n-envs", "2", "--wandb", "disabled"]
-    crl_cli(*train_args(tmp_path / "ref", steps, *two, "--vec-env", "dummy"), check=True)
+    steps, two = 2048, ["--n-envs", "2", "--wandb", "disabled"]  # 4 rollouts of 2 x 256 steps
+    train_here(*train_args(tmp_path / "ref", steps, *two, "--vec-env", "dummy"))
     ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
     cmd = train_args(tmp_path / "killed", steps, *two, "--vec-env", "proc")
-    check_resumes_exactly(cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref)
+    check_resumes_exactly(
+        cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref, steps=(600, 1400), resume_here=True
+    )
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), None])
