@@ -49,21 +49,26 @@ __all__ = [
     "Chain",
     "SQUASH_EPS",
     "SacPlan",
+    "SquashedActor",
     "StepOut",
     "action_grad_rows",
+    "actor_loss_grads",
     "actor_step",
     "critic_grads",
     "critic_loss",
     "critic_step",
     "entropy_step",
     "gradient_step",
+    "head_grads",
     "min_rows",
+    "polyak",
     "polyak_update",
     "q_values",
     "sample_batch",
     "set_grads",
     "signature",
     "soft_target",
+    "step_actor",
     "unsupported",
 ]
 
@@ -161,6 +166,17 @@ class Chain:
                     hook(act, (), h)
         return out
 
+    def prefix(self, n: int) -> Chain:
+        """The first ``n`` layers as a chain of their own (the same modules)."""
+        return Chain(self.linears[:n], self.kinds[:n], self.acts[:n])
+
+    def act_backward(self, k: int, g: th.Tensor, out: th.Tensor) -> th.Tensor:
+        """``g`` (the gradient at layer ``k``'s output ``out``) through its activation."""
+        with th.no_grad():
+            if self.kinds[k] == "relu":
+                return th.ops.aten.threshold_backward(g, out, 0)
+            return th.ops.aten.tanh_backward(g, out)
+
     def backward(self, outs: list[th.Tensor], g: th.Tensor, params: bool = True) -> tuple[list[th.Tensor], th.Tensor]:
         """The gradients of ``(chain(x) * g).sum()``: per parameter (in :meth:`params`' order,
         empty unless ``params``) and with respect to the activation's input of the first layer
@@ -169,10 +185,7 @@ class Chain:
         grads: list[th.Tensor] = []
         with th.no_grad():
             for k in range(len(self.linears) - 1, -1, -1):
-                if self.kinds[k] == "relu":
-                    g = th.ops.aten.threshold_backward(g, outs[k + 1], 0)
-                else:
-                    g = th.ops.aten.tanh_backward(g, outs[k + 1])
+                g = self.act_backward(k, g, outs[k + 1])
                 if params:
                     grads[:0] = [g.t() @ outs[k], g.sum(0)]
                 if k > 0:
@@ -255,6 +268,7 @@ class SacPlan:
         self.policy = policy
         self.actor = Chain.of(list(actor.latent_pi))
         self.mu, self.log_std = actor.mu, actor.log_std
+        self.pi = SquashedActor(self.actor, self.mu, self.log_std)
         self.critics = [(Chain.of(list(q)[:-1]), q[-1]) for q in policy.critic.q_networks]
         self.targets = [(Chain.of(list(q)[:-1]), q[-1]) for q in policy.critic_target.q_networks]
         self.modules = [m for net in (actor, policy.critic) for m in net.modules()]
@@ -283,6 +297,37 @@ class SacPlan:
             m.__dict__["training"] = mode
 
     def head_weights(self) -> tuple[th.Tensor, th.Tensor]:
+        """The mean and log-std heads side by side (:meth:`SquashedActor.head_weights`)."""
+        return self.pi.head_weights()
+
+    def heads(self, h: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """:meth:`SquashedActor.heads` of the actor's latent ``h``."""
+        return self.pi.heads(h)
+
+    def actor_act(self, obs: th.Tensor) -> th.Tensor:
+        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: what ``predict`` acts with."""
+        return self.pi.act(obs)
+
+    def actor_sample(self, obs: th.Tensor, hooks: bool) -> dict[str, th.Tensor]:
+        """SB3's ``actor.action_log_prob(obs)`` (:meth:`SquashedActor.sample`)."""
+        return self.pi.sample(obs, hooks)
+
+
+@dataclass
+class SquashedActor:
+    """SB3's SAC ``Actor`` by hand: the latent ``chain``, then the ``mu`` and ``log_std`` heads
+    of a Gaussian squashed by ``tanh`` (the log-std clamped to SB3's bounds).
+    """
+
+    chain: Chain
+    mu: nn.Linear
+    log_std: nn.Linear
+
+    def params(self) -> list[th.Tensor]:
+        """The chain's parameters, then the heads' weights and biases (the actor's optimizer order)."""
+        return [*self.chain.params(), self.mu.weight, self.mu.bias, self.log_std.weight, self.log_std.bias]
+
+    def head_weights(self) -> tuple[th.Tensor, th.Tensor]:
         """The mean and log-std heads side by side (one product for both)."""
         with th.no_grad():
             return th.cat([self.mu.weight, self.log_std.weight]), th.cat([self.mu.bias, self.log_std.bias])
@@ -297,25 +342,27 @@ class SacPlan:
         n = self.mu.out_features
         return out[:, :n], out[:, n:], w
 
-    def actor_act(self, obs: th.Tensor) -> th.Tensor:
-        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: what ``predict`` acts with."""
-        h = self.actor.forward(obs, hooks=False)[-1]
+    def act(self, obs: th.Tensor) -> th.Tensor:
+        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks."""
+        h = self.chain.forward(obs, hooks=False)[-1]
         mean, raw_log_std, _ = self.heads(h)
         with th.no_grad():
             log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
             std = th.ones_like(mean) * log_std.exp()
             return th.tanh(mean + th.empty(mean.shape).normal_() * std)
 
-    def actor_sample(self, obs: th.Tensor, hooks: bool) -> dict[str, th.Tensor]:
+    def sample(self, obs: th.Tensor, hooks: bool, eps: th.Tensor | None = None) -> dict[str, th.Tensor]:
         """SB3's ``actor.action_log_prob(obs)``: squashed actions and log-probabilities, with
-        what the actor's backward needs (the same draw from torch's generator as ``rsample``).
+        what the actor's backward needs. The Gaussian noise is ``eps``, or (``None``) the same
+        draw from torch's generator as ``rsample``: ``torch.empty(mean.shape).normal_()``.
         """
-        outs = self.actor.forward(obs, hooks)
+        outs = self.chain.forward(obs, hooks)
         mean, raw_log_std, w_heads = self.heads(outs[-1])
         with th.no_grad():
             log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
             std = th.ones_like(mean) * log_std.exp()
-            eps = th.empty(mean.shape).normal_()
+            if eps is None:
+                eps = th.empty(mean.shape).normal_()
             u = mean + eps * std
             a = th.tanh(u)
             log_prob = (-((u - mean) ** 2) / (2 * std**2) - std.log() - _LOG_SQRT_2PI).sum(dim=1)
@@ -447,21 +494,15 @@ def _action_grad(plan: SacPlan, obs: th.Tensor, a: th.Tensor) -> tuple[th.Tensor
     return min_q, g_a
 
 
-def actor_step(
-    plan: SacPlan,
-    model: Any,
-    obs: th.Tensor,
-    cur: dict[str, th.Tensor],
-    ent_coef: th.Tensor,
-    step: Any,
-    q_grad: tuple[th.Tensor, th.Tensor] | None = None,
-) -> th.Tensor:
-    """The actor's loss and its optimizer's step (gradients through the critics, the tanh
-    squashing, the Gaussian's reparameterisation and the log-std clamp); returns the loss.
-    ``q_grad``: ``min_k Q_k`` of the actor's actions and its gradient with respect to them,
-    when computed elsewhere (:mod:`crl.fast.sac_worker`).
+def actor_loss_grads(
+    cur: dict[str, th.Tensor], min_q: th.Tensor, dq_da: th.Tensor, ent_coef: th.Tensor
+) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """The actor's loss ``mean(alpha * log_prob - min_k Q_k)`` of the sample ``cur``
+    (:meth:`SquashedActor.sample`), its gradient with respect to the heads' outputs (mean and
+    log-std side by side) and with respect to the latent, from ``min_k Q_k`` of the actions and
+    its gradient ``dq_da`` with respect to them (through the tanh squashing, the Gaussian's
+    reparameterisation and the log-std clamp).
     """
-    min_q, dq_da = q_grad if q_grad is not None else _action_grad(plan, obs, cur["a"])
     with th.no_grad():
         log_prob, a, eps, std = cur["log_prob"].reshape(-1, 1), cur["a"], cur["eps"], cur["std"]
         n = a.shape[0]
@@ -475,24 +516,54 @@ def actor_step(
         inside = (raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX)  # clamp passes the gradient at its bounds
         g_log_std = (g_u * eps * std - c) * inside  # u = mean + eps * exp(log_std); -log(std) term
         g_heads = th.cat([g_mean, g_log_std], dim=1)
-        g_h = g_heads @ cur["w_heads"]
-    body, _ = plan.actor.backward(cur["outs"], g_h)
-    w_grad, b_grad = _head_grads(g_heads, cur["outs"][-1])
-    n_act = g_mean.shape[1]
-    grads = [*body, w_grad[:n_act], b_grad[:n_act], w_grad[n_act:], b_grad[n_act:]]
+        return loss, g_heads, g_heads @ cur["w_heads"]
+
+
+def head_grads(g_heads: th.Tensor, h: th.Tensor, n_act: int) -> list[th.Tensor]:
+    """The mean head's and the log-std head's weight and bias gradients from ``g_heads`` (the
+    gradient at both heads' outputs side by side) and the latent ``h``.
+    """
+    w_grad, b_grad = _head_grads(g_heads, h)
+    return [w_grad[:n_act], b_grad[:n_act], w_grad[n_act:], b_grad[n_act:]]
+
+
+def step_actor(plan: SacPlan, model: Any, grads: list[th.Tensor], step: Any) -> None:
+    """The actor's gradients (in :meth:`SquashedActor.params` order) set, and its optimizer stepped."""
     opt = model.actor.optimizer
-    set_grads(opt, [*plan.actor.params(), *plan.mu.parameters(), *plan.log_std.parameters()], grads)
+    set_grads(opt, plan.pi.params(), grads)
     step(opt)
+
+
+def actor_step(
+    plan: SacPlan,
+    model: Any,
+    obs: th.Tensor,
+    cur: dict[str, th.Tensor],
+    ent_coef: th.Tensor,
+    step: Any,
+) -> th.Tensor:
+    """The actor's loss and its optimizer's step (gradients through the critics' action input,
+    :func:`actor_loss_grads`, and the actor's layers); returns the loss.
+    """
+    min_q, dq_da = _action_grad(plan, obs, cur["a"])
+    loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
+    body, _ = plan.actor.backward(cur["outs"], g_h)
+    step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
     return loss
 
 
-def polyak_update(plan: SacPlan, tau: float) -> None:
-    """SB3's ``polyak_update`` of the target critics (``target = (1 - tau) * target + tau * critic``,
-    the same two operations per tensor) as one ``torch._foreach`` pair.
+def polyak(targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
+    """SB3's ``polyak_update`` (``target = (1 - tau) * target + tau * source``, the same two
+    operations per tensor) as one ``torch._foreach`` pair.
     """
     with th.no_grad():
-        th._foreach_mul_(plan.target_params, 1 - tau)
-        th._foreach_add_(plan.target_params, plan.critic_params, alpha=tau)
+        th._foreach_mul_(targets, 1 - tau)
+        th._foreach_add_(targets, sources, alpha=tau)
+
+
+def polyak_update(plan: SacPlan, tau: float) -> None:
+    """:func:`polyak` of the target critics towards the critics."""
+    polyak(plan.target_params, plan.critic_params, tau)
 
 
 def gradient_step(plan: SacPlan, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:

@@ -1,25 +1,38 @@
-"""Half of the twin critics' work of a SAC gradient step, computed in a second process.
+"""Half of a SAC gradient step's matrix products, computed in a second process.
 
 SAC's critics are independent networks: each critic's forward passes, its share of the critic
 loss's gradient and the gradient of the actor loss's ``min_k Q_k`` on the rows whose minimum
 it is need only the batch, the actor's actions, the soft Bellman target (a minimum over all
 target critics) and the critics' parameters. :class:`SacWorker` computes these for the second
 half of the critics (critic 1 of SB3's two) in a worker process while the trainer computes them
-for the first half, the actor's passes and every optimizer step (with their hooks). The two
-meet four times per gradient step through a few integers in shared memory:
+for the first half; the worker also computes the actor's pass on the next observations (with
+the noise the trainer drew for it) and the weight gradient of the actor's last hidden layer,
+so that each side does about half of the step's large products. The trainer computes the
+actor's pass on the batch, its backward pass below the last hidden layer and every optimizer
+step (with their hooks). The two meet six times per gradient step through a few integers in
+shared memory:
 
-1. the trainer publishes the actor's actions on the batch and on the next observations, their
-   log-probabilities and the entropy coefficient; each side computes its target critics' values
-   on the next observations (the worker first computes its critics' values on the batch's
-   observations and actions, which need nothing from the trainer);
-2. with all target values, each side computes the soft Bellman target itself (the same
+1. the trainer publishes the actor's actions on the batch, the entropy coefficient and the
+   Gaussian noise of the next observations' actions (the draw ``actor_sample`` would make);
+   the worker, which meanwhile computed its critics' values on the batch, computes the actor's
+   actions and log-probabilities on the next observations;
+2. with them, each side computes its target critics' values on the next observations;
+3. with all target values, each side computes the soft Bellman target itself (the same
    operations on the same numbers) and its critics' gradients; the trainer makes the worker's
    its critics' ``.grad`` and steps the critics' optimizer;
-3. with the updated critics (their parameters live in shared memory, so the optimizer's in-place
+4. with the updated critics (their parameters live in shared memory, so the optimizer's in-place
    step reaches the worker without a copy), each side computes its critics' values of the
    actor's actions;
-4. with all of them, each side takes the minimum and computes the action gradient of its rows;
-   the trainer finishes the actor's backward pass and steps.
+5. with all of them, each side takes the minimum and computes the action gradient of its rows;
+   the worker then makes the Polyak update of every target critic (the critics are final for
+   this step);
+6. the trainer takes the actor loss's gradient down to the last hidden layer and publishes it
+   with that layer's input; the worker computes the layer's weight gradient while the trainer
+   goes on down the layers; the trainer steps the actor (its parameters are shared too).
+
+The one visible difference in order: the target critics are updated before the actor's
+optimizer step, not after it, so a hook of the actor's optimizer that read the target critics
+would see them updated (none of crl's does; nothing else reads them inside a step).
 
 Every number is computed by the same operations on the same inputs as
 :func:`crl.fast.sac_update.gradient_step` computes it in one process, so the parameters after a
@@ -46,7 +59,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import struct
 import traceback
 from typing import Any
@@ -59,17 +74,20 @@ from crl.fast.sac_update import (
     Batch,
     Chain,
     SacPlan,
+    SquashedActor,
     StepOut,
     action_grad_rows,
-    actor_step,
+    actor_loss_grads,
     critic_grads,
     critic_loss,
     entropy_step,
+    head_grads,
     min_rows,
-    polyak_update,
+    polyak,
     q_values,
     set_grads,
     soft_target,
+    step_actor,
 )
 
 __all__ = ["ParallelChooser", "SacWorker", "parallel_gradient_step"]
@@ -98,7 +116,7 @@ def _spin(ctl: Any, slot: int, phase: int, check: Any, yield_after: int) -> None
 
 class _Buffers:
     """The shared tensors of one worker: the batch, what the trainer publishes, what each side
-    publishes of its critics, the worker's gradients and features, the control block.
+    publishes of its critics and of the actor, the worker's gradients and features, the control block.
     """
 
     def __init__(self, plan: SacPlan, batch_size: int, theirs: list[int], taps: dict[int, list[int]]) -> None:
@@ -107,12 +125,23 @@ class _Buffers:
 
         b, od, ad, n = batch_size, plan.obs_dim, plan.mu.out_features, len(plan.critics)
         self.obs, self.actions, self.next_obs, self.rewards, self.dones = z(b, od), z(b, ad), z(b, od), z(b, 1), z(b, 1)
-        self.a_pi, self.a_next, self.next_log_prob, self.ent_coef = z(b, ad), z(b, ad), z(b), z(1)
+        self.a_pi, self.eps_next, self.ent_coef = z(b, ad), z(b, ad), z(1)
+        self.a_next, self.next_log_prob = z(b, ad), z(b)
         self.qs, self.next_qs, self.q_pis, self.g_a = z(n, b, 1), z(n, b, 1), z(n, b, 1), z(b, ad)
         self.grads = {k: [z(*p.shape) for p in _critic_params(plan.critics[k])] for k in theirs}
         widths = {k: [plan.critics[k][0].linears[i].out_features for i in taps[k]] for k in theirs}
         self.feats = {k: [[z(b, w) for w in widths[k]] for _ in range(2)] for k in theirs}  # batch, actor's actions
+        last = _last_hidden(plan.actor)  # the actor layer whose weight gradient the worker computes
+        shape = (0, 0) if last is None else (last.out_features, last.in_features)
+        self.g_last, self.h_prev, self.dw_last = z(b, shape[0]), z(b, shape[1]), z(*shape)
         self.ctl_t = th.zeros(2, dtype=th.int64).share_memory_()
+
+
+def _last_hidden(chain: Chain) -> nn.Linear | None:
+    """The actor's last hidden ``Linear`` when it has two or more (its weight gradient is a
+    large product; a first layer's is a thin one): the worker computes its weight gradient.
+    """
+    return chain.linears[-1] if len(chain.linears) >= 2 else None
 
 
 def _critic_params(pair: tuple[Chain, nn.Linear]) -> list[th.Tensor]:
@@ -140,10 +169,13 @@ class SacWorker:
         self.taps = {k: [i for i, a in enumerate(plan.critics[k][0].acts) if a._forward_hooks] for k in range(n)}
         self.bufs = _Buffers(plan, self.batch_size, self.theirs, self.taps)
         self.ctl = self.bufs.ctl_t.numpy()
-        self.params = [*plan.critic_params, *plan.target_params]
+        self.params = [*plan.critic_params, *plan.target_params, *plan.pi.params()]
         self.shared = share_in_place(self.params)
+        self.split_actor = _last_hidden(plan.actor) is not None
         self._seq = 0
-        args = (self._worker_networks(), self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER)
+        n = len(plan.critic_params)
+        nets = (self._worker_critics(), self._worker_actor(), (self.shared[:n], self.shared[n : 2 * n]))
+        args = (nets, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER)
         self.handle = WorkerProcess(_serve, args, "SAC critic worker", start_method)
 
     @staticmethod
@@ -153,8 +185,8 @@ class SacWorker:
             return "a single critic"
         if not shared_memory_safe():
             return "the shared-memory handshake needs an x86 CPU"
-        if any(p.dtype != th.float32 for p in [*plan.critic_params, *plan.target_params]):
-            return "critic parameters are not float32"
+        if any(p.dtype != th.float32 for p in [*plan.critic_params, *plan.target_params, *plan.pi.params()]):
+            return "actor or critic parameters are not float32"
         return None
 
     def serves(self, plan: SacPlan, batch_size: int) -> bool:
@@ -162,21 +194,26 @@ class SacWorker:
         same = all(p.shape == s.shape for p, s in zip(self.params, self.shared, strict=True))
         return plan is self.plan and int(batch_size) == self.batch_size and same and not self.closed
 
-    def _worker_networks(self) -> list[tuple[Any, Any]]:
-        """Hookless copies of the worker's critics and target critics on the shared parameters."""
-        policy, index = self.plan.policy, {id(p): i for i, p in enumerate(self.params)}
-        pairs = []
-        for k in self.theirs:
-            nets = (policy.critic.q_networks[k], policy.critic_target.q_networks[k])
-            copies = [hookless_copy(net) for net in nets]
-            for net, copy in zip(nets, copies, strict=True):
-                for p, c in zip(net.parameters(), copy.parameters(), strict=True):
-                    c.data = self.shared[index[id(p)]]
-            pairs.append(tuple(copies))
-        return pairs
+    def _on_shared(self, net: nn.Module) -> nn.Module:
+        """A hookless copy of ``net`` whose parameters are the shared buffers of ``net``'s."""
+        index, copy = {id(p): i for i, p in enumerate(self.params)}, hookless_copy(net)
+        for p, c in zip(net.parameters(), copy.parameters(), strict=True):
+            c.data = self.shared[index[id(p)]]
+        return copy
+
+    def _worker_critics(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The worker's critics and target critics, on the shared parameters."""
+        policy = self.plan.policy
+        nets = [(policy.critic.q_networks[k], policy.critic_target.q_networks[k]) for k in self.theirs]
+        return [(self._on_shared(q), self._on_shared(t)) for q, t in nets]
+
+    def _worker_actor(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """The actor's latent network and heads, on the shared parameters."""
+        pi = self.plan.pi
+        return self._on_shared(self.plan.policy.actor.latent_pi), self._on_shared(pi.mu), self._on_shared(pi.log_std)
 
     def share(self) -> None:
-        """Keep the trainer's critic and target parameters on the shared buffers (shared in place
+        """Keep the trainer's critic, target and actor parameters on the shared buffers (shared in place
         when the worker was built, :func:`crl.fast.critic_worker.share_in_place`): the optimizer
         and the Polyak update then change them where the worker reads them; a parameter given
         new storage (``p.data = ...``) is moved back (:func:`crl.fast.critic_worker.keep_shared`).
@@ -189,8 +226,10 @@ class SacWorker:
         return self.handle.closed
 
     # -- the trainer's side of the handshake ---------------------------------
-    def start(self, batch: Batch) -> int:
-        """Copy ``batch`` into shared memory and wake the worker; the step's phase base."""
+    def start(self, batch: Batch, tau: float | None) -> int:
+        """Copy ``batch`` into shared memory and wake the worker (``tau``: the Polyak update's,
+        ``None``: no target update in this step); the step's phase base.
+        """
         self.share()
         b = self.bufs
         pairs = ((b.obs, batch.observations), (b.actions, batch.actions), (b.next_obs, batch.next_observations))
@@ -198,7 +237,8 @@ class SacWorker:
             buf.copy_(x)
         self._seq += 1
         base = self._seq * _PHASES
-        self._send(_STEP + struct.pack("<qd", base, float(batch.discounts)))  # type: ignore[arg-type]
+        polyak_tau = -1.0 if tau is None else float(tau)
+        self._send(_STEP + struct.pack("<qdd", base, float(batch.discounts), polyak_tau))  # type: ignore[arg-type]
         return base
 
     def signal(self, phase: int) -> None:
@@ -250,22 +290,22 @@ def _critic_half(
     """The trainer's part of :func:`crl.fast.sac_update.critic_step`; returns the critics' loss."""
     plan, b, mine = w.plan, w.bufs, w.mine
     with th.no_grad():
-        nxt = plan.actor_sample(batch.next_observations, hooks=False)
-        for buf, x in ((b.a_pi, cur["a"]), (b.a_next, nxt["a"]), (b.next_log_prob, nxt["log_prob"])):
-            buf.copy_(x)
+        b.eps_next.normal_()  # the draw actor_sample(next observations) makes here in one process
+        b.a_pi.copy_(cur["a"])
         b.ent_coef.copy_(ent_coef)
     w.signal(base + 1)
-    next_qs, _ = q_values([plan.targets[k] for k in mine], th.cat([batch.next_observations, nxt["a"]], 1), False)
+    qs, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, batch.actions], 1), True)
+    w.wait(base + 1)  # the worker's critics on the batch, the actor's next actions
+    w.replay(0)
+    next_qs, _ = q_values([plan.targets[k] for k in mine], th.cat([batch.next_observations, b.a_next], 1), False)
     _publish(b, "next_qs", mine, next_qs)
     w.signal(base + 2)
-    qs, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, batch.actions], 1), True)
-    w.wait(base + 1)
-    w.replay(0)
-    target = soft_target(th.cat(list(b.next_qs), dim=1), nxt["log_prob"], ent_coef, batch)
+    w.wait(base + 2)
+    target = soft_target(th.cat(list(b.next_qs), dim=1), b.next_log_prob, ent_coef, batch)
     own = dict(zip(mine, qs, strict=True))
     loss = critic_loss([own[k] if k in own else b.qs[k].clone() for k in range(len(plan.critics))], target)
     grads = {k: critic_grads(*plan.critics[k], own[k], outs, target) for k, outs in zip(mine, saved, strict=True)}
-    w.wait(base + 2)
+    w.wait(base + 3)
     opt = model.critic.optimizer
     set_grads(opt, plan.critic_params, [g for k in range(len(plan.critics)) for g in grads.get(k, b.grads.get(k))])  # type: ignore[arg-type]
     step(opt)
@@ -280,43 +320,67 @@ def _actor_half(w: SacWorker, batch: Batch, cur: dict[str, th.Tensor], base: int
     q_pis, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, cur["a"]], 1), True)
     _publish(b, "q_pis", mine, q_pis)
     w.signal(base + 4)
-    w.wait(base + 3)
+    w.wait(base + 4)
     w.replay(1)
     min_q, rows = min_rows(th.cat(list(b.q_pis), dim=1))
     with th.no_grad():
         for k, outs in zip(mine, saved, strict=True):
             b.g_a[rows[k]] = action_grad_rows(*plan.critics[k], outs, rows[k], plan.obs_dim)
-    w.wait(base + 4)
+    w.wait(base + 5)
     return min_q, b.g_a
+
+
+def _actor_body(w: SacWorker, outs: list[th.Tensor], g_h: th.Tensor, base: int) -> list[th.Tensor]:
+    """The actor's layer gradients (:meth:`crl.fast.sac_update.Chain.backward` of ``g_h``), the
+    last hidden layer's weight gradient computed by the worker.
+    """
+    chain, b = w.plan.actor, w.bufs
+    if not w.split_actor:
+        body = chain.backward(outs, g_h)[0]
+        w.wait(base + 6)  # the worker's Polyak update
+        return body
+    n = len(chain.linears)
+    g = chain.act_backward(n - 1, g_h, outs[n])
+    with th.no_grad():
+        b.g_last.copy_(g)
+        b.h_prev.copy_(outs[n - 1])
+        w.signal(base + 5)
+        bias = g.sum(0)
+        g = g @ chain.linears[n - 1].weight
+    below, _ = chain.prefix(n - 1).backward(outs[:n], g)
+    w.wait(base + 6)  # the worker's weight gradient, and its Polyak update
+    return [*below, b.dw_last, bias]
 
 
 def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:
     """:func:`crl.fast.sac_update.gradient_step` with the worker ``w`` computing half of the
-    critics (see the module docstring): the same draws, the same numbers. An exception stops the
-    worker (the next step builds a new one).
+    large products (see the module docstring): the same draws, the same numbers. An exception
+    stops the worker (the next step builds a new one).
     """
     plan = w.plan
     try:
-        base = w.start(batch)
+        base = w.start(batch, model.tau if polyak else None)
         cur = plan.actor_sample(batch.observations, hooks=True)
         ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
         critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
-        q_grad = _actor_half(w, batch, cur, base)
+        min_q, dq_da = _actor_half(w, batch, cur, base)
+        actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
+        body = _actor_body(w, cur["outs"], g_h, base)
     except BaseException:
         w.close()
         raise
-    actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step, q_grad)
-    if polyak:
-        polyak_update(plan, model.tau)
+    step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
+    w.share()  # a hook that gave an actor parameter new storage
     return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
 
 
 class ParallelChooser:
     """Which of the two ways of a gradient step (one process, or with the worker: the same
-    numbers either way) runs next, from timing both now and then: :attr:`PROBE` steps one way,
-    :attr:`PROBE` the other, then :attr:`KEEP` steps the faster way, and again. Where other jobs
-    hold the second core the worker's half waits for a core and the step is slower than in one
-    process (measured: 0.5-0.96x at load 4 on 2 cores); the probes see it and go back.
+    numbers either way) runs next, from timing both now and then: :attr:`PROBE` steps each way,
+    alternating (so that a change in the machine's speed during the probe hits both ways
+    alike), then :attr:`KEEP` steps the way whose median step was faster, and again. Where
+    other jobs hold the second core the worker's half waits for a core and the step is slower
+    than in one process (measured: 0.5-0.96x at load 4 on 2 cores); the probes see it and go back.
 
     Example:
         >>> c = ParallelChooser()
@@ -333,33 +397,33 @@ class ParallelChooser:
 
     def __init__(self) -> None:
         self.i = 0
-        self.seconds = [0.0, 0.0]  # one process, worker: this probe's totals
+        self.seconds: tuple[list[float], list[float]] = ([], [])  # one process, worker: this probe's steps
         self.use = True
-        self.speedup: float | None = None  # the last probe's one-process time over the worker's
+        self.speedup: float | None = None  # the last probe's median one-process step over the worker's
 
     def parallel(self) -> bool:
         """Whether the next gradient step uses the worker."""
         j = self.i % (2 * self.PROBE + self.KEEP)
-        return j >= self.PROBE if j < 2 * self.PROBE else self.use
+        return bool(j % 2) if j < 2 * self.PROBE else self.use
 
     def record(self, parallel: bool, seconds: float) -> None:
         """The step just taken (:meth:`parallel`'s way) took ``seconds``."""
         cycle = 2 * self.PROBE + self.KEEP
         if self.i % cycle < 2 * self.PROBE:
-            self.seconds[int(parallel)] += seconds
+            self.seconds[int(parallel)].append(seconds)
         self.i += 1
         if self.i % cycle == 2 * self.PROBE:
-            one, two = self.seconds
-            self.speedup = one / two if two > 0 else None
-            self.use, self.seconds = two < one, [0.0, 0.0]
+            one, two = (statistics.median(s) if s else math.inf for s in self.seconds)
+            self.speedup = one / two if 0 < two < math.inf and one < math.inf else None
+            self.use, self.seconds = two < one, ([], [])
 
 
 # -- the worker process ------------------------------------------------------------------
-def _serve(conn: Any, pairs: list[Any], bufs: _Buffers, *args: Any) -> None:
+def _serve(conn: Any, nets: tuple[Any, Any, Any], bufs: _Buffers, *args: Any) -> None:
     """The worker process's work (see :class:`crl.fast.critic_worker.WorkerProcess`): a
     :class:`_Server` on the pipe ``conn``.
     """
-    _Server(conn, pairs, bufs, *args).run()
+    _Server(conn, nets, bufs, *args).run()
 
 
 class _Server:
@@ -368,7 +432,7 @@ class _Server:
     def __init__(
         self,
         conn: Any,
-        pairs: list[Any],
+        nets: tuple[list[Any], tuple[Any, Any, Any], tuple[list[th.Tensor], list[th.Tensor]]],
         bufs: _Buffers,
         theirs: list[int],
         taps: dict[int, list[int]],
@@ -376,9 +440,13 @@ class _Server:
         parent_pid: int,
         yield_after: int,
     ) -> None:
+        pairs, (latent, mu, log_std), (critic_params, target_params) = nets
+        self.critic_params, self.target_params = critic_params, target_params
         self.conn, self.b, self.theirs, self.taps, self.obs_dim = conn, bufs, theirs, taps, obs_dim
         self.critics = [(Chain.of(list(q)[:-1]), q[-1]) for q, _ in pairs]
         self.targets = [(Chain.of(list(t)[:-1]), t[-1]) for _, t in pairs]
+        self.actor = SquashedActor(Chain.of(list(latent)), mu, log_std)
+        self.split_actor = _last_hidden(self.actor.chain) is not None
         self.ctl = bufs.ctl_t.numpy()
         self.parent_pid, self.yield_after = parent_pid, yield_after
 
@@ -394,33 +462,46 @@ class _Server:
             for i, buf in zip(self.taps[k], self.b.feats[k][kind], strict=True):
                 buf.copy_(outs[i + 1])
 
-    def step(self, base: int, gamma: float) -> None:
-        """The worker's half of one gradient step (phases as in the module docstring)."""
+    def step(self, base: int, gamma: float, tau: float) -> None:
+        """The worker's half of one gradient step (phases as in the module docstring; ``tau``
+        below 0: no target update).
+        """
         b, ks = self.b, self.theirs
         batch = Batch(b.obs, b.actions, b.next_obs, b.dones, b.rewards, gamma)
         qs, saved = q_values(self.critics, th.cat([b.obs, b.actions], 1), False)
         _publish(b, "qs", ks, qs)
         self.features(0, saved)
         self.wait(base + 1)
+        nxt = self.actor.sample(b.next_obs, hooks=False, eps=b.eps_next)
+        b.a_next.copy_(nxt["a"])
+        b.next_log_prob.copy_(nxt["log_prob"])
+        self.ctl[_W] = base + 1
         next_qs, _ = q_values(self.targets, th.cat([b.next_obs, b.a_next], 1), False)
         _publish(b, "next_qs", ks, next_qs)
-        self.ctl[_W] = base + 1
+        self.ctl[_W] = base + 2
         self.wait(base + 2)
         target = soft_target(th.cat(list(b.next_qs), dim=1), b.next_log_prob, b.ent_coef, batch)
         for k, pair, q, outs in zip(ks, self.critics, qs, saved, strict=True):
             th._foreach_copy_(b.grads[k], critic_grads(*pair, q, outs, target))
-        self.ctl[_W] = base + 2
+        self.ctl[_W] = base + 3
         self.wait(base + 3)
         q_pis, saved = q_values(self.critics, th.cat([b.obs, b.a_pi], 1), False)
         _publish(b, "q_pis", ks, q_pis)
         self.features(1, saved)
-        self.ctl[_W] = base + 3
+        self.ctl[_W] = base + 4
         self.wait(base + 4)
         _, rows = min_rows(th.cat(list(b.q_pis), dim=1))
         with th.no_grad():
             for k, pair, outs in zip(ks, self.critics, saved, strict=True):
                 b.g_a[rows[k]] = action_grad_rows(*pair, outs, rows[k], self.obs_dim)
-        self.ctl[_W] = base + 4
+        self.ctl[_W] = base + 5
+        if tau >= 0:  # every critic is updated and read by the trainer only until the step ends
+            polyak(self.target_params, self.critic_params, tau)
+        if self.split_actor:
+            self.wait(base + 5)
+            with th.no_grad():
+                th.mm(b.g_last.t(), b.h_prev, out=b.dw_last)
+        self.ctl[_W] = base + 6
 
     def receive(self) -> bytes | None:
         """The next pipe message; ``None`` once the trainer is gone (e.g. SIGKILL)."""
@@ -433,9 +514,9 @@ class _Server:
         """Serve until quit, the pipe's end, or the trainer's exit."""
         try:
             while (msg := self.receive()) is not None and msg[:1] == _STEP:
-                base, gamma = struct.unpack("<qd", msg[1:])
+                base, gamma, tau = struct.unpack("<qdd", msg[1:])
                 try:
-                    self.step(base, gamma)
+                    self.step(base, gamma, tau)
                 except _Stop:
                     return
                 except Exception as e:

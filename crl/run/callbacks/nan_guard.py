@@ -9,7 +9,7 @@ import torch
 
 from crl.errors import NonFiniteLossError
 from crl.run.callbacks.base import CrlCallback
-from crl.run.state import all_finite, optimizers
+from crl.run.state import all_finite, optimizers, parameters_of
 
 __all__ = ["NanGuard"]
 
@@ -59,7 +59,7 @@ class NanGuard(CrlCallback):
         loss = self.model.logger.name_to_value.get("train/loss")
         if loss is not None and not math.isfinite(loss):
             raise NonFiniteLossError(self.num_timesteps, "loss")
-        with torch.no_grad():  # one fused pass (an off-policy "rollout" is one env step: ~26 checks each)
-            finite = all_finite([p.detach() for p in self.model.policy.parameters()])
+        with torch.no_grad():  # one fused pass (an off-policy "rollout" is one env step)
+            finite = all_finite(parameters_of(self.model.policy))
         if not finite:
             raise NonFiniteLossError(self.num_timesteps, "parameter")
