@@ -53,6 +53,7 @@ from stable_baselines3.common.noise import ActionNoise
 from crl.fast import adam
 from crl.fast.sac_update import Batch, SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
 from crl.fast.sac_worker import ParallelChooser, SacWorker, parallel_gradient_step
+from crl.plasticity.optimizers import fused_optimizers
 from crl.system import usable_cores
 
 __all__ = ["FastSAC", "PARALLEL_MIN_WORK"]
@@ -91,6 +92,17 @@ class FastSAC(SAC):
     def __init__(self, *args: Any, parallel_update: bool | None = None, **kwargs: Any) -> None:
         self.parallel_update = parallel_update
         super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        """SB3's set-up, then the entropy coefficient's Adam as torch's fused kernel where this
+        torch has it for the CPU (:func:`crl.plasticity.optimizers.fused_optimizers`): the same
+        update rule, and the step of one scalar takes ~18 us instead of the per-tensor
+        kernel's ~110 us (about 1 % of a gradient step). A resumed or loaded model's saved
+        optimizer settings still apply (``load_state_dict``).
+        """
+        super()._setup_model()
+        if self.ent_coef_optimizer is not None and "adam" in fused_optimizers() and self.device.type == "cpu":
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1), fused=True)
 
     def _excluded_save_params(self) -> list[str]:
         return [

@@ -24,15 +24,12 @@ shared memory:
    step reaches the worker without a copy), each side computes its critics' values of the
    actor's actions;
 5. with all of them, each side takes the minimum and computes the action gradient of its rows;
-   the worker then makes the Polyak update of every target critic (the critics are final for
-   this step);
 6. the trainer takes the actor loss's gradient down to the last hidden layer and publishes it
    with that layer's input; the worker computes the layer's weight gradient while the trainer
-   goes on down the layers; the trainer steps the actor (its parameters are shared too).
-
-The one visible difference in order: the target critics are updated before the actor's
-optimizer step, not after it, so a hook of the actor's optimizer that read the target critics
-would see them updated (none of crl's does; nothing else reads them inside a step).
+   goes on down the layers; the trainer steps the actor (its parameters are shared too) and
+   makes the Polyak update of the target critics. (The Polyak update stays in the trainer, after
+   the actor's step: a hook of the actor's optimizer may write the critics, as Hare & Tortoise's
+   reset does.)
 
 Every number is computed by the same operations on the same inputs as
 :func:`crl.fast.sac_update.gradient_step` computes it in one process, so the parameters after a
@@ -86,7 +83,7 @@ from crl.fast.sac_update import (
     entropy_step,
     head_grads,
     min_rows,
-    polyak,
+    polyak_update,
     q_values,
     set_grads,
     soft_target,
@@ -138,7 +135,7 @@ class _Buffers:
         shape = (0, 0) if last is None else (last.out_features, last.in_features)
         self.g_last, self.h_prev, self.dw_last = z(b, shape[0]), z(b, shape[1]), z(*shape)
         self.ctl_t = th.tensor([0, 0, 1], dtype=th.int64).share_memory_()
-        self.args = th.zeros(2, dtype=th.float64).share_memory_()  # the step's gamma and Polyak tau
+        self.gamma = th.zeros(1, dtype=th.float64).share_memory_()  # the step's discount
 
 
 def _last_hidden(chain: Chain) -> nn.Linear | None:
@@ -180,8 +177,7 @@ class SacWorker:
         self.shared = share_in_place(self.params)
         self.split_actor = _last_hidden(plan.actor) is not None
         self._seq = 0
-        n = len(plan.critic_params)
-        nets = (self._worker_critics(), self._worker_actor(), (self.shared[:n], self.shared[n : 2 * n]))
+        nets = (self._worker_critics(), self._worker_actor())
         args = (nets, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER, self.IDLE_SPIN)
         self.handle = WorkerProcess(_serve, args, "SAC critic worker", start_method)
 
@@ -233,10 +229,8 @@ class SacWorker:
         return self.handle.closed
 
     # -- the trainer's side of the handshake ---------------------------------
-    def start(self, batch: Batch, tau: float | None) -> int:
-        """Copy ``batch`` into shared memory and wake the worker (``tau``: the Polyak update's,
-        ``None``: no target update in this step); the step's phase base.
-        """
+    def start(self, batch: Batch) -> int:
+        """Copy ``batch`` into shared memory and start the worker's step; the step's phase base."""
         self.share()
         b = self.bufs
         pairs = ((b.obs, batch.observations), (b.actions, batch.actions), (b.next_obs, batch.next_observations))
@@ -244,7 +238,7 @@ class SacWorker:
             buf.copy_(x)
         self._seq += 1
         base = self._seq * _PHASES
-        b.args[0], b.args[1] = float(batch.discounts), -1.0 if tau is None else float(tau)  # type: ignore[arg-type]
+        b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
         self.ctl[_T] = base  # the step's phase 0: a spinning worker starts
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
             self._send(_WAKE)
@@ -345,9 +339,7 @@ def _actor_body(w: SacWorker, outs: list[th.Tensor], g_h: th.Tensor, base: int) 
     """
     chain, b = w.plan.actor, w.bufs
     if not w.split_actor:
-        body = chain.backward(outs, g_h)[0]
-        w.wait(base + 6)  # the worker's Polyak update
-        return body
+        return chain.backward(outs, g_h)[0]
     n = len(chain.linears)
     g = chain.act_backward(n - 1, g_h, outs[n])
     with th.no_grad():
@@ -357,7 +349,7 @@ def _actor_body(w: SacWorker, outs: list[th.Tensor], g_h: th.Tensor, base: int) 
         bias = g.sum(0)
         g = g @ chain.linears[n - 1].weight
     below, _ = chain.prefix(n - 1).backward(outs[:n], g)
-    w.wait(base + 6)  # the worker's weight gradient, and its Polyak update
+    w.wait(base + 6)  # the worker's weight gradient
     return [*below, b.dw_last, bias]
 
 
@@ -368,7 +360,7 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     """
     plan = w.plan
     try:
-        base = w.start(batch, model.tau if polyak else None)
+        base = w.start(batch)
         cur = plan.actor_sample(batch.observations, hooks=True)
         ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
         critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
@@ -380,6 +372,8 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
         raise
     step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
     w.share()  # a hook that gave an actor parameter new storage
+    if polyak:
+        polyak_update(plan, model.tau)
     return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
 
 
@@ -428,7 +422,7 @@ class ParallelChooser:
 
 
 # -- the worker process ------------------------------------------------------------------
-def _serve(conn: Any, nets: tuple[Any, Any, Any], bufs: _Buffers, *args: Any) -> None:
+def _serve(conn: Any, nets: tuple[Any, Any], bufs: _Buffers, *args: Any) -> None:
     """The worker process's work (see :class:`crl.fast.critic_worker.WorkerProcess`): a
     :class:`_Server` on the pipe ``conn``.
     """
@@ -441,7 +435,7 @@ class _Server:
     def __init__(
         self,
         conn: Any,
-        nets: tuple[list[Any], tuple[Any, Any, Any], tuple[list[th.Tensor], list[th.Tensor]]],
+        nets: tuple[list[Any], tuple[Any, Any, Any]],
         bufs: _Buffers,
         theirs: list[int],
         taps: dict[int, list[int]],
@@ -450,8 +444,7 @@ class _Server:
         yield_after: int,
         idle_spin: float,
     ) -> None:
-        pairs, (latent, mu, log_std), (critic_params, target_params) = nets
-        self.critic_params, self.target_params = critic_params, target_params
+        pairs, (latent, mu, log_std) = nets
         self.conn, self.b, self.theirs, self.taps, self.obs_dim = conn, bufs, theirs, taps, obs_dim
         self.critics = [(Chain.of(list(q)[:-1]), q[-1]) for q, _ in pairs]
         self.targets = [(Chain.of(list(t)[:-1]), t[-1]) for _, t in pairs]
@@ -473,10 +466,8 @@ class _Server:
             for i, buf in zip(self.taps[k], self.b.feats[k][kind], strict=True):
                 buf.copy_(outs[i + 1])
 
-    def step(self, base: int, gamma: float, tau: float) -> None:
-        """The worker's half of one gradient step (phases as in the module docstring; ``tau``
-        below 0: no target update).
-        """
+    def step(self, base: int, gamma: float) -> None:
+        """The worker's half of one gradient step (phases as in the module docstring)."""
         b, ks = self.b, self.theirs
         batch = Batch(b.obs, b.actions, b.next_obs, b.dones, b.rewards, gamma)
         qs, saved = q_values(self.critics, th.cat([b.obs, b.actions], 1), False)
@@ -506,13 +497,11 @@ class _Server:
             for k, pair, outs in zip(ks, self.critics, saved, strict=True):
                 b.g_a[rows[k]] = action_grad_rows(*pair, outs, rows[k], self.obs_dim)
         self.ctl[_W] = base + 5
-        if tau >= 0:  # every critic is updated and read by the trainer only until the step ends
-            polyak(self.target_params, self.critic_params, tau)
         if self.split_actor:
             self.wait(base + 5)
             with th.no_grad():
                 th.mm(b.g_last.t(), b.h_prev, out=b.dw_last)
-        self.ctl[_W] = base + 6
+            self.ctl[_W] = base + 6
 
     def next_step(self, base: int) -> bool:
         """Wait for the step of phase base ``base``: spinning for up to :attr:`SacWorker.IDLE_SPIN`
@@ -547,7 +536,7 @@ class _Server:
         try:
             while self.next_step(base):
                 try:
-                    self.step(base, float(self.b.args[0]), float(self.b.args[1]))
+                    self.step(base, float(self.b.gamma[0]))
                 except _Stop:
                     return
                 except Exception as e:
