@@ -13,6 +13,7 @@ optimizer's own) to call the hooks as ``opt.step()`` would: it is the one place 
 
 from __future__ import annotations
 
+import functools
 from itertools import chain
 from typing import Any
 
@@ -110,13 +111,24 @@ def _pre_hooks(opt: torch.optim.Optimizer) -> None:
             raise RuntimeError(f"an optimizer step pre-hook must return None or (args, kwargs), got {result}")
 
 
+@functools.cache
+def _ones(n: int, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Scalar ones, ``n`` of ``dtype`` (read only), to add to the step counters.
+
+    ``torch._foreach_add_(steps, _ones(...))`` adds 1 as ``_foreach_add_(steps, 1)`` does, about
+    3x faster on the CPU (no scalar to wrap per tensor; 7.7 us against 22.6 us for 10 counters,
+    one-off timing on the 2-core EPYC).
+    """
+    return [torch.ones((), dtype=dtype) for _ in range(n)]
+
+
 def _fused_kernel(groups: KernelArgs) -> None:
     """Torch's fused Adam (or AdamW) kernel on every group's tensors, counters first."""
     with torch.no_grad():
         for group, (params, grads, exp_avgs, exp_avg_sqs, steps) in groups:
             if not params:
                 continue
-            torch._foreach_add_(steps, 1)
+            torch._foreach_add_(steps, _ones(len(steps), steps[0].dtype))
             kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
             beta1, beta2 = group["betas"]
             kernel(

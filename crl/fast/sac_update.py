@@ -70,6 +70,7 @@ __all__ = [
     "soft_target",
     "step_actor",
     "unsupported",
+    "weight_grad",
 ]
 
 #: SB3's ``SquashedDiagGaussianDistribution`` epsilon in ``log(1 - tanh(u)^2 + eps)``.
@@ -187,10 +188,27 @@ class Chain:
             for k in range(len(self.linears) - 1, -1, -1):
                 g = self.act_backward(k, g, outs[k + 1])
                 if params:
-                    grads[:0] = [g.t() @ outs[k], g.sum(0)]
+                    grads[:0] = [weight_grad(g, outs[k]), g.sum(0)]
                 if k > 0:
                     g = g @ self.linears[k].weight
         return grads, g
+
+
+def weight_grad(g: th.Tensor, x: th.Tensor) -> th.Tensor:
+    """A ``Linear`` layer's weight gradient ``g.T @ x`` from the gradient ``g`` at its output and
+    its input ``x`` (rows: the batch). For a layer narrower at the input than at the output
+    (e.g. a first layer) it is computed as ``(x.T @ g).T``: on the 2-core AVX2 EPYC,
+    ``g.T @ x`` took 167 us for a 256x256 gradient and an 11-column input, ``(x.T @ g).T`` 35 us.
+
+    Example:
+        >>> g, x = th.randn(8, 5), th.randn(8, 2)
+        >>> th.allclose(weight_grad(g, x), g.T @ x)
+        True
+    """
+    with th.no_grad():
+        if x.shape[1] < g.shape[1]:
+            return (x.t() @ g).t().contiguous()
+        return g.t() @ x
 
 
 def _head_grads(g: th.Tensor, h: th.Tensor) -> list[th.Tensor]:
@@ -471,7 +489,7 @@ def action_grad_rows(chain: Chain, head: nn.Linear, outs: list[th.Tensor], rows:
     with th.no_grad():
         g_h = head.weight.expand(len(rows), -1)  # d(min_q)/d(h) on these rows
         _, g_first = chain.backward([o.index_select(0, rows) for o in outs], g_h, params=False)
-        return g_first @ chain.linears[0].weight[:, obs_dim:]
+        return (chain.linears[0].weight[:, obs_dim:].t() @ g_first.t()).t()  # faster than g @ W[:, od:]
 
 
 def min_rows(qs: th.Tensor) -> tuple[th.Tensor, list[th.Tensor]]:
@@ -554,10 +572,12 @@ def actor_step(
 
 def polyak(targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
     """SB3's ``polyak_update`` (``target = (1 - tau) * target + tau * source``, the same two
-    operations per tensor) as one ``torch._foreach`` pair.
+    operations per tensor) as one ``torch._foreach`` pair; the factor ``1 - tau`` goes in as a
+    tensor of the targets' dtype (the same product; the CPU's ``_foreach_mul_`` wraps a Python
+    number once per tensor, 2x slower).
     """
     with th.no_grad():
-        th._foreach_mul_(targets, 1 - tau)
+        th._foreach_mul_(targets, th.tensor(1 - tau, dtype=targets[0].dtype))
         th._foreach_add_(targets, sources, alpha=tau)
 
 

@@ -88,6 +88,7 @@ from crl.fast.sac_update import (
     set_grads,
     soft_target,
     step_actor,
+    weight_grad,
 )
 
 __all__ = ["ParallelChooser", "SacWorker", "parallel_gradient_step"]
@@ -499,8 +500,7 @@ class _Server:
         self.ctl[_W] = base + 5
         if self.split_actor:
             self.wait(base + 5)
-            with th.no_grad():
-                th.mm(b.g_last.t(), b.h_prev, out=b.dw_last)
+            b.dw_last.copy_(weight_grad(b.g_last, b.h_prev))
             self.ctl[_W] = base + 6
 
     def next_step(self, base: int) -> bool:
