@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import multiprocessing as mp
 import os
 import platform
@@ -120,6 +121,7 @@ def share_in_place(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     return [t.detach() for t in tensors]
 
 
+@functools.cache
 def shared_memory_safe() -> bool:
     """Whether this CPU orders stores as x86 does, which the shared-memory handshake relies on."""
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")

@@ -176,6 +176,7 @@ class SacWorker:
         self.ctl = self.bufs.ctl_t.numpy()
         self.params = [*plan.critic_params, *plan.target_params, *plan.pi.params()]
         self.shared = share_in_place(self.params)
+        self._ptrs = [t.data_ptr() for t in self.shared]
         self.split_actor = _last_hidden(plan.actor) is not None
         self._seq = 0
         nets = (self._worker_critics(), self._worker_actor())
@@ -222,7 +223,8 @@ class SacWorker:
         and the Polyak update then change them where the worker reads them; a parameter given
         new storage (``p.data = ...``) is moved back (:func:`crl.fast.critic_worker.keep_shared`).
         """
-        keep_shared(self.params, self.shared)
+        if [p.data_ptr() for p in self.params] != self._ptrs:  # three times a step: the quick look first
+            keep_shared(self.params, self.shared)
 
     @property
     def closed(self) -> bool:
