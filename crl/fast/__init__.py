@@ -6,7 +6,7 @@ it only makes rollouts and updates cheaper. One line per module:
 - :mod:`crl.fast.ppo`: :class:`FastPPO`, SB3's ``PPO`` with a leaner rollout loop and update.
 - :mod:`crl.fast.sac`: :class:`FastSAC`, SB3's ``SAC`` with hand-written gradient steps and leaner acting.
 - :mod:`crl.fast.sac_update`: one SAC gradient step by hand (actor, entropy coefficient, critics, targets).
-- :mod:`crl.fast.sac_worker`: half of the twin critics of a SAC gradient step in a second process.
+- :mod:`crl.fast.sac_worker`: half of a SAC gradient step's large products in a second process.
 - :mod:`crl.fast.update`: one update; each minibatch half's strategy (by hand, autograd, worker), chosen once.
 - :mod:`crl.fast.gaussian`: SB3's diagonal-Gaussian terms op for op, and PPO's Gaussian loss by hand.
 - :mod:`crl.fast.rollout`: a rollout's values and log-probabilities, computed in batches after its steps.

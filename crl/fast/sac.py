@@ -17,9 +17,10 @@ only in overheads, where the agent's configuration allows (:meth:`FastSAC.fast_p
   directly instead of walking the modules twice per step;
 - the logger gets the means of the step's values once per ``train`` call;
 - with ``parallel_update`` (default: automatic, on x86 machines with 2+ usable cores and
-  networks big enough to pay), half of the twin critics' work of every gradient step runs in a
-  worker process (:class:`crl.fast.sac_worker.SacWorker`) while the trainer computes the other
-  half and the actor's: bitwise the same parameters after each step.
+  networks big enough to pay), about half of every gradient step's large products (critic 1's
+  passes and gradients, the actor's pass on the next observations, a weight gradient of the
+  actor) run in a worker process (:class:`crl.fast.sac_worker.SacWorker`) while the trainer
+  computes the rest and steps the optimizers: bitwise the same parameters after each step.
 
 Where the configuration is outside these (gSDE, other networks or features extractors, hooks
 other than crl's feature capture, a replay buffer other than SB3's plain ``ReplayBuffer``,
@@ -70,7 +71,7 @@ class FastSAC(SAC):
     step (``False``: SB3's, see :meth:`fast_path_reason`).
 
     Args:
-        parallel_update: compute half of the twin critics' work of each gradient step in a
+        parallel_update: compute about half of each gradient step's large products in a
             worker process (``True``), never (``False``), or when it pays (``None``: 2+ usable
             cores and ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`, and then
             while timed probes find it faster than one process, :class:`ParallelChooser`); only
