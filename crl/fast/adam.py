@@ -8,7 +8,8 @@ other optimizer, or an Adam with options the kernel call here leaves out, takes 
 ``opt.step()``.
 
 This module reads torch's private hook tables (``torch.optim.optimizer``'s global hooks and the
-optimizer's own) to call the hooks as ``opt.step()`` would: it is the one place in crl that does.
+optimizer's own) to call the hooks as ``opt.step()`` would and to tell whether they are local
+(:func:`local_hooks`): it is the one place in crl that does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch.optim import optimizer as _optim
 
-__all__ = ["eligible", "kernel_args", "step"]
+__all__ = ["eligible", "kernel_args", "local_hooks", "step"]
 
 #: Per parameter group: the group and its lists of parameters, gradients, first and second
 #: moments and step counters, as torch's fused Adam kernel takes them.
@@ -101,6 +102,36 @@ def step(opt: torch.optim.Optimizer) -> None:
         _fused_kernel(groups)
     for post_hook in chain(opt._optimizer_step_post_hooks.values(), _optim._global_optimizer_post_hooks.values()):
         post_hook(opt, (opt,), {})
+
+
+def local_hooks(opt: torch.optim.Optimizer | None) -> bool:
+    """Whether every step hook ``opt.step()`` calls (global and the optimizer's, before and
+    after the step) is a method of an object that declares ``local_step_hooks = True``: its
+    hooks read or write only the stepped optimizer's parameters, gradients and state, or raise,
+    and draw nothing from torch's global generator (:class:`crl.run.callbacks.NanGuard`, crl's
+    weight regularisers). Work that does not touch that optimizer may then run before its step
+    or beside it (another process) with the same results. ``None`` (no optimizer): ``True``.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(1))
+        >>> opt = torch.optim.Adam([p])
+        >>> local_hooks(opt)
+        True
+        >>> handle = opt.register_step_post_hook(lambda o, args, kwargs: torch.rand(1))
+        >>> local_hooks(opt)
+        False
+        >>> handle.remove()
+    """
+    if opt is None:
+        return True
+    tables = (
+        _optim._global_optimizer_pre_hooks,
+        opt._optimizer_step_pre_hooks,
+        opt._optimizer_step_post_hooks,
+        _optim._global_optimizer_post_hooks,
+    )
+    owners = [getattr(h, "__self__", None) for t in tables for h in t.values()]
+    return all(getattr(owner, "local_step_hooks", False) is True for owner in owners)
 
 
 def _pre_hooks(opt: torch.optim.Optimizer) -> None:

@@ -421,8 +421,10 @@ def set_grads(opt: th.optim.Optimizer, params: list[th.Tensor], grads: list[th.T
         accumulate_grad(p, g)
 
 
-def entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor | None]:
-    """The entropy coefficient of this step, and (automatic tuning) its loss, after its optimizer's step."""
+def entropy_step(model: Any, log_prob: th.Tensor, step: Any) -> tuple[th.Tensor, th.Tensor | None]:
+    """The entropy coefficient of this step, and (automatic tuning) its loss, after its
+    optimizer's step (``step(opt)``).
+    """
     log_ent_coef, opt = model.log_ent_coef, model.ent_coef_optimizer
     if opt is None or log_ent_coef is None:
         return model.ent_coef_tensor, None
@@ -432,7 +434,7 @@ def entropy_step(model: Any, log_prob: th.Tensor) -> tuple[th.Tensor, th.Tensor 
         loss = -(log_ent_coef * err).mean()
         grad = (err * (-1.0 / err.numel())).sum().reshape(log_ent_coef.shape)
     set_grads(opt, [log_ent_coef], [grad])
-    opt.step()
+    step(opt)
     return ent_coef, loss
 
 
@@ -591,7 +593,7 @@ def gradient_step(plan: SacPlan, model: Any, batch: Batch, polyak: bool, step: A
     ``step(opt)`` steps an optimizer, ``polyak``: update the target critics after it.
     """
     cur = plan.actor_sample(batch.observations, hooks=True)
-    ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
+    ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1), step)
     critic_loss = critic_step(plan, model, batch, ent_coef, step)
     actor_loss = actor_step(plan, model, batch.observations, cur, ent_coef, step)
     if polyak:

@@ -12,10 +12,13 @@ actor's pass on the batch, its backward pass below the last hidden layer and eve
 step (with their hooks). The two meet six times per gradient step through a few integers in
 shared memory:
 
-1. the trainer publishes the actor's actions on the batch, the entropy coefficient and the
-   Gaussian noise of the next observations' actions (the draw ``actor_sample`` would make);
-   the worker, which meanwhile computed its critics' values on the batch, computes the actor's
-   actions and log-probabilities on the next observations;
+1. the trainer publishes the actor's actions on the batch and the Gaussian noise of the next
+   observations' actions (the draw ``actor_sample`` would make after the entropy coefficient's
+   step; drawn before that step where its optimizer's hooks are local,
+   :func:`crl.fast.adam.local_hooks`, the same numbers, so that the step runs beside the
+   worker's pass), then the entropy coefficient; the worker, which meanwhile computed its
+   critics' values on the batch, computes the actor's actions and log-probabilities on the next
+   observations;
 2. with them, each side computes its target critics' values on the next observations;
 3. with all target values, each side computes the soft Bellman target itself (the same
    operations on the same numbers) and its critics' gradients; the trainer makes the worker's
@@ -69,6 +72,7 @@ from typing import Any
 import torch as th
 from torch import nn
 
+from crl.fast.adam import local_hooks
 from crl.fast.critic_worker import WorkerProcess, hookless_copy, keep_shared, share_in_place, shared_memory_safe
 from crl.fast.sac_update import (
     Batch,
@@ -290,16 +294,24 @@ def _publish(bufs: Any, name: str, ks: list[int], values: list[th.Tensor]) -> No
         buf[k].copy_(v)
 
 
+def _publish_actions(w: SacWorker, cur: dict[str, th.Tensor], base: int) -> None:
+    """Phase 1: the actor's actions on the batch, and the noise of its pass on the next
+    observations, drawn where one process's ``actor_sample`` draws it (right after the entropy
+    coefficient's step: the same numbers before it, where that optimizer's hooks are local).
+    """
+    with th.no_grad():
+        w.bufs.eps_next.normal_()
+        w.bufs.a_pi.copy_(cur["a"])
+    w.signal(base + 1)
+
+
 def _critic_half(
     w: SacWorker, model: Any, batch: Batch, cur: dict[str, th.Tensor], ent_coef: th.Tensor, step: Any, base: int
 ) -> th.Tensor:
     """The trainer's part of :func:`crl.fast.sac_update.critic_step`; returns the critics' loss."""
     plan, b, mine = w.plan, w.bufs, w.mine
     with th.no_grad():
-        b.eps_next.normal_()  # the draw actor_sample(next observations) makes here in one process
-        b.a_pi.copy_(cur["a"])
         b.ent_coef.copy_(ent_coef)
-    w.signal(base + 1)
     qs, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, batch.actions], 1), True)
     w.wait(base + 1)  # the worker's critics on the batch, the actor's next actions
     w.replay(0)
@@ -365,7 +377,12 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     try:
         base = w.start(batch)
         cur = plan.actor_sample(batch.observations, hooks=True)
-        ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1))
+        early = local_hooks(model.ent_coef_optimizer)
+        if early:  # the worker's pass on the next observations beside the entropy coefficient's step
+            _publish_actions(w, cur, base)
+        ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1), step)
+        if not early:
+            _publish_actions(w, cur, base)
         critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
         min_q, dq_da = _actor_half(w, batch, cur, base)
         actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)

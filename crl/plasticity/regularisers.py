@@ -69,7 +69,12 @@ class ParamIntervention(Intervention):
 
     Subclasses override :meth:`_before_step` (add penalty gradients) and/or
     :meth:`_after_step` (constrain weights); both get one optimizer and run under no_grad.
+    A subclass whose hooks touch only that optimizer's parameters and gradients and draw no
+    random numbers sets :attr:`local_step_hooks` (:func:`crl.fast.adam.local_hooks`).
     """
+
+    #: Whether the step hooks act only on the stepped optimizer's own parameters and draw nothing.
+    local_step_hooks = False
 
     def _on_attach(self, model: Any) -> None:
         self.params = optimized_parameters(model)
@@ -123,6 +128,7 @@ class L2Init(ParamIntervention):
     """
 
     name = "l2_init"
+    local_step_hooks = True
 
     def __init__(self, strength: float = 1e-3) -> None:
         self.strength = check_non_negative("strength", strength)
@@ -178,6 +184,7 @@ class Parseval(ParamIntervention):
     """
 
     name = "parseval"
+    local_step_hooks = True
 
     def __init__(self, strength: float = 1e-3, scale: float = 1.0) -> None:
         self.strength = check_non_negative("strength", strength)
@@ -238,6 +245,7 @@ class WeightClip(ParamIntervention):
     """
 
     name = "weight_clip"
+    local_step_hooks = True
 
     def __init__(self, kappa: float = 1.0, init: str = "lecun_uniform") -> None:
         self.kappa = check_non_negative("kappa", kappa, strict=True)
@@ -282,6 +290,7 @@ class OptimizerReset(ParamIntervention):
     """
 
     name = "reset_optimizer"
+    local_step_hooks = True
     needs_boundaries = True
 
     def __init__(self) -> None:

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from crl.fast.adam import eligible, kernel_args, step
+from crl.fast.adam import eligible, kernel_args, local_hooks, step
+from crl.plasticity.regularisers import L2Init, ParamIntervention
+from crl.run.callbacks import NanGuard
 
 
 @pytest.mark.parametrize(
@@ -74,3 +77,41 @@ def test_lean_step_leaves_other_optimizers_to_their_own_step():
     assert kernel_args(opt) is not None and opt.state[p]["step"].item() == 1
     opt.step = lambda: None  # patched on the instance (as an LR scheduler does): left to it
     assert not eligible(opt)
+
+
+def test_local_hooks_are_those_of_owners_that_declare_them():
+    """NanGuard's and the weight regularisers' hooks are local; a plain function, another
+    intervention's method or a global hook is not (it may draw or write other parameters)."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    opt = torch.optim.Adam(net.parameters())
+    assert local_hooks(opt) and local_hooks(None)
+    guard = NanGuard()
+    opt.register_step_pre_hook(guard._grad_guard)
+    net.optimizer = opt
+    L2Init(1e-3).attach(net)
+    assert local_hooks(opt)
+    handle = opt.register_step_post_hook(lambda o, args, kwargs: torch.rand(1))
+    assert not local_hooks(opt)
+    handle.remove()
+
+    class Noisy(ParamIntervention):  # does not declare its hooks local
+        name = "noisy_test"
+
+        def _after_step(self, optimizer):
+            torch.rand(1)
+
+    other = torch.optim.Adam(net.parameters())
+    other.register_step_pre_hook(guard._grad_guard)
+    net.optimizer = other
+    Noisy().attach(net)
+    assert not local_hooks(other) and local_hooks(opt)
+    handle = register_optimizer_step_pre_hook(guard._grad_guard)
+    try:
+        assert local_hooks(opt)  # a local owner's global hook
+    finally:
+        handle.remove()
+    handle = register_optimizer_step_pre_hook(lambda o, args, kwargs: None)
+    try:
+        assert not local_hooks(opt)
+    finally:
+        handle.remove()

@@ -17,8 +17,10 @@ import torch
 
 import crl  # noqa: F401  (registers the crl/ env ids)
 from crl.fast import sac as fastsac
+from crl.fast.adam import local_hooks
 from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
 from crl.fast.sac_worker import ParallelChooser, SacWorker
+from crl.run.callbacks import NanGuard
 from tests._models import fast_cbp_run
 from tests._procs import process_alive
 from tests._resume import check_resumes_exactly, rows
@@ -42,9 +44,11 @@ def _params(model):
     return torch.cat([p.detach().flatten() for p in [*model.policy.parameters(), model.log_ent_coef] if p is not None])
 
 
-def _train(parallel, steps=260, **kw):
+def _train(parallel, steps=260, setup=None, **kw):
     torch.set_num_threads(1)
     model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=parallel, **{**KW, **kw})
+    if setup is not None:
+        setup(model)
     model.learn(steps)
     used = model.parallel_steps
     model.close_workers()
@@ -62,6 +66,32 @@ def test_parallel_steps_equal_one_process_bitwise(case):
     for name in ("actor", "critic"):  # the optimizers' state too
         sa, sb = (getattr(m, name).optimizer.state_dict()["state"] for m in (a, b))
         assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+
+
+def _entropy_hook_that_draws_and_writes_the_actor(model):
+    """Not local (crl.fast.adam.local_hooks): the next actions' noise is drawn after it."""
+    w = model.actor.latent_pi[0].weight
+
+    def hook(opt, args, kwargs):
+        with torch.no_grad():
+            w.add_(torch.rand(w.shape) * 1e-3)
+
+    model.ent_coef_optimizer.register_step_post_hook(hook)
+
+
+def _nan_guard_on_every_optimizer(model):
+    """Local hooks: the worker's pass on the next observations runs beside the entropy step."""
+    guard = NanGuard()
+    for opt in (model.actor.optimizer, model.critic.optimizer, model.ent_coef_optimizer):
+        opt.register_step_pre_hook(guard._grad_guard)
+
+
+@pytest.mark.parametrize("setup", [_entropy_hook_that_draws_and_writes_the_actor, _nan_guard_on_every_optimizer])
+def test_the_entropy_steps_hooks_see_the_one_process_order(setup):
+    (a, _), (b, used_b) = _train(False, steps=200, setup=setup), _train(True, steps=200, setup=setup)
+    assert used_b == b._n_updates == 100
+    assert local_hooks(b.ent_coef_optimizer) is (setup is _nan_guard_on_every_optimizer)
+    assert torch.equal(_params(a), _params(b))
 
 
 def test_continual_backprop_sees_the_workers_critic_features_and_replaces_units():

@@ -29,6 +29,10 @@ class NanGuard(CrlCallback):
         >>> _ = model.learn(128, callback=NanGuard())
     """
 
+    #: Its optimizer hook only reads the stepped optimizer's gradients (and raises):
+    #: :func:`crl.fast.adam.local_hooks`.
+    local_step_hooks = True
+
     def __init__(self) -> None:
         super().__init__()
         self._hooks: list[Any] = []
