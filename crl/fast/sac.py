@@ -52,7 +52,16 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 
 from crl.fast import adam
-from crl.fast.sac_update import Batch, SacPlan, StepOut, gradient_step, sample_batch, signature, unsupported
+from crl.fast.sac_update import (
+    Batch,
+    SacPlan,
+    StepOut,
+    gradient_step,
+    module_parameters,
+    sample_batch,
+    signature,
+    unsupported,
+)
 from crl.fast.sac_worker import ParallelChooser, SacWorker, parallel_gradient_step
 from crl.plasticity.optimizers import fused_optimizers
 from crl.system import usable_cores
@@ -86,7 +95,7 @@ class FastSAC(SAC):
     parallel_update: bool | None = None
     parallel_steps: int = 0
     _plan: SacPlan | None = None
-    _miss: tuple[Any, ...] | None = None  # the policy (and its signature) that has no plan
+    _miss: tuple[Any, ...] | None = None  # the policy (its signature, its parameters kept) that has no plan
     _sac_worker: SacWorker | None = None
     _chooser: ParallelChooser | None = None
 
@@ -170,12 +179,13 @@ class FastSAC(SAC):
         if plan is not None and plan.matches(self.policy):
             return plan
         self._plan = None
-        key = (self.policy, signature(list(self.policy.modules())))
-        if self._miss != key:
+        modules = list(self.policy.modules())
+        key = (self.policy, signature(modules))
+        if self._miss is None or self._miss[:2] != key:
             if self.fast_path_reason() is None:
                 self._plan = SacPlan(self.policy)
             else:
-                self._miss = key  # not again until the policy changes
+                self._miss = (*key, module_parameters(modules))  # not again until the policy changes
         return self._plan
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:

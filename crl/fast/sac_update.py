@@ -61,6 +61,7 @@ __all__ = [
     "gradient_step",
     "head_grads",
     "min_rows",
+    "module_parameters",
     "polyak",
     "polyak_update",
     "q_values",
@@ -256,15 +257,26 @@ def unsupported(policy: Any) -> str | None:
 
 
 def signature(modules: list[nn.Module]) -> tuple[Any, ...]:
-    """What :meth:`SacPlan.matches` compares: per module, its children, parameters and hooks
-    (a layer or parameter swapped, a hook added or removed), and whether global hooks are set.
+    """What :meth:`SacPlan.matches` compares: per module, its children, its parameters' ids and
+    its hooks (a layer or parameter swapped, a hook added or removed), and whether global hooks
+    are set. Parameters enter by id (``==`` on two tensors compares their values): whoever keeps a
+    signature keeps those parameters alive too (:func:`module_parameters`), so that no new
+    parameter takes an old one's id.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2))
+        >>> before = signature(list(net.modules()))
+        >>> kept = module_parameters(list(net.modules()))
+        >>> net[0].weight = nn.Parameter(net[0].weight.detach().clone())  # the same values
+        >>> signature(list(net.modules())) == before
+        False
     """
     return (
         global_module_hooks(),
         tuple(
             (
                 tuple(m._modules.values()),
-                tuple(m._parameters.values()),
+                tuple(map(id, m._parameters.values())),
                 tuple(m._forward_hooks),
                 len(m._forward_pre_hooks),
                 len(m._backward_hooks),
@@ -273,6 +285,11 @@ def signature(modules: list[nn.Module]) -> tuple[Any, ...]:
             for m in modules
         ),
     )
+
+
+def module_parameters(modules: list[nn.Module]) -> list[th.Tensor]:
+    """Every parameter held directly by one of ``modules`` (what :func:`signature` identifies by id)."""
+    return [p for m in modules for p in m._parameters.values() if p is not None]
 
 
 class SacPlan:
@@ -295,6 +312,7 @@ class SacPlan:
         self.obs_dim = self.critics[0][0].linears[0].in_features - actor.mu.out_features
         self.all_modules = list(policy.modules())
         self._signature = self._hooks()
+        self._pinned = module_parameters(self.all_modules)  # their ids are in the signature
 
     @classmethod
     def of(cls, policy: Any) -> SacPlan | None:

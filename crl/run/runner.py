@@ -52,6 +52,7 @@ from crl.run.callbacks import (
     logging_callbacks,
 )
 from crl.run.callbacks.checkpoints import FinalCheckpoint
+from crl.run.callbacks.nan_guard import check_parameters
 from crl.run.envs import check_env_make, make_vec_env
 from crl.run.folder import RunFolder
 from crl.run.lock import RunLock
@@ -167,7 +168,10 @@ class Runner:
 
     # -- checkpoints -------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write the checkpoint and the matching status."""
+        """Write the checkpoint and the matching status (after :func:`check_parameters`: a
+        non-finite parameter stops the run instead of being checkpointed).
+        """
+        check_parameters(self.model, self.model.num_timesteps)
         state = {
             "format": CHECKPOINT_FORMAT,
             "model": model_state(self.model),

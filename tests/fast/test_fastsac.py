@@ -121,6 +121,28 @@ def test_a_module_swapped_between_steps_is_seen():
     assert model.fast_path is False and "ELU" in model.fast_path_reason()
 
 
+def test_a_parameter_replaced_between_steps_is_trained_as_sb3_trains_it():
+    """A layer's weight replaced by a new Parameter (the same values), in its optimizer too: the
+    next step builds a new plan on it (no tensor comparison of the old and new) and the run
+    goes on as SB3's does with the same replacement."""
+    runs = []
+    for cls in (SAC, FastSAC):
+        torch.set_num_threads(1)
+        model = cls("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+        model.learn(150)
+        lin, opt = model.critic.qf1[2], model.critic.optimizer
+        old = lin.weight
+        lin.weight = torch.nn.Parameter(old.detach().clone())
+        group = opt.param_groups[0]
+        group["params"] = [lin.weight if p is old else p for p in group["params"]]
+        opt.state[lin.weight] = opt.state.pop(old)
+        model.learn(50, reset_num_timesteps=False)
+        assert not torch.equal(lin.weight, old)  # the new one trained
+        runs.append(model)
+    assert runs[1].fast_path is True
+    torch.testing.assert_close(_params(runs[1]), _params(runs[0]), rtol=1e-3, atol=2e-4)
+
+
 @pytest.mark.parametrize(
     ("agent", "fast"),
     [

@@ -6,6 +6,7 @@ import csv
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from crl.run.callbacks import Checkpointer, CrlCallbacks, LossLogger, RegimeLogger, RegimeSummary
 
@@ -152,6 +153,38 @@ def test_nan_guard_stops_on_a_non_finite_loss(bad):
     model.logger.record("train/loss", bad)
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         guard.check()
+
+
+@pytest.mark.parametrize("every", [1, 1000])
+def test_nan_guard_looks_at_the_parameters_every_param_every_steps(every):
+    import gymnasium as gym
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.logger import Logger
+
+    from crl.errors import NonFiniteLossError
+    from crl.run.callbacks import NanGuard
+
+    model = SAC("MlpPolicy", gym.make("Pendulum-v1"))
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    guard = NanGuard(param_every=every)
+    guard.init_callback(model)
+    guard.on_rollout_start()  # step 0: looked, fine
+    with torch.no_grad():
+        model.critic_target.qf1[2].bias[0] = float("inf")
+    for step in (1, 500, 999):
+        model.num_timesteps = step
+        guard.on_step()  # as SB3 calls it after each env step
+        if every == 1:
+            with pytest.raises(NonFiniteLossError, match=f"non-finite parameter at global step {step}"):
+                guard.on_rollout_start()
+            return
+        guard.on_rollout_start()  # not looked at yet
+    model.num_timesteps = 1000
+    guard.on_step()
+    with pytest.raises(NonFiniteLossError, match="non-finite parameter at global step 1000"):
+        guard.on_rollout_start()
+    with pytest.raises(NonFiniteLossError, match="non-finite parameter"):
+        guard.check()  # the end's check looks at once
 
 
 def test_regimes_csv_has_the_summary_columns_whatever_the_segments_saw(tmp_path):

@@ -174,6 +174,39 @@ def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path)
     assert all(np.isfinite(v.numpy()).all() for v in ckpt["model"]["params"]["policy"].values())
 
 
+def test_a_parameter_made_nan_outside_an_optimizer_step_is_never_checkpointed(tmp_path):
+    """A callback writes NaN into a weight at a rollout boundary, after NanGuard's look and
+    before the checkpoint: the checkpoint's own parameter check fails the run there."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Poison(BaseCallback):
+        def _on_step(self):
+            return True
+
+        def _on_rollout_start(self):
+            if self.num_timesteps == 512:
+                with torch.no_grad():
+                    next(self.model.policy.parameters()).view(-1)[0] = float("nan")
+
+    cfg = RunConfig(
+        env="CartPole-v1",
+        agent="ppo",
+        steps=2048,
+        run_dir=str(tmp_path),
+        wandb="disabled",
+        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
+        checkpoint_every=256,
+        progress=False,
+    )
+    with pytest.raises(NonFiniteLossError, match="non-finite parameter at global step 512"):
+        train(cfg, callbacks=[Poison()])
+    run = tmp_path / "default" / "CartPole-v1__ppo__s0"
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    from crl.checkpoint import load
+
+    assert load(run / "checkpoints" / "last.pt")["model"]["num_timesteps"] == 256
+
+
 def test_sigkill_then_resume_with_worker_processes_matches_in_process_run(tmp_path, crl_cli):
     """Envs simulated in worker processes (``--vec-env proc``): killed and resumed, the run equals
     an uninterrupted run with in-process envs row for row."""
