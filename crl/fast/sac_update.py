@@ -379,13 +379,16 @@ class SquashedActor:
         return out[:, :n], out[:, n:], w
 
     def act(self, obs: th.Tensor) -> th.Tensor:
-        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks."""
+        """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: each head its own
+        product as in SB3 (one or a few rows: the side-by-side heads of :meth:`heads` pay for
+        their concatenation here), and the standard deviation ``exp(log_std)`` without SB3's
+        product with ones (the same numbers).
+        """
         h = self.chain.forward(obs, hooks=False)[-1]
-        mean, raw_log_std, _ = self.heads(h)
         with th.no_grad():
-            log_std = th.clamp(raw_log_std, LOG_STD_MIN, LOG_STD_MAX)
-            std = th.ones_like(mean) * log_std.exp()
-            return th.tanh(mean + th.empty(mean.shape).normal_() * std)
+            mean = linear(h, self.mu.weight, self.mu.bias)
+            log_std = th.clamp(linear(h, self.log_std.weight, self.log_std.bias), LOG_STD_MIN, LOG_STD_MAX)
+            return th.tanh(mean + th.empty(mean.shape).normal_() * log_std.exp())
 
     def sample(self, obs: th.Tensor, hooks: bool, eps: th.Tensor | None = None) -> dict[str, th.Tensor]:
         """SB3's ``actor.action_log_prob(obs)``: squashed actions and log-probabilities, with
