@@ -344,9 +344,9 @@ class SacPlan:
         """SB3's ``actor(obs)`` (a squashed action, sampled), without hooks: what ``predict`` acts with."""
         return self.pi.act(obs)
 
-    def actor_sample(self, obs: th.Tensor, hooks: bool) -> dict[str, th.Tensor]:
-        """SB3's ``actor.action_log_prob(obs)`` (:meth:`SquashedActor.sample`)."""
-        return self.pi.sample(obs, hooks)
+    def actor_sample(self, obs: th.Tensor, hooks: bool, eps: th.Tensor | None = None) -> dict[str, th.Tensor]:
+        """SB3's ``actor.action_log_prob(obs)`` (:meth:`SquashedActor.sample`, noise ``eps`` or drawn)."""
+        return self.pi.sample(obs, hooks, eps)
 
 
 @dataclass

@@ -12,13 +12,13 @@ actor's pass on the batch, its backward pass below the last hidden layer and eve
 step (with their hooks). The two meet six times per gradient step through a few integers in
 shared memory:
 
-1. the trainer publishes the actor's actions on the batch and the Gaussian noise of the next
-   observations' actions (the draw ``actor_sample`` would make after the entropy coefficient's
-   step; drawn before that step where its optimizer's hooks are local,
-   :func:`crl.fast.adam.local_hooks`, the same numbers, so that the step runs beside the
-   worker's pass), then the entropy coefficient; the worker, which meanwhile computed its
-   critics' values on the batch, computes the actor's actions and log-probabilities on the next
-   observations;
+1. the trainer publishes the Gaussian noise of the actor's actions on the next observations
+   (the draw ``actor_sample`` makes after the entropy coefficient's step in one process; where
+   that optimizer's hooks are local, :func:`crl.fast.adam.local_hooks`, nothing draws between
+   the step's two draws, so the trainer makes both before the step starts, the same numbers),
+   its actor's actions on the batch, then the entropy coefficient; the worker, which meanwhile
+   computed its critics' values on the batch, computes the actor's actions and
+   log-probabilities on the next observations (at once, with the noise drawn first);
 2. with them, each side computes its target critics' values on the next observations;
 3. with all target values, each side computes the soft Bellman target itself (the same
    operations on the same numbers) and its critics' gradients; the trainer makes the worker's
@@ -141,6 +141,7 @@ class _Buffers:
         self.g_last, self.h_prev, self.dw_last = z(b, shape[0]), z(b, shape[1]), z(*shape)
         self.ctl_t = th.tensor([0, 0, 1], dtype=th.int64).share_memory_()
         self.gamma = th.zeros(1, dtype=th.float64).share_memory_()  # the step's discount
+        self.noise_first = th.zeros(1, dtype=th.int64).share_memory_()  # 1: eps_next drawn before phase 0
 
 
 def _last_hidden(chain: Chain) -> nn.Linear | None:
@@ -236,8 +237,10 @@ class SacWorker:
         return self.handle.closed
 
     # -- the trainer's side of the handshake ---------------------------------
-    def start(self, batch: Batch) -> int:
-        """Copy ``batch`` into shared memory and start the worker's step; the step's phase base."""
+    def start(self, batch: Batch, noise_first: bool) -> int:
+        """Copy ``batch`` into shared memory and start the worker's step; the step's phase base.
+        ``noise_first``: ``bufs.eps_next`` holds the step's noise already (else it comes at phase 1).
+        """
         self.share()
         b = self.bufs
         pairs = ((b.obs, batch.observations), (b.actions, batch.actions), (b.next_obs, batch.next_observations))
@@ -246,6 +249,7 @@ class SacWorker:
         self._seq += 1
         base = self._seq * _PHASES
         b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
+        b.noise_first[0] = int(noise_first)
         self.ctl[_T] = base  # the step's phase 0: a spinning worker starts
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
             self._send(_WAKE)
@@ -294,15 +298,29 @@ def _publish(bufs: Any, name: str, ks: list[int], values: list[th.Tensor]) -> No
         buf[k].copy_(v)
 
 
-def _publish_actions(w: SacWorker, cur: dict[str, th.Tensor], base: int) -> None:
-    """Phase 1: the actor's actions on the batch, and the noise of its pass on the next
-    observations, drawn where one process's ``actor_sample`` draws it (right after the entropy
-    coefficient's step: the same numbers before it, where that optimizer's hooks are local).
+def _publish_actions(w: SacWorker, cur: dict[str, th.Tensor], base: int, draw: bool) -> None:
+    """Phase 1: the actor's actions on the batch and (``draw``) the noise of its pass on the next
+    observations, drawn where one process's ``actor_sample`` draws it, after the entropy
+    coefficient's step.
     """
     with th.no_grad():
-        w.bufs.eps_next.normal_()
+        if draw:
+            w.bufs.eps_next.normal_()
         w.bufs.a_pi.copy_(cur["a"])
     w.signal(base + 1)
+
+
+def _noise_first(w: SacWorker, batch: Batch) -> th.Tensor:
+    """The Gaussian noise of the actor's passes on the batch's observations and then on its next
+    observations (the latter into ``bufs.eps_next``), drawn before the step: the draws
+    ``actor_sample`` makes in one process, in their order, with only the actor's pass and the
+    entropy coefficient's step between them there, which draw nothing where that optimizer's
+    hooks are local (:func:`crl.fast.adam.local_hooks`; the actor's hooks are crl's feature
+    capture).
+    """
+    eps = th.empty(len(batch.observations), w.plan.mu.out_features).normal_()
+    w.bufs.eps_next.normal_()
+    return eps
 
 
 def _critic_half(
@@ -375,14 +393,15 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     """
     plan = w.plan
     try:
-        base = w.start(batch)
-        cur = plan.actor_sample(batch.observations, hooks=True)
-        early = local_hooks(model.ent_coef_optimizer)
-        if early:  # the worker's pass on the next observations beside the entropy coefficient's step
-            _publish_actions(w, cur, base)
+        first = local_hooks(model.ent_coef_optimizer)
+        eps = _noise_first(w, batch) if first else None  # the worker's pass on the next observations at once
+        base = w.start(batch, noise_first=first)
+        cur = plan.actor_sample(batch.observations, hooks=True, eps=eps)
+        if first:
+            _publish_actions(w, cur, base, draw=False)
         ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1), step)
-        if not early:
-            _publish_actions(w, cur, base)
+        if not first:
+            _publish_actions(w, cur, base, draw=True)
         critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
         min_q, dq_da = _actor_half(w, batch, cur, base)
         actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
@@ -493,7 +512,8 @@ class _Server:
         qs, saved = q_values(self.critics, th.cat([b.obs, b.actions], 1), False)
         _publish(b, "qs", ks, qs)
         self.features(0, saved)
-        self.wait(base + 1)
+        if not b.noise_first[0]:
+            self.wait(base + 1)
         nxt = self.actor.sample(b.next_obs, hooks=False, eps=b.eps_next)
         b.a_next.copy_(nxt["a"])
         b.next_log_prob.copy_(nxt["log_prob"])
