@@ -253,6 +253,10 @@ def unsupported(policy: Any) -> str | None:
     for q in [*critic.q_networks, *target.q_networks]:
         if why := _plain_mlp(q, None):
             return f"critic: {why}"
+    for net in (critic, target):
+        inside = {id(p) for q in net.q_networks for p in q.parameters()}
+        if any(id(p) not in inside for p in net.parameters()):
+            return "the critic has parameters outside its q_networks"
     return None
 
 

@@ -7,10 +7,10 @@ target critics) and the critics' parameters. :class:`SacWorker` computes these f
 half of the critics (critic 1 of SB3's two) in a worker process while the trainer computes them
 for the first half; the worker also computes the actor's pass on the next observations (with
 the noise the trainer drew for it) and the weight gradient of the actor's last hidden layer,
-so that each side does about half of the step's large products. The trainer computes the
-actor's pass on the batch, its backward pass below the last hidden layer and every optimizer
-step (with their hooks). The two meet six times per gradient step through a few integers in
-shared memory:
+so that each side does about half of the step's large products, and its critics' half of the
+Polyak update. The trainer computes the actor's pass on the batch, its backward pass below the
+last hidden layer and every optimizer step (with their hooks). The two meet six or seven times
+per gradient step through a few integers in shared memory:
 
 1. the trainer publishes the Gaussian noise of the actor's actions on the next observations
    (the draw ``actor_sample`` makes after the entropy coefficient's step in one process; where
@@ -29,10 +29,10 @@ shared memory:
 5. with all of them, each side takes the minimum and computes the action gradient of its rows;
 6. the trainer takes the actor loss's gradient down to the last hidden layer and publishes it
    with that layer's input; the worker computes the layer's weight gradient while the trainer
-   goes on down the layers; the trainer steps the actor (its parameters are shared too) and
-   makes the Polyak update of the target critics. (The Polyak update stays in the trainer, after
-   the actor's step: a hook of the actor's optimizer may write the critics, as Hare & Tortoise's
-   reset does.)
+   goes on down the layers; the trainer steps the actor (its parameters are shared too);
+7. on a step with a Polyak update, each side updates its own critics' targets (after the
+   actor's step: a hook of the actor's optimizer may write the critics, as Hare & Tortoise's
+   reset does), and the trainer waits for the worker's half before the step ends.
 
 Every number is computed by the same operations on the same inputs as
 :func:`crl.fast.sac_update.gradient_step` computes it in one process, so the parameters after a
@@ -87,7 +87,7 @@ from crl.fast.sac_update import (
     entropy_step,
     head_grads,
     min_rows,
-    polyak_update,
+    polyak,
     q_values,
     set_grads,
     soft_target,
@@ -142,6 +142,7 @@ class _Buffers:
         self.ctl_t = th.tensor([0, 0, 1], dtype=th.int64).share_memory_()
         self.gamma = th.zeros(1, dtype=th.float64).share_memory_()  # the step's discount
         self.noise_first = th.zeros(1, dtype=th.int64).share_memory_()  # 1: eps_next drawn before phase 0
+        self.tau = th.zeros(1, dtype=th.float64).share_memory_()  # the worker's Polyak update: tau, or 0: none
 
 
 def _last_hidden(chain: Chain) -> nn.Linear | None:
@@ -183,10 +184,18 @@ class SacWorker:
         self.shared = share_in_place(self.params)
         self._ptrs = [t.data_ptr() for t in self.shared]
         self.split_actor = _last_hidden(plan.actor) is not None
+        self.polyak_pairs = self._polyak_half(self.mine)
         self._seq = 0
         nets = (self._worker_critics(), self._worker_actor())
         args = (nets, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER, self.IDLE_SPIN)
         self.handle = WorkerProcess(_serve, args, "SAC critic worker", start_method)
+
+    def _polyak_half(self, ks: list[int]) -> tuple[list[th.Tensor], list[th.Tensor]]:
+        """The target and critic parameters of critics ``ks``: the trainer's half of the Polyak
+        update (a plan's critics hold no parameters outside their ``q_networks``).
+        """
+        targets, critics = self.plan.targets, self.plan.critics
+        return [p for k in ks for p in _critic_params(targets[k])], [p for k in ks for p in _critic_params(critics[k])]
 
     @staticmethod
     def unsupported(plan: SacPlan) -> str | None:
@@ -237,9 +246,11 @@ class SacWorker:
         return self.handle.closed
 
     # -- the trainer's side of the handshake ---------------------------------
-    def start(self, batch: Batch, noise_first: bool) -> int:
+    def start(self, batch: Batch, noise_first: bool, tau: float | None) -> int:
         """Copy ``batch`` into shared memory and start the worker's step; the step's phase base.
-        ``noise_first``: ``bufs.eps_next`` holds the step's noise already (else it comes at phase 1).
+        ``noise_first``: ``bufs.eps_next`` holds the step's noise already (else it comes at phase 1);
+        ``tau``: the worker makes its half of the Polyak update with it at phase 7 (``None``: no
+        update this step).
         """
         self.share()
         b = self.bufs
@@ -250,6 +261,7 @@ class SacWorker:
         base = self._seq * _PHASES
         b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
         b.noise_first[0] = int(noise_first)
+        b.tau[0] = 0.0 if tau is None else float(tau)
         self.ctl[_T] = base  # the step's phase 0: a spinning worker starts
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
             self._send(_WAKE)
@@ -395,7 +407,7 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     try:
         first = local_hooks(model.ent_coef_optimizer)
         eps = _noise_first(w, batch) if first else None  # the worker's pass on the next observations at once
-        base = w.start(batch, noise_first=first)
+        base = w.start(batch, noise_first=first, tau=model.tau if polyak else None)
         cur = plan.actor_sample(batch.observations, hooks=True, eps=eps)
         if first:
             _publish_actions(w, cur, base, draw=False)
@@ -412,8 +424,19 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
     w.share()  # a hook that gave an actor parameter new storage
     if polyak:
-        polyak_update(plan, model.tau)
+        w.signal(base + 7)  # after the actor's step: its hooks may write the critics (Hare & Tortoise)
+        _polyak_after(w, base + 7, *w.polyak_pairs, model.tau)
     return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
+
+
+def _polyak_after(w: SacWorker, phase: int, targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
+    """The trainer's half of the Polyak update, then the wait for the worker's half (phase 7)."""
+    try:
+        polyak(targets, sources, tau)
+        w.wait(phase)
+    except BaseException:
+        w.close()
+        raise
 
 
 class ParallelChooser:
@@ -489,6 +512,8 @@ class _Server:
         self.targets = [(Chain.of(list(t)[:-1]), t[-1]) for _, t in pairs]
         self.actor = SquashedActor(Chain.of(list(latent)), mu, log_std)
         self.split_actor = _last_hidden(self.actor.chain) is not None
+        self.critic_params = [p for pair in self.critics for p in _critic_params(pair)]
+        self.target_params = [p for pair in self.targets for p in _critic_params(pair)]
         self.ctl = bufs.ctl_t.numpy()
         self.parent_pid, self.yield_after, self.idle_spin = parent_pid, yield_after, idle_spin
 
@@ -541,6 +566,11 @@ class _Server:
             self.wait(base + 5)
             b.dw_last.copy_(weight_grad(b.g_last, b.h_prev))
             self.ctl[_W] = base + 6
+        tau = float(b.tau[0])
+        if tau:
+            self.wait(base + 7)
+            polyak(self.target_params, self.critic_params, tau)
+            self.ctl[_W] = base + 7
 
     def next_step(self, base: int) -> bool:
         """Wait for the step of phase base ``base``: spinning for up to :attr:`SacWorker.IDLE_SPIN`

@@ -112,6 +112,17 @@ def test_what_it_does_not_cover_takes_sb3s_step(kw, reason):
     assert model._n_updates == 10
 
 
+def test_a_critic_parameter_outside_its_q_networks_takes_sb3s_step():
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
+    model.learn(105)
+    assert model.fast_path is True
+    model.critic.register_parameter("extra", torch.nn.Parameter(torch.ones(3)))
+    model.critic_target.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))
+    model.learn(5, reset_num_timesteps=False)
+    assert model.fast_path is False and "outside its q_networks" in model.fast_path_reason()
+    assert 0 < float(model.critic_target.extra[0]) < 1  # SB3's Polyak update reached it
+
+
 def test_a_module_swapped_between_steps_is_seen():
     model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), **KW)
     model.learn(105)

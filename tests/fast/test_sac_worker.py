@@ -94,6 +94,16 @@ def test_the_entropy_steps_hooks_see_the_one_process_order(setup):
     assert torch.equal(_params(a), _params(b))
 
 
+def test_each_side_updates_its_own_critics_targets():
+    torch.set_num_threads(1)
+    model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
+    model.learn(110)
+    targets, critics = model._sac_worker.polyak_pairs
+    model.close_workers()
+    assert [id(p) for p in targets] == [id(p) for p in model.critic_target.qf0.parameters()]
+    assert [id(p) for p in critics] == [id(p) for p in model.critic.qf0.parameters()]
+
+
 def test_continual_backprop_sees_the_workers_critic_features_and_replaces_units():
     """sac-cbp: CBP's utilities of critic 1 come from features computed in the worker; its unit
     replacements (inside the critics' optimizer step) reach the worker's parameters."""
