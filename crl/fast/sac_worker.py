@@ -67,6 +67,7 @@ import os
 import statistics
 import time
 import traceback
+from collections import deque
 from typing import Any
 
 import torch as th
@@ -443,9 +444,12 @@ class ParallelChooser:
     """Which of the two ways of a gradient step (one process, or with the worker: the same
     numbers either way) runs next, from timing both now and then: :attr:`PROBE` steps each way,
     alternating (so that a change in the machine's speed during the probe hits both ways
-    alike), then :attr:`KEEP` steps the way whose median step was faster, and again. Where
+    alike), then up to :attr:`KEEP` steps the way whose median step was faster, and again. Where
     other jobs hold the second core the worker's half waits for a core and the step is slower
     than in one process (measured: 0.5-0.96x at load 4 on 2 cores); the probes see it and go back.
+    The machine may change within a keep phase too (a shared VM's second core slowed for tens of
+    seconds): when the median of the last :attr:`WINDOW` kept steps is :attr:`SLOWER` times the
+    probe's median of that way, the next probe starts at once.
 
     Example:
         >>> c = ParallelChooser()
@@ -453,34 +457,58 @@ class ParallelChooser:
         ...     c.record(c.parallel(), 0.010 if c.parallel() else 0.020)
         >>> c.parallel(), c.speedup
         (True, 2.0)
+        >>> for _ in range(c.WINDOW):  # the worker's steps get 1.5x slower: a new probe
+        ...     c.record(c.parallel(), 0.015)
+        >>> c.probing
+        True
     """
 
     #: Gradient steps timed each way per probe.
     PROBE = 32
-    #: Gradient steps the faster way runs before the next probe.
+    #: Gradient steps the faster way runs before the next probe, at most.
     KEEP = 2000
+    #: Kept steps whose median is compared with the probe's.
+    WINDOW = 64
+    #: How much slower than in the probe the kept way's recent median may get before a new probe.
+    SLOWER = 1.25
 
     def __init__(self) -> None:
-        self.i = 0
+        self.j = 0  # steps into the current probe-and-keep cycle
         self.seconds: tuple[list[float], list[float]] = ([], [])  # one process, worker: this probe's steps
         self.use = True
         self.speedup: float | None = None  # the last probe's median one-process step over the worker's
+        self.kept = math.inf  # the probe's median step of the way kept
+        self.recent: deque[float] = deque(maxlen=self.WINDOW)
+
+    @property
+    def probing(self) -> bool:
+        """Whether the next step belongs to a probe."""
+        return self.j < 2 * self.PROBE
 
     def parallel(self) -> bool:
         """Whether the next gradient step uses the worker."""
-        j = self.i % (2 * self.PROBE + self.KEEP)
-        return bool(j % 2) if j < 2 * self.PROBE else self.use
+        return bool(self.j % 2) if self.probing else self.use
 
     def record(self, parallel: bool, seconds: float) -> None:
         """The step just taken (:meth:`parallel`'s way) took ``seconds``."""
-        cycle = 2 * self.PROBE + self.KEEP
-        if self.i % cycle < 2 * self.PROBE:
+        if self.probing:
             self.seconds[int(parallel)].append(seconds)
-        self.i += 1
-        if self.i % cycle == 2 * self.PROBE:
-            one, two = (statistics.median(s) if s else math.inf for s in self.seconds)
-            self.speedup = one / two if 0 < two < math.inf and one < math.inf else None
-            self.use, self.seconds = two < one, ([], [])
+            self.j += 1
+            if not self.probing:
+                self._decide()
+            return
+        self.recent.append(seconds)
+        self.j += 1
+        slowed = len(self.recent) == self.WINDOW and statistics.median(self.recent) > self.SLOWER * self.kept
+        if slowed or self.j >= 2 * self.PROBE + self.KEEP:
+            self.j = 0
+
+    def _decide(self) -> None:
+        one, two = (statistics.median(s) if s else math.inf for s in self.seconds)
+        self.speedup = one / two if 0 < two < math.inf and one < math.inf else None
+        self.use, self.seconds = two < one, ([], [])
+        self.kept = min(one, two)
+        self.recent = deque(maxlen=self.WINDOW)
 
 
 # -- the worker process ------------------------------------------------------------------

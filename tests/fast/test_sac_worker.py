@@ -177,6 +177,21 @@ def test_the_chooser_compares_medians_of_alternating_steps():
     assert c.parallel() and 1.0 < c.speedup < 1.2  # one after the other (and by sums) the worker would lose
 
 
+def test_the_chooser_probes_again_when_the_kept_way_slows_down():
+    """A second core taken by another job in the middle of a keep phase: the worker's steps get
+    slower than the probe saw, and a new probe starts after WINDOW steps, not after KEEP."""
+    c = ParallelChooser()
+    c.PROBE, c.KEEP, c.WINDOW = 2, 1000, 4
+    ways = []
+    for i in range(14):
+        way = c.parallel()
+        ways.append(way)
+        c.record(way, (0.03 if i >= 6 else 0.01) if way else 0.02)  # the worker 3x slower from step 6
+    probe, kept = [False, True, False, True], [True] * 4  # two fast kept steps, two slow: the median doubled
+    assert ways == probe + kept + probe + [False, False]
+    assert c.speedup == pytest.approx(2 / 3) and not c.probing
+
+
 def test_a_changed_critic_an_error_and_a_dead_worker():
     torch.set_num_threads(1)
     model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
