@@ -399,7 +399,7 @@ def _actor_body(w: SacWorker, outs: list[th.Tensor], g_h: th.Tensor, base: int) 
     return [*below, b.dw_last, bias]
 
 
-def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool, step: Any) -> StepOut:
+def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak_now: bool, step: Any) -> StepOut:
     """:func:`crl.fast.sac_update.gradient_step` with the worker ``w`` computing half of the
     large products (see the module docstring): the same draws, the same numbers. An exception
     stops the worker (the next step builds a new one).
@@ -408,7 +408,7 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
     try:
         first = local_hooks(model.ent_coef_optimizer)
         eps = _noise_first(w, batch) if first else None  # the worker's pass on the next observations at once
-        base = w.start(batch, noise_first=first, tau=model.tau if polyak else None)
+        base = w.start(batch, noise_first=first, tau=model.tau if polyak_now else None)
         cur = plan.actor_sample(batch.observations, hooks=True, eps=eps)
         if first:
             _publish_actions(w, cur, base, draw=False)
@@ -419,25 +419,16 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak: bool,
         min_q, dq_da = _actor_half(w, batch, cur, base)
         actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
         body = _actor_body(w, cur["outs"], g_h, base)
-    except BaseException:
+        step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
+        w.share()  # a hook that gave an actor parameter new storage
+        if polyak_now:  # after the actor's step: its hooks may write the critics (Hare & Tortoise)
+            w.signal(base + 7)
+            polyak(*w.polyak_pairs, model.tau)
+            w.wait(base + 7)  # the worker's half
+    except BaseException:  # also from a hook: a worker left waiting for phase 7 would update later
         w.close()
         raise
-    step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
-    w.share()  # a hook that gave an actor parameter new storage
-    if polyak:
-        w.signal(base + 7)  # after the actor's step: its hooks may write the critics (Hare & Tortoise)
-        _polyak_after(w, base + 7, *w.polyak_pairs, model.tau)
     return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
-
-
-def _polyak_after(w: SacWorker, phase: int, targets: list[th.Tensor], sources: list[th.Tensor], tau: float) -> None:
-    """The trainer's half of the Polyak update, then the wait for the worker's half (phase 7)."""
-    try:
-        polyak(targets, sources, tau)
-        w.wait(phase)
-    except BaseException:
-        w.close()
-        raise
 
 
 class ParallelChooser:

@@ -192,6 +192,34 @@ def test_the_chooser_probes_again_when_the_kept_way_slows_down():
     assert c.speedup == pytest.approx(2 / 3) and not c.probing
 
 
+def test_an_error_in_the_actors_step_leaves_no_polyak_half_pending():
+    """A hook of the actor's optimizer raises once: the step stops before the Polyak update, in
+    both ways; the worker (waiting for phase 7) is stopped, so its half does not land later."""
+
+    def raise_once(model):
+        calls = []
+
+        def hook(opt, args, kwargs):
+            calls.append(1)
+            if len(calls) == 30:
+                raise RuntimeError("the hook's error")
+
+        model.actor.optimizer.register_step_pre_hook(hook)
+
+    runs = []
+    for parallel in (False, True):
+        torch.set_num_threads(1)
+        model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=parallel, **KW)
+        raise_once(model)
+        with pytest.raises(RuntimeError, match="the hook's error"):
+            model.learn(200)
+        assert model._sac_worker is None or model._sac_worker.closed
+        model.learn(60, reset_num_timesteps=False)
+        runs.append(_params(model))
+        model.close_workers()
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_a_changed_critic_an_error_and_a_dead_worker():
     torch.set_num_threads(1)
     model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
