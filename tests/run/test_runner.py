@@ -150,18 +150,18 @@ class _NaNRewardEnv(gym.Env):
         return np.zeros(2, np.float32), reward, False, self.t % 50 == 0, {}
 
 
+def _small_ppo(tmp_path, env, steps):
+    """A PPO run of 256-step rollouts with a checkpoint after each."""
+    agent_kwargs = {"n_steps": 256, "batch_size": 64, "n_epochs": 1}
+    return RunConfig(
+        env=env, agent="ppo", steps=steps, run_dir=str(tmp_path), wandb="disabled",
+        agent_kwargs=agent_kwargs, checkpoint_every=256, progress=False,
+    )  # fmt: skip
+
+
 def test_nan_loss_fails_run_at_its_step_and_keeps_last_good_checkpoint(tmp_path):
     gym.register("crltest/NaNReward-v0", entry_point=_NaNRewardEnv)
-    cfg = RunConfig(
-        env="crltest/NaNReward-v0",
-        agent="ppo",
-        steps=4096,
-        run_dir=str(tmp_path),
-        wandb="disabled",
-        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
-        checkpoint_every=256,
-        progress=False,
-    )
+    cfg = _small_ppo(tmp_path, "crltest/NaNReward-v0", 4096)
     with pytest.raises(NonFiniteLossError, match="at global step 768"):
         train(cfg)
     run = tmp_path / "default" / "crltest-NaNReward-v0__ppo__s0"
@@ -188,16 +188,7 @@ def test_a_parameter_made_nan_outside_an_optimizer_step_is_never_checkpointed(tm
                 with torch.no_grad():
                     next(self.model.policy.parameters()).view(-1)[0] = float("nan")
 
-    cfg = RunConfig(
-        env="CartPole-v1",
-        agent="ppo",
-        steps=2048,
-        run_dir=str(tmp_path),
-        wandb="disabled",
-        agent_kwargs={"n_steps": 256, "batch_size": 64, "n_epochs": 1},
-        checkpoint_every=256,
-        progress=False,
-    )
+    cfg = _small_ppo(tmp_path, "CartPole-v1", 2048)
     with pytest.raises(NonFiniteLossError, match="non-finite parameter at global step 512"):
         train(cfg, callbacks=[Poison()])
     run = tmp_path / "default" / "CartPole-v1__ppo__s0"
