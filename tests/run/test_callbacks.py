@@ -185,6 +185,8 @@ def test_nan_guard_looks_at_the_parameters_every_param_every_steps(every):
         guard.on_rollout_start()
     with pytest.raises(NonFiniteLossError, match="non-finite parameter"):
         guard.check()  # the end's check looks at once
+    with pytest.raises(ValueError, match="param_every must be a whole number of env steps >= 1, got 0"):
+        NanGuard(param_every=0)
 
 
 def test_regimes_csv_has_the_summary_columns_whatever_the_segments_saw(tmp_path):

@@ -44,7 +44,7 @@ class NanGuard(CrlCallback):
     boundary ``param_every`` steps after the last look and at the end the policy's
     parameters too (:func:`check_parameters`, which ``crl train`` also runs before every
     checkpoint, so a bad state is never checkpointed). A parameter made non-finite outside an
-    optimizer step (an intervention's write) also makes the next step's gradients non-finite,
+    optimizer step (an intervention's write) usually makes the next step's gradients non-finite,
     which the pre-hook refuses at once; the parameter check is the backstop, spaced out because
     an off-policy run has a boundary at every env step (~0.13 ms for SB3's SAC policy on Hopper).
 
@@ -64,6 +64,8 @@ class NanGuard(CrlCallback):
 
     def __init__(self, param_every: int = 1000) -> None:
         super().__init__()
+        if int(param_every) < 1:
+            raise ValueError(f"param_every must be a whole number of env steps >= 1, got {param_every!r}")
         self.param_every = int(param_every)
         self._hooks: list[Any] = []
         self._next_param_check = 0
