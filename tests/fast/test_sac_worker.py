@@ -20,7 +20,6 @@ from crl.fast import sac as fastsac
 from crl.fast.adam import local_hooks
 from crl.fast.sac import PARALLEL_MIN_WORK, FastSAC
 from crl.fast.sac_worker import ParallelChooser, SacWorker
-from crl.plasticity.regularisers import L2Init
 from crl.run.callbacks import NanGuard
 from tests._models import fast_cbp_run
 from tests._procs import process_alive
@@ -87,15 +86,7 @@ def _nan_guard_on_every_optimizer(model):
         opt.register_step_pre_hook(guard._grad_guard)
 
 
-def _l2_init(model):
-    """A weight regulariser's hooks on every optimizer, the entropy coefficient's too: local."""
-    L2Init(1e-2).attach(model)
-
-
-SETUPS = [_entropy_hook_that_draws_and_writes_the_actor, _nan_guard_on_every_optimizer, _l2_init]
-
-
-@pytest.mark.parametrize("setup", SETUPS)
+@pytest.mark.parametrize("setup", [_entropy_hook_that_draws_and_writes_the_actor, _nan_guard_on_every_optimizer])
 def test_the_entropy_steps_hooks_see_the_one_process_order(setup):
     (a, _), (b, used_b) = _train(False, steps=200, setup=setup), _train(True, steps=200, setup=setup)
     assert used_b == b._n_updates == 100
