@@ -143,7 +143,8 @@ class _Buffers:
         self.ctl_t = th.tensor([0, 0, 1], dtype=th.int64).share_memory_()
         self.gamma = th.zeros(1, dtype=th.float64).share_memory_()  # the step's discount
         self.noise_first = th.zeros(1, dtype=th.int64).share_memory_()  # 1: eps_next drawn before phase 0
-        self.tau = th.zeros(1, dtype=th.float64).share_memory_()  # the worker's Polyak update: tau, or 0: none
+        self.polyak = th.zeros(1, dtype=th.int64).share_memory_()  # 1: the worker's Polyak half this step
+        self.tau = th.zeros(1, dtype=th.float64).share_memory_()  # its factor (0 is a valid one)
 
 
 def _last_hidden(chain: Chain) -> nn.Linear | None:
@@ -156,6 +157,11 @@ def _last_hidden(chain: Chain) -> nn.Linear | None:
 def _critic_params(pair: tuple[Chain, nn.Linear]) -> list[th.Tensor]:
     chain, head = pair
     return [*chain.params(), head.weight, head.bias]
+
+
+def _pairs_params(pairs: list[tuple[Chain, nn.Linear]]) -> list[th.Tensor]:
+    """The parameters of critics ``pairs``, one after the other (one side's half of the Polyak update)."""
+    return [p for pair in pairs for p in _critic_params(pair)]
 
 
 class SacWorker:
@@ -185,18 +191,12 @@ class SacWorker:
         self.shared = share_in_place(self.params)
         self._ptrs = [t.data_ptr() for t in self.shared]
         self.split_actor = _last_hidden(plan.actor) is not None
-        self.polyak_pairs = self._polyak_half(self.mine)
+        # the trainer's half of the Polyak update (a plan's critics hold no other parameters)
+        self.polyak_pairs = tuple(_pairs_params([nets[k] for k in self.mine]) for nets in (plan.targets, plan.critics))
         self._seq = 0
         nets = (self._worker_critics(), self._worker_actor())
         args = (nets, self.bufs, self.theirs, self.taps, plan.obs_dim, os.getpid(), self.YIELD_AFTER, self.IDLE_SPIN)
         self.handle = WorkerProcess(_serve, args, "SAC critic worker", start_method)
-
-    def _polyak_half(self, ks: list[int]) -> tuple[list[th.Tensor], list[th.Tensor]]:
-        """The target and critic parameters of critics ``ks``: the trainer's half of the Polyak
-        update (a plan's critics hold no parameters outside their ``q_networks``).
-        """
-        targets, critics = self.plan.targets, self.plan.critics
-        return [p for k in ks for p in _critic_params(targets[k])], [p for k in ks for p in _critic_params(critics[k])]
 
     @staticmethod
     def unsupported(plan: SacPlan) -> str | None:
@@ -262,6 +262,7 @@ class SacWorker:
         base = self._seq * _PHASES
         b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
         b.noise_first[0] = int(noise_first)
+        b.polyak[0] = int(tau is not None)
         b.tau[0] = 0.0 if tau is None else float(tau)
         self.ctl[_T] = base  # the step's phase 0: a spinning worker starts
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
@@ -531,8 +532,7 @@ class _Server:
         self.targets = [(Chain.of(list(t)[:-1]), t[-1]) for _, t in pairs]
         self.actor = SquashedActor(Chain.of(list(latent)), mu, log_std)
         self.split_actor = _last_hidden(self.actor.chain) is not None
-        self.critic_params = [p for pair in self.critics for p in _critic_params(pair)]
-        self.target_params = [p for pair in self.targets for p in _critic_params(pair)]
+        self.critic_params, self.target_params = _pairs_params(self.critics), _pairs_params(self.targets)
         self.ctl = bufs.ctl_t.numpy()
         self.parent_pid, self.yield_after, self.idle_spin = parent_pid, yield_after, idle_spin
 
@@ -585,10 +585,9 @@ class _Server:
             self.wait(base + 5)
             b.dw_last.copy_(weight_grad(b.g_last, b.h_prev))
             self.ctl[_W] = base + 6
-        tau = float(b.tau[0])
-        if tau:
+        if b.polyak[0]:
             self.wait(base + 7)
-            polyak(self.target_params, self.critic_params, tau)
+            polyak(self.target_params, self.critic_params, float(b.tau[0]))
             self.ctl[_W] = base + 7
 
     def next_step(self, base: int) -> bool:

@@ -37,6 +37,7 @@ CASES = {
         policy_kwargs=dict(net_arch=dict(pi=[48], qf=[64, 64]))
     ),
     "a three-layer actor": dict(policy_kwargs=dict(net_arch=dict(pi=[32, 40, 48], qf=[64, 64]))),
+    "frozen targets (tau 0: a Polyak update that changes nothing)": dict(tau=0.0),
 }
 
 
