@@ -28,14 +28,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 
 from crl.system import usable_cores
 
-__all__ = ["raw_mujoco_rate", "raw_mujoco_rate_all_cores", "measure", "throughput", "print_table", "CONTENDERS"]
+__all__ = [
+    "raw_mujoco_rate",
+    "raw_mujoco_rate_all_cores",
+    "run_contender",
+    "finish",
+    "time_split",
+    "child_env",
+    "measure",
+    "throughput",
+    "print_table",
+    "CONTENDERS",
+]
 
 ENV_ID = "crl/SlipperyAnt-v0"
 ENV_NAME = "slippery-ant"
@@ -124,7 +135,7 @@ def raw_mujoco_rate_all_cores(steps: int = 5000, processes: int | None = None) -
         return sum(pool.map(_raw_rate_child, [(steps, i) for i in range(n)]))
 
 
-def _run_sb3(steps: int, seed: int) -> dict[str, float]:
+def _run_sb3(steps: int, seed: int, callbacks: Sequence[Any] = ()) -> dict[str, float]:
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -150,7 +161,7 @@ def _run_sb3(steps: int, seed: int) -> dict[str, float]:
         policy_kwargs=dict(net_arch=dict(pi=[256, 256], vf=[256, 256]), activation_fn=torch.nn.ReLU),
     )
     wall = _time_learn()
-    model.learn(steps)
+    model.learn(steps, callback=list(callbacks))
     return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
 
 
@@ -179,6 +190,7 @@ def _run_crl(
     train_threads: int = 0,
     env: str = ENV_NAME,
     agent_kwargs: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, float]:
     import crl.run as run
     from crl.agents import ALGOS
@@ -219,7 +231,7 @@ def _run_crl(
             agent_kwargs=agent_kwargs if agent_kwargs is not None else ppo_kwargs,
         )  # PPO: 2048 samples per update, as SB3's (SAC's and TD3's n_steps are n-step returns)
         wall = _time_learn()
-        res = run.train(cfg, callbacks=[TimeVecEnv()])
+        res = run.train(cfg, callbacks=[TimeVecEnv(), *callbacks])
     return {"wall": wall[0], "learn": learn[0], "steps": res.global_step}
 
 
@@ -278,7 +290,7 @@ class _SacSplit:
         fast_update.polyak_update = self._timed("target", fast_update.polyak_update)  # type: ignore[assignment]
 
 
-def _run_sb3_sac(steps: int, seed: int, learning_starts: int) -> dict[str, float]:
+def _run_sb3_sac(steps: int, seed: int, learning_starts: int, callbacks: Sequence[Any] = ()) -> dict[str, float]:
     """A plain SB3 SAC script with SB3's defaults (crl's ``sac`` agent's values) on Slippery Hopper."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -290,26 +302,8 @@ def _run_sb3_sac(steps: int, seed: int, learning_starts: int) -> dict[str, float
     model = SAC("MlpPolicy", venv, learning_starts=learning_starts, seed=seed)
     _SacSplit.current.attach(model)
     wall = _time_learn()
-    model.learn(steps)
+    model.learn(steps, callback=list(callbacks))
     return {"wall": wall[0], "learn": learn[0], "steps": model.num_timesteps}
-
-
-def _sac_child(contender: str, steps: int, seed: int, learning_starts: int) -> dict[str, float]:
-    """One SAC measurement (in a child process): SB3's script or a crl agent with one env."""
-    import torch
-
-    torch.set_num_threads(1)
-    split = _SacSplit.current = _SacSplit()
-    if contender == "sb3":
-        out = _run_sb3_sac(steps, seed, learning_starts)
-    else:
-        kw = {"learning_starts": learning_starts}
-        out = _run_crl(contender, steps, seed, 1, "dummy", 0, env=SAC_ENV_NAME, agent_kwargs=kw)
-    out["sim"] = _Timer.total
-    out.update(split.acc)
-    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out["peak_rss_mb"] = ru / 1024
-    return out
 
 
 def sac_update_products(
@@ -360,21 +354,59 @@ def sac_ceiling_ms(repeats: int = 20) -> float:
         torch.set_num_threads(threads)
 
 
-def _child(
-    contender: str, steps: int, seed: int, n_envs: int = 16, vec_env: str = "auto", train_threads: int = 0
+def run_contender(
+    contender: str,
+    steps: int,
+    seed: int = 0,
+    n_envs: int = 16,
+    vec_env: str = "auto",
+    train_threads: int = 0,
+    learning_starts: int | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, float]:
+    """Train ``contender`` in this process (see :func:`measure`, which runs this in a child) with
+    the extra SB3 ``callbacks``; returns the raw totals: wall and learn seconds, env steps,
+    simulation seconds, peak RSS in MB (this process and its children) and, for SAC
+    (``learning_starts`` given), the seconds of each part of :data:`SAC_SPLIT`. Sets torch to one
+    thread and patches SB3's classes for timing: meant for a process of its own.
+    """
     import torch
 
     torch.set_num_threads(1)
     agent, _, kind = contender.partition(":")  # "ppo:dummy" pins the vec env of one contender
-    if agent == "sb3":
-        out = _run_sb3(steps, seed)
+    if learning_starts is not None:
+        split = _SacSplit.current = _SacSplit()
+        if contender == "sb3":
+            out = _run_sb3_sac(steps, seed, learning_starts, callbacks)
+        else:
+            kw = {"learning_starts": learning_starts}
+            out = _run_crl(contender, steps, seed, 1, "dummy", 0, SAC_ENV_NAME, kw, callbacks)
+        out.update(split.acc)
+    elif agent == "sb3":
+        out = _run_sb3(steps, seed, callbacks)
     else:
-        out = _run_crl(agent, steps, seed, n_envs, kind or vec_env, train_threads)
+        out = _run_crl(agent, steps, seed, n_envs, kind or vec_env, train_threads, callbacks=callbacks)
     out["sim"] = _Timer.total
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out["peak_rss_mb"] = ru / 1024
     return out
+
+
+def finish(r: dict[str, float], sac: bool) -> dict[str, float]:
+    """Add the derived figures to :func:`run_contender`'s totals ``r`` (in place, and returned):
+    steps/s, acting seconds (wall less simulation and learning) and, with ``sac``, the learning
+    seconds outside :data:`SAC_SPLIT`'s parts.
+    """
+    r["sps"] = r["steps"] / r["wall"]
+    r["act"] = max(r["wall"] - r["sim"] - r["learn"], 0.0)
+    if sac:
+        r["learn_other"] = max(r["learn"] - sum(r[k] for k in SAC_SPLIT), 0.0)
+    return r
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a bench child: this one, with crl's source folder first on ``PYTHONPATH``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
 
 
 def measure(
@@ -398,21 +430,29 @@ def measure(
     env on Slippery Hopper, learning from step ``learning_starts``; the result also has the
     seconds of each part of the gradient steps (:data:`SAC_SPLIT`).
     """
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
-    call = f"b._child({contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads})"
-    if learning_starts is not None:
-        call = f"b._sac_child({contender!r}, {steps}, {seed}, {learning_starts})"
+    call = f"b.run_contender({contender!r}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads}, {learning_starts})"
     code = f"import json, crl.bench as b; print('@@' + json.dumps({call}))"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=child_env(), check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("@@")]
     if p.returncode != 0 or not lines:
         raise RuntimeError(f"bench child {contender!r} failed: {p.stderr.strip().splitlines()[-1:]}")
-    r = json.loads(lines[-1][2:])
-    r["sps"] = r["steps"] / r["wall"]
-    r["act"] = max(r["wall"] - r["sim"] - r["learn"], 0.0)
-    if learning_starts is not None:
-        r["learn_other"] = max(r["learn"] - sum(r[k] for k in SAC_SPLIT), 0.0)
-    return r
+    return finish(json.loads(lines[-1][2:]), learning_starts is not None)
+
+
+def time_split(rs: Sequence[dict[str, float]], sac: bool) -> dict[str, float]:
+    """The peak RSS (MB) and the shares of the wall time (``sim_frac``, ``act_frac``,
+    ``learn_frac`` and, with ``sac``, one per :data:`SAC_SPLIT` part and ``learn_other_frac``)
+    over the :func:`finish`-ed runs ``rs`` of one contender.
+
+    Example:
+        >>> r = {"wall": 4.0, "sim": 1.0, "act": 1.0, "learn": 2.0, "peak_rss_mb": 500.0}
+        >>> time_split([r], sac=False)
+        {'peak_rss_mb': 500.0, 'sim_frac': 0.25, 'act_frac': 0.25, 'learn_frac': 0.5}
+    """
+    tot = sum(r["wall"] for r in rs)
+    parts = ("sim", "act", "learn", *((*SAC_SPLIT, "learn_other") if sac else ()))
+    fracs = {f"{p}_frac": sum(r[p] for r in rs) / tot for p in parts}
+    return {"peak_rss_mb": max(r["peak_rss_mb"] for r in rs), **fracs}
 
 
 def _root() -> str:
@@ -472,19 +512,13 @@ def throughput(
     rows = {}
     for c, rs in runs.items():
         sps = statistics.median(r["sps"] for r in rs)
-        tot = sum(r["wall"] for r in rs)
         rows[c] = {
             "steps_per_s": sps,
             "all_steps_per_s": [r["sps"] for r in rs],
             "ratio": sps / base,
             "round_ratios": [r["sps"] / b["sps"] for r, b in zip(rs, first, strict=True)],
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-            "sim_frac": sum(r["sim"] for r in rs) / tot,
-            "act_frac": sum(r["act"] for r in rs) / tot,
-            "learn_frac": sum(r["learn"] for r in rs) / tot,
+            **time_split(rs, sac),
         }
-        for part in (*SAC_SPLIT, "learn_other") if sac else ():
-            rows[c][f"{part}_frac"] = sum(r[part] for r in rs) / tot
     return {
         "algo": algo,
         **({"learning_starts": learning_starts, "ceiling_ms": sac_ceiling_ms()} if sac else {}),
@@ -503,12 +537,24 @@ def throughput(
     }
 
 
+def _ratio_range(rr: list[float]) -> str:
+    return f"{min(rr):.2f}x" if len(rr) == 1 else f"{min(rr):.2f}-{max(rr):.2f}x"
+
+
+def _interval_text(r: dict[str, Any]) -> str:
+    lo, hi = r.get("ratio_low"), r.get("ratio_high")
+    return "n/a (<= 5 blocks)" if lo is None or hi is None else f"{lo:.2f}-{hi:.2f}x"
+
+
 def print_table(res: dict[str, Any]) -> None:
-    """Print the result of :func:`throughput` as a table (ratios to plain SB3, split of the time)."""
+    """Print the result of :func:`throughput` (or of :func:`crl.bench_paired.paired`) as a table:
+    ratios to plain SB3 (per round or per block; with paired blocks, the 95 % interval of the
+    median ratio), peak memory and the split of the time.
+    """
     from rich.console import Console
     from rich.table import Table
 
-    sac = res.get("algo") == "sac"
+    sac, paired = res.get("algo") == "sac", res.get("mode") == "paired"
     cols = ["sim", "act", "learn"]
     if sac:
         env, crl_setup = "Slippery Hopper", f"SAC, learning from step {res['learning_starts']}, crl 1 env"
@@ -516,26 +562,32 @@ def print_table(res: dict[str, Any]) -> None:
     else:
         env = "Slippery Ant"
         crl_setup = f"crl n_envs={res['n_envs']} vec_env={res['vec_env']} train_threads={res['train_threads']}"
-    t = Table(title=f"crl bench throughput: {res['steps']} steps x {res['repeats']} (median), {env}, {crl_setup}")
-    for col in ("contender", "steps/s", "ratio to sb3", "ratio per round", "peak RSS MB", *(f"{c} %" for c in cols)):
+    if paired:
+        how = f"{res['blocks']} paired blocks of {res['block_steps']} steps (median ratio)"
+        ratio_cols = ["ratio per block", "95 % CI of the ratio"]
+    else:
+        how = f"{res['steps']} steps x {res['repeats']} (median)"
+        ratio_cols = ["ratio per round"]
+    t = Table(title=f"crl bench throughput: {how}, {env}, {crl_setup}")
+    for col in ("contender", "steps/s", "ratio to sb3", *ratio_cols, "peak RSS MB", *(f"{c} %" for c in cols)):
         t.add_column(col, justify="right", no_wrap=col == "contender")
     for i, (c, r) in enumerate(res["results"].items()):
-        rr = r["round_ratios"]
+        spread = [_ratio_range(r["round_ratios"]), *([_interval_text(r)] if paired else [])]
         t.add_row(
             c,
             f"{r['steps_per_s']:.0f}",
             f"{r['ratio']:.2f}x",
-            "" if i == 0 else f"{min(rr):.2f}x" if len(rr) == 1 else f"{min(rr):.2f}-{max(rr):.2f}x",
+            *([""] * len(spread) if i == 0 else spread),
             f"{r['peak_rss_mb']:.0f}",
             *(f"{100 * r[f'{col}_frac']:.0f}" for col in cols),
         )
-    blank = [""] * (3 + len(cols))
+    blank = [""] * (2 + len(ratio_cols) + len(cols))
     t.add_row("raw MuJoCo Ant (1 core)", f"{res['raw_mujoco_steps_per_s_per_core']:.0f}", *blank)
     all_cores = f"raw MuJoCo Ant ({res['cpus']} processes at once)"
     t.add_row(all_cores, f"{res['raw_mujoco_steps_per_s_all_cores']:.0f}", *blank)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows on one line
-        console = Console(width=170 if sac else 120)
+        console = Console(width=(170 if sac else 120) + (30 if paired else 0))
     console.print(t)
     print(f"cpus {res['cpus']}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
     if sac:
@@ -544,6 +596,12 @@ def print_table(res: dict[str, Any]) -> None:
             f"ceiling: the raw matrix products of one SAC gradient step take {ms:.2f} ms on one thread "
             f"(at most {1000 / ms:.0f} steps/s on one core, {2000 / ms:.0f} split perfectly over two; "
             "before simulation, acting and every non-product operation)"
+        )
+    if paired:
+        base = next(iter(res["results"].values()))["all_steps_per_s"]
+        print(
+            f"the baseline's own block rate moved over {min(base):.0f}-{max(base):.0f} steps/s (spread "
+            f"{100 * res['base_spread']:.0f} %): the machine's drift, which each block's ratio pairs out"
         )
     probes = res["speed_probes"]
     if probes:

@@ -31,6 +31,7 @@ __all__ = [
     "improvement_estimate",
     "paired_difference",
     "share_estimate",
+    "median_interval",
 ]
 
 #: What an interval or a probability of improvement is with a single seed.
@@ -310,3 +311,38 @@ def share_estimate(hits: int, n: int) -> Estimate:
     low = 0.0 if hits == 0 else max(0.0, centre - half)  # exact at the ends, not a rounding error away
     high = 1.0 if hits == n else min(1.0, centre + half)
     return Estimate(float(p), low, high, int(n))
+
+
+def median_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """The median of ``values`` and its distribution-free ``level`` confidence interval.
+
+    The interval is the pair of order statistics ``x(j)`` and ``x(n + 1 - j)`` (1-based, sorted)
+    with the largest ``j`` whose coverage ``1 - 2 P(Binomial(n, 1/2) < j)`` is at least
+    ``level``: exact for any continuous distribution, no bootstrap and no normality. With too few
+    values for that (5 or fewer at 95 %), ``low`` and ``high`` are NaN. Non-finite values are
+    left out.
+
+    Example:
+        >>> median_interval(np.arange(1.0, 21.0))  # 20 values: the 6th and the 15th
+        (10.5, 6.0, 15.0)
+        >>> median_interval(np.array([1.0, 2.0, 3.0]))
+        (2.0, nan, nan)
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    v = np.sort(np.asarray(values, dtype=float).ravel())
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    point = float(np.median(v))
+    below = 0.0  # P(Binomial(n, 1/2) < j), for j = 1, 2, ...
+    j = 0
+    while j < n // 2:
+        below += math.comb(n, j) / 2.0**n
+        if 1 - 2 * below < level:
+            break
+        j += 1
+    if j == 0:
+        return point, float("nan"), float("nan")
+    return point, float(v[j - 1]), float(v[n - j])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 HELP = "benchmark crl's training throughput against plain SB3, and its probe against plain NumPy"
 
@@ -27,8 +28,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=1000,
         help="--algo sac: random warm-up steps before learning, for every contender (default 1000)",
     )
-    p.add_argument("--steps", type=int, default=20_000, help="env steps per measurement (default 20000)")
-    p.add_argument("--repeats", type=int, default=2, help="alternating rounds (default 2)")
+    p.add_argument("--steps", type=int, default=None, help="env steps per measurement (default 20000)")
+    p.add_argument("--repeats", type=int, default=None, help="alternating rounds (default 2)")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="instead of whole runs one after the other, keep every contender's run alive and time short blocks "
+        "of each in turn; the ratio is the median of the per-block ratios, with its 95%% interval (steadier "
+        "where the machine's speed drifts; replaces --steps, --repeats and --probe-steps)",
+    )
+    p.add_argument("--blocks", type=int, default=20, help="--paired: blocks per contender (default 20)")
+    p.add_argument(
+        "--block-steps",
+        type=int,
+        default=None,
+        help="--paired: env steps per block (default 2048 for ppo, a multiple of the 2048-step rollout; 250 for sac)",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="--paired: env steps before the first block (after --learning-starts for sac; default one block)",
+    )
     p.add_argument(
         "--agent",
         action="append",
@@ -51,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--probe-steps",
         type=int,
-        default=1000,
+        default=None,
         help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
         "one after the last; 0: no probes; default 1000)",
     )
@@ -67,26 +88,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     """Run the benchmark and print its table (or JSON)."""
-    from crl.bench import CONTENDERS, print_table, throughput
+    from crl.bench import CONTENDERS, print_table
+    from crl.catalog import resolve_agent
     from crl.errors import ConfigError
 
     if a.kind == "probe":
         return _run_probe(a)
+    if a.n_envs < 1 or 2048 % a.n_envs:
+        raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
+    default = CONTENDERS[1:] if a.algo == "ppo" else ("sac",)
+    agents = a.agent or [c for c in default if _agent_exists(c)]
+    for c in agents:
+        name, _, kind = c.partition(":")
+        if ":" in c and kind not in ("auto", "dummy", "proc"):
+            raise ConfigError(f"--agent {c}: vec env must be one of auto, dummy, proc; got {kind!r}")
+        resolve_agent(name)  # an unknown name or a bad agent file: one line, before any run starts
+    if a.paired:
+        res = _paired(a, agents)
+    else:
+        res = _rounds(a, agents)
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_table(res)
+    return 0
+
+
+def _rounds(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
+    """``crl bench throughput``: whole runs, contender after contender, round after round."""
+    from crl.bench import throughput
+    from crl.errors import ConfigError
+
+    a.steps = 20_000 if a.steps is None else a.steps
+    a.repeats = 2 if a.repeats is None else a.repeats
+    a.probe_steps = 1000 if a.probe_steps is None else a.probe_steps
     if a.steps < 1 or a.repeats < 1:
         raise ConfigError(f"--steps and --repeats must be >= 1, got {a.steps} and {a.repeats}")
     if a.probe_steps < 0:
         raise ConfigError(f"--probe-steps must be >= 0, got {a.probe_steps}")
-    if a.n_envs < 1 or 2048 % a.n_envs:
-        raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
     if a.algo == "sac" and not 0 <= a.learning_starts < a.steps:
         raise ConfigError(f"--learning-starts must be >= 0 and below --steps ({a.steps}), got {a.learning_starts}")
-    default = CONTENDERS[1:] if a.algo == "ppo" else ("sac",)
-    agents = a.agent or [c for c in default if _agent_exists(c)]
-    for c in agents:
-        kind = c.partition(":")[2]
-        if ":" in c and kind not in ("auto", "dummy", "proc"):
-            raise ConfigError(f"--agent {c}: vec env must be one of auto, dummy, proc; got {kind!r}")
-    res = throughput(
+    return throughput(
         a.steps,
         a.repeats,
         ("sb3", *agents),
@@ -99,11 +141,39 @@ def run(a: argparse.Namespace) -> int:
         algo=a.algo,
         learning_starts=a.learning_starts,
     )
-    if a.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print_table(res)
-    return 0
+
+
+def _paired(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
+    """``crl bench throughput --paired``: short blocks of every contender in turn."""
+    from crl.bench_paired import PPO_BLOCK, SAC_BLOCK, paired
+    from crl.errors import ConfigError
+
+    for flag, value in (("--steps", a.steps), ("--repeats", a.repeats), ("--probe-steps", a.probe_steps)):
+        if value is not None:
+            raise ConfigError(f"{flag} does not apply with --paired (it has --blocks, --block-steps, --warmup-steps)")
+    block = a.block_steps or (SAC_BLOCK if a.algo == "sac" else PPO_BLOCK)
+    if a.blocks < 1 or block < 1:
+        raise ConfigError(f"--blocks and --block-steps must be >= 1, got {a.blocks} and {block}")
+    if a.algo == "ppo" and block % 2048:
+        raise ConfigError(f"--block-steps must be a multiple of 2048 (the rollout) with --algo ppo, got {block}")
+    if a.warmup_steps is not None and a.warmup_steps < (1 if a.algo == "sac" else 2048):
+        least = "1" if a.algo == "sac" else "2048 (a rollout)"
+        raise ConfigError(f"--warmup-steps must be >= {least}, got {a.warmup_steps}")
+    if a.algo == "sac" and a.learning_starts < 0:
+        raise ConfigError(f"--learning-starts must be >= 0, got {a.learning_starts}")
+    return paired(
+        a.blocks,
+        ("sb3", *agents),
+        block=block,
+        warmup=a.warmup_steps,
+        algo=a.algo,
+        learning_starts=a.learning_starts,
+        n_envs=a.n_envs,
+        vec_env=a.vec_env,
+        train_threads=a.train_threads,
+        raw_steps=a.raw_steps,
+        log=None if a.json else lambda s: print(s, file=sys.stderr),
+    )
 
 
 def _agent_exists(name: str) -> bool:
