@@ -13,7 +13,8 @@ distribution-free 95 % interval (:func:`crl.stats.median_interval`).
 A block is the env steps after a gate up to the next, with everything they bring: for SAC (one
 gradient step per env step) ``block`` gradient steps; for PPO (gates at multiples of the 2,048-step
 rollout) one update and one rollout. Contenders warm up one at a time before the first gate: SAC's
-random steps, then ``warmup`` steps more (FastSAC's first timing probes); PPO's first rollout.
+random steps, then ``warmup`` steps more (FastSAC's first timing probes); PPO's first two
+rollouts and its first update (worker processes started, first kernels run).
 While one contender runs its block the others wait on a pipe, using no CPU.
 
 Example:
@@ -207,7 +208,7 @@ def paired(
 
     Contenders are those of :func:`crl.bench.measure`. ``block`` defaults to :data:`PPO_BLOCK` or
     :data:`SAC_BLOCK`; ``warmup`` (env steps before the first gate, after SAC's
-    ``learning_starts`` random steps) to one block. Returns :func:`crl.bench.throughput`'s
+    ``learning_starts`` random steps) to one block for SAC, two for PPO. Returns :func:`crl.bench.throughput`'s
     result with ``mode="paired"``: each row's ``ratio`` is the median of its per-block ratios
     (``round_ratios``), with ``ratio_low`` and ``ratio_high`` its 95 % interval (``None`` with 5
     blocks or fewer); ``steps_per_s`` is the median block's; the time split and peak memory
@@ -215,7 +216,7 @@ def paired(
     """
     sac = algo == "sac"
     block = block or (SAC_BLOCK if sac else PPO_BLOCK)
-    warmup = block if warmup is None else warmup
+    warmup = (1 if sac else 2) * block if warmup is None else warmup
     first = (learning_starts if sac else 0) + warmup
     steps = first + blocks * block
     ls = learning_starts if sac else None

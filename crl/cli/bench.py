@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--warmup-steps",
         type=int,
         default=None,
-        help="--paired: env steps before the first block (after --learning-starts for sac; default one block)",
+        help="--paired: env steps before the first block (after --learning-starts for sac; default one block for sac, "
+        "two for ppo)",
     )
     p.add_argument(
         "--agent",
