@@ -29,6 +29,14 @@ def test_gate_reports_each_block_and_runs_free_once_its_input_ends():
     assert gate.waited >= 0 and gate.positions(3) == [10, 17, 24]
 
 
+def test_gate_keeps_crl_fast_loops_on_their_fast_path():
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from crl.fast import is_rollout_safe
+
+    assert is_rollout_safe(Gate(first=1, block=1)) and is_rollout_safe(CallbackList([Gate(first=1, block=1)]))
+
+
 def test_gate_rejects_empty_blocks():
     with pytest.raises(ValueError, match="must be >= 1 step"):
         Gate(first=5, block=0)
