@@ -196,9 +196,11 @@ def test_each_local_run_gets_its_share_of_the_cores(tmp_path, crl_cli, monkeypat
         pytest.param(signal.SIGKILL, False, id="sigkill-sweep", marks=pytest.mark.expensive),
     ],
 )
-def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, sig, group):
+def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, capsys, sig, group):
     """Ctrl-C (SIGINT to the process group), a kill of everything, a scheduler's SIGTERM to the
-    sweep, or a kill of the sweep alone (its workers notice and stop): the next run resumes."""
+    sweep, or a kill of the sweep alone (its workers notice and stop): the next run resumes. The
+    stopped sweep and the one that resumes are real processes; the dry run and the third sweep,
+    which only read the folders, call crl.cli.main here."""
     steps = 4096  # stopped after the checkpoint at 1024, a quarter of the way
     f = _sweep_file(tmp_path, envs=["CartPole-v1"], seeds=[0, 1], steps=steps)
     runs = [tmp_path / "runs" / "s" / f"CartPole-v1__ppo__s{s}" for s in (0, 1)]
@@ -250,8 +252,8 @@ def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, s
         assert [b["status"] for b in before] == ["interrupted", "interrupted"]
     ckpt = [b["checkpoint_step"] for b in before]
     kept = [[row for row in _rows(r / "metrics.csv") if int(row["global_step"]) <= c] for r, c in zip(runs, ckpt)]
-    dry = subprocess.run([*cmd, "--dry-run"], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert [ln.split()[0] for ln in dry.stdout.splitlines()[:2]] == ["resumable", "resumable"]
+    assert _main(capsys, *cmd[3:], "--dry-run") == 0
+    assert [ln.split()[0] for ln in capsys.readouterr().out.splitlines()[:2]] == ["resumable", "resumable"]
 
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
@@ -269,8 +271,8 @@ def test_sweep_stopped_half_way_resumes_every_run_without_restarting(tmp_path, s
     summary = json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text())
     assert [r["state_before"] for r in summary["runs"]] == ["resumable", "resumable"]
     # a third run of the sweep skips everything
-    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    assert "2/2 runs finished" in third.stdout
+    assert _main(capsys, *cmd[3:]) == 0
+    assert "2/2 runs finished" in capsys.readouterr().out
     assert all(r["skipped"] for r in json.loads((tmp_path / "runs" / "s" / "sweep.json").read_text())["runs"])
 
 
