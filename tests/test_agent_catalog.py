@@ -31,11 +31,12 @@ def _param(agent: str):
 
 
 #: (steps, change_every, checkpoint_every) of every catalog run (td3 agents run with the sac sizes
-#: and replay settings): PPO runs 5 rollouts of 128 steps, SAC 250 updates; both cross at least two
-#: regime changes and checkpoint before the interruption at :data:`STOP_AT`
-SMALL = {"ppo": (640, 150, 128), "sac": (300, 100, 100)}
-#: the step at which a run is interrupted (Ctrl-C), after one checkpoint and one regime change
-STOP_AT = {"ppo": 450, "sac": 250}
+#: and replay settings): PPO runs 5 rollouts of 128 steps, SAC 150 updates (from step 50); both
+#: cross at least two regime changes and checkpoint before the interruption at :data:`STOP_AT`
+SMALL = {"ppo": (640, 150, 128), "sac": (200, 70, 100)}
+#: the step at which a run is interrupted (Ctrl-C), after one checkpoint and one regime change; the
+#: resumed run crosses a regime change again (PPO at 600, SAC at 140), with the state it read back
+STOP_AT = {"ppo": 450, "sac": 130}
 
 
 def _family(agent: str) -> str:

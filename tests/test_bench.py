@@ -7,12 +7,15 @@ import pytest
 from crl.bench import measure
 
 
-def test_measure_splits_time_and_counts_steps():
-    r = measure("ppo", 256, n_envs=4)
-    assert r["steps"] == 2048  # one rollout: 2048 // 4 steps per env x 4 envs
-    assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
-    assert r["sps"] == pytest.approx(r["steps"] / r["wall"])
-    assert r["peak_rss_mb"] > 100  # this process's peak so far (under xdist, of every test it ran)
+def test_measure_splits_time_and_counts_steps_with_the_vec_env_pinned_or_not():
+    """One contender pinned to each vec env (``ppo:dummy``, ``ppo:proc``); the unpinned ``ppo``
+    (``auto``) is measured by :func:`test_cli_json_tiny`, through the same :func:`measure`."""
+    for contender in ("ppo:dummy", "ppo:proc"):
+        r = measure(contender, 256, n_envs=4)
+        assert r["steps"] == 2048  # one rollout: 2048 // 4 steps per env x 4 envs
+        assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
+        assert r["sps"] == pytest.approx(r["steps"] / r["wall"])
+        assert r["peak_rss_mb"] > 100  # this process's peak so far (under xdist, of every test it ran)
 
 
 def test_cli_json_tiny(crl_cli):
@@ -70,26 +73,27 @@ def test_table_shows_round_ratios_and_warns_when_the_machine_speed_moved(capsys)
     assert "machine speed" not in capsys.readouterr().out
 
 
-def test_cli_rejects_negative_probe_steps(crl_cli):
-    p = crl_cli("bench", "throughput", "--probe-steps", "-1", timeout=60)
-    assert p.returncode != 0 and "--probe-steps must be >= 0, got -1" in p.stderr
+def _refused(capsys, *args: str) -> str:
+    """stderr of ``crl bench throughput ARGS`` refused (exit 2) by the command's entry point in this
+    process (the real command line runs in :func:`test_cli_json_tiny` and :func:`test_cli_sac_json_tiny`)."""
+    from crl.cli import main
+
+    capsys.readouterr()
+    assert main(["bench", "throughput", *args]) == 2
+    return capsys.readouterr().err
 
 
-def test_cli_rejects_bad_n_envs(crl_cli):
-    p = crl_cli("bench", "throughput", "--n-envs", "3", timeout=60)
-    assert p.returncode != 0 and "--n-envs must divide 2048" in p.stderr
+def test_cli_rejects_negative_probe_steps(capsys):
+    assert "--probe-steps must be >= 0, got -1" in _refused(capsys, "--probe-steps", "-1")
 
 
-def test_contender_can_pin_its_vec_env():
-    for contender in ("ppo:dummy", "ppo:proc"):
-        r = measure(contender, 256, n_envs=4)
-        assert r["steps"] == 2048
-        assert 0 < r["sim"] < r["wall"] and r["learn"] > 0
+def test_cli_rejects_bad_n_envs(capsys):
+    assert "--n-envs must divide 2048" in _refused(capsys, "--n-envs", "3")
 
 
-def test_cli_rejects_unknown_vec_env(crl_cli):
-    p = crl_cli("bench", "throughput", "--agent", "ppo:threads", timeout=60)
-    assert p.returncode != 0 and "--agent ppo:threads: vec env must be one of auto, dummy, proc" in p.stderr
+def test_cli_rejects_unknown_vec_env(capsys):
+    err = _refused(capsys, "--agent", "ppo:threads")
+    assert "--agent ppo:threads: vec env must be one of auto, dummy, proc" in err
 
 
 def test_cli_sac_json_tiny(crl_cli):
@@ -124,6 +128,6 @@ def test_sac_table_prints_the_split_and_the_ceiling(capsys):
     assert "ceiling: the raw matrix products of one SAC gradient step take 4.00 ms" in out and "250 steps/s" in out
 
 
-def test_cli_rejects_learning_starts_past_the_steps(crl_cli):
-    p = crl_cli("bench", "throughput", "--algo", "sac", "--steps", "100", "--learning-starts", "100", timeout=60)
-    assert p.returncode != 0 and "--learning-starts must be >= 0 and below --steps (100), got 100" in p.stderr
+def test_cli_rejects_learning_starts_past_the_steps(capsys):
+    err = _refused(capsys, "--algo", "sac", "--steps", "100", "--learning-starts", "100")
+    assert "--learning-starts must be >= 0 and below --steps (100), got 100" in err

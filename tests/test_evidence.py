@@ -9,7 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from crl.cli import main
 from crl.evidence import SCORED, cut_runs
+from tests._resume import train_here
 from tests.conftest import run_crl
 
 STEPS = "2048"
@@ -18,18 +20,26 @@ STEPS = "2048"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two real cyclic-cartpole runs (a change every 512 steps, regime evaluations, diagnostics and
-    losses logged: columns the evidence leaves behind)."""
+    losses logged: columns the evidence leaves behind), trained by ``crl train``'s entry point in
+    this process (tests._resume.train_here)."""
     root = tmp_path_factory.mktemp("runs")
     for agent in ("ppo", "ppo-l2"):
-        run_crl(
+        train_here(
             *("train", "--env", "cyclic-cartpole", "--agent", agent, "--steps", STEPS, "--run-dir", str(root)),
             *("--experiment", "exp", "--env-kwargs", "change_every=512", "--eval-every", "512"),
             *("--eval-episodes", "1", "--diagnostics-every", "512", "--agent-kwargs", "n_steps=256", "batch_size=64"),
             *("--wandb", "disabled", "--no-progress"),
-            check=True,
-            timeout=600,
         )
     return root / "exp"
+
+
+def _crl(capsys, *args: str) -> tuple[int, str, str]:
+    """``crl ARGS`` through its entry point in this process: (exit status, stdout, stderr). The
+    real command line's one-line error: :func:`test_cut_command_and_bad_input`'s missing folder."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture
@@ -61,11 +71,14 @@ def test_cut_keeps_what_scores_read(runs, mixed, tmp_path):
 
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("command", [("compare", "--json", "--paired", "ppo", "--floor", "20"), ("metrics", "--json")])
-def test_scores_on_the_evidence_equal_the_runs(runs, tmp_path, command, compress):
+def test_scores_on_the_evidence_equal_the_runs(runs, tmp_path, capsys, command, compress):
     written, _ = cut_runs(runs, tmp_path / "ev", compress=compress)
     assert (written[0] / "metrics.csv.gz").is_file() == compress != (written[0] / "metrics.csv").is_file()
-    full = json.loads(run_crl(command[0], str(runs), *command[1:], check=True).stdout)
-    cut = json.loads(run_crl(command[0], str(tmp_path / "ev"), *command[1:], check=True).stdout)
+    (code, out, _), (code_cut, out_cut, _) = (
+        _crl(capsys, command[0], str(d), *command[1:]) for d in (runs, tmp_path / "ev")
+    )
+    assert code == code_cut == 0
+    full, cut = json.loads(out), json.loads(out_cut)
     if command[0] == "compare":
         for part in ("groups", "paired", "floor"):
             assert cut[part] == full[part], part
@@ -83,20 +96,21 @@ def test_report_on_the_evidence_equals_the_runs(runs, tmp_path):
     assert (tmp_path / "cut" / "returns.png").is_file() and (tmp_path / "cut" / "per_regime.png").is_file()
 
 
-def test_cut_command_and_bad_input(runs, mixed, tmp_path):
-    proc = run_crl("results", "cut", str(mixed), str(tmp_path / "ev"), "--keep", "^losses/", check=True)
-    assert "left out" in proc.stderr and len(proc.stdout.split()) == 2
+def test_cut_command_and_bad_input(runs, mixed, tmp_path, capsys):
+    code, out, err = _crl(capsys, "results", "cut", str(mixed), str(tmp_path / "ev"), "--keep", "^losses/")
+    assert code == 0 and "left out" in err and len(out.split()) == 2
     first = sorted((tmp_path / "ev").iterdir())[0]
     assert any(c.startswith("losses/") for c in pd.read_csv(first / "metrics.csv").columns)
-    again = run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True).stdout.split()
-    twice = run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True).stdout.split()
-    assert again == twice and not (Path(again[0]) / "metrics.csv").exists()
+    gzip = ("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip")
+    (code, again, _), (code_twice, twice, _) = _crl(capsys, *gzip), _crl(capsys, *gzip)
+    again, twice = again.split(), twice.split()
+    assert code == code_twice == 0 and again == twice and not (Path(again[0]) / "metrics.csv").exists()
     data = (Path(again[0]) / "metrics.csv.gz").read_bytes()
-    run_crl("results", "cut", str(runs), str(tmp_path / "gz"), "--gzip", check=True)
+    assert _crl(capsys, *gzip)[0] == 0
     assert (Path(again[0]) / "metrics.csv.gz").read_bytes() == data  # no time stamp: the same bytes
-    bad = run_crl("results", "cut", str(tmp_path / "nope"), str(tmp_path / "x"))
+    bad = run_crl("results", "cut", str(tmp_path / "nope"), str(tmp_path / "x"))  # the real command line
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no such folder" in bad.stderr
-    inside = run_crl("results", "cut", str(runs), str(runs / "evidence"))
-    assert inside.returncode == 2 and "inside" in inside.stderr
-    regex = run_crl("results", "cut", str(runs), str(tmp_path / "y"), "--keep", "(")
-    assert regex.returncode == 2 and "regular expression" in regex.stderr
+    code, _, err = _crl(capsys, "results", "cut", str(runs), str(runs / "evidence"))
+    assert code == 2 and "inside" in err
+    code, _, err = _crl(capsys, "results", "cut", str(runs), str(tmp_path / "y"), "--keep", "(")
+    assert code == 2 and "regular expression" in err

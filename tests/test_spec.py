@@ -174,9 +174,13 @@ def test_schedules_check_integers_with_check_int(make, message):
 
 
 # -- the specs ------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(agent_specs()))
+#: The catalog's agent specs, read once (each call parses every preset file, ~0.3 s).
+AGENT_SPECS = agent_specs()
+
+
+@pytest.mark.parametrize("name", sorted(AGENT_SPECS))
 def test_every_catalog_agent_round_trips(name):
-    spec = agent_specs()[name]
+    spec = AGENT_SPECS[name]
     assert AgentSpec.from_dict(spec.to_dict(), "again") == spec
 
 

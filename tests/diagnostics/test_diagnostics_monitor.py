@@ -58,9 +58,13 @@ def _read(path):
         return list(csv.DictReader(f))
 
 
-def test_regime_summary_row_matches_metrics_file(tmp_path, crl_cli):
-    """An end-to-end run with evaluation on, crossing a cyclic schedule A B A."""
-    crl_cli(
+def test_regime_summary_row_matches_metrics_file(tmp_path, capsys):
+    """An end-to-end run with evaluation on, crossing a cyclic schedule A B A (``crl train`` and
+    ``crl metrics`` through their entry point in this process, as tests._resume.train_here)."""
+    from crl.cli import main
+    from tests._resume import train_here
+
+    train_here(
         "train",
         "--env",
         "slippery-ant",
@@ -89,7 +93,6 @@ def test_regime_summary_row_matches_metrics_file(tmp_path, crl_cli):
         "--no-progress",
         "--wandb",
         "disabled",
-        check=True,
     )
     (run,) = (tmp_path / "default").iterdir()
     regimes = _read(run / "regimes.csv")
@@ -110,10 +113,11 @@ def test_regime_summary_row_matches_metrics_file(tmp_path, crl_cli):
         assert float(reg["best_return"]) == pytest.approx(max(v for _, v in eps))
         assert int(reg["episodes"]) == len(eps)
     assert "steps_to_reach" in regimes[1] and regimes[0]["steps_to_reach"] == ""  # no previous regime
-    proc = crl_cli("metrics", str(run), "--json", check=True)
+    capsys.readouterr()
+    assert main(["metrics", str(run), "--json"]) == 0
     import json
 
-    (res,) = json.loads(proc.stdout).values()
+    (res,) = json.loads(capsys.readouterr().out).values()
     assert res["source"] == "eval"
     assert "0" in res["forgetting_by_regime"]
     assert np.isfinite(res["average_performance"]) and np.isfinite(res["plasticity_score"])

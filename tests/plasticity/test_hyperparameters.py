@@ -143,12 +143,21 @@ def test_check_non_negative(value, strict, ok):
     ],
     ids=["ewc-strength", "upgd-sigma"],
 )
-def test_crl_train_reports_a_bad_hyperparameter_on_one_line(tmp_path, crl_cli, agent, message):
+def test_crl_train_reports_a_bad_hyperparameter_on_one_line(tmp_path, crl_cli, capsys, agent, message):
+    """The first case through the real command line, the second through its entry point here."""
     path = tmp_path / "agent.yaml"
     path.write_text(agent)
-    proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(path), "--run-dir", str(tmp_path / "run"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"crl: error: {path}: {message}", proc.stderr  # one line
+    args = ("train", "--env", "slippery-ant", "--agent", str(path), "--run-dir", str(tmp_path / "run"))
+    if "ewc" in agent:
+        proc = crl_cli(*args)
+        code, err = proc.returncode, proc.stderr
+    else:
+        from crl.cli import main
+
+        capsys.readouterr()
+        code, err = main(list(args)), capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == f"crl: error: {path}: {message}", err  # one line
 
 
 @pytest.mark.parametrize("seed", [float("inf"), float("nan"), "seven"])

@@ -43,7 +43,11 @@ def _status(run: Path) -> dict:
         return {}
 
 
-def test_a_second_train_on_a_running_folder_names_the_holder_and_touches_nothing(tmp_path, crl_cli):
+def test_a_second_train_on_a_running_folder_names_the_holder_and_touches_nothing(tmp_path, crl_cli, capsys):
+    """The plain second ``crl train`` is the real command line (one line on stderr); with
+    ``--overwrite`` and ``--resume`` it calls the same entry point in this process."""
+    from crl.cli import main
+
     args = train_args(tmp_path, 1024, "--wandb", "disabled")  # frozen after its checkpoint at 512
     run = tmp_path.joinpath(*RUN)
     first = subprocess.Popen(
@@ -55,10 +59,15 @@ def test_a_second_train_on_a_running_folder_names_the_holder_and_touches_nothing
         first.send_signal(signal.SIGSTOP)  # frozen mid-run: nothing changes in the folder but by the second
         before = _files(run)
         for extra in ((), ("--overwrite",), ("--resume",)):
-            second = crl_cli(*args, *extra)
-            assert second.returncode == 2, second.stderr
-            lines = second.stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("crl: error: "), second.stderr
+            if extra:
+                capsys.readouterr()
+                code, err = main([*args, *extra]), capsys.readouterr().err
+            else:
+                second = crl_cli(*args)
+                code, err = second.returncode, second.stderr
+            assert code == 2, err
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("crl: error: "), err
             assert f"in use by process {first.pid}" in lines[0] and str(run) in lines[0]
             assert _files(run) == before  # not a byte, not a timestamp
         assert run_state(run) == "running" and holder(run) == first.pid

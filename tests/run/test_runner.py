@@ -14,6 +14,7 @@ import yaml
 from crl.errors import NonFiniteLossError
 from crl.run import RunConfig, train
 from tests._resume import check_resumes_exactly, rows, train_args, train_here
+from tests.conftest import ROOT
 
 
 def test_train_writes_every_file_and_crosses_regimes(tmp_path, crl_cli):
@@ -64,7 +65,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
 
 def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
     args = train_args(tmp_path, 256, "--wandb", "disabled")
-    crl_cli(*args, check=True)
+    train_here(*args)  # the run in this process; the rerun is the real command line
     again = crl_cli(*args, check=True)
     assert "already finished" in again.stdout
 
@@ -101,14 +102,15 @@ def test_same_seed_same_curves(tmp_path):
         (["--env", "slippery-ant", "--agent", "missing.yaml"], "file not found: missing.yaml"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, capsys, args, message):
+def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, capsys, monkeypatch, args, message):
     argv = ["train", *args, "--run-dir", str(tmp_path), "--wandb", "disabled"]
-    if args[1] == "no-such-env" or "missing.yaml" in args:  # the real command line, from the repository root
+    if args[1] == "no-such-env":  # the real command line, from the repository root
         proc = crl_cli(*argv)
         code, err = proc.returncode, proc.stderr
     else:  # the same entry point in this process (no interpreter start-up and imports per case)
         from crl.cli import main
 
+        monkeypatch.chdir(ROOT)  # where the real command line runs: missing.yaml is looked up there
         capsys.readouterr()
         code = main(argv)
         err = capsys.readouterr().err
@@ -118,16 +120,20 @@ def test_bad_input_is_one_clear_line_and_leaves_no_run(tmp_path, crl_cli, capsys
     assert not any(tmp_path.iterdir())
 
 
-def test_bad_agent_yaml_names_file_key_and_valid_keys(tmp_path, crl_cli):
+def test_bad_agent_yaml_names_file_key_and_valid_keys(tmp_path, capsys):
+    """``crl train``'s entry point in this process (the real command line's one-line errors:
+    :func:`test_bad_input_is_one_clear_line_and_leaves_no_run`)."""
+    from crl.cli import main
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("description: x\nalgo: ppo\nhyperparameterz: {}\n")
-    proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(bad), "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2
-    assert f"{bad}: unknown key 'hyperparameterz'; valid: description, algo" in proc.stderr
+    capsys.readouterr()
+    assert main(["train", "--env", "slippery-ant", "--agent", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    assert f"{bad}: unknown key 'hyperparameterz'; valid: description, algo" in capsys.readouterr().err
     wrong_type = tmp_path / "wrong.yaml"
     wrong_type.write_text("description: x\nboundary_aware: 3\n")
-    proc = crl_cli("train", "--env", "slippery-ant", "--agent", str(wrong_type), "--run-dir", str(tmp_path / "r"))
-    assert proc.returncode == 2 and "boundary_aware: expected true or false, got 3" in proc.stderr
+    assert main(["train", "--env", "slippery-ant", "--agent", str(wrong_type), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "boundary_aware: expected true or false, got 3" in capsys.readouterr().err
 
 
 class _NaNRewardEnv(gym.Env):
