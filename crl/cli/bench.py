@@ -30,6 +30,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=None, help="alternating rounds (default 2)")
+    _paired_arguments(p)
+    p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
+    p.add_argument(
+        "--train-threads",
+        type=int,
+        default=0,
+        help="torch threads of crl's updates (default 0: one, as acting; 2 helps ~10%% on free cores "
+        "and collapses when other jobs hold them)",
+    )
+    p.add_argument(
+        "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
+    )
+    p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
+    p.add_argument(
+        "--probe-steps",
+        type=int,
+        default=None,
+        help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
+        "one after the last; 0: no probes; default 1000)",
+    )
+    p.add_argument("--seeds", type=int, default=30, help="probe: networks per method (default 30)")
+    p.add_argument("--examples", type=int, default=20_000, help="probe: examples per network (default 20000)")
+    p.add_argument(
+        "--methods",
+        default="bp,l2,cbp,shrink-perturb,linear",
+        help="probe: the methods batched in crl's second row (default bp,l2,cbp,shrink-perturb,linear)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _paired_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``crl bench throughput --paired``."""
     p.add_argument(
         "--paired",
         action="store_true",
@@ -58,33 +90,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="crl agents to compare (default: ppo, ppo-cbp; with --algo sac: sac); AGENT:VEC_ENV pins the vec env "
         "(ppo:dummy)",
     )
-    p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
-    p.add_argument(
-        "--train-threads",
-        type=int,
-        default=0,
-        help="torch threads of crl's updates (default 0: one, as acting; 2 helps ~10%% on free cores "
-        "and collapses when other jobs hold them)",
-    )
-    p.add_argument(
-        "--vec-env", choices=["auto", "dummy", "proc"], default="auto", help="how crl runs its envs (default auto)"
-    )
-    p.add_argument("--raw-steps", type=int, default=5000, help="steps for the raw MuJoCo rate")
-    p.add_argument(
-        "--probe-steps",
-        type=int,
-        default=None,
-        help="steps of the raw MuJoCo speed probe before every round (the ceiling row's --raw-steps run is the "
-        "one after the last; 0: no probes; default 1000)",
-    )
-    p.add_argument("--seeds", type=int, default=30, help="probe: networks per method (default 30)")
-    p.add_argument("--examples", type=int, default=20_000, help="probe: examples per network (default 20000)")
-    p.add_argument(
-        "--methods",
-        default="bp,l2,cbp,shrink-perturb,linear",
-        help="probe: the methods batched in crl's second row (default bp,l2,cbp,shrink-perturb,linear)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def run(a: argparse.Namespace) -> int:
