@@ -92,6 +92,11 @@ def test_cli_sac_paired_json_tiny(capsys):
         (["--block-steps", "1000"], "--block-steps must be a multiple of 2048 (the rollout) with --algo ppo, got 1000"),
         (["--algo", "sac", "--warmup-steps", "0"], "--warmup-steps must be >= 1, got 0"),
         (["--blocks", "0"], "--blocks and --block-steps must be >= 1, got 0 and 2048"),
+        (["--algo", "sac", "--block-steps", "0"], "--blocks and --block-steps must be >= 1, got 20 and 0"),
+        (
+            ["--warmup-steps", "3000"],
+            "--warmup-steps must be a positive multiple of 2048 (the rollout) with --algo ppo",
+        ),
         (["--agent", "nosuch"], "unknown agent 'nosuch'"),
     ],
 )

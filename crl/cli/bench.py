@@ -30,6 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="env steps per measurement (default 20000)")
     p.add_argument("--repeats", type=int, default=None, help="alternating rounds (default 2)")
+    p.add_argument(
+        "--agent",
+        action="append",
+        default=None,
+        help="crl agents to compare (default: ppo, ppo-cbp; with --algo sac: sac); AGENT:VEC_ENV pins the vec env "
+        "(ppo:dummy)",
+    )
     _paired_arguments(p)
     p.add_argument("--n-envs", type=int, default=16, help="envs of the crl agents (default 16)")
     p.add_argument(
@@ -82,13 +89,6 @@ def _paired_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="--paired: env steps before the first block (after --learning-starts for sac; default one block for sac, "
         "two for ppo)",
-    )
-    p.add_argument(
-        "--agent",
-        action="append",
-        default=None,
-        help="crl agents to compare (default: ppo, ppo-cbp; with --algo sac: sac); AGENT:VEC_ENV pins the vec env "
-        "(ppo:dummy)",
     )
 
 
@@ -157,14 +157,17 @@ def _paired(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
     for flag, value in (("--steps", a.steps), ("--repeats", a.repeats), ("--probe-steps", a.probe_steps)):
         if value is not None:
             raise ConfigError(f"{flag} does not apply with --paired (it has --blocks, --block-steps, --warmup-steps)")
-    block = a.block_steps or (SAC_BLOCK if a.algo == "sac" else PPO_BLOCK)
+    block = a.block_steps if a.block_steps is not None else SAC_BLOCK if a.algo == "sac" else PPO_BLOCK
     if a.blocks < 1 or block < 1:
         raise ConfigError(f"--blocks and --block-steps must be >= 1, got {a.blocks} and {block}")
     if a.algo == "ppo" and block % 2048:
         raise ConfigError(f"--block-steps must be a multiple of 2048 (the rollout) with --algo ppo, got {block}")
-    if a.warmup_steps is not None and a.warmup_steps < (1 if a.algo == "sac" else 2048):
-        least = "1" if a.algo == "sac" else "2048 (a rollout)"
-        raise ConfigError(f"--warmup-steps must be >= {least}, got {a.warmup_steps}")
+    if a.warmup_steps is not None and a.algo == "sac" and a.warmup_steps < 1:
+        raise ConfigError(f"--warmup-steps must be >= 1, got {a.warmup_steps}")
+    if a.warmup_steps is not None and a.algo == "ppo" and (a.warmup_steps < 2048 or a.warmup_steps % 2048):
+        raise ConfigError(
+            f"--warmup-steps must be a positive multiple of 2048 (the rollout) with --algo ppo, got {a.warmup_steps}"
+        )
     if a.algo == "sac" and a.learning_starts < 0:
         raise ConfigError(f"--learning-starts must be >= 0, got {a.learning_starts}")
     return paired(
