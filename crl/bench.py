@@ -42,6 +42,7 @@ __all__ = [
     "finish",
     "time_split",
     "child_env",
+    "bench_setting",
     "measure",
     "throughput",
     "print_table",
@@ -520,10 +521,27 @@ def throughput(
             **time_split(rs, sac),
         }
     return {
-        "algo": algo,
-        **({"learning_starts": learning_starts, "ceiling_ms": sac_ceiling_ms()} if sac else {}),
+        **bench_setting(algo, learning_starts, raw, raw_steps, n_envs, vec_env, train_threads),
         "steps": steps,
         "repeats": repeats,
+        "speed_probes": probes,
+        "speed_spread": (max(probes) - min(probes)) / max(probes) if probes else None,
+        "results": rows,
+    }
+
+
+def bench_setting(
+    algo: str, learning_starts: int, raw: float, raw_steps: int, n_envs: int, vec_env: str, train_threads: int
+) -> dict[str, Any]:
+    """What a bench result says of its setting and machine, measured now where it is a rate:
+    the algorithm (with SAC's ``learning_starts`` and :func:`sac_ceiling_ms`), the one-core raw
+    MuJoCo rate ``raw`` (measured by the caller) and :func:`raw_mujoco_rate_all_cores` over
+    ``raw_steps``, crl's env and thread settings, the usable cores and the load average.
+    """
+    sac = algo == "sac"
+    return {
+        "algo": algo,
+        **({"learning_starts": learning_starts, "ceiling_ms": sac_ceiling_ms()} if sac else {}),
         "raw_mujoco_steps_per_s_per_core": raw,
         "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
         "n_envs": n_envs,
@@ -531,9 +549,6 @@ def throughput(
         "train_threads": train_threads,
         "cpus": usable_cores(),
         "loadavg": os.getloadavg(),
-        "speed_probes": probes,
-        "speed_spread": (max(probes) - min(probes)) / max(probes) if probes else None,
-        "results": rows,
     }
 
 

@@ -39,17 +39,8 @@ from typing import IO, Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from crl.bench import (
-    child_env,
-    finish,
-    raw_mujoco_rate,
-    raw_mujoco_rate_all_cores,
-    run_contender,
-    sac_ceiling_ms,
-    time_split,
-)
+from crl.bench import bench_setting, child_env, finish, raw_mujoco_rate, run_contender, time_split
 from crl.stats import median_interval
-from crl.system import usable_cores
 
 __all__ = ["Gate", "paired", "child", "PPO_BLOCK", "SAC_BLOCK"]
 
@@ -237,21 +228,14 @@ def paired(
             runs[c] = finish(json.loads(proc.read("result")), sac)
             proc.p.wait()
     base = rates[contenders[0]]
+    raw = raw_mujoco_rate(raw_steps)
     return {
         "mode": "paired",
-        "algo": algo,
-        **({"learning_starts": learning_starts, "ceiling_ms": sac_ceiling_ms()} if sac else {}),
+        **bench_setting(algo, learning_starts, raw, raw_steps, n_envs, vec_env, train_threads),
         "steps": steps,
         "blocks": blocks,
         "block_steps": block,
         "warmup_steps": warmup,
-        "raw_mujoco_steps_per_s_per_core": raw_mujoco_rate(raw_steps),
-        "raw_mujoco_steps_per_s_all_cores": raw_mujoco_rate_all_cores(raw_steps),
-        "n_envs": n_envs,
-        "vec_env": vec_env,
-        "train_threads": train_threads,
-        "cpus": usable_cores(),
-        "loadavg": os.getloadavg(),
         "speed_probes": [],
         "speed_spread": None,
         "base_spread": (max(base) - min(base)) / max(base),
