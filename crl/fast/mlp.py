@@ -53,6 +53,7 @@ __all__ = [
     "has_grad_hooks",
     "is_feature_hook",
     "onednn_linear_available",
+    "onednn_linear_preferred",
     "random_modules",
 ]
 
@@ -90,9 +91,30 @@ def onednn_linear_available() -> bool:
         return False
 
 
+@functools.cache
+def onednn_linear_preferred() -> bool:
+    """Whether :class:`MlpPlan` sends its matrix products to oneDNN rather than torch's own
+    ``addmm``/``mm``: where :func:`onednn_linear_available` and the CPU runs AVX-512 kernels
+    (torch's ``get_cpu_capability()``). Decided by the instruction set, not by timing, so that
+    every run on a machine computes with the same kernels (the same float rounding).
+
+    Measured (``docs/performance.md``): on a 2-core AMD EPYC with AVX-512, where MKL runs its
+    AVX2 kernels, oneDNN took 88-95 us for a 128x256 by 256x256 product against MKL's 163 us;
+    on a 2-core AMD EPYC with AVX2 only, oneDNN took 1.1-1.2x as long for PPO's 256-wide
+    products and 1.4-4x for the thin ones of the heads, and the hand-written update with
+    oneDNN was slower than autograd's.
+
+    Example:
+        >>> onednn_linear_preferred() <= onednn_linear_available()
+        True
+    """
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    return capability.startswith("AVX512") and onednn_linear_available()
+
+
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool = False) -> torch.Tensor:
-    """``x @ w.T + b`` (then ReLU), with oneDNN where :func:`onednn_linear_available`."""
-    if onednn_linear_available():
+    """``x @ w.T + b`` (then ReLU), with oneDNN where :func:`onednn_linear_preferred`."""
+    if onednn_linear_preferred():
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu" if relu else "none", _NO_SCALARS, "")
     out = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
     return out.relu_() if relu else out

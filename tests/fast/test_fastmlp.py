@@ -38,8 +38,7 @@ def kernels(request, monkeypatch):
     """Both kernel choices: oneDNN's (where this torch has it) and torch's own ``addmm``."""
     if request.param == "onednn" and not onednn_linear_available():
         pytest.skip("no oneDNN linear in this torch build")
-    if request.param == "torch":
-        monkeypatch.setattr(fastmlp, "onednn_linear_available", lambda: False)
+    monkeypatch.setattr(fastmlp, "onednn_linear_preferred", lambda: request.param == "onednn")
     return request.param
 
 
@@ -268,3 +267,16 @@ def test_continual_backprop_gets_the_same_features_by_hand():
     for key in cbp_a.util:
         assert cbp_a.util[key].abs().sum() > 0, key
         torch.testing.assert_close(cbp_a.util[key], cbp_b.util[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2", "DEFAULT", "ZVECTOR"])
+def test_onednn_is_preferred_only_with_avx512_kernels(monkeypatch, capability):
+    """The kernel choice follows the instruction set (the same kernels in every run on a
+    machine), never timing: oneDNN only where torch runs AVX-512 kernels and oneDNN checked out."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    fastmlp.onednn_linear_preferred.cache_clear()
+    try:
+        want = capability == "AVX512" and onednn_linear_available()
+        assert fastmlp.onednn_linear_preferred() is want
+    finally:
+        fastmlp.onednn_linear_preferred.cache_clear()
