@@ -4,16 +4,20 @@ A PPO minibatch step on SB3's ``MlpPolicy`` runs about a hundred small torch ope
 through autograd, and its matrix products go to MKL, which runs its AVX2 kernels on AMD CPUs.
 :class:`MlpPlan` computes the same forward pass and the same gradients of a plain MLP (a
 ``Sequential`` of ``Linear`` layers each followed by ``ReLU`` or ``Tanh``, then a ``Linear``
-head) by hand, with the few operations the math needs, and its matrix products with oneDNN
+head) by hand, with the few operations the math needs. Its matrix products go to oneDNN
 (``torch.ops.mkldnn._linear_pointwise``, which picks its kernels by the CPU's instruction set,
-not its vendor) where torch has it. The numbers are the same as autograd's up to float rounding
+not its vendor) where the CPU runs AVX-512 kernels, and to torch's own ``addmm``/``mm``
+elsewhere (:func:`onednn_linear_preferred`). The numbers are the same as autograd's up to float rounding
 (the products sum in another order); the gradients land in the parameters' ``.grad`` exactly
 where ``backward()`` would put them, so optimizers and their hooks work unchanged.
 
 Measured on the 2-core AMD EPYC (AVX-512) of ``docs/performance.md``: a 128x256 by 256x256
 product takes 163 us with MKL and 88-95 us with oneDNN; the forward and backward pass of a
 256x256 ReLU policy with PPO's Gaussian loss on a minibatch of 128 takes 815 us through
-autograd and 500 us by hand.
+autograd and 500 us by hand. On a 2-core AMD EPYC with AVX2 only, oneDNN was the slower one
+(1.1-1.2x MKL's time for the 256-wide products, 1.4-4x for the heads' thin ones): there the
+hand-written update of Dohare's nets took 0.432 s with oneDNN, 0.389 s through autograd and
+0.319 s by hand with torch's kernels (``benchmarks/update_step.py``, critic worker).
 
 What it leaves to autograd (:meth:`MlpPlan.unsupported` says why): other layer types
 (``LayerNorm``, CReLU, dropout: :func:`random_modules`, ...), subclasses of ``Linear``, hooks

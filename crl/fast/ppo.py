@@ -34,7 +34,7 @@
 - with ``hand_gradients`` (default), the forward and backward passes of plain MLP actors and
   critics (``Linear`` + ``ReLU``/``Tanh``, Gaussian policy) are written out by hand
   (:mod:`crl.fast.mlp`: a dozen operations instead of autograd's graph, matrix products by
-  oneDNN where torch has it): the same gradients up to float rounding, into the same ``.grad``
+  oneDNN on CPUs with AVX-512, by torch's own kernels elsewhere): the same gradients up to float rounding, into the same ``.grad``
   tensors, ~28 % off the update of Dohare's nets on the 2-core benchmark machine. Other
   networks, hooks other than crl's feature capture, and discrete actions use autograd.
 
@@ -97,7 +97,7 @@ class FastPPO(PPO):
             ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`).
         hand_gradients: compute the forward and backward passes of plain MLP actors and critics
             (``Linear`` + ``ReLU``/``Tanh`` with a Gaussian policy) by hand, with oneDNN's
-            matrix products where torch has them (:mod:`crl.fast.mlp`): the same gradients as
+            matrix products on CPUs with AVX-512 and torch's elsewhere (:mod:`crl.fast.mlp`): the same gradients as
             autograd up to float rounding; the update of Dohare's nets takes ~30 % less time
             (``benchmarks/update_step.py``). ``False``: autograd throughout.
         *args, **kwargs: those of :class:`~stable_baselines3.PPO`.

@@ -6,8 +6,8 @@ only in overheads, where the agent's configuration allows (:meth:`FastSAC.fast_p
 
 - each gradient step is computed by hand (:mod:`crl.fast.sac_update`): the actor's squashed
   Gaussian, the entropy coefficient's step, the soft Bellman target, the critics' and the
-  actor's losses and gradients with a dozen matrix products per network (oneDNN where torch
-  has it), no ``torch.distributions`` objects and no autograd graph; the optimizers and their
+  actor's losses and gradients with a dozen matrix products per network (torch's own
+  kernels), no ``torch.distributions`` objects and no autograd graph; the optimizers and their
   hooks run as in SB3 (:func:`crl.fast.adam.step`), the target critics follow in one
   ``torch._foreach`` pair;
 - the replay batch is drawn with the same two NumPy draws as ``ReplayBuffer.sample``, without

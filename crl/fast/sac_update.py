@@ -15,8 +15,7 @@ plain MLPs (``Linear`` + ``ReLU``/``Tanh``, a ``Flatten`` features extractor) an
 
 writing the gradients into the parameters' ``.grad`` and stepping the same optimizers
 (:func:`crl.fast.adam.step`: their hooks run), then the Polyak update of the target critics as
-one ``torch._foreach`` pair. The matrix products go to oneDNN where torch has it
-(:func:`crl.fast.mlp.linear`). Numbers equal SB3's up to float rounding (tested).
+one ``torch._foreach`` pair. The matrix products use torch's own kernels (:func:`linear`). Numbers equal SB3's up to float rounding (tested).
 
 One difference is visible after a step: SB3's actor-loss backward also leaves the actor loss's
 gradient with respect to the critics' parameters in the critics' ``.grad`` (added to the
@@ -82,7 +81,7 @@ _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 def linear(x: th.Tensor, w: th.Tensor, b: th.Tensor | None, relu: bool = False) -> th.Tensor:
     """``x @ w.T + b`` (then ReLU) with torch's own kernels (``addmm``/``mm``; call under ``no_grad``).
 
-    Not oneDNN (:func:`crl.fast.mlp.linear`): on the 2-core AVX2 EPYC these SAC products were
+    Not oneDNN (:func:`crl.fast.mlp.onednn_linear_preferred`): on the 2-core AVX2 EPYC these SAC products were
     measured on, oneDNN took 1.1-1.3x as long for 256-row products, 2-20x for the thin ones
     of SAC's heads and inputs, and 60x for a column slice of a weight.
     """
