@@ -34,9 +34,9 @@
 - with ``hand_gradients`` (default), the forward and backward passes of plain MLP actors and
   critics (``Linear`` + ``ReLU``/``Tanh``, Gaussian policy) are written out by hand
   (:mod:`crl.fast.mlp`: a dozen operations instead of autograd's graph, matrix products by
-  oneDNN on CPUs with AVX-512, by torch's own kernels elsewhere): the same gradients up to float rounding, into the same ``.grad``
-  tensors, ~28 % off the update of Dohare's nets on the 2-core benchmark machine. Other
-  networks, hooks other than crl's feature capture, and discrete actions use autograd.
+  oneDNN on CPUs with AVX-512, by torch's own kernels elsewhere): the same gradients up to
+  float rounding, into the same ``.grad`` tensors, ~28 % off the update of Dohare's nets on the
+  2-core benchmark machine. Other networks, hooks other than crl's feature capture, and discrete actions use autograd.
 
 How each half of a minibatch (actor, critic) is computed is chosen once per update, by the
 strategies of :mod:`crl.fast.update`; a strategy that stops applying mid-update (an

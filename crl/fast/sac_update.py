@@ -15,7 +15,8 @@ plain MLPs (``Linear`` + ``ReLU``/``Tanh``, a ``Flatten`` features extractor) an
 
 writing the gradients into the parameters' ``.grad`` and stepping the same optimizers
 (:func:`crl.fast.adam.step`: their hooks run), then the Polyak update of the target critics as
-one ``torch._foreach`` pair. The matrix products use torch's own kernels (:func:`linear`). Numbers equal SB3's up to float rounding (tested).
+one ``torch._foreach`` pair. The matrix products use torch's own kernels (:func:`linear`).
+Numbers equal SB3's up to float rounding (tested).
 
 One difference is visible after a step: SB3's actor-loss backward also leaves the actor loss's
 gradient with respect to the critics' parameters in the critics' ``.grad`` (added to the
