@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from crl.bench import measure
 
@@ -37,6 +38,10 @@ def test_cli_json_tiny(crl_cli):
     assert len(probes) == 3 and min(probes) > 0  # before each of the 2 rounds and after the last
     assert probes[-1] == res["raw_mujoco_steps_per_s_per_core"]  # the last one is the ceiling row's run
     assert res["speed_spread"] == pytest.approx((max(probes) - min(probes)) / max(probes))
+    from crl.fast.mlp import onednn_linear_preferred
+
+    assert res["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
+    assert res["hand_products"] == ("oneDNN" if onednn_linear_preferred() else "torch")
 
 
 def _result(probes):
@@ -54,6 +59,8 @@ def _result(probes):
         "raw_mujoco_steps_per_s_all_cores": 10000.0,
         "cpus": 2,
         "loadavg": (0.1, 0.2, 0.3),
+        "cpu_capability": "AVX2",
+        "hand_products": "torch",
         "speed_probes": probes,
         "speed_spread": (max(probes) - min(probes)) / max(probes) if probes else None,
     }
@@ -66,6 +73,7 @@ def test_table_shows_round_ratios_and_warns_when_the_machine_speed_moved(capsys)
     out = capsys.readouterr().out
     assert "2.40-2.60x" in out
     assert "4950-5100 steps/s, spread 3 %" in out and "warning" not in out
+    assert "cpus 2 (AVX2; PPO's hand-written products: torch), load average 0.10 0.20 0.30" in out
     print_table(_result([5000.0, 3500.0, 4000.0]))
     out = capsys.readouterr().out
     assert "spread 30 %" in out and "warning: the machine's speed changed by more than 10 %" in out
