@@ -7,9 +7,10 @@ through autograd, and its matrix products go to MKL, which runs its AVX2 kernels
 head) by hand, with the few operations the math needs. Its matrix products go to oneDNN
 (``torch.ops.mkldnn._linear_pointwise``, which picks its kernels by the CPU's instruction set,
 not its vendor) where the CPU runs AVX-512 kernels, and to torch's own ``addmm``/``mm``
-elsewhere (:func:`onednn_linear_preferred`). The numbers are the same as autograd's up to float rounding
-(the products sum in another order); the gradients land in the parameters' ``.grad`` exactly
-where ``backward()`` would put them, so optimizers and their hooks work unchanged.
+elsewhere (:func:`onednn_linear_preferred`). The numbers are the same as autograd's up to
+float rounding (the products sum in another order); the gradients land in the parameters'
+``.grad`` exactly where ``backward()`` would put them, so optimizers and their hooks work
+unchanged.
 
 Measured on the 2-core AMD EPYC (AVX-512) of ``docs/performance.md``: a 128x256 by 256x256
 product takes 163 us with MKL and 88-95 us with oneDNN; the forward and backward pass of a

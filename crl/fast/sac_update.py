@@ -82,9 +82,10 @@ _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 def linear(x: th.Tensor, w: th.Tensor, b: th.Tensor | None, relu: bool = False) -> th.Tensor:
     """``x @ w.T + b`` (then ReLU) with torch's own kernels (``addmm``/``mm``; call under ``no_grad``).
 
-    Not oneDNN (:func:`crl.fast.mlp.onednn_linear_preferred`): on the 2-core AVX2 EPYC these SAC products were
-    measured on, oneDNN took 1.1-1.3x as long for 256-row products, 2-20x for the thin ones
-    of SAC's heads and inputs, and 60x for a column slice of a weight.
+    Not oneDNN (as :func:`crl.fast.mlp.onednn_linear_preferred` may choose for PPO): on the
+    2-core AVX2 EPYC these SAC products were measured on, oneDNN took 1.1-1.3x as long for
+    256-row products, 2-20x for the thin ones of SAC's heads and inputs, and 60x for a column
+    slice of a weight; AVX-512 machines are not measured for SAC.
     """
     out = th.addmm(b, x, w.t()) if b is not None else x @ w.t()
     return out.relu_() if relu else out
