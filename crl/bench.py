@@ -47,10 +47,13 @@ __all__ = [
     "throughput",
     "print_table",
     "CONTENDERS",
+    "PPO_ROLLOUT",
 ]
 
 ENV_ID = "crl/SlipperyAnt-v0"
 ENV_NAME = "slippery-ant"
+#: Samples per PPO update in the bench (Dohare's ``n_steps``; crl's agents split it over their envs).
+PPO_ROLLOUT = 2048
 
 
 class _Timer(gym.Wrapper):
@@ -148,7 +151,7 @@ def _run_sb3(steps: int, seed: int, callbacks: Sequence[Any] = ()) -> dict[str, 
     model = PPO(
         "MlpPolicy",
         venv,
-        n_steps=2048,
+        n_steps=PPO_ROLLOUT,
         batch_size=128,
         n_epochs=10,
         learning_rate=1e-4,
@@ -214,7 +217,7 @@ def _run_crl(
     # an agent that observes the task id gets two ids (Slippery Ant's regimes never repeat); the
     # bench's steps stay in the first regime, so it measures task 0
     env_kwargs = {"task_id": 2} if spec.task_id else {}
-    ppo_kwargs = {"n_steps": 2048 // n_envs} if spec.algo == "ppo" else {}
+    ppo_kwargs = {"n_steps": PPO_ROLLOUT // n_envs} if spec.algo == "ppo" else {}
     with tempfile.TemporaryDirectory() as d:
         cfg = run.RunConfig(
             env=env,

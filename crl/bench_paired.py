@@ -39,13 +39,13 @@ from typing import IO, Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from crl.bench import bench_setting, child_env, finish, raw_mujoco_rate, run_contender, time_split
+from crl.bench import PPO_ROLLOUT, bench_setting, child_env, finish, raw_mujoco_rate, run_contender, time_split
 from crl.stats import median_interval
 
 __all__ = ["Gate", "paired", "child", "PPO_BLOCK", "SAC_BLOCK"]
 
 #: Default block for PPO: one rollout of SB3's 2,048 samples, so every block holds one update.
-PPO_BLOCK = 2048
+PPO_BLOCK = PPO_ROLLOUT
 #: Default block for SAC: 250 gradient steps (2-4 s of SB3 on a 2-core machine).
 SAC_BLOCK = 250
 

@@ -94,14 +94,14 @@ def _paired_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(a: argparse.Namespace) -> int:
     """Run the benchmark and print its table (or JSON)."""
-    from crl.bench import CONTENDERS, print_table
+    from crl.bench import CONTENDERS, PPO_ROLLOUT, print_table
     from crl.catalog import resolve_agent
     from crl.errors import ConfigError
 
     if a.kind == "probe":
         return _run_probe(a)
-    if a.n_envs < 1 or 2048 % a.n_envs:
-        raise ConfigError(f"--n-envs must divide 2048 (samples per update), got {a.n_envs}")
+    if a.n_envs < 1 or PPO_ROLLOUT % a.n_envs:
+        raise ConfigError(f"--n-envs must divide {PPO_ROLLOUT} (samples per update), got {a.n_envs}")
     default = CONTENDERS[1:] if a.algo == "ppo" else ("sac",)
     agents = a.agent or [c for c in default if _agent_exists(c)]
     for c in agents:
@@ -151,6 +151,7 @@ def _rounds(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
 
 def _paired(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
     """``crl bench throughput --paired``: short blocks of every contender in turn."""
+    from crl.bench import PPO_ROLLOUT
     from crl.bench_paired import PPO_BLOCK, SAC_BLOCK, paired
     from crl.errors import ConfigError
 
@@ -160,13 +161,20 @@ def _paired(a: argparse.Namespace, agents: list[str]) -> dict[str, Any]:
     block = a.block_steps if a.block_steps is not None else SAC_BLOCK if a.algo == "sac" else PPO_BLOCK
     if a.blocks < 1 or block < 1:
         raise ConfigError(f"--blocks and --block-steps must be >= 1, got {a.blocks} and {block}")
-    if a.algo == "ppo" and block % 2048:
-        raise ConfigError(f"--block-steps must be a multiple of 2048 (the rollout) with --algo ppo, got {block}")
+    if a.algo == "ppo" and block % PPO_ROLLOUT:
+        raise ConfigError(
+            f"--block-steps must be a multiple of {PPO_ROLLOUT} (the rollout) with --algo ppo, got {block}"
+        )
     if a.warmup_steps is not None and a.algo == "sac" and a.warmup_steps < 1:
         raise ConfigError(f"--warmup-steps must be >= 1, got {a.warmup_steps}")
-    if a.warmup_steps is not None and a.algo == "ppo" and (a.warmup_steps < 2048 or a.warmup_steps % 2048):
+    if (
+        a.warmup_steps is not None
+        and a.algo == "ppo"
+        and (a.warmup_steps < PPO_ROLLOUT or a.warmup_steps % PPO_ROLLOUT)
+    ):
         raise ConfigError(
-            f"--warmup-steps must be a positive multiple of 2048 (the rollout) with --algo ppo, got {a.warmup_steps}"
+            f"--warmup-steps must be a positive multiple of {PPO_ROLLOUT} (the rollout) with --algo ppo, "
+            f"got {a.warmup_steps}"
         )
     if a.algo == "sac" and a.learning_starts < 0:
         raise ConfigError(f"--learning-starts must be >= 0, got {a.learning_starts}")
