@@ -540,12 +540,12 @@ def bench_setting(
     the algorithm (with SAC's ``learning_starts`` and :func:`sac_ceiling_ms`), the one-core raw
     MuJoCo rate ``raw`` (measured by the caller) and :func:`raw_mujoco_rate_all_cores` over
     ``raw_steps``, crl's env and thread settings, the usable cores, the load average, the
-    instruction set torch's CPU kernels use and whose matrix products PPO's hand-written passes
-    take (:func:`crl.fast.mlp.onednn_linear_preferred`).
+    CPU's vendor, the instruction set torch's CPU kernels use and whose matrix products PPO's
+    hand-written passes take (:func:`crl.fast.mlp.onednn_linear_preferred`).
     """
     import torch
 
-    from crl.fast.mlp import onednn_linear_preferred
+    from crl.fast.mlp import cpu_vendor, onednn_linear_preferred
 
     sac = algo == "sac"
     return {
@@ -558,6 +558,7 @@ def bench_setting(
         "train_threads": train_threads,
         "cpus": usable_cores(),
         "loadavg": os.getloadavg(),
+        "cpu_vendor": cpu_vendor() or "unknown vendor",
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "hand_products": "oneDNN" if onednn_linear_preferred() else "torch",
     }
@@ -615,7 +616,8 @@ def print_table(res: dict[str, Any]) -> None:
     if not console.is_terminal:  # a pipe or a file: no terminal width to fit, keep rows on one line
         console = Console(width=(170 if sac else 120) + (30 if paired else 0))
     console.print(t)
-    kernels = f" ({res['cpu_capability']}; PPO's hand-written products: {res['hand_products']})"
+    cpu = ", ".join(res[k] for k in ("cpu_vendor", "cpu_capability") if k in res)  # older results: no vendor
+    kernels = f" ({cpu}; PPO's hand-written products: {res['hand_products']})"
     print(f"cpus {res['cpus']}{kernels}, load average {' '.join(f'{x:.2f}' for x in res['loadavg'])}")
     if sac:
         ms = res["ceiling_ms"]

@@ -38,8 +38,9 @@ def test_cli_json_tiny(crl_cli):
     assert len(probes) == 3 and min(probes) > 0  # before each of the 2 rounds and after the last
     assert probes[-1] == res["raw_mujoco_steps_per_s_per_core"]  # the last one is the ceiling row's run
     assert res["speed_spread"] == pytest.approx((max(probes) - min(probes)) / max(probes))
-    from crl.fast.mlp import onednn_linear_preferred
+    from crl.fast.mlp import cpu_vendor, onednn_linear_preferred
 
+    assert res["cpu_vendor"] == (cpu_vendor() or "unknown vendor")
     assert res["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
     assert res["hand_products"] == ("oneDNN" if onednn_linear_preferred() else "torch")
 
@@ -59,6 +60,7 @@ def _result(probes):
         "raw_mujoco_steps_per_s_all_cores": 10000.0,
         "cpus": 2,
         "loadavg": (0.1, 0.2, 0.3),
+        "cpu_vendor": "AuthenticAMD",
         "cpu_capability": "AVX2",
         "hand_products": "torch",
         "speed_probes": probes,
@@ -73,12 +75,16 @@ def test_table_shows_round_ratios_and_warns_when_the_machine_speed_moved(capsys)
     out = capsys.readouterr().out
     assert "2.40-2.60x" in out
     assert "4950-5100 steps/s, spread 3 %" in out and "warning" not in out
-    assert "cpus 2 (AVX2; PPO's hand-written products: torch), load average 0.10 0.20 0.30" in out
+    assert "cpus 2 (AuthenticAMD, AVX2; PPO's hand-written products: torch), load average 0.10 0.20 0.30" in out
     print_table(_result([5000.0, 3500.0, 4000.0]))
     out = capsys.readouterr().out
     assert "spread 30 %" in out and "warning: the machine's speed changed by more than 10 %" in out
     print_table(_result([]))
     assert "machine speed" not in capsys.readouterr().out
+    old = _result([])
+    del old["cpu_vendor"]  # a result saved before the vendor was recorded
+    print_table(old)
+    assert "cpus 2 (AVX2; PPO's hand-written products: torch)" in capsys.readouterr().out
 
 
 def _refused(capsys, *args: str) -> str:

@@ -122,6 +122,7 @@ def test_paired_table_shows_block_ratios_their_interval_and_the_drift(capsys):
         "raw_mujoco_steps_per_s_all_cores": 9000.0,
         "cpus": 2,
         "loadavg": (0.1, 0.2, 0.3),
+        "cpu_vendor": "AuthenticAMD",
         "cpu_capability": "AVX2",
         "hand_products": "torch",
         "speed_probes": [],

@@ -1,24 +1,24 @@
 """Hand-written forward and backward passes of SB3's MLP networks, for PPO's update.
 
 A PPO minibatch step on SB3's ``MlpPolicy`` runs about a hundred small torch operations
-through autograd, and its matrix products go to MKL, which runs its AVX2 kernels on AMD CPUs.
-:class:`MlpPlan` computes the same forward pass and the same gradients of a plain MLP (a
-``Sequential`` of ``Linear`` layers each followed by ``ReLU`` or ``Tanh``, then a ``Linear``
-head) by hand, with the few operations the math needs. Its matrix products go to oneDNN
-(``torch.ops.mkldnn._linear_pointwise``, which picks its kernels by the CPU's instruction set,
-not its vendor) where the CPU runs AVX-512 kernels, and to torch's own ``addmm``/``mm``
-elsewhere (:func:`onednn_linear_preferred`). The numbers are the same as autograd's up to
-float rounding (the products sum in another order); the gradients land in the parameters'
-``.grad`` exactly where ``backward()`` would put them, so optimizers and their hooks work
-unchanged.
+through autograd. :class:`MlpPlan` computes the same forward pass and the same gradients of a
+plain MLP (a ``Sequential`` of ``Linear`` layers each followed by ``ReLU`` or ``Tanh``, then a
+``Linear`` head) by hand, with the few operations the math needs. Its matrix products go to
+torch's own ``addmm``/``mm`` (MKL on x86), except on AVX-512 CPUs of other vendors than Intel,
+where MKL runs its AVX2 kernels and they go to oneDNN
+(``torch.ops.mkldnn._linear_pointwise``, which picks its kernels by the instruction set):
+:func:`onednn_linear_preferred`. The numbers are the same as autograd's up to float rounding
+(the products sum in another order); the gradients land in the parameters' ``.grad`` exactly
+where ``backward()`` would put them, so optimizers and their hooks work unchanged.
 
 Measured on the 2-core AMD EPYC (AVX-512) of ``docs/performance.md``: a 128x256 by 256x256
 product takes 163 us with MKL and 88-95 us with oneDNN; the forward and backward pass of a
 256x256 ReLU policy with PPO's Gaussian loss on a minibatch of 128 takes 815 us through
-autograd and 500 us by hand. On a 2-core AMD EPYC with AVX2 only, oneDNN was the slower one
-(1.1-1.2x MKL's time for the 256-wide products, 1.4-4x for the heads' thin ones): there the
-hand-written update of Dohare's nets took 0.432 s with oneDNN, 0.389 s through autograd and
-0.319 s by hand with torch's kernels (``benchmarks/update_step.py``, critic worker).
+autograd and 500 us by hand. On a 2-core AMD EPYC with AVX2 only, and on a 2-core Intel Xeon
+with AVX-512, oneDNN was the slower one. There the hand-written update of Dohare's nets
+(``benchmarks/update_step.py``, critic worker) took 0.432 s with oneDNN, 0.389 s through
+autograd and 0.319 s by hand with torch's kernels (AVX2 EPYC), and 0.26 s with oneDNN, 0.25 s
+through autograd and 0.21 s with torch's kernels (Xeon).
 
 What it leaves to autograd (:meth:`MlpPlan.unsupported` says why): other layer types
 (``LayerNorm``, CReLU, dropout: :func:`random_modules`, ...), subclasses of ``Linear``, hooks
@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import platform
 from typing import Any
 
 import torch
@@ -54,6 +55,7 @@ from crl.plasticity.nets import activation_name
 __all__ = [
     "MlpPlan",
     "accumulate_grad",
+    "cpu_vendor",
     "global_module_hooks",
     "has_grad_hooks",
     "is_feature_hook",
@@ -64,6 +66,7 @@ __all__ = [
 
 _PASSES = ("relu", "tanh")  # the activations (by crl.plasticity.nets name) with hand-written passes
 _NO_SCALARS: list[Any] = []
+_VENDORS = ("GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")  # as CPUID spells them
 
 
 @functools.cache
@@ -97,24 +100,52 @@ def onednn_linear_available() -> bool:
 
 
 @functools.cache
+def cpu_vendor() -> str:
+    """The CPU's vendor id as the operating system reports it (``"GenuineIntel"``,
+    ``"AuthenticAMD"``, ...; ``""`` where it cannot tell): ``vendor_id`` of ``/proc/cpuinfo``
+    on Linux, else the vendor named in :func:`platform.processor` (Windows).
+
+    Example:
+        >>> isinstance(cpu_vendor(), str)
+        True
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    words = platform.processor().replace(",", " ").split()  # "Intel64 Family 6 ..., GenuineIntel"
+    return next((w for w in words if w in _VENDORS), "")
+
+
+@functools.cache
 def onednn_linear_preferred() -> bool:
     """Whether :class:`MlpPlan` sends its matrix products to oneDNN rather than torch's own
-    ``addmm``/``mm``: where :func:`onednn_linear_available` and the CPU runs AVX-512 kernels
-    (torch's ``get_cpu_capability()``). Decided by the instruction set, not by timing, so that
-    every run on a machine computes with the same kernels (the same float rounding).
+    ``addmm``/``mm`` (MKL on x86): where :func:`onednn_linear_available`, the CPU runs AVX-512
+    kernels (torch's ``get_cpu_capability()``) and its vendor is known and not Intel
+    (:func:`cpu_vendor`). MKL runs its AVX-512 kernels on Intel CPUs only; oneDNN picks its
+    kernels by the instruction set. Decided by the CPU, not by timing, so that every run on a
+    machine computes with the same kernels (the same float rounding).
 
-    Measured (``docs/performance.md``): on a 2-core AMD EPYC with AVX-512, where MKL runs its
-    AVX2 kernels, oneDNN took 88-95 us for a 128x256 by 256x256 product against MKL's 163 us;
-    on a 2-core AMD EPYC with AVX2 only, oneDNN took 1.1-1.2x as long for PPO's 256-wide
-    products and 1.4-4x for the thin ones of the heads, and the hand-written update with
-    oneDNN was slower than autograd's.
+    Measured (``docs/performance.md``), the products of a 128-row minibatch of PPO's nets:
+    - a 2-core AMD EPYC with AVX-512 (MKL on its AVX2 kernels): a 128x256 by 256x256 product
+      took 88-95 us with oneDNN against MKL's 163 us;
+    - a 2-core AMD EPYC with AVX2 only: oneDNN took 1.1-1.2x MKL's time for the 256-wide
+      products and 1.4-4x for the heads' thin ones;
+    - a 2-core Intel Xeon with AVX-512: oneDNN took 1.1-1.8x MKL's time for the 256-wide
+      products and 2-7x for the thin ones; the hand-written update of Dohare's nets took
+      0.21 s with MKL and 0.26 s with oneDNN (``benchmarks/update_step.py``, critic worker).
 
     Example:
         >>> onednn_linear_preferred() <= onednn_linear_available()
         True
     """
     capability = str(torch.backends.cpu.get_cpu_capability())
-    return capability.startswith("AVX512") and onednn_linear_available()
+    vendor = cpu_vendor()
+    return capability.startswith("AVX512") and vendor not in ("", "GenuineIntel") and onednn_linear_available()
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool = False) -> torch.Tensor:

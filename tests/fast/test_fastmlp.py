@@ -269,14 +269,32 @@ def test_continual_backprop_gets_the_same_features_by_hand():
         torch.testing.assert_close(cbp_a.util[key], cbp_b.util[key], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("vendor", ["AuthenticAMD", "GenuineIntel", "HygonGenuine", ""])
 @pytest.mark.parametrize("capability", ["AVX512", "AVX2", "DEFAULT", "ZVECTOR"])
-def test_onednn_is_preferred_only_with_avx512_kernels(monkeypatch, capability):
-    """The kernel choice follows the instruction set (the same kernels in every run on a
-    machine), never timing: oneDNN only where torch runs AVX-512 kernels and oneDNN checked out."""
+def test_onednn_is_preferred_only_with_avx512_kernels_off_intel(monkeypatch, capability, vendor):
+    """The kernel choice follows the CPU (the same kernels in every run on a machine), never
+    timing: oneDNN only where torch runs AVX-512 kernels, the vendor is known and not Intel (MKL
+    runs its AVX-512 kernels on Intel CPUs only) and oneDNN checked out."""
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(fastmlp, "cpu_vendor", lambda: vendor)
     fastmlp.onednn_linear_preferred.cache_clear()
     try:
-        want = capability == "AVX512" and onednn_linear_available()
+        want = capability == "AVX512" and vendor in ("AuthenticAMD", "HygonGenuine") and onednn_linear_available()
         assert fastmlp.onednn_linear_preferred() is want
     finally:
         fastmlp.onednn_linear_preferred.cache_clear()
+
+
+def test_cpu_vendor_reads_this_machines_cpu():
+    """On Linux the vendor is /proc/cpuinfo's ``vendor_id`` (x86); elsewhere a known CPUID
+    vendor string or ""."""
+    vendor = fastmlp.cpu_vendor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            ids = {line.partition(":")[2].strip() for line in f if line.partition(":")[0].strip() == "vendor_id"}
+    except OSError:
+        ids = set()
+    if ids:
+        assert ids == {vendor}
+    else:
+        assert vendor in ("", "GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")
