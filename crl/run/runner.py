@@ -296,11 +296,12 @@ class Runner:
         status, error = "failed", None
         try:
             with _sigterm_as_interrupt():
-                if remaining > 0:
-                    checkpoints = self.callbacks.parts["checkpoints"]
-                    assert isinstance(checkpoints, Checkpointer)
-                    fresh = model.num_timesteps == 0 and checkpoints.last == 0
-                    model.learn(total_timesteps=remaining, callback=self.callbacks, reset_num_timesteps=fresh)
+                checkpoints = self.callbacks.parts["checkpoints"]
+                assert isinstance(checkpoints, Checkpointer)
+                fresh = model.num_timesteps == 0 and checkpoints.last == 0
+                # no step left: resumed from the checkpoint taken when training ended, before the
+                # other callbacks' last rows; learn(0) steps nothing and runs their training end
+                model.learn(total_timesteps=max(remaining, 0), callback=self.callbacks, reset_num_timesteps=fresh)
                 self._save_final()
             status = "finished"
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from crl.checkpoint import atomic_save, load
 from crl.plasticity.replay import ReservoirReplayBuffer
 from crl.run.replay_state import buffer_state, restore_buffer_state, stored_rows
+from crl.run.status import read_status, write_status
 from tests._resume import check_resumes_exactly, rows, train_here
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), dtype=np.float64)
@@ -186,6 +187,22 @@ def test_sac_killed_at_random_resumes_with_the_rows_of_the_uninterrupted_run(tmp
     run = tmp_path / "killed" / "default" / f"slippery-hopper__{agent}__s0"
     # checkpoints at 200 and 400, a regime change at 300
     check_resumes_exactly(_sac(tmp_path / "killed", agent, 600, *hp), run, ref, steps=(250, 400), resume_here=True)
+
+
+def test_sac_killed_after_its_final_checkpoint_writes_its_last_rows_when_resumed(tmp_path):
+    """The off-policy case of the runner's test: a kill after the checkpoint of the run's end,
+    before the rows written after it; the resumed run trains no step and writes them once."""
+    hp = ("learning_starts=100", "batch_size=32")
+    train_here(*_sac(tmp_path / "ref", "sac", 350, *hp))
+    ref = tmp_path / "ref" / "default" / "slippery-hopper__sac__s0"
+    cut = _sac(tmp_path / "cut", "sac", 350, *hp)
+    train_here(*cut)
+    run = tmp_path / "cut" / "default" / "slippery-hopper__sac__s0"
+    write_status(run, status="running")  # the kill came before the run was marked finished
+    train_here(*cut)
+    assert read_status(run)["status"] == "finished"
+    assert rows(run / "metrics.csv") == rows(ref / "metrics.csv")
+    assert rows(run / "regimes.csv") == rows(ref / "regimes.csv")
 
 
 @pytest.mark.parametrize("agent", ["sac", "sac-replay"])

@@ -13,6 +13,7 @@ import yaml
 
 from crl.errors import NonFiniteLossError
 from crl.run import RunConfig, train
+from crl.run.status import read_status, write_status
 from tests._resume import check_resumes_exactly, rows, train_args, train_here
 from tests.conftest import ROOT
 
@@ -61,6 +62,23 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, crl_cli):
     check_resumes_exactly(
         cmd, tmp_path / "killed" / "default" / "slippery-ant__ppo__s3", ref, steps=(600, 1280), resume_here=True
     )
+
+
+def test_a_run_killed_after_its_final_checkpoint_writes_its_last_rows_when_resumed(tmp_path):
+    """A kill between the checkpoint of a run's end (taken first when training ends) and the
+    rows the other callbacks write after it (the last update's losses): the resumed run has no
+    step left to train and still writes those rows, once, as the uninterrupted run did."""
+    steps = 512
+    train_here(*train_args(tmp_path / "ref", steps, "--wandb", "disabled"))
+    ref = tmp_path / "ref" / "default" / "slippery-ant__ppo__s3"
+    cut = train_args(tmp_path / "cut", steps, "--wandb", "disabled")
+    train_here(*cut)
+    run = tmp_path / "cut" / "default" / "slippery-ant__ppo__s3"
+    write_status(run, status="running")  # the kill came before the run was marked finished
+    train_here(*cut)  # resumes from the checkpoint of the end: its rows, without the last losses
+    assert read_status(run)["status"] == "finished"
+    assert rows(run / "metrics.csv") == rows(ref / "metrics.csv")
+    assert rows(run / "regimes.csv") == rows(ref / "regimes.csv")
 
 
 def test_rerunning_a_finished_run_skips_it(tmp_path, crl_cli):
