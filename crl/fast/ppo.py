@@ -34,10 +34,10 @@
 - with ``hand_gradients`` (default), the forward and backward passes of plain MLP actors and
   critics (``Linear`` + ``ReLU``/``Tanh``, Gaussian policy) are written out by hand
   (:mod:`crl.fast.mlp`: a dozen operations instead of autograd's graph, matrix products by
-  oneDNN on CPUs with AVX-512, by torch's own kernels elsewhere): the same gradients up to
-  float rounding, into the same ``.grad`` tensors, ~28 % off the update of Dohare's nets on a
-  2-core AVX-512 machine, ~15 % on an AVX2 one. Other networks, hooks other than crl's feature
-  capture, and discrete actions use autograd.
+  oneDNN on AVX-512 CPUs not made by Intel, by torch's own kernels elsewhere): the same
+  gradients up to float rounding, into the same ``.grad`` tensors, ~28 % off the update of
+  Dohare's nets on a 2-core AVX-512 EPYC, ~15-17 % on an AVX2 EPYC and an AVX-512 Xeon. Other
+  networks, hooks other than crl's feature capture, and discrete actions use autograd.
 
 How each half of a minibatch (actor, critic) is computed is chosen once per update, by the
 strategies of :mod:`crl.fast.update`; a strategy that stops applying mid-update (an
@@ -98,10 +98,11 @@ class FastPPO(PPO):
             ``batch_size`` x critic parameters >= :data:`PARALLEL_MIN_WORK`).
         hand_gradients: compute the forward and backward passes of plain MLP actors and critics
             (``Linear`` + ``ReLU``/``Tanh`` with a Gaussian policy) by hand, with oneDNN's
-            matrix products on CPUs with AVX-512 and torch's elsewhere (:mod:`crl.fast.mlp`):
-            the same gradients as autograd up to float rounding; the update of Dohare's nets
-            takes ~30 % less time on an AVX-512 machine, ~15 % on an AVX2 one
-            (``benchmarks/update_step.py``). ``False``: autograd throughout.
+            matrix products on AVX-512 CPUs not made by Intel and torch's elsewhere
+            (:mod:`crl.fast.mlp`): the same gradients as autograd up to float rounding; the
+            update of Dohare's nets takes ~30 % less time on an AVX-512 EPYC, ~15-17 % on an
+            AVX2 EPYC and an AVX-512 Xeon (``benchmarks/update_step.py``). ``False``: autograd
+            throughout.
         *args, **kwargs: those of :class:`~stable_baselines3.PPO`.
 
     After each update, :attr:`update_paths` says how its minibatches were computed (the

@@ -298,3 +298,25 @@ def test_cpu_vendor_reads_this_machines_cpu():
         assert ids == {vendor}
     else:
         assert vendor in ("", "GenuineIntel", "AuthenticAMD", "HygonGenuine", "CentaurHauls")
+
+
+def test_cpu_vendor_without_proc_cpuinfo_reads_the_processor_string(monkeypatch):
+    """Where /proc/cpuinfo cannot be read (Windows, macOS), the vendor comes from
+    ``platform.processor()`` when it names a known CPUID vendor, else it is unknown ("")."""
+
+    def no_file(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(fastmlp, "open", no_file, raising=False)
+    fastmlp.cpu_vendor.cache_clear()
+    try:
+        monkeypatch.setattr(fastmlp.platform, "processor", lambda: "AMD64 Family 25 Model 1 Stepping 1, AuthenticAMD")
+        assert fastmlp.cpu_vendor() == "AuthenticAMD"
+        fastmlp.cpu_vendor.cache_clear()
+        monkeypatch.setattr(fastmlp.platform, "processor", lambda: "Intel64 Family 6 Model 85 Stepping 7, GenuineIntel")
+        assert fastmlp.cpu_vendor() == "GenuineIntel"
+        fastmlp.cpu_vendor.cache_clear()
+        monkeypatch.setattr(fastmlp.platform, "processor", lambda: "arm")
+        assert fastmlp.cpu_vendor() == ""
+    finally:
+        fastmlp.cpu_vendor.cache_clear()
