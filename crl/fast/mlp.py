@@ -135,7 +135,7 @@ def onednn_linear_preferred() -> bool:
       took 88-95 us with oneDNN against MKL's 163 us;
     - a 2-core AMD EPYC with AVX2 only: oneDNN took 1.1-1.2x MKL's time for the 256-wide
       products and 1.4-4x for the heads' thin ones;
-    - a 2-core Intel Xeon with AVX-512: oneDNN took 1.1-1.8x MKL's time for the 256-wide
+    - a 2-core Intel Xeon with AVX-512: oneDNN took 1.1-1.9x MKL's time for the 256-wide
       products and 2-7x for the thin ones; the hand-written update of Dohare's nets took
       0.21 s with MKL and 0.26 s with oneDNN (``benchmarks/update_step.py``, critic worker).
 
