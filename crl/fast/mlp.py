@@ -131,6 +131,7 @@ def onednn_linear_preferred() -> bool:
     machine computes with the same kernels (the same float rounding).
 
     Measured (``docs/performance.md``), the products of a 128-row minibatch of PPO's nets:
+
     - a 2-core AMD EPYC with AVX-512 (MKL on its AVX2 kernels): a 128x256 by 256x256 product
       took 88-95 us with oneDNN against MKL's 163 us;
     - a 2-core AMD EPYC with AVX2 only: oneDNN took 1.1-1.2x MKL's time for the 256-wide
