@@ -218,9 +218,10 @@ class FastSAC(SAC):
         self._update_learning_rate(optimizers)
         outs = []
         for gradient_step_i in range(gradient_steps):
-            batch = sample_batch(self.replay_buffer, batch_size, self.gamma)
+            before = self._sac_worker  # sampled into its shared buffers (unless _worker_for rebuilds it)
+            same = before is not None and before.plan is plan and before.batch_size == batch_size
+            batch = sample_batch(self.replay_buffer, batch_size, self.gamma, before.batch_buffers() if same else None)  # type: ignore[union-attr]
             polyak = gradient_step_i % self.target_update_interval == 0
-            before = self._sac_worker
             worker = self._worker_for(plan, batch)
             start = time.perf_counter()
             if worker is None:

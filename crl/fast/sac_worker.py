@@ -83,9 +83,11 @@ from crl.fast.sac_update import (
     StepOut,
     action_grad_rows,
     actor_loss_grads,
+    call_forward_hooks,
     critic_grads,
     critic_loss,
     entropy_step,
+    grad_off,
     head_grads,
     min_rows,
     polyak,
@@ -93,6 +95,7 @@ from crl.fast.sac_update import (
     set_grads,
     soft_target,
     step_actor,
+    stepper_in_mode,
     weight_grad,
 )
 
@@ -257,7 +260,8 @@ class SacWorker:
         b = self.bufs
         pairs = ((b.obs, batch.observations), (b.actions, batch.actions), (b.next_obs, batch.next_observations))
         for buf, x in (*pairs, (b.rewards, batch.rewards), (b.dones, batch.dones)):
-            buf.copy_(x)
+            if x is not buf:  # a batch sampled into batch_buffers() is there already
+                buf.copy_(x)
         self._seq += 1
         base = self._seq * _PHASES
         b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
@@ -268,6 +272,14 @@ class SacWorker:
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
             self._send(_WAKE)
         return base
+
+    def batch_buffers(self) -> Batch:
+        """The shared tensors :meth:`start` copies a batch into, as a batch (discount 0): a batch
+        sampled into them (:func:`crl.fast.sac_update.sample_batch`'s ``into``) needs no copy.
+        They are the worker's to read from :meth:`start` until the step ends.
+        """
+        b = self.bufs
+        return Batch(b.obs, b.actions, b.next_obs, b.dones, b.rewards, 0.0)
 
     def signal(self, phase: int) -> None:
         """Tell the worker the trainer reached ``phase`` (its writes before are visible: x86)."""
@@ -292,10 +304,8 @@ class SacWorker:
         """
         for k in self.theirs:
             acts = self.plan.critics[k][0].acts
-            for i, buf in zip(self.taps[k], self.bufs.feats[k][kind], strict=True):
-                out = buf.clone()
-                for hook in list(acts[i]._forward_hooks.values()):
-                    hook(acts[i], (), out)
+            taps = self.taps[k]
+            call_forward_hooks([acts[i] for i in taps], [buf.clone() for buf in self.bufs.feats[k][kind]])
 
     def _send(self, msg: bytes) -> None:
         self.handle.send(msg)
@@ -317,7 +327,7 @@ def _publish_actions(w: SacWorker, cur: dict[str, th.Tensor], base: int, draw: b
     observations, drawn where one process's ``actor_sample`` draws it, after the entropy
     coefficient's step.
     """
-    with th.no_grad():
+    with grad_off():
         if draw:
             w.bufs.eps_next.normal_()
         w.bufs.a_pi.copy_(cur["a"])
@@ -342,7 +352,7 @@ def _critic_half(
 ) -> th.Tensor:
     """The trainer's part of :func:`crl.fast.sac_update.critic_step`; returns the critics' loss."""
     plan, b, mine = w.plan, w.bufs, w.mine
-    with th.no_grad():
+    with grad_off():
         b.ent_coef.copy_(ent_coef)
     qs, saved = q_values([plan.critics[k] for k in mine], th.cat([batch.observations, batch.actions], 1), True)
     w.wait(base + 1)  # the worker's critics on the batch, the actor's next actions
@@ -373,7 +383,7 @@ def _actor_half(w: SacWorker, batch: Batch, cur: dict[str, th.Tensor], base: int
     w.wait(base + 4)
     w.replay(1)
     min_q, rows = min_rows(th.cat(list(b.q_pis), dim=1))
-    with th.no_grad():
+    with grad_off():
         for k, outs in zip(mine, saved, strict=True):
             b.g_a[rows[k]] = action_grad_rows(*plan.critics[k], outs, rows[k], plan.obs_dim)
     w.wait(base + 5)
@@ -389,7 +399,7 @@ def _actor_body(w: SacWorker, outs: list[th.Tensor], g_h: th.Tensor, base: int) 
         return chain.backward(outs, g_h)[0]
     n = len(chain.linears)
     g = chain.act_backward(n - 1, g_h, outs[n])
-    with th.no_grad():
+    with grad_off():
         b.g_last.copy_(g)
         b.h_prev.copy_(outs[n - 1])
         w.signal(base + 5)
@@ -405,30 +415,37 @@ def parallel_gradient_step(w: SacWorker, model: Any, batch: Batch, polyak_now: b
     large products (see the module docstring): the same draws, the same numbers. An exception
     stops the worker (the next step builds a new one).
     """
-    plan = w.plan
+    step = stepper_in_mode(step, th.is_grad_enabled())
     try:
-        first = local_hooks(model.ent_coef_optimizer)
-        eps = _noise_first(w, batch) if first else None  # the worker's pass on the next observations at once
-        base = w.start(batch, noise_first=first, tau=model.tau if polyak_now else None)
-        cur = plan.actor_sample(batch.observations, hooks=True, eps=eps)
-        if first:
-            _publish_actions(w, cur, base, draw=False)
-        ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1), step)
-        if not first:
-            _publish_actions(w, cur, base, draw=True)
-        critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
-        min_q, dq_da = _actor_half(w, batch, cur, base)
-        actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
-        body = _actor_body(w, cur["outs"], g_h, base)
-        step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
-        w.share()  # a hook that gave an actor parameter new storage
-        if polyak_now:  # after the actor's step: its hooks may write the critics (Hare & Tortoise)
-            w.signal(base + 7)
-            polyak(*w.polyak_pairs, model.tau)
-            w.wait(base + 7)  # the worker's half
+        with th.no_grad():  # once for the whole step (grad_off)
+            return _parallel_step(w, model, batch, polyak_now, step)
     except BaseException:  # also from a hook: a worker left waiting for phase 7 would update later
         w.close()
         raise
+
+
+def _parallel_step(w: SacWorker, model: Any, batch: Batch, polyak_now: bool, step: Any) -> StepOut:
+    """The body of :func:`parallel_gradient_step` (under ``no_grad``)."""
+    plan = w.plan
+    first = local_hooks(model.ent_coef_optimizer)
+    eps = _noise_first(w, batch) if first else None  # the worker's pass on the next observations at once
+    base = w.start(batch, noise_first=first, tau=model.tau if polyak_now else None)
+    cur = plan.actor_sample(batch.observations, hooks=True, eps=eps)
+    if first:
+        _publish_actions(w, cur, base, draw=False)
+    ent_coef, ent_loss = entropy_step(model, cur["log_prob"].reshape(-1, 1), step)
+    if not first:
+        _publish_actions(w, cur, base, draw=True)
+    critic_loss_ = _critic_half(w, model, batch, cur, ent_coef, step, base)
+    min_q, dq_da = _actor_half(w, batch, cur, base)
+    actor_loss, g_heads, g_h = actor_loss_grads(cur, min_q, dq_da, ent_coef)
+    body = _actor_body(w, cur["outs"], g_h, base)
+    step_actor(plan, model, [*body, *head_grads(g_heads, cur["outs"][-1], plan.mu.out_features)], step)
+    w.share()  # a hook that gave an actor parameter new storage
+    if polyak_now:  # after the actor's step: its hooks may write the critics (Hare & Tortoise)
+        w.signal(base + 7)
+        polyak(*w.polyak_pairs, model.tau)
+        w.wait(base + 7)  # the worker's half
     return StepOut(critic_loss_, actor_loss, ent_coef, ent_loss)
 
 
@@ -508,7 +525,8 @@ def _serve(conn: Any, nets: tuple[Any, Any], bufs: _Buffers, *args: Any) -> None
     """The worker process's work (see :class:`crl.fast.critic_worker.WorkerProcess`): a
     :class:`_Server` on the pipe ``conn``.
     """
-    _Server(conn, nets, bufs, *args).run()
+    with th.no_grad():  # the worker computes without autograd (grad_off)
+        _Server(conn, nets, bufs, *args).run()
 
 
 class _Server:
@@ -577,7 +595,7 @@ class _Server:
         self.ctl[_W] = base + 4
         self.wait(base + 4)
         _, rows = min_rows(th.cat(list(b.q_pis), dim=1))
-        with th.no_grad():
+        with grad_off():
             for k, pair, outs in zip(ks, self.critics, saved, strict=True):
                 b.g_a[rows[k]] = action_grad_rows(*pair, outs, rows[k], self.obs_dim)
         self.ctl[_W] = base + 5

@@ -8,6 +8,7 @@ here: no other module of crl touches SB3's private fields.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import deque
 from typing import Any
@@ -127,7 +128,12 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
         True
         >>> all_finite([torch.ones(3), torch.tensor([0.0, float("nan")])])
         False
+        >>> all_finite([torch.tensor([float("-inf")])]), all_finite([torch.tensor(2.0)])
+        (False, True)
     """
+    if len(tensors) == 1 and tensors[0].numel() == 1 and not tensors[0].is_complex():  # SAC's entropy coefficient
+        # (one-off timing on the 2-core Xeon: ~0.2 us against the fused pass's ~5 us)
+        return math.isfinite(tensors[0].item())
     try:
         found = torch.zeros((), device=tensors[0].device)
         torch._amp_foreach_non_finite_check_and_unscale_(tensors, found, torch.ones((), device=found.device))

@@ -188,3 +188,77 @@ def test_cbp_sees_the_features_of_the_fast_step():
     assert model.fast_path is True
     layers = [layer for view in cbp.views for layer in view.layers]
     assert layers and all(layer.features is not None and layer.features.shape[0] == 32 for layer in layers)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_optimizer_hooks_run_with_autograd_on_as_in_sb3(parallel):
+    """The hand step runs under one ``no_grad``; the optimizers' hooks still see autograd on (as
+    in SB3's ``train``), so a hook that differentiates something works."""
+    model = _filled(FastSAC, parallel_update=parallel)
+    modes = []
+
+    def differentiates(opt, args, kwargs):
+        x = torch.ones(2, requires_grad=True)
+        (g,) = torch.autograd.grad((x * x).sum(), x)
+        modes.append(torch.is_grad_enabled() and bool((g == 2).all()))
+
+    for opt in (model.actor.optimizer, model.critic.optimizer, model.ent_coef_optimizer):
+        opt.register_step_pre_hook(differentiates)
+    model.train(3, model.batch_size)
+    model.close_workers()
+    assert model.fast_path is True and model.parallel_steps == (3 if parallel else 0)
+    assert modes == [True] * 9
+    assert torch.is_grad_enabled()
+
+
+def _buffer(n_envs, obs_dtype, action_dtype, adds):
+    from stable_baselines3.common.buffers import ReplayBuffer
+
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (5,), dtype=obs_dtype)
+    buf = ReplayBuffer(40, obs_space, gym.spaces.Box(-1, 1, (2,), dtype=action_dtype), n_envs=n_envs)
+    rng = np.random.default_rng(7)
+    for _ in range(adds):
+        done = rng.random(n_envs) < 0.3
+        infos = [{"TimeLimit.truncated": bool(t)} for t in rng.random(n_envs) < 0.5]
+        obs, nxt = rng.normal(size=(2, n_envs, 5))
+        buf.add(obs, nxt, rng.uniform(-1, 1, (n_envs, 2)), rng.normal(size=n_envs), done, infos)
+    return buf
+
+
+@pytest.mark.parametrize(
+    "n_envs, obs_dtype, adds", [(1, np.float64, 25), (3, np.float64, 60), (2, np.float32, 10)], ids=str
+)
+def test_the_batch_holds_replay_buffer_samples_rows_bitwise(n_envs, obs_dtype, adds):
+    """``sample_batch`` (also written into given tensors, a worker's shared buffers) draws what
+    SB3's ``ReplayBuffer.sample`` draws: the same rows, timeouts not counted as dones, the same
+    generator state after, observations as float32 as SB3's ``preprocess_obs`` makes them."""
+    from crl.fast.sac_update import Batch, sample_batch
+
+    buf = _buffer(n_envs, obs_dtype, np.float32, adds)
+    np.random.seed(11)
+    ref = buf.sample(16)
+    after = np.random.rand()
+    into = Batch(torch.zeros(16, 5), torch.zeros(16, 2), torch.zeros(16, 5), torch.zeros(16, 1), torch.zeros(16, 1), 0)
+    for out in (None, into):
+        np.random.seed(11)
+        b = sample_batch(buf, 16, 0.9, into=out)
+        assert np.random.rand() == after and b.discounts == 0.9
+        assert out is None or all(x is y for x, y in zip(b[:5], into[:5]))
+        expected = (ref.observations.float(), ref.actions, ref.next_observations.float(), ref.dones, ref.rewards)
+        for got, want in zip(b[:5], expected):
+            assert got.dtype == want.dtype == torch.float32 and torch.equal(got, want)
+    assert 0 < float(ref.dones.sum()) < 16 or n_envs == 2  # the case has dones to get right
+
+
+def test_a_buffer_of_float16_actions_keeps_them_and_the_given_tensors_alone():
+    """(SB3 stores float64 actions as float32; float16 ones stay float16.)"""
+    from crl.fast.sac_update import Batch, sample_batch
+
+    buf = _buffer(1, np.float32, np.float16, 12)
+    into = Batch(*(torch.zeros(4, w) for w in (5, 2, 5, 1, 1)), 0.0)
+    np.random.seed(0)
+    ref = buf.sample(4)
+    np.random.seed(0)
+    b = sample_batch(buf, 4, 0.99, into=into)
+    assert b.actions.dtype == torch.float16 and torch.equal(b.actions, ref.actions)
+    assert all(not x.any() for x in into[:5])
