@@ -10,8 +10,11 @@ only in overheads, where the agent's configuration allows (:meth:`FastSAC.fast_p
   kernels), no ``torch.distributions`` objects and no autograd graph; the optimizers and their
   hooks run as in SB3 (:func:`crl.fast.adam.step`), the target critics follow in one
   ``torch._foreach`` pair;
-- the replay batch is drawn with the same two NumPy draws as ``ReplayBuffer.sample``, without
-  its per-field conversions;
+- the replay batch is drawn with the same two NumPy draws as ``ReplayBuffer.sample`` and its
+  rows gathered with ``np.take`` (with the critic worker, straight into the worker's shared
+  buffers), without its per-field conversions;
+- the step runs under one ``torch.no_grad`` (the optimizers' hooks and feature captures still
+  see autograd on, as in SB3);
 - acting after the warm-up computes the actor's action for the last observation by hand (the
   same draw from torch's generator as SB3's ``predict``) and sets the networks' training flags
   directly instead of walking the modules twice per step;

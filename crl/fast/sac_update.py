@@ -42,6 +42,7 @@ from stable_baselines3.common.policies import ContinuousCritic
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.sac.policies import LOG_STD_MAX, LOG_STD_MIN, Actor
 from torch import nn
+from torch.nn import functional as F
 
 from crl.fast.mlp import MlpPlan, accumulate_grad, global_module_hooks
 from crl.plasticity.nets import activation_name
@@ -94,7 +95,7 @@ def linear(x: th.Tensor, w: th.Tensor, b: th.Tensor | None, relu: bool = False) 
     slice of a weight; on a 2-core AVX-512 Xeon 1.05-1.3x for the 256x256 products and 1.5-4.4x
     for the thin ones. AVX-512 CPUs of other vendors are not measured for SAC.
     """
-    out = th.addmm(b, x, w.t()) if b is not None else x @ w.t()
+    out = F.linear(x, w, b)  # ATen's addmm(b, x, w.t()) (mm without a bias), one call from Python
     return out.relu_() if relu else out
 
 

@@ -104,6 +104,7 @@ __all__ = ["ParallelChooser", "SacWorker", "parallel_gradient_step"]
 _WAKE, _ERROR = b"W", b"E"
 _T, _W, _SLEEP = 0, 1, 2  # the shared control block: the phase counters, the worker's "asleep on the pipe" flag
 _PHASES = 8  # counter values reserved per gradient step
+_ARGS = _GAMMA, _NOISE_FIRST, _POLYAK, _TAU = range(4)  # the slots of the shared step arguments
 
 
 class _Stop(Exception):
@@ -144,10 +145,10 @@ class _Buffers:
         shape = (0, 0) if last is None else (last.out_features, last.in_features)
         self.g_last, self.h_prev, self.dw_last = z(b, shape[0]), z(b, shape[1]), z(*shape)
         self.ctl_t = th.tensor([0, 0, 1], dtype=th.int64).share_memory_()
-        self.gamma = th.zeros(1, dtype=th.float64).share_memory_()  # the step's discount
-        self.noise_first = th.zeros(1, dtype=th.int64).share_memory_()  # 1: eps_next drawn before phase 0
-        self.polyak = th.zeros(1, dtype=th.int64).share_memory_()  # 1: the worker's Polyak half this step
-        self.tau = th.zeros(1, dtype=th.float64).share_memory_()  # its factor (0 is a valid one)
+        # the step's arguments, written and read through NumPy views (no torch op per field):
+        # the discount, 1.0 where eps_next was drawn before phase 0, 1.0 where the worker makes
+        # its Polyak half this step, and that update's factor (0 is a valid one)
+        self.args = th.zeros(len(_ARGS), dtype=th.float64).share_memory_()
 
 
 def _last_hidden(chain: Chain) -> nn.Linear | None:
@@ -189,7 +190,7 @@ class SacWorker:
         self.mine, self.theirs = list(range(n // 2)), list(range(n // 2, n))
         self.taps = {k: [i for i, a in enumerate(plan.critics[k][0].acts) if a._forward_hooks] for k in range(n)}
         self.bufs = _Buffers(plan, self.batch_size, self.theirs, self.taps)
-        self.ctl = self.bufs.ctl_t.numpy()
+        self.ctl, self.args = self.bufs.ctl_t.numpy(), self.bufs.args.numpy()
         self.params = [*plan.critic_params, *plan.target_params, *plan.pi.params()]
         self.shared = share_in_place(self.params)
         self._ptrs = [t.data_ptr() for t in self.shared]
@@ -251,7 +252,8 @@ class SacWorker:
 
     # -- the trainer's side of the handshake ---------------------------------
     def start(self, batch: Batch, noise_first: bool, tau: float | None) -> int:
-        """Copy ``batch`` into shared memory and start the worker's step; the step's phase base.
+        """Copy ``batch`` into shared memory (where it was not sampled there, :meth:`batch_buffers`)
+        and start the worker's step; the step's phase base.
         ``noise_first``: ``bufs.eps_next`` holds the step's noise already (else it comes at phase 1);
         ``tau``: the worker makes its half of the Polyak update with it at phase 7 (``None``: no
         update this step).
@@ -264,10 +266,11 @@ class SacWorker:
                 buf.copy_(x)
         self._seq += 1
         base = self._seq * _PHASES
-        b.gamma[0] = float(batch.discounts)  # type: ignore[arg-type]
-        b.noise_first[0] = int(noise_first)
-        b.polyak[0] = int(tau is not None)
-        b.tau[0] = 0.0 if tau is None else float(tau)
+        args = self.args
+        args[_GAMMA] = float(batch.discounts)  # type: ignore[arg-type]
+        args[_NOISE_FIRST] = float(noise_first)
+        args[_POLYAK] = float(tau is not None)
+        args[_TAU] = 0.0 if tau is None else float(tau)
         self.ctl[_T] = base  # the step's phase 0: a spinning worker starts
         if self.ctl[_SLEEP]:  # one asleep on the pipe is woken
             self._send(_WAKE)
@@ -551,7 +554,7 @@ class _Server:
         self.actor = SquashedActor(Chain.of(list(latent)), mu, log_std)
         self.split_actor = _last_hidden(self.actor.chain) is not None
         self.critic_params, self.target_params = _pairs_params(self.critics), _pairs_params(self.targets)
-        self.ctl = bufs.ctl_t.numpy()
+        self.ctl, self.args = bufs.ctl_t.numpy(), bufs.args.numpy()
         self.parent_pid, self.yield_after, self.idle_spin = parent_pid, yield_after, idle_spin
 
     def _check(self) -> None:
@@ -574,7 +577,7 @@ class _Server:
         qs, saved = q_values(self.critics, th.cat([b.obs, b.actions], 1), False)
         _publish(b, "qs", ks, qs)
         self.features(0, saved)
-        if not b.noise_first[0]:
+        if not self.args[_NOISE_FIRST]:
             self.wait(base + 1)
         nxt = self.actor.sample(b.next_obs, hooks=False, eps=b.eps_next)
         b.a_next.copy_(nxt["a"])
@@ -603,9 +606,9 @@ class _Server:
             self.wait(base + 5)
             b.dw_last.copy_(weight_grad(b.g_last, b.h_prev))
             self.ctl[_W] = base + 6
-        if b.polyak[0]:
+        if self.args[_POLYAK]:
             self.wait(base + 7)
-            polyak(self.target_params, self.critic_params, float(b.tau[0]))
+            polyak(self.target_params, self.critic_params, float(self.args[_TAU]))
             self.ctl[_W] = base + 7
 
     def next_step(self, base: int) -> bool:
@@ -641,7 +644,7 @@ class _Server:
         try:
             while self.next_step(base):
                 try:
-                    self.step(base, float(self.b.gamma[0]))
+                    self.step(base, float(self.args[_GAMMA]))
                 except _Stop:
                     return
                 except Exception as e:
