@@ -97,6 +97,23 @@ def test_the_entropy_steps_hooks_see_the_one_process_order(setup):
     assert torch.equal(_params(a), _params(b))
 
 
+def test_a_worker_started_by_spawn_gives_the_one_process_steps(monkeypatch):
+    """Without fork, the shared parameters, batch, step arguments and control block still reach
+    the worker (each rebuilt from shared memory in the new process)."""
+
+    class Spawned(SacWorker):
+        def __init__(self, plan, batch_size, start_method=None):
+            super().__init__(plan, batch_size, "spawn")
+
+    monkeypatch.setattr(fastsac, "SacWorker", Spawned)
+    (a, _), (b, used_b) = (
+        _train(False, steps=160, target_update_interval=2),
+        _train(True, steps=160, target_update_interval=2),
+    )
+    assert used_b == b._n_updates == 60
+    assert torch.equal(_params(a), _params(b))
+
+
 def test_each_side_updates_its_own_critics_targets():
     torch.set_num_threads(1)
     model = FastSAC("MlpPolicy", gym.make("Pendulum-v1"), parallel_update=True, **KW)
