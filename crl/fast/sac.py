@@ -221,9 +221,11 @@ class FastSAC(SAC):
         self._update_learning_rate(optimizers)
         outs = []
         for gradient_step_i in range(gradient_steps):
-            before = self._sac_worker  # sampled into its shared buffers (unless _worker_for rebuilds it)
-            same = before is not None and before.plan is plan and before.batch_size == batch_size
-            batch = sample_batch(self.replay_buffer, batch_size, self.gamma, before.batch_buffers() if same else None)  # type: ignore[union-attr]
+            before = self._sac_worker
+            into = None  # the worker's shared buffers, unless _worker_for rebuilds it
+            if before is not None and before.plan is plan and before.batch_size == batch_size:
+                into = before.batch_buffers()
+            batch = sample_batch(self.replay_buffer, batch_size, self.gamma, into)
             polyak = gradient_step_i % self.target_update_interval == 0
             worker = self._worker_for(plan, batch)
             start = time.perf_counter()

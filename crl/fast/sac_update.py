@@ -70,7 +70,7 @@ __all__ = [
     "polyak",
     "polyak_update",
     "q_values",
-    "rows",
+    "replay_rows",
     "sample_batch",
     "set_grads",
     "signature",
@@ -189,10 +189,10 @@ def sample_batch(buffer: Any, batch_size: int, gamma: float, into: Batch | None 
     envs = np.random.randint(0, high=buffer.n_envs, size=(batch_size,))
     flat = inds * buffer.n_envs + envs
     obs, next_obs, actions = (
-        rows(a, flat, inds, envs) for a in (buffer.observations, buffer.next_observations, buffer.actions)
+        replay_rows(a, flat, inds, envs) for a in (buffer.observations, buffer.next_observations, buffer.actions)
     )
-    dones = rows(buffer.dones, flat, inds, envs) * (1 - rows(buffer.timeouts, flat, inds, envs))
-    rewards = rows(buffer.rewards, flat, inds, envs)
+    dones = replay_rows(buffer.dones, flat, inds, envs) * (1 - replay_rows(buffer.timeouts, flat, inds, envs))
+    rewards = replay_rows(buffer.rewards, flat, inds, envs)
     if into is None or buffer.actions.dtype != np.float32:
         return Batch(
             th.from_numpy(obs).float(),  # SB3's preprocess_obs: .float()
@@ -207,14 +207,14 @@ def sample_batch(buffer: Any, batch_size: int, gamma: float, into: Batch | None 
     return into._replace(discounts=gamma)
 
 
-def rows(a: np.ndarray, flat: np.ndarray, inds: np.ndarray, envs: np.ndarray) -> np.ndarray:
+def replay_rows(a: np.ndarray, flat: np.ndarray, inds: np.ndarray, envs: np.ndarray) -> np.ndarray:
     """``a[inds, envs]`` (a replay array's rows ``inds`` of envs ``envs``), as ``np.take`` of the
     rows ``flat = inds * n_envs + envs`` of ``a``'s flat view where ``a`` is contiguous.
 
     Example:
         >>> a = np.arange(24.0).reshape(4, 2, 3)
         >>> inds, envs = np.array([3, 0, 3]), np.array([1, 0, 0])
-        >>> bool((rows(a, inds * 2 + envs, inds, envs) == a[inds, envs]).all())
+        >>> bool((replay_rows(a, inds * 2 + envs, inds, envs) == a[inds, envs]).all())
         True
     """
     if not a.flags.c_contiguous:
