@@ -165,11 +165,12 @@ class StepOut(NamedTuple):
 def sample_batch(buffer: Any, batch_size: int, gamma: float, into: Batch | None = None) -> Batch:
     """``buffer.sample(batch_size)`` of SB3's plain ``ReplayBuffer`` (not memory-optimised, no
     ``VecNormalize``): the same two draws from NumPy's global generator, the same rows, gathered
-    with ``np.take`` on flat views of the buffer's arrays (about half the time of their fancy
-    indexing). ``into``: float32 tensors of the batch's shapes (a worker's shared buffers, so that
-    the batch needs no copy there) to write the rows into where the buffer's actions are float32
-    (SB3's rewards and dones always are; observations become float32 either way, as SB3's
-    ``preprocess_obs`` makes them); else new tensors, as without ``into``.
+    with ``np.take`` on flat views of the buffer's arrays (faster than their fancy indexing: a
+    Hopper batch 64 us against 81, one-off timing on the 2-core Xeon). ``into``: float32 tensors
+    of the batch's shapes (a worker's shared buffers, so that the batch needs no copy there) to
+    write the rows into where the buffer's actions are float32 (SB3's rewards and dones always
+    are; observations become float32 either way, as SB3's ``preprocess_obs`` makes them); else
+    new tensors, as without ``into``.
 
     Example:
         >>> from gymnasium import spaces
