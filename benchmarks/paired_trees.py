@@ -2,9 +2,10 @@
 
 ``crl bench throughput --paired`` compares crl's agents with plain SB3 within one source tree.
 To time a change, run the same contender from two trees (e.g. ``git worktree add /tmp/base
-main`` beside your checkout) in the bench's own child processes (:func:`crl.bench_paired.child`,
-one per tree, ``PYTHONPATH`` pointing at the tree), block by block in turn (the order reversed
-every other block), and compare each block with the first tree's block of the same round::
+main`` beside your checkout) in the bench's own child processes (:func:`crl.bench_paired.child`
+in a :class:`crl.bench_paired.ChildProcess` whose source is the tree), block by block in turn
+(:func:`crl.bench_paired.run_blocks`: the order reversed every other block), and compare each
+block with the first tree's block of the same round::
 
     python benchmarks/paired_trees.py sb3=.:sb3 base=/tmp/base:sac new=.:sac --blocks 30 --algo sac
 
@@ -17,31 +18,13 @@ same for the last label against the second one (the change, where the first is p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
-import subprocess
-import sys
-from typing import IO
+import tempfile
 
-from crl.bench_paired import PPO_BLOCK, SAC_BLOCK
+from crl.bench_paired import PPO_BLOCK, SAC_BLOCK, ChildProcess, run_blocks
 from crl.stats import median_interval
-
-
-def _gate(out: IO[str]) -> tuple[int, float]:
-    """The env steps and seconds of the block that the child's next gate line ends."""
-    for line in out:
-        if line.startswith("@@gate "):
-            steps, seconds = line.split()[1:]
-            return int(steps), float(seconds)
-    raise RuntimeError("a bench child ended before its gate (run it alone to see its error)")
-
-
-def _start(tree: str, contender: str, first: int, block: int, steps: int, ls: int | None) -> subprocess.Popen[str]:
-    call = f"child({contender!r}, {first}, {block}, {steps}, 0, 16, 'auto', 0, {ls})"
-    env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
-    code = f"import crl.bench_paired as p; p.{call}"
-    pipe = subprocess.PIPE
-    return subprocess.Popen([sys.executable, "-c", code], stdin=pipe, stdout=pipe, text=True, env=env, cwd="/")
 
 
 def main() -> None:
@@ -55,24 +38,18 @@ def main() -> None:
     block, ls = (SAC_BLOCK, 1000) if sac else (PPO_BLOCK, None)
     first = (1000 + block) if sac else 2 * block
     steps = first + args.blocks * block
-    procs = {}
-    for spec in args.contenders:  # one at a time: warm-ups do not share the cores
-        label, _, rest = spec.partition("=")
-        tree, _, contender = rest.rpartition(":")
-        procs[label] = _start(tree, contender, first, block, steps, ls)
-        _gate(procs[label].stdout)  # type: ignore[arg-type]
-    names, rates = list(procs), {label: [] for label in procs}  # type: ignore[var-annotated]
-    try:
-        for k in range(args.blocks):
-            for label in names if k % 2 == 0 else names[::-1]:
-                p = procs[label]
-                p.stdin.write("go\n")  # type: ignore[union-attr]
-                p.stdin.flush()  # type: ignore[union-attr]
-                n, seconds = _gate(p.stdout)  # type: ignore[arg-type]
-                rates[label].append(n / seconds)
-    finally:
-        for p in procs.values():
-            p.kill()
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        procs: dict[str, ChildProcess] = {}
+        for i, spec in enumerate(args.contenders):  # one at a time: warm-ups do not share the cores
+            label, _, rest = spec.partition("=")
+            tree, _, contender = rest.rpartition(":")
+            err = stack.enter_context(open(os.path.join(d, f"{i}.err"), "w+"))
+            call = f"child({contender!r}, {first}, {block}, {steps}, 0, 16, 'auto', 0, {ls})"
+            procs[label] = ChildProcess(label, call, err, source=tree)
+            stack.callback(procs[label].kill)
+            procs[label].gate()
+        rates = run_blocks(procs, args.blocks)
+    names = list(procs)
     pairs = [(label, names[0]) for label in names[1:]] + ([(names[-1], names[1])] if len(names) > 2 else [])
     for label in names:
         print(f"{label}: median block {statistics.median(rates[label]):.1f} steps/s")

@@ -408,9 +408,12 @@ def finish(r: dict[str, float], sac: bool) -> dict[str, float]:
     return r
 
 
-def child_env() -> dict[str, str]:
-    """The environment of a bench child: this one, with crl's source folder first on ``PYTHONPATH``."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")]))}
+def child_env(source: str | None = None) -> dict[str, str]:
+    """The environment of a bench child: this one, with crl's source folder (or ``source``, another
+    checkout's) first on ``PYTHONPATH``.
+    """
+    first = _root() if source is None else os.path.abspath(source)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [first, os.environ.get("PYTHONPATH")]))}
 
 
 def measure(

@@ -42,7 +42,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from crl.bench import PPO_ROLLOUT, bench_setting, child_env, finish, raw_mujoco_rate, run_contender, time_split
 from crl.stats import median_interval
 
-__all__ = ["Gate", "paired", "child", "PPO_BLOCK", "SAC_BLOCK"]
+__all__ = ["Gate", "ChildProcess", "run_blocks", "paired", "child", "PPO_BLOCK", "SAC_BLOCK"]
 
 #: Default block for PPO: one rollout of SB3's 2,048 samples, so every block holds one update.
 PPO_BLOCK = PPO_ROLLOUT
@@ -111,15 +111,18 @@ def child(
     print("@@result " + json.dumps(r), flush=True)
 
 
-class _Process:
-    """One contender's process, driven line by line."""
+class ChildProcess:
+    """One contender's process (``crl.bench_paired.<call>``, e.g. :func:`child`), driven line by
+    line; ``source``: the crl source folder it imports (default: this one's), e.g. another git
+    worktree, to time a change side by side (``benchmarks/paired_trees.py``).
+    """
 
-    def __init__(self, name: str, call: str, err: IO[str]) -> None:
+    def __init__(self, name: str, call: str, err: IO[str], source: str | None = None) -> None:
         self.name, self.err = name, err
         code = f"import crl.bench_paired as p; p.{call}"
         pipe = subprocess.PIPE
         self.p = subprocess.Popen(
-            [sys.executable, "-c", code], stdin=pipe, stdout=pipe, stderr=err, text=True, env=child_env()
+            [sys.executable, "-c", code], stdin=pipe, stdout=pipe, stderr=err, text=True, env=child_env(source)
         )
 
     def read(self, tag: str) -> str:
@@ -150,7 +153,9 @@ class _Process:
         self.p.wait()
 
 
-def _blocks(procs: dict[str, _Process], blocks: int, log: Callable[[str], None] | None) -> dict[str, list[float]]:
+def run_blocks(
+    procs: dict[str, ChildProcess], blocks: int, log: Callable[[str], None] | None = None
+) -> dict[str, list[float]]:
     """Run ``blocks`` blocks of every process in turn (reversed order every other block); each
     process's steps/s per block.
     """
@@ -212,16 +217,16 @@ def paired(
     steps = first + blocks * block
     ls = learning_starts if sac else None
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
-        procs: dict[str, _Process] = {}
+        procs: dict[str, ChildProcess] = {}
         for i, c in enumerate(contenders):  # one at a time: warm-ups do not share the cores
             err = stack.enter_context(open(os.path.join(d, f"{i}.err"), "w+"))
             call = f"child({c!r}, {first}, {block}, {steps}, {seed}, {n_envs}, {vec_env!r}, {train_threads}, {ls})"
-            procs[c] = _Process(c, call, err)
+            procs[c] = ChildProcess(c, call, err)
             stack.callback(procs[c].kill)
             procs[c].gate()
             if log:
                 log(f"{c}: warmed up ({first} steps)")
-        rates = _blocks(procs, blocks, log)
+        rates = run_blocks(procs, blocks, log)
         runs = {}
         for c, proc in procs.items():
             proc.go()

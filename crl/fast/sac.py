@@ -223,7 +223,7 @@ class FastSAC(SAC):
         for gradient_step_i in range(gradient_steps):
             before = self._sac_worker
             into = None  # the worker's shared buffers, unless _worker_for rebuilds it
-            if before is not None and before.plan is plan and before.batch_size == batch_size:
+            if before is not None and before.built_for(plan, batch_size):
                 into = before.batch_buffers()
             batch = sample_batch(self.replay_buffer, batch_size, self.gamma, into)
             polyak = gradient_step_i % self.target_update_interval == 0

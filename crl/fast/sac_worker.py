@@ -213,10 +213,18 @@ class SacWorker:
             return "actor or critic parameters are not float32"
         return None
 
+    def built_for(self, plan: SacPlan, batch_size: int) -> bool:
+        """Whether this worker was built for ``plan`` and batches of ``batch_size`` rows (its batch
+        buffers, :meth:`batch_buffers`, fit such a batch).
+        """
+        return plan is self.plan and int(batch_size) == self.batch_size
+
     def serves(self, plan: SacPlan, batch_size: int) -> bool:
-        """Whether this worker was built for ``plan`` and batches of ``batch_size`` rows."""
+        """Whether this worker was built for ``plan`` and batches of ``batch_size`` rows, its
+        parameters still have their shapes and it runs.
+        """
         same = all(p.shape == s.shape for p, s in zip(self.params, self.shared, strict=True))
-        return plan is self.plan and int(batch_size) == self.batch_size and same and not self.closed
+        return self.built_for(plan, batch_size) and same and not self.closed
 
     def _on_shared(self, net: nn.Module) -> nn.Module:
         """A hookless copy of ``net`` whose parameters are the shared buffers of ``net``'s."""
